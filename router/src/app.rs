@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::log::{Log, LogError};
 use crate::server::{self, State};
 use crate::source::http::Auth;
@@ -27,8 +28,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, "listening");
 
+    let delivery = Delivery::start(&config, &log, &shutdown)?;
+
     let state = Arc::new(State { log: log.clone(), auth, server: config.server.clone(), admin: None });
     server::serve(listener, state, shutdown.clone()).await;
+    delivery.join().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod redis;
 pub mod router;
+pub mod vendor;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
