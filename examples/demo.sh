@@ -28,6 +28,12 @@ if [ -z "${SWITCHYARD_REDIS_URL:-}" ]; then
   echo "== started a private redis-server at $SWITCHYARD_REDIS_URL" >&2
 fi
 
+SPORT=$(free_port)
+"$BIN" sink --listen "127.0.0.1:$SPORT" > "$WORK/sink.out" 2>/dev/null &
+PIDS+=($!)
+export ESP_URL="http://127.0.0.1:$SPORT/events"
+echo "== started a local sink standing in for the ESP at $ESP_URL" >&2
+
 export SWITCHYARD_WEB_TOKEN=${SWITCHYARD_WEB_TOKEN:-demo-token-$(date +%s)-0123456789}
 export SWITCHYARD_LISTEN=127.0.0.1:0
 export SWITCHYARD_LOG_FORMAT=json
@@ -50,4 +56,9 @@ curl -sS -X POST "http://$ADDR/v1/events" \
 echo
 echo "== the event in the log (switchyard tail --account 42 --from earliest)" >&2
 "$BIN" tail --config config/switchyard.toml --account 42 --from earliest --no-follow
+echo "== what the consumer \"esp\" delivered to its endpoint (switchyard sink output)" >&2
+for _ in $(seq 50); do [ -s "$WORK/sink.out" ] && break; sleep 0.1; done
+cat "$WORK/sink.out"
+echo "== consumer status (switchyard status)" >&2
+"$BIN" status --config config/switchyard.toml
 echo "== done" >&2

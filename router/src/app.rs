@@ -19,7 +19,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     match log.conn().await {
         Ok(_) => tracing::info!(partitions = log.partitions(), "connected to Redis"),
         Err(e @ LogError::PartitionMismatch { .. }) => return Err(e.into()),
-        Err(e) => tracing::warn!(error = %e, "Redis is not reachable yet; ingest answers 503 until it is"),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is not reachable yet; ingest answers 503 until it is")
+        }
     }
     let auth = Auth::from_config(&config)?;
     let listener = TcpListener::bind(config.server.listen)
@@ -30,7 +32,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let delivery = Delivery::start(&config, &log, &shutdown)?;
 
-    let state = Arc::new(State { log: log.clone(), auth, server: config.server.clone(), admin: None });
+    let state = Arc::new(State {
+        log: log.clone(),
+        auth,
+        server: config.server.clone(),
+        admin: None,
+    });
     server::serve(listener, state, shutdown.clone()).await;
     delivery.join().await;
     tracing::info!("stopped");

@@ -40,8 +40,12 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
 }
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Real-time customer-event router: HTTP and Postgres CDC in, \
-    account-ordered Redis Streams log, WebAssembly transforms, ordered HTTP delivery out")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Real-time customer-event router: HTTP and Postgres CDC in, \
+    account-ordered Redis Streams log, WebAssembly transforms, ordered HTTP delivery out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,6 +93,11 @@ enum Command {
     Consumer {
         #[command(subcommand)]
         action: ConsumerAction,
+    },
+    /// A local endpoint that prints every request it receives (try a consumer without a vendor).
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
     },
     /// Lag, pending, DLQ and parked accounts of every consumer (read from Redis).
     Status {
@@ -148,8 +157,11 @@ enum ConsumerAction {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("SWITCHYARD_LOG_FORMAT").as_deref() == Ok("json") {
         b.json().flatten_event(true).init();
     } else {
@@ -167,7 +179,10 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("building the tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
     rt.block_on(async move {
         let result: anyhow::Result<()> = match cli.command {
             Command::Check { config } => {
@@ -191,19 +206,30 @@ fn main() -> ExitCode {
                 switchyard::app::run(cfg, shutdown).await
             }
             Command::Dlq { action } => dlq(action).await,
-            Command::Consumer { action: ConsumerAction::Rewind { config, consumer, to } } => {
+            Command::Consumer {
+                action:
+                    ConsumerAction::Rewind {
+                        config,
+                        consumer,
+                        to,
+                    },
+            } => {
                 let cfg = match load(&config) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
                 async {
-                    let to = switchyard::delivery::config::Start::parse(&to).map_err(anyhow::Error::msg)?;
+                    let to = switchyard::delivery::config::Start::parse(&to)
+                        .map_err(anyhow::Error::msg)?;
                     let mut admin = ConsumerAdmin::connect(&cfg, &consumer).await?;
                     admin.rewind(&to).await?;
                     println!("consumer {consumer} rewound to {}", to.stream_id());
                     Ok(())
                 }
                 .await
+            }
+            Command::Sink { listen } => {
+                switchyard::cli::sink::run(listen, switchyard::app::shutdown_on_signals()).await
             }
             Command::Status { config } => {
                 let cfg = match load(&config) {
@@ -219,14 +245,29 @@ fn main() -> ExitCode {
                 }
                 .await
             }
-            Command::Tail { config, topic, account, from, limit, no_follow } => {
+            Command::Tail {
+                config,
+                topic,
+                account,
+                from,
+                limit,
+                no_follow,
+            } => {
                 let cfg = match load(&config) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let args = switchyard::cli::tail::TailArgs { topic, account, from, limit, no_follow };
+                let args = switchyard::cli::tail::TailArgs {
+                    topic,
+                    account,
+                    from,
+                    limit,
+                    no_follow,
+                };
                 let mut out = std::io::stdout();
-                switchyard::cli::tail::tail(&cfg, args, &mut out).await.context("tail")
+                switchyard::cli::tail::tail(&cfg, args, &mut out)
+                    .await
+                    .context("tail")
             }
         };
         match result {

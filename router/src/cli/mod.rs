@@ -1,2 +1,3 @@
 //! Subcommands of the `switchyard` binary (one module each; clap wiring in main.rs).
+pub mod sink;
 pub mod tail;

@@ -39,8 +39,14 @@ use store::ConsumerKeys;
 pub enum Prepared {
     Requests(Vec<OutRequest>),
     /// Dropped by a named rule (a module's name, or `topics`).
-    Dropped { rule: String },
-    Failed { module: String, message: String, retryable: bool },
+    Dropped {
+        rule: String,
+    },
+    Failed {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 /// Counters of one consumer (reported by `status`).
@@ -65,10 +71,18 @@ impl Stats {
         c.fetch_add(n, Ordering::Relaxed);
     }
     pub fn filtered(&self, rule: &str) {
-        *self.filtered.lock().unwrap().entry(rule.to_string()).or_default() += 1;
+        *self
+            .filtered
+            .lock()
+            .unwrap()
+            .entry(rule.to_string())
+            .or_default() += 1;
     }
     fn observe_latency(&self, ev: &Event) {
-        let us = (chrono::Utc::now() - ev.ingested_at).num_microseconds().unwrap_or(0).max(0) as u64;
+        let us = (chrono::Utc::now() - ev.ingested_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as u64;
         self.latency_us_sum.fetch_add(us, Ordering::Relaxed);
         self.latency_n.fetch_add(1, Ordering::Relaxed);
     }
@@ -117,7 +131,10 @@ impl ConsumerCtx {
             sender: Sender::new(name, cfg)?,
             permits: Semaphore::new(cfg.concurrency),
             stats: Stats::default(),
-            keys: ConsumerKeys { ns: namespace.to_string(), consumer: name.to_string() },
+            keys: ConsumerKeys {
+                ns: namespace.to_string(),
+                consumer: name.to_string(),
+            },
             cfg: cfg.clone(),
         })
     }
@@ -152,15 +169,25 @@ pub struct Delivery {
 
 impl Delivery {
     /// Start every consumer × partition.
-    pub fn start(config: &Config, log: &Log, shutdown: &CancellationToken) -> anyhow::Result<Delivery> {
+    pub fn start(
+        config: &Config,
+        log: &Log,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Delivery> {
         let mut consumers = Vec::new();
         let mut tasks = Vec::new();
         for (name, c) in &config.consumers {
             let ctx = Arc::new(
-                ConsumerCtx::new(name, c, &config.redis.namespace).with_context(|| format!("consumers.{name}"))?,
+                ConsumerCtx::new(name, c, &config.redis.namespace)
+                    .with_context(|| format!("consumers.{name}"))?,
             );
             for p in 0..log.partitions() {
-                tasks.push(tokio::spawn(partition::run(ctx.clone(), p, log.clone(), shutdown.clone())));
+                tasks.push(tokio::spawn(partition::run(
+                    ctx.clone(),
+                    p,
+                    log.clone(),
+                    shutdown.clone(),
+                )));
             }
             tracing::info!(consumer = %name, topics = ?c.topics, url = %c.endpoint.url, "consumer started");
             consumers.push(ctx);
