@@ -72,6 +72,40 @@ impl Config {
         self.get(key).map(split_list).unwrap_or_default()
     }
 
+    /// `key` as a comma-separated list of globs (see [`crate::Glob`]); commas
+    /// inside `{…}` or `[…]` belong to the pattern. Unset = empty. An invalid
+    /// pattern is an error naming the key.
+    pub fn glob_list(&self, key: &str) -> Result<Vec<crate::Glob>, ConfigError> {
+        let Some(v) = self.get(key) else { return Ok(Vec::new()) };
+        let (mut items, mut cur, mut depth, mut in_class, mut esc) = (Vec::new(), String::new(), 0i32, false, false);
+        for c in v.chars() {
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if in_class {
+                in_class = c != ']' || cur.ends_with('[') || cur.ends_with("[!") || cur.ends_with("[^");
+            } else if c == '[' {
+                in_class = true;
+            } else if c == '{' {
+                depth += 1;
+            } else if c == '}' {
+                depth -= 1;
+            } else if c == ',' && depth <= 0 {
+                items.push(std::mem::take(&mut cur));
+                continue;
+            }
+            cur.push(c);
+        }
+        items.push(cur);
+        items
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| crate::Glob::new(p).map_err(|e| ConfigError::new(key, e.to_string())))
+            .collect()
+    }
+
     /// `key` parsed with `FromStr`; `Ok(None)` if unset.
     pub fn parse<T: FromStr>(&self, key: &str) -> Result<Option<T>, ConfigError>
     where
@@ -139,6 +173,11 @@ mod tests {
         assert!(c.require("empty").is_err());
         let p: Vec<_> = c.with_prefix("eq.").collect();
         assert_eq!(p, vec![("after.x", "1"), ("y", "2")]);
+        let g = Config::from_pairs([("t", "a.{b,c}.*, [,]x ,\\,y, d")]).glob_list("t").unwrap();
+        let pats: Vec<&str> = g.iter().map(|g| g.as_str()).collect();
+        assert_eq!(pats, vec!["a.{b,c}.*", "[,]x", "\\,y", "d"]);
+        let bad = Config::from_pairs([("t", "a.{b")]).glob_list("t").unwrap_err();
+        assert!(bad.to_string().starts_with("config `t`: invalid glob"));
         let s: String = e.into();
         assert!(s.contains("api_key"));
     }

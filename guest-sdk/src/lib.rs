@@ -10,13 +10,16 @@ mod error;
 mod event;
 mod glob;
 pub mod log;
+pub mod normalize;
 mod output;
+mod state;
 
 pub use config::{Config, ConfigError};
 pub use error::Error;
 pub use event::{Commit, Event, Op};
 pub use glob::{glob_match, Glob, GlobError};
 pub use output::{Output, Request};
+pub use state::State;
 pub use serde_json::{self, json, Value};
 
 /// Marks the function that transforms one event; see the crate docs.
