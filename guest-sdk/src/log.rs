@@ -1,6 +1,6 @@
 //! Logging through the host's `log` import.
 //!
-//! Functions ([`info`], [`warn`], …) take a message; the macros of the same
+//! Functions ([`info()`], [`warn()`], …) take a message; the macros of the same
 //! names take `format!` arguments:
 //!
 //! ```
