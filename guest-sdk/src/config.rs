@@ -166,7 +166,7 @@ mod tests {
         assert!(c.list("missing").is_empty());
         assert_eq!(c.parse::<u32>("n").unwrap(), Some(3));
         assert!(c.parse::<u32>("topics").unwrap_err().to_string().starts_with("config `topics`"));
-        assert_eq!(c.bool("missing", true).unwrap(), true);
+        assert!(c.bool("missing", true).unwrap());
         assert!(c.bool("n", true).is_err());
         let e = c.require("api_key").unwrap_err();
         assert_eq!(e.to_string(), "config `api_key`: is required but not set");

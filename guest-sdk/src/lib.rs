@@ -60,48 +60,99 @@ pub mod __private {
 
     use crate::{Config, Error, Event, Output};
 
+    enum InitState {
+        NotCalled,
+        Refused(String),
+        Ready(Rc<Config>),
+    }
+
     thread_local! {
         // One instance = one module = one config. Wasm guests are single-threaded.
-        static CONFIG: RefCell<Option<Rc<Config>>> = const { RefCell::new(None) };
+        static STATE: RefCell<InitState> = const { RefCell::new(InitState::NotCalled) };
     }
 
-    fn init_with<E: Display>(
-        cfg: Config,
-        hook: impl FnOnce(&Config) -> Result<(), E>,
-    ) -> Result<Rc<Config>, String> {
-        let cfg = Rc::new(cfg);
-        hook(&cfg).map_err(|e| e.to_string())?;
-        CONFIG.with(|c| *c.borrow_mut() = Some(cfg.clone()));
-        Ok(cfg)
-    }
-
-    /// `guest.init`: store the config, then run the author's hook.
+    /// `guest.init`: run the author's hook, then keep the config (or the refusal).
     pub fn init<E: Display>(
         config: Vec<(String, String)>,
         hook: impl FnOnce(&Config) -> Result<(), E>,
     ) -> Result<(), String> {
-        init_with(Config::from_pairs(config), hook).map(|_| ())
+        let cfg = Rc::new(Config::from_pairs(config));
+        let (state, result) = match hook(&cfg) {
+            Ok(()) => (InitState::Ready(cfg), Ok(())),
+            Err(e) => {
+                let msg = e.to_string();
+                (InitState::Refused(msg.clone()), Err(msg))
+            }
+        };
+        STATE.with(|s| *s.borrow_mut() = state);
+        result
     }
 
     /// `guest.transform`: convert, call the author's function, convert back.
-    /// If the host never called `init`, behave as if it had with an empty
-    /// config (the hook still runs; its refusal becomes a fatal error).
-    pub fn transform<E: Display>(
+    /// Without a successful `init` every event fails (fatal): running with a
+    /// config the module never accepted could let events through that the
+    /// consumer's config would have stopped.
+    pub fn transform(
         event: WitEvent,
         f: impl FnOnce(Event, &Config) -> Result<Vec<Output>, Error>,
-        hook: impl FnOnce(&Config) -> Result<(), E>,
     ) -> Result<Vec<WitOutput>, WitError> {
-        let cfg = match CONFIG.with(|c| c.borrow().clone()) {
-            Some(cfg) => cfg,
-            None => init_with(Config::default(), hook).map_err(|m| WitError {
-                message: format!("module refused an empty config (init was not called): {m}"),
-                retryable: false,
-            })?,
-        };
+        let cfg = STATE.with(|s| match &*s.borrow() {
+            InitState::Ready(cfg) => Ok(cfg.clone()),
+            InitState::Refused(m) => Err(format!("module refused its config at init: {m}")),
+            InitState::NotCalled => Err("transform called before init (host bug)".to_string()),
+        });
+        let cfg = cfg.map_err(|message| WitError { message, retryable: false })?;
         let event = Event::from_wit(event).map_err(WitError::from)?;
-        match f(event, &*cfg) {
+        match f(event, &cfg) {
             Ok(outputs) => Ok(outputs.into_iter().map(Output::into_wit).collect()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod glue_tests {
+    use crate::__private::{init, transform};
+    use crate::{Config, Error, Event, Op, Output};
+
+    fn wit_event() -> crate::__private::WitEvent {
+        Event::new("t", Op::Insert).into_wit()
+    }
+
+    fn echo(ev: Event, cfg: &Config) -> Result<Vec<Output>, Error> {
+        let mut ev = ev;
+        ev.attributes.insert("k".into(), cfg.get_or("k", "-").into());
+        Ok(vec![Output::event(ev)])
+    }
+
+    // Each #[test] runs on its own thread, so each starts with a fresh instance state.
+    #[test]
+    fn transform_before_init_fails() {
+        let e = transform(wit_event(), echo).unwrap_err();
+        assert!(!e.retryable);
+        assert!(e.message.contains("before init"), "{}", e.message);
+    }
+
+    #[test]
+    fn refused_init_makes_every_call_fail() {
+        let r = init(vec![("k".into(), "v".into())], |_| Err::<(), _>("refused: nope"));
+        assert_eq!(r, Err("refused: nope".to_string()));
+        let e = transform(wit_event(), echo).unwrap_err();
+        assert_eq!(e.message, "module refused its config at init: refused: nope");
+    }
+
+    #[test]
+    fn init_then_transform_sees_config_and_errors_map() {
+        init(vec![("k".into(), "v".into())], |c| c.require("k").map(|_| ())).unwrap();
+        let out = transform(wit_event(), echo).unwrap();
+        match &out[0] {
+            crate::__private::WitOutput::Event(e) => assert_eq!(e.attributes, vec![("k".to_string(), "v".to_string())]),
+            _ => panic!(),
+        }
+        let e = transform(wit_event(), |_, _| Err(Error::retryable("later"))).unwrap_err();
+        assert!(e.retryable && e.message == "later");
+        let mut bad = wit_event();
+        bad.after = Some("nope".into());
+        assert!(!transform(bad, echo).unwrap_err().retryable);
     }
 }

@@ -46,6 +46,9 @@ impl Request {
 ///     .header("x-tenant", "acme");
 /// assert_eq!(out.as_request().unwrap().method.as_deref(), Some("POST"));
 /// ```
+// Events are bigger than requests; boxing would make matching clumsier for
+// no gain (a few outputs per call).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send this request (ends the chain for this output).

@@ -17,8 +17,8 @@ use std::sync::{Arc, RwLock};
 /// assert!(RULES.get().keep.is_empty());
 /// ```
 ///
-/// The SDK always runs the init hook before the first `transform` call of an
-/// instance, so `get` in `transform` finds what the hook `set`.
+/// The SDK runs `transform` only after the init hook succeeded, so `get` in
+/// `transform` finds what the hook `set`.
 pub struct State<T> {
     slot: RwLock<Option<Arc<T>>>,
 }

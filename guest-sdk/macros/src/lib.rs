@@ -74,7 +74,7 @@ fn expand(init: Option<Path>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
                     ::std::vec::Vec<::switchyard_guest::__private::WitOutput>,
                     ::switchyard_guest::__private::WitError,
                 > {
-                    ::switchyard_guest::__private::transform(event, #call, #hook)
+                    ::switchyard_guest::__private::transform(event, #call)
                 }
             }
             ::switchyard_guest::__private::bindings::__export_transformer!(
