@@ -172,6 +172,13 @@ impl Module {
         &self.hash[..12.min(self.hash.len())]
     }
 
+    /// Create and initialise an instance, then drop it (benchmarks:
+    /// instantiation + `init` cost).
+    #[doc(hidden)]
+    pub fn instantiate_and_drop(&self) -> Result<(), String> {
+        self.instantiate().map(drop)
+    }
+
     /// Instances currently idle in the pool.
     pub fn idle_instances(&self) -> usize {
         self.idle.lock().unwrap().len()

@@ -29,8 +29,28 @@ fn wasm(name: &str) -> PathBuf {
     p
 }
 
-fn module(name: &str) -> ModuleConfig {
+/// A module with the engine's default limits.
+fn bare(name: &str) -> ModuleConfig {
     ModuleConfig::new(wasm(name))
+}
+
+/// Deadline for tests that are not about deadlines. The epoch deadline is
+/// wall-clock time: on a loaded 2-core CI machine running the debug build a
+/// thread can be descheduled for longer than the default 100 ms.
+const RELAXED_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The module at `p` with a relaxed deadline.
+fn relaxed(p: &Path) -> ModuleConfig {
+    let mut m = ModuleConfig::new(p);
+    m.deadline = Some(RELAXED_DEADLINE);
+    m
+}
+
+/// A module with a relaxed deadline (see [`RELAXED_DEADLINE`]).
+fn module(name: &str) -> ModuleConfig {
+    let mut m = bare(name);
+    m.deadline = Some(RELAXED_DEADLINE);
+    m
 }
 
 /// One engine for most tests, with a compile cache kept in target/ so
@@ -87,7 +107,7 @@ fn load_err(configs: &[ModuleConfig]) -> LoadError {
 
 #[test]
 fn load_reports_name_hash_and_contract_version() {
-    let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    let chain = Chain::load(engine(), "t", &[bare("sy_test_echo")]).unwrap();
     let m = &chain.modules[0];
     assert_eq!(m.name, "sy_test_echo");
     assert_eq!(m.version, "0.1.0");
@@ -105,8 +125,35 @@ fn event_leaving_the_last_module_is_sent_as_canonical_json() {
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].content_type, "application/json");
     assert_eq!(r[0].module, "sy_test_echo");
-    let back: Event = serde_json::from_slice(&r[0].body).unwrap();
+    let mut back: Event = serde_json::from_slice(&r[0].body).unwrap();
+    // sy_test_echo adds attributes["calls"] (calls on this instance).
+    assert_eq!(back.attributes.remove("calls").as_deref(), Some("1"));
     assert_eq!(back, ev, "every field survives the round trip through the guest");
+}
+
+fn calls_attr(o: ChainOutcome) -> String {
+    let r = requests(o);
+    let ev: Event = serde_json::from_slice(&r[0].body).unwrap();
+    ev.attributes["calls"].clone()
+}
+
+#[test]
+fn an_instance_is_initialised_once_and_reused() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    let calls: Vec<String> = (0..3).map(|_| calls_attr(chain.run(&sample()))).collect();
+    assert_eq!(calls, ["1", "2", "3"]);
+    assert_eq!(chain.modules[0].stats.instantiations.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn redact_then_canonical_json() {
+    let chain = Chain::load(engine(), "t", &[filter(), redact()]).unwrap();
+    let r = requests(chain.run(&sample()));
+    let back: Event = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(r[0].module, "redact");
+    assert!(back.after.as_ref().unwrap().get("phone").is_none(), "{back:?}");
+    assert!(back.before.as_ref().unwrap().get("phone").is_none(), "{back:?}");
+    assert_eq!(back.after.as_ref().unwrap()["email"], "b@x.com");
 }
 
 #[test]
@@ -115,21 +162,29 @@ fn wit_conversion_round_trips() {
     assert_eq!(event_from_wit(event_to_wit(&ev)).unwrap(), ev);
 }
 
+/// filter that drops topics `drop.*`.
+fn filter() -> ModuleConfig {
+    module("filter").with_config([("drop_topics", "drop.*")])
+}
+
+/// redact that removes `phone` from before/after/data.
+fn redact() -> ModuleConfig {
+    module("redact").with_config([("drop", "phone")])
+}
+
+fn webhook() -> ModuleConfig {
+    module("webhook")
+}
+
 #[test]
 fn chain_of_three_filter_redact_webhook() {
-    let chain = Chain::load(
-        engine(),
-        "t",
-        &[module("filter"), module("redact"), module("webhook").with_config([("path", "/hooks/crm")])],
-    )
-    .unwrap();
+    let chain = Chain::load(engine(), "t", &[filter(), redact(), webhook()]).unwrap();
     let r = requests(chain.run(&sample()));
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].module, "webhook");
-    assert_eq!(r[0].path.as_deref(), Some("/hooks/crm"));
-    let body: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
-    assert_eq!(body["id"], "ev-1");
-    assert_eq!(body["redacted"], true, "redact ran before webhook: {body}");
+    let body = String::from_utf8_lossy(&r[0].body);
+    assert!(body.contains("b@x.com"), "{body}");
+    assert!(!body.contains("+3212345678"), "redact ran before webhook: {body}");
     // Same instances are reused for the next events.
     for _ in 0..10 {
         requests(chain.run(&sample()));
@@ -142,7 +197,7 @@ fn chain_of_three_filter_redact_webhook() {
 
 #[test]
 fn zero_outputs_drop_the_event_and_count_per_module() {
-    let h = ChainHandle::new(engine(), "t", vec![module("filter"), module("webhook")]).unwrap();
+    let h = ChainHandle::new(engine(), "t", vec![filter(), webhook()]).unwrap();
     let mut ev = sample();
     ev.topic = "drop.me".into();
     assert_eq!(h.run(&ev), ChainOutcome::Dropped { module: "filter".into() });
@@ -154,29 +209,8 @@ fn zero_outputs_drop_the_event_and_count_per_module() {
 }
 
 #[test]
-fn fan_out_feeds_every_output_to_the_next_module() {
-    let chain = Chain::load(engine(), "t", &[module("filter"), module("webhook")]).unwrap();
-    let mut ev = sample();
-    ev.attributes.insert("fanout".into(), "1".into());
-    assert_eq!(requests(chain.run(&ev)).len(), 2);
-}
-
-#[test]
-fn guest_error_is_reported_as_the_guest_says() {
-    let chain = Chain::load(engine(), "t", &[module("filter"), module("webhook")]).unwrap();
-    let mut ev = sample();
-    ev.attributes.insert("fail".into(), "1".into());
-    let (m, msg, retryable) = failed(chain.run(&ev));
-    assert_eq!((m.as_str(), msg.as_str(), retryable), ("filter", "bad event", true));
-    // A guest error does not cost the instance.
-    requests(chain.run(&sample()));
-    assert_eq!(chain.modules[0].stats.instantiations.load(Ordering::Relaxed), 1);
-    assert_eq!(chain.modules[0].stats.errors.load(Ordering::Relaxed), 1);
-}
-
-#[test]
 fn infinite_loop_times_out_and_the_host_carries_on() {
-    let chain = Chain::load(engine(), "t", &[module("sy_test_loop")]).unwrap();
+    let chain = Chain::load(engine(), "t", &[bare("sy_test_loop")]).unwrap();
     let t = Instant::now();
     let (m, msg, retryable) = failed(chain.run(&sample()));
     let took = t.elapsed();
@@ -197,7 +231,7 @@ fn infinite_loop_times_out_and_the_host_carries_on() {
 
 #[test]
 fn custom_deadline_is_honoured() {
-    let mut cfg = module("sy_test_loop");
+    let mut cfg = bare("sy_test_loop");
     cfg.deadline = Some(Duration::from_millis(30));
     let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
     let t = Instant::now();
@@ -210,6 +244,7 @@ fn custom_deadline_is_honoured() {
 fn memory_bomb_hits_the_cap() {
     let mut cfg = module("sy_test_membomb");
     cfg.memory = Some(ByteSize(16 * limits::MIB));
+    cfg.deadline = Some(Duration::from_secs(5));
     let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
     let (m, msg, retryable) = failed(chain.run(&sample()));
     assert_eq!(m, "sy_test_membomb");
@@ -217,9 +252,8 @@ fn memory_bomb_hits_the_cap() {
     assert!(!retryable);
     assert_eq!(chain.modules[0].idle_instances(), 0);
     // Default cap. (Filling 64 MiB can take longer than the default 100 ms
-    // on a slow machine: give it time so the memory cap is what stops it.)
-    let mut cfg = module("sy_test_membomb");
-    cfg.deadline = Some(Duration::from_secs(5));
+    // on a slow machine: the relaxed deadline makes the cap what stops it.)
+    let cfg = module("sy_test_membomb");
     let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
     let t = Instant::now();
     assert_eq!(failed(chain.run(&sample())).1, "exceeded memory cap 64 MiB");
@@ -234,9 +268,9 @@ fn trap_is_reported_and_the_instance_discarded() {
     assert!(msg.starts_with("trapped: "), "{msg}");
     assert!(!retryable);
     assert_eq!(chain.modules[0].idle_instances(), 0);
+    assert!(msg.contains("sy-test-trap: deliberate panic on event ev-1"), "the guest's panic message is reported: {msg}");
     let (_, msg2, _) = failed(chain.run(&sample()));
     assert!(msg2.starts_with("trapped: "), "{msg2}");
-    eprintln!("trap message: {msg}");
 }
 
 #[test]
@@ -264,7 +298,11 @@ fn component_of_another_world_is_refused() {
 #[test]
 fn init_refusal_fails_the_load_with_the_module_message() {
     let e = load_err(&[module("sy_test_refuse")]);
-    assert!(e.message.contains("init refused the config: "), "{}", e.message);
+    assert!(
+        e.message.contains("init refused the config: refused: this module refuses every config"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("sy_test_refuse.wasm"), "{}", e.message);
 }
 
@@ -374,7 +412,7 @@ fn failed_reload_keeps_the_old_version() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("v.wasm");
     std::fs::copy(wasm("sy_test_version"), &p).unwrap();
-    let h = ChainHandle::new(engine(), "t", vec![ModuleConfig::new(&p).with_config([("version", "a")])]).unwrap();
+    let h = ChainHandle::new(engine(), "t", vec![relaxed(&p).with_config([("version", "a")])]).unwrap();
     assert_eq!(body(h.run(&sample())), "a");
 
     // The file is replaced by a broken one: reload fails, "a" keeps running.
@@ -406,7 +444,7 @@ fn watcher_reloads_a_changed_module() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.wasm");
     std::fs::copy(wasm("sy_test_echo"), &p).unwrap();
-    let h = ChainHandle::new(engine(), "t", vec![ModuleConfig::new(&p).with_config([("version", "b")])]).unwrap();
+    let h = ChainHandle::new(engine(), "t", vec![relaxed(&p).with_config([("version", "b")])]).unwrap();
     let _w = spawn_watcher(vec![h.clone()]).unwrap();
     assert_eq!(requests(h.run(&sample()))[0].content_type, "application/json");
     // Replace the file the way deploys do: write elsewhere, rename over.
@@ -428,7 +466,7 @@ fn watcher_reloads_a_changed_module() {
 
 #[test]
 fn concurrent_runs_share_the_pool() {
-    let chain = Arc::new(Chain::load(engine(), "t", &[module("filter"), module("redact"), module("webhook")]).unwrap());
+    let chain = Arc::new(Chain::load(engine(), "t", &[filter(), redact(), webhook()]).unwrap());
     let threads: Vec<_> = (0..6)
         .map(|_| {
             let c = chain.clone();
