@@ -1,0 +1,3 @@
+//! Sources of events. One module per kind, registered in
+//! [`crate::config::SourceConfig`].
+pub mod http;
