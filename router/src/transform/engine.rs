@@ -40,6 +40,12 @@ impl State {
     }
 }
 
+impl State {
+    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
@@ -223,6 +229,9 @@ impl TransformEngine {
 
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        // Blocking wasi:io calls that work when Chain::run is called inline
+        // from async code (see wasi_io.rs).
+        super::wasi_io::link(&mut linker).map_err(anyhow::Error::from)?;
         bindings::Transformer::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
 

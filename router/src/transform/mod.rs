@@ -14,6 +14,7 @@ mod engine;
 pub mod limits;
 mod module_config;
 mod reload;
+mod wasi_io;
 
 pub use bindings::CONTRACT_VERSION;
 pub use chain::{Chain, ChainOutcome, LoadError, Module, ModuleStats, OutRequest};

@@ -604,3 +604,22 @@ fn byte_sizes() {
     assert!("12 XB".parse::<ByteSize>().is_err());
     assert_eq!(ByteSize(64 * limits::MIB).to_string(), "64 MiB");
 }
+
+/// `Chain::run` may be called inline from async code: guests that write to
+/// stderr (every panicking Rust guest does) must not hit wasmtime-wasi's
+/// "Cannot start a runtime from within a runtime" panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_inline_on_a_multi_thread_runtime() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_trap")]).unwrap();
+    let (_, msg, _) = failed(chain.run(&sample()));
+    assert!(msg.contains("deliberate panic"), "{msg}");
+    let echo = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    requests(echo.run(&sample()));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn run_inline_on_a_current_thread_runtime() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_trap")]).unwrap();
+    let (_, msg, _) = failed(chain.run(&sample()));
+    assert!(msg.contains("deliberate panic"), "{msg}");
+}
