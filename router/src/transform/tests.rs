@@ -172,8 +172,9 @@ fn redact() -> ModuleConfig {
     module("redact").with_config([("drop", "phone")])
 }
 
+/// webhook: the event as a CloudEvents JSON request to `/hooks/crm`.
 fn webhook() -> ModuleConfig {
-    module("webhook")
+    module("webhook").with_config([("path", "/hooks/crm")])
 }
 
 #[test]
@@ -182,9 +183,12 @@ fn chain_of_three_filter_redact_webhook() {
     let r = requests(chain.run(&sample()));
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].module, "webhook");
-    let body = String::from_utf8_lossy(&r[0].body);
-    assert!(body.contains("b@x.com"), "{body}");
-    assert!(!body.contains("+3212345678"), "redact ran before webhook: {body}");
+    assert_eq!(r[0].path.as_deref(), Some("/hooks/crm"));
+    assert_eq!(r[0].content_type, "application/cloudevents+json");
+    let body: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(body["id"], "ev-1");
+    assert_eq!(body["data"]["after"]["email"], "b@x.com", "{body}");
+    assert!(body["data"]["after"].get("phone").is_none(), "redact ran before webhook: {body}");
     // Same instances are reused for the next events.
     for _ in 0..10 {
         requests(chain.run(&sample()));
@@ -206,6 +210,24 @@ fn zero_outputs_drop_the_event_and_count_per_module() {
     assert_eq!(st.modules[0].name, "filter");
     assert_eq!(st.modules[0].drops, 2);
     assert_eq!(st.modules[1].calls, 0, "a dropped event never reaches the next module");
+}
+
+#[test]
+fn guest_error_is_reported_as_the_guest_says() {
+    let chain = Chain::load(engine(), "t", &[filter(), module("klaviyo")]).unwrap();
+    // No email, phone or account id: klaviyo fails the event, not retryable.
+    let mut ev = sample();
+    ev.account_id.clear();
+    ev.after = Some(serde_json::json!({"first_name": "X"}));
+    let (m, msg, retryable) = failed(chain.run(&ev));
+    assert_eq!(m, "klaviyo");
+    assert!(msg.starts_with("no profile identifier"), "{msg}");
+    assert!(!retryable);
+    // A guest error does not cost the instance.
+    requests(chain.run(&sample()));
+    let k = &chain.modules[1];
+    assert_eq!(k.stats.instantiations.load(Ordering::Relaxed), 1);
+    assert_eq!(k.stats.errors.load(Ordering::Relaxed), 1);
 }
 
 #[test]
