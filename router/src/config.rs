@@ -62,6 +62,33 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
     pub consumers: BTreeMap<String, crate::delivery::config::ConsumerConfig>,
+    #[serde(default)]
+    pub transforms: TransformsConfig,
+}
+
+/// Settings shared by every consumer's WebAssembly modules. Per-module limits
+/// (deadline, memory) live with each module; engine-wide limits and their
+/// reasons are in `router/src/transform/limits.rs`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TransformsConfig {
+    /// Where compiled modules are cached (keyed by content hash and wasmtime
+    /// version). Default: `$XDG_CACHE_HOME/switchyard` or `~/.cache/switchyard`.
+    /// Set to "" to disable the cache.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl TransformsConfig {
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|d| d.join("switchyard")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +108,9 @@ pub struct ServerConfig {
     /// `Retry-After` (seconds) sent with 503 while Redis is unreachable.
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u64,
+    /// Bearer token for `/admin/*` (status, reload). Unset: admin routes answer loopback only.
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +121,7 @@ impl Default for ServerConfig {
             max_batch: default_max_batch(),
             shutdown_grace: default_grace(),
             retry_after_secs: default_retry_after(),
+            admin_token: None,
         }
     }
 }
@@ -311,6 +342,18 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        for c in self.consumers.values_mut() {
+            for m in &mut c.modules {
+                if m.path.is_relative() && !m.path.as_os_str().is_empty() {
+                    m.path = base.join(&m.path);
+                }
+            }
+        }
+        if let Some(d) = &mut self.transforms.cache_dir {
+            if d.is_relative() && !d.as_os_str().is_empty() {
+                *d = base.join(&*d);
+            }
+        }
         for src in self.sources.values_mut() {
             match src {
                 SourceConfig::Http(h) => {

@@ -94,6 +94,16 @@ enum Command {
         #[command(subcommand)]
         action: ConsumerAction,
     },
+    /// Ask the running router to reload its transform chains from the config (like SIGHUP).
+    Reload {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Work on WebAssembly transforms.
+    Transform {
+        #[command(subcommand)]
+        action: TransformAction,
+    },
     /// A local endpoint that prints every request it receives (try a consumer without a vendor).
     Sink {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -140,6 +150,27 @@ enum DlqAction {
     Replay(DlqFilter),
     /// Delete entries for good (an account with nothing left in the DLQ flows again).
     Drop(DlqFilter),
+}
+
+#[derive(Subcommand)]
+enum TransformAction {
+    /// Run a chain on one event (JSON like a POST /v1/events body) and print the outputs or the error.
+    Test {
+        /// Take the chain of `--consumer` from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Or run these modules, in order (repeat the flag).
+        #[arg(long = "module")]
+        modules: Vec<PathBuf>,
+        /// Module config for `--module`, as key=value (repeat the flag).
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// The event file.
+        #[arg(long)]
+        event: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,7 +234,7 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 };
                 let shutdown = switchyard::app::shutdown_on_signals();
-                switchyard::app::run(cfg, shutdown).await
+                switchyard::app::run(cfg, Some(config), shutdown).await
             }
             Command::Dlq { action } => dlq(action).await,
             Command::Consumer {
@@ -228,6 +259,32 @@ fn main() -> ExitCode {
                 }
                 .await
             }
+            Command::Reload { config } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match switchyard::cli::admin_client::call(&cfg, reqwest::Method::POST, "/admin/reload").await {
+                    Ok((status, v)) => {
+                        println!("{v}");
+                        if status == 200 {
+                            Ok(())
+                        } else {
+                            Err(anyhow::anyhow!("reload failed (HTTP {status}); the previous chains keep running"))
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Transform { action: TransformAction::Test { config, consumer, modules, set, event } } => {
+                let args = switchyard::cli::transform::TestArgs { config, consumer, modules, set, event };
+                let mut out = std::io::stdout();
+                match tokio::task::block_in_place(|| switchyard::cli::transform::test(args, &mut out)) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => return ExitCode::FAILURE,
+                    Err(e) => Err(e),
+                }
+            }
             Command::Sink { listen } => {
                 switchyard::cli::sink::run(listen, switchyard::app::shutdown_on_signals()).await
             }
@@ -237,9 +294,18 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 };
                 async {
+                    // Live counters and module versions, when a router answers.
+                    let live = switchyard::cli::admin_client::call(&cfg, reqwest::Method::GET, "/admin/status")
+                        .await
+                        .ok()
+                        .map(|(_, v)| v);
                     for name in cfg.consumers.keys() {
                         let mut admin = ConsumerAdmin::connect(&cfg, name).await?;
-                        println!("{}", admin.status().await?);
+                        let mut s = admin.status().await?;
+                        if let Some(l) = live.as_ref().map(|v| &v["consumers"][name]).filter(|v| !v.is_null()) {
+                            s["router"] = l.clone();
+                        }
+                        println!("{s}");
                     }
                     Ok(())
                 }

@@ -29,8 +29,9 @@ pub trait Admin: Send + Sync + 'static {
         path: String,
         body: Bytes,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, Value)> + Send + '_>>;
-    /// Token required on admin routes (`Authorization: Bearer`), if any.
-    fn token_ok(&self, authorization: Option<&str>) -> bool;
+    /// Whether a request may use admin routes (`Authorization: Bearer <server.admin_token>`;
+    /// without a configured token, only loopback peers).
+    fn token_ok(&self, authorization: Option<&str>, peer_is_loopback: bool) -> bool;
 }
 
 pub struct State {
@@ -109,7 +110,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
     }
 }
 
-async fn route(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
+async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp {
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::POST, "/v1/events") => ingest(state, req).await,
@@ -134,7 +135,7 @@ async fn route(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Resp
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                if !admin.token_ok(auth) {
+                if !admin.token_ok(auth, peer.ip().is_loopback()) {
                     return reject(
                         &Reject::new(401, None, "admin routes need the admin token"),
                         0,

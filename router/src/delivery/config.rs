@@ -39,6 +39,9 @@ pub struct ConsumerConfig {
     pub retry: RetryConfig,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// The transform chain, in order. Without modules the canonical event is sent as JSON.
+    #[serde(default)]
+    pub modules: Vec<crate::transform::ModuleConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -327,6 +330,7 @@ impl ConsumerConfig {
                 errors.push(e("rate_limit.per_second", "must be at least 1".into()));
             }
         }
+        crate::transform::validate_chain(&self.modules, &format!("{path}.modules"), errors);
     }
 
     /// The retry schedule as durations (validated already).

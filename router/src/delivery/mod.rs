@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +30,8 @@ use crate::config::Config;
 use crate::event::Event;
 use crate::log::Log;
 use config::{ConsumerConfig, Start};
-use sender::{OutRequest, Sender};
+use crate::transform::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
+use sender::Sender;
 use store::ConsumerKeys;
 
 /// What the module chain made of an event.
@@ -115,10 +115,17 @@ pub struct ConsumerCtx {
     pub permits: Semaphore,
     pub stats: Stats,
     pub keys: ConsumerKeys,
+    /// The module chain (hot-reloadable); `None` sends the canonical event as JSON.
+    pub chain: Option<Arc<ChainHandle>>,
 }
 
 impl ConsumerCtx {
-    pub fn new(name: &str, cfg: &ConsumerConfig, namespace: &str) -> anyhow::Result<ConsumerCtx> {
+    pub fn new(
+        name: &str,
+        cfg: &ConsumerConfig,
+        namespace: &str,
+        engine: &TransformEngine,
+    ) -> anyhow::Result<ConsumerCtx> {
         let mut b = GlobSetBuilder::new();
         for t in &cfg.topics {
             b.add(Glob::new(t)?);
@@ -135,25 +142,44 @@ impl ConsumerCtx {
                 ns: namespace.to_string(),
                 consumer: name.to_string(),
             },
+            chain: if cfg.modules.is_empty() {
+                None
+            } else {
+                Some(ChainHandle::new(engine, name, cfg.modules.clone()).map_err(|e| anyhow::anyhow!("{}", e.message))?)
+            },
             cfg: cfg.clone(),
         })
     }
 
-    /// Turn an event into the requests to send.
-    pub fn prepare(&self, ev: &Event) -> Prepared {
-        Prepared::Requests(vec![default_request(ev)])
+    /// Turn an event into the requests to send: the module chain, or the
+    /// canonical event as JSON when the consumer has no modules.
+    pub fn prepare(&self, ev: &Event) -> ChainOutcome {
+        match &self.chain {
+            Some(c) => c.run(ev),
+            None => ChainOutcome::Requests(vec![default_request(ev)]),
+        }
     }
 
-    /// Module names and versions, recorded with dead letters.
+    /// Module names and content hashes, recorded with dead letters.
     pub fn module_versions(&self) -> String {
-        String::new()
+        match &self.chain {
+            Some(c) => c
+                .chain()
+                .modules
+                .iter()
+                .map(|m| format!("{}@{}", m.name, m.short_hash()))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => String::new(),
+        }
     }
 }
 
 /// Without modules a consumer receives the canonical event as JSON.
 pub fn default_request(ev: &Event) -> OutRequest {
     OutRequest {
-        body: Bytes::from(serde_json::to_vec(ev).expect("events serialise")),
+        module: String::new(),
+        body: serde_json::to_vec(ev).expect("events serialise"),
         content_type: "application/json".into(),
         method: None,
         path: None,
@@ -173,12 +199,13 @@ impl Delivery {
         config: &Config,
         log: &Log,
         shutdown: &CancellationToken,
+        engine: &TransformEngine,
     ) -> anyhow::Result<Delivery> {
         let mut consumers = Vec::new();
         let mut tasks = Vec::new();
         for (name, c) in &config.consumers {
             let ctx = Arc::new(
-                ConsumerCtx::new(name, c, &config.redis.namespace)
+                ConsumerCtx::new(name, c, &config.redis.namespace, engine)
                     .with_context(|| format!("consumers.{name}"))?,
             );
             for p in 0..log.partitions() {
@@ -198,9 +225,18 @@ impl Delivery {
     pub fn status(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         for c in &self.consumers {
-            m.insert(c.name.clone(), c.stats.snapshot());
+            let mut v = c.stats.snapshot();
+            if let Some(chain) = &c.chain {
+                v["transforms"] = serde_json::to_value(chain.status()).unwrap_or_default();
+            }
+            m.insert(c.name.clone(), v);
         }
         serde_json::Value::Object(m)
+    }
+
+    /// Chains of every consumer that has modules (for the watcher and reloads).
+    pub fn chains(&self) -> Vec<Arc<ChainHandle>> {
+        self.consumers.iter().filter_map(|c| c.chain.clone()).collect()
     }
 
     /// Wait for every partition task to stop (after shutdown was cancelled).

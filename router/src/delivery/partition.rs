@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{backoff, classify, Attempt, Verdict};
 use super::config::OnFailure;
 use super::store::{DeadLetter, Origin, PartitionStore, Routed, GROUP_CONSUMER};
-use super::{ConsumerCtx, Prepared};
+use super::ConsumerCtx;
+use crate::transform::ChainOutcome;
 use crate::event::{self, Event};
 use crate::log::{decode_entry, Log, LogError};
 
@@ -724,9 +725,9 @@ async fn deliver(
     // Transform; a retryable module error is retried like a failed send.
     let requests = loop {
         match ctx.prepare(ev) {
-            Prepared::Requests(r) => break r,
-            Prepared::Dropped { rule } => return Outcome::Filtered(rule),
-            Prepared::Failed {
+            ChainOutcome::Requests(r) => break r,
+            ChainOutcome::Dropped { module } => return Outcome::Filtered(module),
+            ChainOutcome::Failed {
                 module,
                 message,
                 retryable,

@@ -8,23 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::classify::{parse_retry_after, Attempt};
 use super::config::{secret, AuthConfig, ConsumerConfig};
-
-/// A request produced for an event (by the module chain, or the default JSON body).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutRequest {
-    pub body: Bytes,
-    pub content_type: String,
-    pub method: Option<String>,
-    /// Appended to the endpoint's base URL.
-    pub path: Option<String>,
-    pub headers: Vec<(String, String)>,
-}
+use crate::transform::OutRequest;
 
 enum Auth {
     None,
