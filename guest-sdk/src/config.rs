@@ -24,7 +24,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about `key`.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError { key: key.into(), message: message.into() }
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -44,8 +47,15 @@ impl From<ConfigError> for String {
 
 impl Config {
     /// Build from key/value pairs (what the host passes to `init`).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Config {
-        Config { entries: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Config {
+        Config {
+            entries: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
     }
 
     /// The value of `key`, if set.
@@ -76,15 +86,19 @@ impl Config {
     /// inside `{…}` or `[…]` belong to the pattern. Unset = empty. An invalid
     /// pattern is an error naming the key.
     pub fn glob_list(&self, key: &str) -> Result<Vec<crate::Glob>, ConfigError> {
-        let Some(v) = self.get(key) else { return Ok(Vec::new()) };
-        let (mut items, mut cur, mut depth, mut in_class, mut esc) = (Vec::new(), String::new(), 0i32, false, false);
+        let Some(v) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let (mut items, mut cur, mut depth, mut in_class, mut esc) =
+            (Vec::new(), String::new(), 0i32, false, false);
         for c in v.chars() {
             if esc {
                 esc = false;
             } else if c == '\\' {
                 esc = true;
             } else if in_class {
-                in_class = c != ']' || cur.ends_with('[') || cur.ends_with("[!") || cur.ends_with("[^");
+                in_class =
+                    c != ']' || cur.ends_with('[') || cur.ends_with("[!") || cur.ends_with("[^");
             } else if c == '[' {
                 in_class = true;
             } else if c == '{' {
@@ -113,7 +127,11 @@ impl Config {
     {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|e| ConfigError::new(key, format!("{v:?}: {e}"))),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e| ConfigError::new(key, format!("{v:?}: {e}"))),
         }
     }
 
@@ -124,14 +142,20 @@ impl Config {
             Some(v) => match v.as_str() {
                 "true" | "yes" | "1" | "on" => Ok(true),
                 "false" | "no" | "0" | "off" => Ok(false),
-                _ => Err(ConfigError::new(key, format!("{v:?} is not a boolean (true/false)"))),
+                _ => Err(ConfigError::new(
+                    key,
+                    format!("{v:?} is not a boolean (true/false)"),
+                )),
             },
         }
     }
 
     /// Entries whose key starts with `prefix`, as (rest of key, value), in key order.
     /// `cfg.with_prefix("eq.")` on `eq.after.country = US` yields `("after.country", "US")`.
-    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         self.entries
             .range(prefix.to_string()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -150,7 +174,11 @@ impl Config {
 }
 
 fn split_list(v: &str) -> Vec<String> {
-    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[cfg(test)]
@@ -159,13 +187,24 @@ mod tests {
 
     #[test]
     fn accessors() {
-        let c = Config::from_pairs([("topics", " a.* , ,b "), ("n", "3"), ("eq.after.x", "1"), ("eq.y", "2"), ("eqz", "no"), ("empty", " ")]);
+        let c = Config::from_pairs([
+            ("topics", " a.* , ,b "),
+            ("n", "3"),
+            ("eq.after.x", "1"),
+            ("eq.y", "2"),
+            ("eqz", "no"),
+            ("empty", " "),
+        ]);
         assert_eq!(c.get("n"), Some("3"));
         assert_eq!(c.get_or("missing", "d"), "d");
         assert_eq!(c.list("topics"), vec!["a.*", "b"]);
         assert!(c.list("missing").is_empty());
         assert_eq!(c.parse::<u32>("n").unwrap(), Some(3));
-        assert!(c.parse::<u32>("topics").unwrap_err().to_string().starts_with("config `topics`"));
+        assert!(c
+            .parse::<u32>("topics")
+            .unwrap_err()
+            .to_string()
+            .starts_with("config `topics`"));
         assert!(c.bool("missing", true).unwrap());
         assert!(c.bool("n", true).is_err());
         let e = c.require("api_key").unwrap_err();
@@ -173,10 +212,14 @@ mod tests {
         assert!(c.require("empty").is_err());
         let p: Vec<_> = c.with_prefix("eq.").collect();
         assert_eq!(p, vec![("after.x", "1"), ("y", "2")]);
-        let g = Config::from_pairs([("t", "a.{b,c}.*, [,]x ,\\,y, d")]).glob_list("t").unwrap();
+        let g = Config::from_pairs([("t", "a.{b,c}.*, [,]x ,\\,y, d")])
+            .glob_list("t")
+            .unwrap();
         let pats: Vec<&str> = g.iter().map(|g| g.as_str()).collect();
         assert_eq!(pats, vec!["a.{b,c}.*", "[,]x", "\\,y", "d"]);
-        let bad = Config::from_pairs([("t", "a.{b")]).glob_list("t").unwrap_err();
+        let bad = Config::from_pairs([("t", "a.{b")])
+            .glob_list("t")
+            .unwrap_err();
         assert!(bad.to_string().starts_with("config `t`: invalid glob"));
         let s: String = e.into();
         assert!(s.contains("api_key"));

@@ -19,12 +19,18 @@ pub struct Error {
 impl Error {
     /// A transient failure: the host retries the event later.
     pub fn retryable(message: impl Into<String>) -> Error {
-        Error { message: message.into(), retryable: true }
+        Error {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     /// A permanent failure: the event goes to the dead-letter queue.
     pub fn fatal(message: impl Into<String>) -> Error {
-        Error { message: message.into(), retryable: false }
+        Error {
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 
@@ -51,6 +57,9 @@ impl From<crate::ConfigError> for Error {
 
 impl From<Error> for TransformError {
     fn from(e: Error) -> TransformError {
-        TransformError { message: e.message, retryable: e.retryable }
+        TransformError {
+            message: e.message,
+            retryable: e.retryable,
+        }
     }
 }

@@ -148,7 +148,12 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<Commit>,
     /// W3C traceparent.
-    #[serde(default, rename = "trace", alias = "traceparent", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "trace",
+        alias = "traceparent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub traceparent: Option<String>,
     /// Consent per channel: `granted`, `denied` or `unknown`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -173,7 +178,9 @@ fn to_json(v: Option<Value>) -> Option<String> {
 }
 
 fn shape_error(field: &str, e: serde_json::Error) -> Error {
-    Error::fatal(format!("event field `{field}` does not have the expected shape: {e}"))
+    Error::fatal(format!(
+        "event field `{field}` does not have the expected shape: {e}"
+    ))
 }
 
 impl Event {
@@ -323,7 +330,14 @@ impl Event {
             "occurred_at" => return s(&self.occurred_at),
             "ingested_at" => return s(&self.ingested_at),
             "traceparent" | "trace" => return self.traceparent.as_deref().and_then(s),
-            "changed" => return Some(self.changed.iter().map(|c| Value::String(c.clone())).collect()),
+            "changed" => {
+                return Some(
+                    self.changed
+                        .iter()
+                        .map(|c| Value::String(c.clone()))
+                        .collect(),
+                )
+            }
             "commit.id" => return self.commit.as_ref().and_then(|c| s(&c.id)),
             "commit.seq" => return self.commit.as_ref().map(|c| Value::from(c.seq)),
             _ => {}
@@ -352,7 +366,10 @@ impl Event {
             changed: ev.changed,
             occurred_at: ev.occurred_at,
             ingested_at: ev.ingested_at,
-            commit: ev.commit.map(|c| Commit { id: c.id, seq: c.seq }),
+            commit: ev.commit.map(|c| Commit {
+                id: c.id,
+                seq: c.seq,
+            }),
             traceparent: ev.traceparent,
             consent: ev.consent.into_iter().collect(),
             attributes: ev.attributes.into_iter().collect(),
@@ -374,7 +391,10 @@ impl Event {
             changed: self.changed,
             occurred_at: self.occurred_at,
             ingested_at: self.ingested_at,
-            commit: self.commit.map(|c| wit::CommitInfo { id: c.id, seq: c.seq }),
+            commit: self.commit.map(|c| wit::CommitInfo {
+                id: c.id,
+                seq: c.seq,
+            }),
             traceparent: self.traceparent,
             consent: self.consent.into_iter().collect(),
             attributes: self.attributes.into_iter().collect(),
@@ -461,7 +481,11 @@ mod tests {
         }
         let ev = sample();
         assert_eq!(ev.after_as::<Cust>().unwrap().email, "A@x.com");
-        assert!(ev.data_as::<Cust>().unwrap_err().message.contains("no `data`"));
+        assert!(ev
+            .data_as::<Cust>()
+            .unwrap_err()
+            .message
+            .contains("no `data`"));
         assert!(ev.key_as::<Cust>().unwrap_err().message.contains("`key`"));
         assert_eq!(ev.payload(), ev.after.as_ref());
         assert!(ev.consent_granted("email"));

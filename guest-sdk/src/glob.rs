@@ -17,7 +17,10 @@ enum Tok {
     Lit(char),
     Star,
     One,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +136,9 @@ impl Parser<'_> {
             } else {
                 c
             };
-            if self.chars.get(self.pos) == Some(&'-') && self.chars.get(self.pos + 1).is_some_and(|&n| n != ']') {
+            if self.chars.get(self.pos) == Some(&'-')
+                && self.chars.get(self.pos + 1).is_some_and(|&n| n != ']')
+            {
                 let hi = self.chars[self.pos + 1];
                 self.pos += 2;
                 if hi < lo {
@@ -160,7 +165,9 @@ fn expand(seq: &[Node], out: &mut Vec<Vec<Tok>>) -> Result<(), String> {
                     expand(alt, &mut branch)?;
                     next.extend(branch);
                     if next.len() > MAX_ALTERNATIVES {
-                        return Err(format!("expands to more than {MAX_ALTERNATIVES} alternatives"));
+                        return Err(format!(
+                            "expands to more than {MAX_ALTERNATIVES} alternatives"
+                        ));
                     }
                 }
                 *out = next;
@@ -175,7 +182,9 @@ fn tok_matches(t: &Tok, c: char) -> bool {
         Tok::Lit(l) => *l == c,
         Tok::One => true,
         Tok::Star => false,
-        Tok::Class { negated, ranges } => ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated,
+        Tok::Class { negated, ranges } => {
+            ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+        }
     }
 }
 
@@ -211,12 +220,21 @@ impl Glob {
     /// Compile a pattern.
     pub fn new(pattern: &str) -> Result<Glob, GlobError> {
         let chars: Vec<char> = pattern.chars().collect();
-        let err = |message: String| GlobError { pattern: pattern.to_string(), message };
-        let mut parser = Parser { chars: &chars, pos: 0 };
+        let err = |message: String| GlobError {
+            pattern: pattern.to_string(),
+            message,
+        };
+        let mut parser = Parser {
+            chars: &chars,
+            pos: 0,
+        };
         let seq = parser.seq(false).map_err(err)?;
         let mut alternatives = vec![Vec::new()];
         expand(&seq, &mut alternatives).map_err(err)?;
-        Ok(Glob { pattern: pattern.to_string(), alternatives })
+        Ok(Glob {
+            pattern: pattern.to_string(),
+            alternatives,
+        })
     }
 
     /// Whether `text` matches the whole pattern.
@@ -251,8 +269,14 @@ mod tests {
     #[test]
     fn stars_and_literals() {
         assert!(glob_match("customer.*", "customer.a.email_changed"));
-        assert!(glob_match("customer.*.email_changed", "customer.banner-a.email_changed"));
-        assert!(!glob_match("customer.*.email_changed", "customer.banner-a.phone_changed"));
+        assert!(glob_match(
+            "customer.*.email_changed",
+            "customer.banner-a.email_changed"
+        ));
+        assert!(!glob_match(
+            "customer.*.email_changed",
+            "customer.banner-a.phone_changed"
+        ));
         assert!(glob_match("*", ""));
         assert!(glob_match("", ""));
         assert!(!glob_match("", "a"));
@@ -291,7 +315,13 @@ mod tests {
 
     #[test]
     fn invalid_patterns() {
-        for p in ["[abc", "{a,b", r"a\", "[z-a]", "{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}"] {
+        for p in [
+            "[abc",
+            "{a,b",
+            r"a\",
+            "[z-a]",
+            "{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}",
+        ] {
             let e = Glob::new(p).unwrap_err();
             assert!(e.to_string().contains(p), "{e}");
         }

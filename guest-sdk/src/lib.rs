@@ -19,8 +19,8 @@ pub use error::Error;
 pub use event::{Commit, Event, Op};
 pub use glob::{glob_match, Glob, GlobError};
 pub use output::{Output, Request};
-pub use state::State;
 pub use serde_json::{self, json, Value};
+pub use state::State;
 
 /// Marks the function that transforms one event; see the crate docs.
 ///
@@ -101,7 +101,10 @@ pub mod __private {
             InitState::Refused(m) => Err(format!("module refused its config at init: {m}")),
             InitState::NotCalled => Err("transform called before init (host bug)".to_string()),
         });
-        let cfg = cfg.map_err(|message| WitError { message, retryable: false })?;
+        let cfg = cfg.map_err(|message| WitError {
+            message,
+            retryable: false,
+        })?;
         let event = Event::from_wit(event).map_err(WitError::from)?;
         match f(event, &cfg) {
             Ok(outputs) => Ok(outputs.into_iter().map(Output::into_wit).collect()),
@@ -121,7 +124,8 @@ mod glue_tests {
 
     fn echo(ev: Event, cfg: &Config) -> Result<Vec<Output>, Error> {
         let mut ev = ev;
-        ev.attributes.insert("k".into(), cfg.get_or("k", "-").into());
+        ev.attributes
+            .insert("k".into(), cfg.get_or("k", "-").into());
         Ok(vec![Output::event(ev)])
     }
 
@@ -135,18 +139,28 @@ mod glue_tests {
 
     #[test]
     fn refused_init_makes_every_call_fail() {
-        let r = init(vec![("k".into(), "v".into())], |_| Err::<(), _>("refused: nope"));
+        let r = init(vec![("k".into(), "v".into())], |_| {
+            Err::<(), _>("refused: nope")
+        });
         assert_eq!(r, Err("refused: nope".to_string()));
         let e = transform(wit_event(), echo).unwrap_err();
-        assert_eq!(e.message, "module refused its config at init: refused: nope");
+        assert_eq!(
+            e.message,
+            "module refused its config at init: refused: nope"
+        );
     }
 
     #[test]
     fn init_then_transform_sees_config_and_errors_map() {
-        init(vec![("k".into(), "v".into())], |c| c.require("k").map(|_| ())).unwrap();
+        init(vec![("k".into(), "v".into())], |c| {
+            c.require("k").map(|_| ())
+        })
+        .unwrap();
         let out = transform(wit_event(), echo).unwrap();
         match &out[0] {
-            crate::__private::WitOutput::Event(e) => assert_eq!(e.attributes, vec![("k".to_string(), "v".to_string())]),
+            crate::__private::WitOutput::Event(e) => {
+                assert_eq!(e.attributes, vec![("k".to_string(), "v".to_string())])
+            }
             _ => panic!(),
         }
         let e = transform(wit_event(), |_, _| Err(Error::retryable("later"))).unwrap_err();

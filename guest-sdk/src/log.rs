@@ -80,21 +80,21 @@ macro_rules! __sy_log_warn { ($($t:tt)*) => { $crate::log::log($crate::log::Leve
 #[macro_export]
 macro_rules! __sy_log_error { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Error, &::std::format!($($t)*)) }; }
 
-/// `log::trace!("fmt", args…)`
-#[doc(inline)]
-pub use crate::__sy_log_trace as trace;
 /// `log::debug!("fmt", args…)`
 #[doc(inline)]
 pub use crate::__sy_log_debug as debug;
-/// `log::info!("fmt", args…)`
-#[doc(inline)]
-pub use crate::__sy_log_info as info;
-/// `log::warn!("fmt", args…)`
-#[doc(inline)]
-pub use crate::__sy_log_warn as warn;
 /// `log::error!("fmt", args…)`
 #[doc(inline)]
 pub use crate::__sy_log_error as error;
+/// `log::info!("fmt", args…)`
+#[doc(inline)]
+pub use crate::__sy_log_info as info;
+/// `log::trace!("fmt", args…)`
+#[doc(inline)]
+pub use crate::__sy_log_trace as trace;
+/// `log::warn!("fmt", args…)`
+#[doc(inline)]
+pub use crate::__sy_log_warn as warn;
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {

@@ -24,7 +24,10 @@ pub struct Request {
 impl Request {
     /// Value of a header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON.
@@ -76,7 +79,8 @@ impl Output {
 
     /// A request whose body is `value` as JSON (`application/json`).
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Output, Error> {
-        let body = serde_json::to_vec(value).map_err(|e| Error::fatal(format!("cannot encode request body: {e}")))?;
+        let body = serde_json::to_vec(value)
+            .map_err(|e| Error::fatal(format!("cannot encode request body: {e}")))?;
         Ok(Output::request(body, "application/json"))
     }
 
@@ -84,7 +88,9 @@ impl Output {
         match self {
             Output::Request(r) => r,
             // A programming error in the module: make it loud (a trap).
-            Output::Event(_) => panic!("Output::{what} called on an event output; it applies to requests only"),
+            Output::Event(_) => {
+                panic!("Output::{what} called on an event output; it applies to requests only")
+            }
         }
     }
 
@@ -164,7 +170,11 @@ mod tests {
 
     #[test]
     fn builders() {
-        let o = Output::request("hi", "text/plain").method("PUT").path("/x").header("A", "1").header("a", "2");
+        let o = Output::request("hi", "text/plain")
+            .method("PUT")
+            .path("/x")
+            .header("A", "1")
+            .header("a", "2");
         let r = o.as_request().unwrap();
         assert_eq!(r.body, b"hi");
         assert_eq!(r.headers, vec![("a".to_string(), "2".to_string())]);
@@ -175,7 +185,10 @@ mod tests {
         }
         let j = Output::json(&[1, 2]).unwrap();
         assert_eq!(j.as_request().unwrap().content_type, "application/json");
-        assert_eq!(j.as_request().unwrap().json().unwrap(), serde_json::json!([1, 2]));
+        assert_eq!(
+            j.as_request().unwrap().json().unwrap(),
+            serde_json::json!([1, 2])
+        );
     }
 
     #[test]

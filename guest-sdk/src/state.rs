@@ -26,7 +26,9 @@ pub struct State<T> {
 impl<T> State<T> {
     /// An empty slot (usable in a `static`).
     pub const fn new() -> State<T> {
-        State { slot: RwLock::new(None) }
+        State {
+            slot: RwLock::new(None),
+        }
     }
 
     /// Store (or replace) the value.
@@ -41,7 +43,8 @@ impl<T> State<T> {
 
     /// The value. Panics (a trap) if it was never set: set it in the init hook.
     pub fn get(&self) -> Arc<T> {
-        self.try_get().expect("switchyard_guest::State::get before set: set it in the init hook")
+        self.try_get()
+            .expect("switchyard_guest::State::get before set: set it in the init hook")
     }
 }
 

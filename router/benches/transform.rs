@@ -10,18 +10,26 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use switchyard::event::{Commit, ConsentState, Event, Op};
-use switchyard::transform::{Chain, ChainOutcome, EngineLimits, ModuleConfig, OutRequest, TransformEngine};
+use switchyard::transform::{
+    Chain, ChainOutcome, EngineLimits, ModuleConfig, OutRequest, TransformEngine,
+};
 
 fn wasm_dir() -> PathBuf {
     match std::env::var_os("SWITCHYARD_TRANSFORMS_DIR") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/target/wasm32-wasip2/release"),
+        None => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/target/wasm32-wasip2/release")
+        }
     }
 }
 
 fn module(name: &str) -> ModuleConfig {
     let p = wasm_dir().join(format!("{name}.wasm"));
-    assert!(p.is_file(), "{} is missing: run transforms/build.sh first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run transforms/build.sh first",
+        p.display()
+    );
     ModuleConfig::new(p)
 }
 
@@ -56,7 +64,10 @@ fn event_1k() -> Event {
         changed: vec!["email".into()],
         occurred_at: chrono::Utc::now(),
         ingested_at: chrono::Utc::now(),
-        commit: Some(Commit { id: "0/16B3748".into(), seq: 3 }),
+        commit: Some(Commit {
+            id: "0/16B3748".into(),
+            seq: 3,
+        }),
         trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         consent: [("email".to_string(), ConsentState::Granted)].into(),
         attributes: [("banner".to_string(), "a".to_string())].into(),
@@ -72,7 +83,10 @@ fn native_chain(ev: &Event) -> Vec<OutRequest> {
     }
     // redact: drop = "phone" (works on its own copy, as a guest does)
     let mut ev = ev.clone();
-    for v in [&mut ev.before, &mut ev.after, &mut ev.data].into_iter().flatten() {
+    for v in [&mut ev.before, &mut ev.after, &mut ev.data]
+        .into_iter()
+        .flatten()
+    {
         if let Some(o) = v.as_object_mut() {
             o.remove("phone");
         }
@@ -123,14 +137,16 @@ fn main() {
     let configs = chain_configs();
 
     // Load: cold (compile + write cache) vs cached (new engine, same dir).
-    let e1 = TransformEngine::new(EngineLimits::default(), Some(cache.path().to_path_buf())).unwrap();
+    let e1 =
+        TransformEngine::new(EngineLimits::default(), Some(cache.path().to_path_buf())).unwrap();
     let t = Instant::now();
     let c1 = Chain::load(&e1, "bench", &configs).unwrap();
     let cold = t.elapsed();
     assert!(c1.modules.iter().all(|m| !m.cache_hit));
     drop(c1);
     drop(e1);
-    let engine = TransformEngine::new(EngineLimits::default(), Some(cache.path().to_path_buf())).unwrap();
+    let engine =
+        TransformEngine::new(EngineLimits::default(), Some(cache.path().to_path_buf())).unwrap();
     let t = Instant::now();
     let chain = Chain::load(&engine, "bench", &configs).unwrap();
     let cached = t.elapsed();
@@ -179,14 +195,30 @@ fn main() {
     println!("transform benchmark (event JSON {json_len} B, chain filter -> redact -> webhook)");
     println!("  chain, per event (wasm)           {:>9.2} µs", us(wasm));
     println!("  same logic in native Rust         {:>9.2} µs", us(native));
-    println!("  ratio wasm / native               {:>9.1} x", wasm.as_secs_f64() / native.as_secs_f64());
-    println!("  goal                              {:>9} µs/event  -> {}", "<= 5", if us(wasm) <= 5.0 { "met" } else { "NOT met" });
-    println!("  of which Event -> WIT conversion  {:>9.2} µs", us(convert));
-    println!("  1-module echo chain (call + JSON) {:>9.2} µs", us(one_call));
+    println!(
+        "  ratio wasm / native               {:>9.1} x",
+        wasm.as_secs_f64() / native.as_secs_f64()
+    );
+    println!(
+        "  goal                              {:>9} µs/event  -> {}",
+        "<= 5",
+        if us(wasm) <= 5.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "  of which Event -> WIT conversion  {:>9.2} µs",
+        us(convert)
+    );
+    println!(
+        "  1-module echo chain (call + JSON) {:>9.2} µs",
+        us(one_call)
+    );
     println!("  instantiate + init (pooling)      {:>9.2} µs", us(inst));
     println!("  load 3 modules cold (compile)     {:>9.2} ms", ms(cold));
     println!("  load 3 modules cached (mmap)      {:>9.2} ms", ms(cached));
-    println!("  cold / cached                     {:>9.1} x", cold.as_secs_f64() / cached.as_secs_f64());
+    println!(
+        "  cold / cached                     {:>9.1} x",
+        cold.as_secs_f64() / cached.as_secs_f64()
+    );
     println!(
         "  {threads} threads, shared chain         {:>9.0} events/s ({:.2} µs/event/thread)",
         (threads * n) as f64 / par.as_secs_f64(),

@@ -20,12 +20,18 @@ use crate::source::http::Auth;
 use crate::transform::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
 
 /// Run the router until `shutdown` is cancelled. `config_path` is re-read on reload.
-pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let log = Log::new(&config).context("opening the Redis client (redis.url)")?;
     match log.conn().await {
         Ok(_) => tracing::info!(partitions = log.partitions(), "connected to Redis"),
         Err(e @ LogError::PartitionMismatch { .. }) => return Err(e.into()),
-        Err(e) => tracing::warn!(error = %e, "Redis is not reachable yet; ingest answers 503 until it is"),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is not reachable yet; ingest answers 503 until it is")
+        }
     }
     let auth = Auth::from_config(&config)?;
     let engine = TransformEngine::new(EngineLimits::default(), config.transforms.cache_dir())
@@ -54,7 +60,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, shutdown: Cancell
     tracing::info!(addr = %addr, "listening");
 
     let admin: Arc<dyn Admin> = runtime.clone();
-    let state = Arc::new(State { log: log.clone(), auth, server: config.server.clone(), admin: Some(admin) });
+    let state = Arc::new(State {
+        log: log.clone(),
+        auth,
+        server: config.server.clone(),
+        admin: Some(admin),
+    });
     server::serve(listener, state, shutdown.clone()).await;
     let sources = std::mem::take(&mut *runtime.sources.lock().unwrap());
     for s in sources {
@@ -113,7 +124,10 @@ impl Runtime {
             let before: Vec<&String> = self.delivery.consumers.iter().map(|c| &c.name).collect();
             let after: Vec<&String> = n.consumers.keys().collect();
             if before != after {
-                report.insert("note".into(), json!("consumers were added or removed: restart the router to apply that"));
+                report.insert(
+                    "note".into(),
+                    json!("consumers were added or removed: restart the router to apply that"),
+                );
             }
         }
         // Module paths may have changed: watch the new set.
@@ -134,13 +148,22 @@ impl Admin for Runtime {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, Value)> + Send + '_>> {
         Box::pin(async move {
             match (method, path.as_str()) {
-                (Method::GET, "/admin/status") => (StatusCode::OK, json!({"consumers": self.delivery.status()})),
+                (Method::GET, "/admin/status") => {
+                    (StatusCode::OK, json!({"consumers": self.delivery.status()}))
+                }
                 (Method::POST, "/admin/reload") => {
                     let r = tokio::task::block_in_place(|| self.reload());
-                    let status = if r["ok"] == true { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+                    let status = if r["ok"] == true {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    };
                     (status, r)
                 }
-                _ => (StatusCode::NOT_FOUND, json!({"error": format!("no admin route {path}")})),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no admin route {path}")}),
+                ),
             }
         })
     }
@@ -151,7 +174,9 @@ impl Admin for Runtime {
             // Without an admin token, admin routes answer only on loopback.
             None => peer_is_loopback,
             Some(t) => {
-                let presented = authorization.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+                let presented = authorization
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .unwrap_or("");
                 let a = <sha2::Sha256 as sha2::Digest>::digest(presented.as_bytes());
                 let b = <sha2::Sha256 as sha2::Digest>::digest(t.as_bytes());
                 bool::from(a.ct_eq(&b))
@@ -163,7 +188,9 @@ impl Admin for Runtime {
 fn spawn_sighup(runtime: Arc<Runtime>, shutdown: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -264,22 +264,47 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                match switchyard::cli::admin_client::call(&cfg, reqwest::Method::POST, "/admin/reload").await {
+                match switchyard::cli::admin_client::call(
+                    &cfg,
+                    reqwest::Method::POST,
+                    "/admin/reload",
+                )
+                .await
+                {
                     Ok((status, v)) => {
                         println!("{v}");
                         if status == 200 {
                             Ok(())
                         } else {
-                            Err(anyhow::anyhow!("reload failed (HTTP {status}); the previous chains keep running"))
+                            Err(anyhow::anyhow!(
+                                "reload failed (HTTP {status}); the previous chains keep running"
+                            ))
                         }
                     }
                     Err(e) => Err(e),
                 }
             }
-            Command::Transform { action: TransformAction::Test { config, consumer, modules, set, event } } => {
-                let args = switchyard::cli::transform::TestArgs { config, consumer, modules, set, event };
+            Command::Transform {
+                action:
+                    TransformAction::Test {
+                        config,
+                        consumer,
+                        modules,
+                        set,
+                        event,
+                    },
+            } => {
+                let args = switchyard::cli::transform::TestArgs {
+                    config,
+                    consumer,
+                    modules,
+                    set,
+                    event,
+                };
                 let mut out = std::io::stdout();
-                match tokio::task::block_in_place(|| switchyard::cli::transform::test(args, &mut out)) {
+                match tokio::task::block_in_place(|| {
+                    switchyard::cli::transform::test(args, &mut out)
+                }) {
                     Ok(true) => Ok(()),
                     Ok(false) => return ExitCode::FAILURE,
                     Err(e) => Err(e),
@@ -295,14 +320,22 @@ fn main() -> ExitCode {
                 };
                 async {
                     // Live counters and module versions, when a router answers.
-                    let live = switchyard::cli::admin_client::call(&cfg, reqwest::Method::GET, "/admin/status")
-                        .await
-                        .ok()
-                        .map(|(_, v)| v);
+                    let live = switchyard::cli::admin_client::call(
+                        &cfg,
+                        reqwest::Method::GET,
+                        "/admin/status",
+                    )
+                    .await
+                    .ok()
+                    .map(|(_, v)| v);
                     for name in cfg.consumers.keys() {
                         let mut admin = ConsumerAdmin::connect(&cfg, name).await?;
                         let mut s = admin.status().await?;
-                        if let Some(l) = live.as_ref().map(|v| &v["consumers"][name]).filter(|v| !v.is_null()) {
+                        if let Some(l) = live
+                            .as_ref()
+                            .map(|v| &v["consumers"][name])
+                            .filter(|v| !v.is_null())
+                        {
                             s["router"] = l.clone();
                         }
                         println!("{s}");

@@ -33,13 +33,22 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn expand(init: Option<Path>, func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let sig = &func.sig;
     if let Some(a) = &sig.asyncness {
-        return Err(syn::Error::new(a.span(), "#[transform] functions cannot be async"));
+        return Err(syn::Error::new(
+            a.span(),
+            "#[transform] functions cannot be async",
+        ));
     }
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new(sig.generics.span(), "#[transform] functions cannot be generic"));
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "#[transform] functions cannot be generic",
+        ));
     }
     if let Some(FnArg::Receiver(r)) = sig.inputs.first() {
-        return Err(syn::Error::new(r.span(), "#[transform] must be a free function, not a method"));
+        return Err(syn::Error::new(
+            r.span(),
+            "#[transform] must be a free function, not a method",
+        ));
     }
     let name = &sig.ident;
     let call = match sig.inputs.len() {
@@ -54,7 +63,10 @@ fn expand(init: Option<Path>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
     };
     let hook = match &init {
         Some(p) => quote_spanned!(p.span()=> |cfg: &::switchyard_guest::Config| #p(cfg)),
-        None => quote!(|_: &::switchyard_guest::Config| ::core::result::Result::<(), ::std::string::String>::Ok(())),
+        None => quote!(|_: &::switchyard_guest::Config| ::core::result::Result::<
+            (),
+            ::std::string::String,
+        >::Ok(())),
     };
     let ty = syn::Ident::new("__SwitchyardTransform", Span::call_site());
     Ok(quote! {

@@ -34,18 +34,28 @@ pub fn test(args: TestArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         (_, _, false) => {
             let mut kv = std::collections::BTreeMap::new();
             for s in &args.set {
-                let (k, v) = s.split_once('=').with_context(|| format!("--set `{s}`: expected key=value"))?;
+                let (k, v) = s
+                    .split_once('=')
+                    .with_context(|| format!("--set `{s}`: expected key=value"))?;
                 kv.insert(k.to_string(), v.to_string());
             }
-            args.modules.iter().map(|m| ModuleConfig::new(m).with_config(kv.clone())).collect()
+            args.modules
+                .iter()
+                .map(|m| ModuleConfig::new(m).with_config(kv.clone()))
+                .collect()
         }
         _ => bail!("give --config FILE --consumer NAME, or one or more --module FILE.wasm"),
     };
-    let text = std::fs::read_to_string(&args.event).with_context(|| format!("reading {}", args.event.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", args.event.display()))?;
+    let text = std::fs::read_to_string(&args.event)
+        .with_context(|| format!("reading {}", args.event.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", args.event.display()))?;
     let ev = crate::source::http::to_event("event", v, "cli", None, chrono::Utc::now())
         .map_err(|r| anyhow::anyhow!("{}: {}", r.field.unwrap_or_default(), r.message))?;
     let outcome = run_chain_once(&modules, &ev)?;
     print_outcome(&outcome, out)?;
-    Ok(!matches!(outcome, crate::transform::ChainOutcome::Failed { .. }))
+    Ok(!matches!(
+        outcome,
+        crate::transform::ChainOutcome::Failed { .. }
+    ))
 }

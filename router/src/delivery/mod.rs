@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::event::Event;
 use crate::log::Log;
-use config::{ConsumerConfig, Start};
 use crate::transform::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
+use config::{ConsumerConfig, Start};
 use sender::Sender;
 use store::ConsumerKeys;
 
@@ -145,7 +145,10 @@ impl ConsumerCtx {
             chain: if cfg.modules.is_empty() {
                 None
             } else {
-                Some(ChainHandle::new(engine, name, cfg.modules.clone()).map_err(|e| anyhow::anyhow!("{}", e.message))?)
+                Some(
+                    ChainHandle::new(engine, name, cfg.modules.clone())
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?,
+                )
             },
             cfg: cfg.clone(),
         })
@@ -236,7 +239,10 @@ impl Delivery {
 
     /// Chains of every consumer that has modules (for the watcher and reloads).
     pub fn chains(&self) -> Vec<Arc<ChainHandle>> {
-        self.consumers.iter().filter_map(|c| c.chain.clone()).collect()
+        self.consumers
+            .iter()
+            .filter_map(|c| c.chain.clone())
+            .collect()
     }
 
     /// Wait for every partition task to stop (after shutdown was cancelled).

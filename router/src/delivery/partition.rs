@@ -28,9 +28,9 @@ use super::classify::{backoff, classify, Attempt, Verdict};
 use super::config::OnFailure;
 use super::store::{DeadLetter, Origin, PartitionStore, Routed, GROUP_CONSUMER};
 use super::ConsumerCtx;
-use crate::transform::ChainOutcome;
 use crate::event::{self, Event};
 use crate::log::{decode_entry, Log, LogError};
+use crate::transform::ChainOutcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {

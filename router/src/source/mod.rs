@@ -8,7 +8,11 @@ use crate::config::{Config, SourceConfig};
 use crate::log::Log;
 
 /// Start the sources that run as tasks (the HTTP source is served by the listener).
-pub fn start(config: &Config, _log: &Log, _shutdown: &CancellationToken) -> anyhow::Result<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> {
+pub fn start(
+    config: &Config,
+    _log: &Log,
+    _shutdown: &CancellationToken,
+) -> anyhow::Result<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> {
     let tasks = Vec::new();
     for (_name, src) in &config.sources {
         match src {

@@ -26,7 +26,10 @@ pub struct LoadError {
 
 impl LoadError {
     pub(crate) fn new(file: &str, message: String) -> Self {
-        LoadError { file: file.to_string(), message }
+        LoadError {
+            file: file.to_string(),
+            message,
+        }
     }
 }
 
@@ -55,7 +58,11 @@ pub enum ChainOutcome {
     /// The chain failed. `retryable` as the guest said for guest errors;
     /// false for traps, timeouts and memory exhaustion; true for host-side
     /// resource problems (instance pool exhausted).
-    Failed { module: String, message: String, retryable: bool },
+    Failed {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 /// Counters of one module name; they survive reloads of the chain.
@@ -122,7 +129,11 @@ impl std::fmt::Debug for Module {
 impl Module {
     /// Compile (or fetch from cache), check the contract, link, and create +
     /// initialise a first instance (so a refused config fails the load).
-    pub fn load(engine: &TransformEngine, cfg: &ModuleConfig, stats: Option<Arc<ModuleStats>>) -> Result<Module, LoadError> {
+    pub fn load(
+        engine: &TransformEngine,
+        cfg: &ModuleConfig,
+        stats: Option<Arc<ModuleStats>>,
+    ) -> Result<Module, LoadError> {
         let limits = engine.limits();
         let file = cfg.resolved_path().to_path_buf();
         let fname = file.display().to_string();
@@ -130,15 +141,26 @@ impl Module {
         let deadline = cfg.deadline.unwrap_or(limits.default_deadline);
         let memory_cap = cfg.memory.map(|m| m.0).unwrap_or(limits.default_memory_cap);
         if memory_cap > limits.max_memory_cap {
-            return Err(LoadError::new(&fname, format!(
-                "module {fname}: memory cap {} is above the engine's maximum {}",
-                fmt_bytes(memory_cap), fmt_bytes(limits.max_memory_cap)
-            )));
+            return Err(LoadError::new(
+                &fname,
+                format!(
+                    "module {fname}: memory cap {} is above the engine's maximum {}",
+                    fmt_bytes(memory_cap),
+                    fmt_bytes(limits.max_memory_cap)
+                ),
+            ));
         }
         let compiled = engine.compile(&file)?;
-        let pre: InstancePre<State> = engine.inner.linker.instantiate_pre(&compiled.component).map_err(|e| {
-            LoadError::new(&fname, format!("module {fname} needs imports this router does not provide: {e:#}"))
-        })?;
+        let pre: InstancePre<State> = engine
+            .inner
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| {
+                LoadError::new(
+                    &fname,
+                    format!("module {fname} needs imports this router does not provide: {e:#}"),
+                )
+            })?;
         let pre = TransformerPre::new(pre).map_err(|e| {
             LoadError::new(&fname, format!(
                 "module {fname} does not implement world switchyard:transform/transformer@{}: {e:#}",
@@ -153,7 +175,11 @@ impl Module {
             version: compiled.contract_version,
             deadline,
             memory_cap,
-            init_config: cfg.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            init_config: cfg
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             loaded_at: SystemTime::now(),
             cache_hit: compiled.cache_hit,
             stats: stats.unwrap_or_default(),
@@ -162,7 +188,9 @@ impl Module {
             deadline_ticks: limits.deadline_ticks(deadline),
             idle: Mutex::new(Vec::new()),
         };
-        let first = module.instantiate().map_err(|m| LoadError::new(&fname, format!("module {fname}: {m}")))?;
+        let first = module
+            .instantiate()
+            .map_err(|m| LoadError::new(&fname, format!("module {fname}: {m}")))?;
         module.idle.lock().unwrap().push(first);
         Ok(module)
     }
@@ -189,7 +217,10 @@ impl Module {
             return format!("exceeded memory cap {}", fmt_bytes(self.memory_cap));
         }
         if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-            return format!("timed out after {}", humantime::format_duration(self.deadline));
+            return format!(
+                "timed out after {}",
+                humantime::format_duration(self.deadline)
+            );
         }
         let trap = match e.downcast_ref::<Trap>() {
             Some(t) => t.to_string(),
@@ -199,14 +230,25 @@ impl Module {
         if stderr.is_empty() {
             format!("trapped: {trap}")
         } else {
-            let last = stderr.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+            let last = stderr
+                .lines()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
             format!("trapped: {trap} (guest stderr: {last})")
         }
     }
 
     /// A fresh store + instance, with `init` called. Errors are messages.
     fn instantiate(&self) -> Result<Instance, String> {
-        let mut store = Store::new(&self.engine.inner.engine, State::new(self.name_arc.clone(), self.memory_cap));
+        let mut store = Store::new(
+            &self.engine.inner.engine,
+            State::new(self.name_arc.clone(), self.memory_cap),
+        );
         store.limiter(|s| &mut s.limiter);
         // Instantiation runs guest code (start functions) and counts against
         // the deadline: set it right before.
@@ -220,8 +262,15 @@ impl Module {
         };
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         store.set_epoch_deadline(self.deadline_ticks);
-        match guest.switchyard_transform_guest().call_init(&mut store, &self.init_config) {
-            Ok(Ok(())) => Ok(Instance { store, guest, calls: 0 }),
+        match guest
+            .switchyard_transform_guest()
+            .call_init(&mut store, &self.init_config)
+        {
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                guest,
+                calls: 0,
+            }),
             Ok(Err(msg)) => Err(format!("init refused the config: {msg}")),
             Err(e) => Err(format!("init failed: {}", self.classify(&store, &e))),
         }
@@ -236,7 +285,10 @@ impl Module {
         };
         inst.store.data_mut().limiter.exceeded = false;
         inst.store.set_epoch_deadline(self.deadline_ticks);
-        let r = inst.guest.switchyard_transform_guest().call_transform(&mut inst.store, ev);
+        let r = inst
+            .guest
+            .switchyard_transform_guest()
+            .call_transform(&mut inst.store, ev);
         inst.calls += 1;
         match r {
             Ok(r) => {
@@ -277,12 +329,20 @@ pub struct Chain {
 
 enum Step {
     Ok,
-    Fail { module: String, message: String, retryable: bool },
+    Fail {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 impl Chain {
     /// Load every module (in order). The first failure fails the load.
-    pub fn load(engine: &TransformEngine, consumer: &str, configs: &[ModuleConfig]) -> Result<Chain, LoadError> {
+    pub fn load(
+        engine: &TransformEngine,
+        consumer: &str,
+        configs: &[ModuleConfig],
+    ) -> Result<Chain, LoadError> {
         Self::load_with_stats(engine, consumer, configs, |_| None, 1)
     }
 
@@ -298,11 +358,18 @@ impl Chain {
             let s = stats(&cfg.display_name());
             modules.push(Arc::new(Module::load(engine, cfg, s)?));
         }
-        Ok(Chain { consumer: consumer.to_string(), modules, generation })
+        Ok(Chain {
+            consumer: consumer.to_string(),
+            modules,
+            generation,
+        })
     }
 
     pub fn stats_for(&self, name: &str) -> Option<Arc<ModuleStats>> {
-        self.modules.iter().find(|m| m.name == name).map(|m| m.stats.clone())
+        self.modules
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.stats.clone())
     }
 
     /// Run the chain on one event.
@@ -323,19 +390,39 @@ impl Chain {
         if self.modules.is_empty() {
             return match convert::event_request(convert::to_wit(ev), "") {
                 Ok(r) => ChainOutcome::Requests(vec![r]),
-                Err(message) => ChainOutcome::Failed { module: String::new(), message, retryable: false },
+                Err(message) => ChainOutcome::Failed {
+                    module: String::new(),
+                    message,
+                    retryable: false,
+                },
             };
         }
         let mut out = Vec::new();
         let mut first_drop: Option<String> = None;
         match self.step(0, &convert::to_wit(ev), &mut out, &mut first_drop) {
-            Step::Fail { module, message, retryable } => ChainOutcome::Failed { module, message, retryable },
-            Step::Ok if out.is_empty() => ChainOutcome::Dropped { module: first_drop.unwrap_or_default() },
+            Step::Fail {
+                module,
+                message,
+                retryable,
+            } => ChainOutcome::Failed {
+                module,
+                message,
+                retryable,
+            },
+            Step::Ok if out.is_empty() => ChainOutcome::Dropped {
+                module: first_drop.unwrap_or_default(),
+            },
             Step::Ok => ChainOutcome::Requests(out),
         }
     }
 
-    fn step(&self, i: usize, ev: &wit::Event, out: &mut Vec<OutRequest>, first_drop: &mut Option<String>) -> Step {
+    fn step(
+        &self,
+        i: usize,
+        ev: &wit::Event,
+        out: &mut Vec<OutRequest>,
+        first_drop: &mut Option<String>,
+    ) -> Step {
         let m = &self.modules[i];
         let last = i + 1 == self.modules.len();
         let outputs = match m.call(ev) {
@@ -347,7 +434,11 @@ impl Chain {
                     CallError::Fatal(msg) => (msg, false),
                     CallError::Instantiate(msg) => (msg, true),
                 };
-                return Step::Fail { module: m.name.clone(), message, retryable };
+                return Step::Fail {
+                    module: m.name.clone(),
+                    message,
+                    retryable,
+                };
             }
         };
         if outputs.is_empty() {

@@ -34,14 +34,26 @@ pub fn print_outcome(outcome: &ChainOutcome, out: &mut impl Write) -> std::io::R
                 });
                 match std::str::from_utf8(&r.body) {
                     Ok(s) => o["body"] = s.into(),
-                    Err(_) => o["body_base64"] = base64::engine::general_purpose::STANDARD.encode(&r.body).into(),
+                    Err(_) => {
+                        o["body_base64"] = base64::engine::general_purpose::STANDARD
+                            .encode(&r.body)
+                            .into()
+                    }
                 }
                 o
             })
             .collect(),
-        ChainOutcome::Dropped { module } => vec![serde_json::json!({ "dropped": { "module": module } })],
-        ChainOutcome::Failed { module, message, retryable } => {
-            vec![serde_json::json!({ "failed": { "module": module, "message": message, "retryable": retryable } })]
+        ChainOutcome::Dropped { module } => {
+            vec![serde_json::json!({ "dropped": { "module": module } })]
+        }
+        ChainOutcome::Failed {
+            module,
+            message,
+            retryable,
+        } => {
+            vec![
+                serde_json::json!({ "failed": { "module": module, "message": message, "retryable": retryable } }),
+            ]
         }
     };
     for l in lines {

@@ -55,16 +55,29 @@ pub fn to_wit(ev: &Event) -> wit::Event {
         changed: ev.changed.clone(),
         occurred_at: time(&ev.occurred_at),
         ingested_at: time(&ev.ingested_at),
-        commit: ev.commit.as_ref().map(|c| wit::CommitInfo { id: c.id.clone(), seq: c.seq }),
+        commit: ev.commit.as_ref().map(|c| wit::CommitInfo {
+            id: c.id.clone(),
+            seq: c.seq,
+        }),
         traceparent: ev.trace.clone(),
-        consent: ev.consent.iter().map(|(k, v)| (k.clone(), v.as_str().to_string())).collect(),
-        attributes: ev.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        consent: ev
+            .consent
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().to_string()))
+            .collect(),
+        attributes: ev
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
 fn parse_json(field: &str, v: Option<String>) -> Result<Option<serde_json::Value>, String> {
-    v.map(|s| serde_json::from_str(&s).map_err(|e| format!("field `{field}` is not valid JSON: {e}")))
-        .transpose()
+    v.map(|s| {
+        serde_json::from_str(&s).map_err(|e| format!("field `{field}` is not valid JSON: {e}"))
+    })
+    .transpose()
 }
 
 fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, String> {
@@ -78,8 +91,9 @@ fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, String> {
 pub fn from_wit(ev: wit::Event) -> Result<Event, String> {
     let mut consent = std::collections::BTreeMap::new();
     for (ch, state) in ev.consent {
-        let st = ConsentState::parse(&state)
-            .ok_or_else(|| format!("consent `{ch}` has state {state:?} (expected granted, denied or unknown)"))?;
+        let st = ConsentState::parse(&state).ok_or_else(|| {
+            format!("consent `{ch}` has state {state:?} (expected granted, denied or unknown)")
+        })?;
         consent.insert(ch, st);
     }
     Ok(Event {
@@ -95,7 +109,10 @@ pub fn from_wit(ev: wit::Event) -> Result<Event, String> {
         changed: ev.changed,
         occurred_at: parse_time("occurred-at", &ev.occurred_at)?,
         ingested_at: parse_time("ingested-at", &ev.ingested_at)?,
-        commit: ev.commit.map(|c| Commit { id: c.id, seq: c.seq }),
+        commit: ev.commit.map(|c| Commit {
+            id: c.id,
+            seq: c.seq,
+        }),
         trace: ev.traceparent,
         consent,
         attributes: ev.attributes.into_iter().collect(),

@@ -36,7 +36,13 @@ impl State {
         // inherited stdio. stdout is discarded; the tail of stderr is kept
         // so a panic message can be reported with the trap.
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
-        State { module, limiter: MemoryLimiter::new(memory_cap), wasi, table: ResourceTable::new(), stderr }
+        State {
+            module,
+            limiter: MemoryLimiter::new(memory_cap),
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+        }
     }
 }
 
@@ -48,7 +54,10 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -69,11 +78,17 @@ impl bindings::switchyard::transform::host::Host for State {
         }
         let module = &*self.module;
         match level {
-            Level::Trace => tracing::trace!(target: "switchyard::transform::guest", module, "{msg}"),
-            Level::Debug => tracing::debug!(target: "switchyard::transform::guest", module, "{msg}"),
+            Level::Trace => {
+                tracing::trace!(target: "switchyard::transform::guest", module, "{msg}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "switchyard::transform::guest", module, "{msg}")
+            }
             Level::Info => tracing::info!(target: "switchyard::transform::guest", module, "{msg}"),
             Level::Warn => tracing::warn!(target: "switchyard::transform::guest", module, "{msg}"),
-            Level::Error => tracing::error!(target: "switchyard::transform::guest", module, "{msg}"),
+            Level::Error => {
+                tracing::error!(target: "switchyard::transform::guest", module, "{msg}")
+            }
         }
     }
 }
@@ -87,7 +102,10 @@ pub(crate) struct TailPipe {
 
 impl TailPipe {
     fn new(cap: usize) -> Self {
-        TailPipe { cap, buf: Arc::new(Mutex::new(VecDeque::with_capacity(cap))) }
+        TailPipe {
+            cap,
+            buf: Arc::new(Mutex::new(VecDeque::with_capacity(cap))),
+        }
     }
     fn push(&self, bytes: &[u8]) {
         let mut b = self.buf.lock().unwrap();
@@ -141,7 +159,11 @@ impl wasmtime_wasi::p2::OutputStream for TailPipe {
 }
 
 impl tokio::io::AsyncWrite for TailPipe {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -207,7 +229,10 @@ pub(crate) struct Compiled {
 impl TransformEngine {
     /// `cache_dir`: where compiled components are kept between runs (created
     /// if missing); `None` compiles every time.
-    pub fn new(limits: EngineLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<TransformEngine> {
+    pub fn new(
+        limits: EngineLimits,
+        cache_dir: Option<PathBuf>,
+    ) -> anyhow::Result<TransformEngine> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(limits.total_component_instances)
             .total_memories(limits.total_memories)
@@ -240,8 +265,9 @@ impl TransformEngine {
         let fingerprint = hex(&h.0.finalize()[..8]);
 
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create transform cache dir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("cannot create transform cache dir {}: {e}", dir.display())
+            })?;
         }
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -249,12 +275,14 @@ impl TransformEngine {
             let engine = engine.clone();
             let stop = stop.clone();
             let tick = limits.epoch_tick;
-            std::thread::Builder::new().name("sy-epoch".into()).spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    engine.increment_epoch();
-                }
-            })?
+            std::thread::Builder::new()
+                .name("sy-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })?
         };
 
         Ok(TransformEngine {
@@ -290,11 +318,12 @@ impl TransformEngine {
         let hash = hex(&Sha256::digest(&bytes));
         let engine = &self.inner.engine;
 
-        let cache_path = self
-            .inner
-            .cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{hash}-wasmtime48-{}.cwasm", self.inner.fingerprint)));
+        let cache_path = self.inner.cache_dir.as_ref().map(|d| {
+            d.join(format!(
+                "{hash}-wasmtime48-{}.cwasm",
+                self.inner.fingerprint
+            ))
+        });
         let mut cached = None;
         if let Some(p) = &cache_path {
             if p.is_file() {
@@ -306,7 +335,9 @@ impl TransformEngine {
                 // writable by anyone less trusted than the router.
                 match unsafe { Component::deserialize_file(engine, p) } {
                     Ok(c) => cached = Some(c),
-                    Err(e) => tracing::warn!(file = %p.display(), error = %e, "ignoring unusable cached transform; recompiling"),
+                    Err(e) => {
+                        tracing::warn!(file = %p.display(), error = %e, "ignoring unusable cached transform; recompiling")
+                    }
                 }
             }
         }
@@ -315,7 +346,10 @@ impl TransformEngine {
             Some(c) => c,
             None => {
                 let c = Component::from_binary(engine, &bytes).map_err(|e| {
-                    LoadError::new(&name, format!("module {name} is not a valid WebAssembly component: {e:#}"))
+                    LoadError::new(
+                        &name,
+                        format!("module {name} is not a valid WebAssembly component: {e:#}"),
+                    )
                 })?;
                 if let Some(p) = &cache_path {
                     if let Err(e) = store_cache(&c, p) {
@@ -326,7 +360,12 @@ impl TransformEngine {
             }
         };
         let contract_version = check_contract(engine, &component, &name)?;
-        Ok(Compiled { component, hash, cache_hit, contract_version })
+        Ok(Compiled {
+            component,
+            hash,
+            cache_hit,
+            contract_version,
+        })
     }
 }
 
@@ -353,10 +392,16 @@ fn check_contract(engine: &Engine, component: &Component, file: &str) -> Result<
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let prefix = format!("{GUEST_EXPORT}@");
-    let found = exports.iter().find_map(|n| n.strip_prefix(&prefix).map(str::to_string));
+    let found = exports
+        .iter()
+        .find_map(|n| n.strip_prefix(&prefix).map(str::to_string));
     let Some(version) = found else {
         let unversioned = exports.iter().any(|n| n == GUEST_EXPORT);
-        let what = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+        let what = if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.join(", ")
+        };
         return Err(LoadError::new(
             file,
             if unversioned {

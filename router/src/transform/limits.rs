@@ -100,7 +100,11 @@ pub struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub fn new(cap: u64) -> Self {
-        MemoryLimiter { cap: cap as usize, exceeded: false, peak: 0 }
+        MemoryLimiter {
+            cap: cap as usize,
+            exceeded: false,
+            peak: 0,
+        }
     }
 }
 

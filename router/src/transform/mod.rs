@@ -23,7 +23,10 @@ pub use convert::{from_wit as event_from_wit, to_wit as event_to_wit};
 pub use engine::TransformEngine;
 pub use limits::EngineLimits;
 pub use module_config::{validate_chain, ByteSize, ModuleConfig};
-pub use reload::{spawn_watcher, ChainHandle, ChainStatus, ModuleStatus, ReloadError, TransformWatcher, WATCH_DEBOUNCE};
+pub use reload::{
+    spawn_watcher, ChainHandle, ChainStatus, ModuleStatus, ReloadError, TransformWatcher,
+    WATCH_DEBOUNCE,
+};
 
 #[cfg(test)]
 mod tests;

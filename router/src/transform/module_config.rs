@@ -41,11 +41,21 @@ pub struct ModuleConfig {
 impl ModuleConfig {
     /// A module at `path` with every default.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        ModuleConfig { name: None, path: path.into(), deadline: None, memory: None, config: BTreeMap::new() }
+        ModuleConfig {
+            name: None,
+            path: path.into(),
+            deadline: None,
+            memory: None,
+            config: BTreeMap::new(),
+        }
     }
 
-    pub fn with_config<K: Into<String>, V: Into<String>>(mut self, kv: impl IntoIterator<Item = (K, V)>) -> Self {
-        self.config.extend(kv.into_iter().map(|(k, v)| (k.into(), v.into())));
+    pub fn with_config<K: Into<String>, V: Into<String>>(
+        mut self,
+        kv: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.config
+            .extend(kv.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 
@@ -65,35 +75,59 @@ impl ModuleConfig {
     /// `consumers.crm.modules[0]`.
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         let mut err = |field: &str, message: String| {
-            errors.push(ConfigError { path: format!("{path}.{field}"), message })
+            errors.push(ConfigError {
+                path: format!("{path}.{field}"),
+                message,
+            })
         };
         if let Some(name) = &self.name {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                err("name", format!("`{name}` is not a valid module name (use letters, digits, `-`, `_`, `.`)"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                err(
+                    "name",
+                    format!(
+                        "`{name}` is not a valid module name (use letters, digits, `-`, `_`, `.`)"
+                    ),
+                );
             }
         }
         if self.path.as_os_str().is_empty() {
-            err("path", "is empty; give the path of a .wasm component".into());
+            err(
+                "path",
+                "is empty; give the path of a .wasm component".into(),
+            );
         } else if !self.path.is_file() {
-            err("path", format!("{} does not exist or is not a file", self.path.display()));
+            err(
+                "path",
+                format!("{} does not exist or is not a file", self.path.display()),
+            );
         }
         if let Some(d) = self.deadline {
             if d.is_zero() || d > limits::MAX_DEADLINE {
-                err("deadline", format!(
-                    "{} is out of range (must be > 0 and at most {})",
-                    humantime::format_duration(d),
-                    humantime::format_duration(limits::MAX_DEADLINE)
-                ));
+                err(
+                    "deadline",
+                    format!(
+                        "{} is out of range (must be > 0 and at most {})",
+                        humantime::format_duration(d),
+                        humantime::format_duration(limits::MAX_DEADLINE)
+                    ),
+                );
             }
         }
         if let Some(ByteSize(m)) = self.memory {
             if !(limits::MIN_MEMORY_CAP..=limits::MAX_MEMORY_CAP).contains(&m) {
-                err("memory", format!(
-                    "{} is out of range ({} to {})",
-                    fmt_bytes(m),
-                    fmt_bytes(limits::MIN_MEMORY_CAP),
-                    fmt_bytes(limits::MAX_MEMORY_CAP)
-                ));
+                err(
+                    "memory",
+                    format!(
+                        "{} is out of range ({} to {})",
+                        fmt_bytes(m),
+                        fmt_bytes(limits::MIN_MEMORY_CAP),
+                        fmt_bytes(limits::MAX_MEMORY_CAP)
+                    ),
+                );
             }
         }
     }
@@ -133,7 +167,9 @@ impl std::str::FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (expected e.g. \"64MiB\")"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (expected e.g. \"64MiB\")"))?;
         let mult = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kib" => 1 << 10,
@@ -142,9 +178,15 @@ impl std::str::FromStr for ByteSize {
             "kb" => 1_000,
             "mb" => 1_000_000,
             "gb" => 1_000_000_000,
-            u => return Err(format!("`{s}`: unknown size unit `{u}` (use B, KiB, MiB, GiB)")),
+            u => {
+                return Err(format!(
+                    "`{s}`: unknown size unit `{u}` (use B, KiB, MiB, GiB)"
+                ))
+            }
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("`{s}` is too large"))
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
     }
 }
 
@@ -185,7 +227,9 @@ fn de_string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Str
         F(f64),
     }
     let raw: BTreeMap<String, Scalar> = BTreeMap::deserialize(d).map_err(|e| {
-        serde::de::Error::custom(format!("{e} (config values must be strings, numbers or booleans)"))
+        serde::de::Error::custom(format!(
+            "{e} (config values must be strings, numbers or booleans)"
+        ))
     })?;
     Ok(raw
         .into_iter()

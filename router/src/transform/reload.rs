@@ -71,7 +71,11 @@ pub struct ModuleStatus {
 
 impl ChainHandle {
     /// Load the chain; the first load must succeed.
-    pub fn new(engine: &TransformEngine, consumer: &str, configs: Vec<ModuleConfig>) -> Result<Arc<ChainHandle>, LoadError> {
+    pub fn new(
+        engine: &TransformEngine,
+        consumer: &str,
+        configs: Vec<ModuleConfig>,
+    ) -> Result<Arc<ChainHandle>, LoadError> {
         let chain = Chain::load(engine, consumer, &configs)?;
         Ok(Arc::new(ChainHandle {
             consumer: consumer.to_string(),
@@ -111,13 +115,27 @@ impl ChainHandle {
         self.load_and_swap(configs, true)
     }
 
-    fn load_and_swap(&self, configs: Vec<ModuleConfig>, store_configs: bool) -> Result<(), LoadError> {
+    fn load_and_swap(
+        &self,
+        configs: Vec<ModuleConfig>,
+        store_configs: bool,
+    ) -> Result<(), LoadError> {
         let _g = self.reload_lock.lock().unwrap();
         let old = self.current.load_full();
         let started = Instant::now();
-        match Chain::load_with_stats(&self.engine, &self.consumer, &configs, |n| old.stats_for(n), old.generation + 1) {
+        match Chain::load_with_stats(
+            &self.engine,
+            &self.consumer,
+            &configs,
+            |n| old.stats_for(n),
+            old.generation + 1,
+        ) {
             Ok(chain) => {
-                let summary: Vec<String> = chain.modules.iter().map(|m| format!("{}@{}", m.name, m.short_hash())).collect();
+                let summary: Vec<String> = chain
+                    .modules
+                    .iter()
+                    .map(|m| format!("{}@{}", m.name, m.short_hash()))
+                    .collect();
                 self.current.store(Arc::new(chain));
                 if store_configs {
                     *self.configs.write().unwrap() = configs;
@@ -130,8 +148,11 @@ impl ChainHandle {
             Err(e) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(consumer = %self.consumer, file = %e.file, error = %e.message, "transform reload failed; the previous version keeps running");
-                *self.last_reload_error.lock().unwrap() =
-                    Some(ReloadError { at: chrono::Utc::now(), file: e.file.clone(), message: e.message.clone() });
+                *self.last_reload_error.lock().unwrap() = Some(ReloadError {
+                    at: chrono::Utc::now(),
+                    file: e.file.clone(),
+                    message: e.message.clone(),
+                });
                 Err(e)
             }
         }
@@ -147,7 +168,12 @@ impl ChainHandle {
 
     /// Files the current configs point at.
     pub fn module_files(&self) -> Vec<PathBuf> {
-        self.configs.read().unwrap().iter().map(|c| c.path.clone()).collect()
+        self.configs
+            .read()
+            .unwrap()
+            .iter()
+            .map(|c| c.path.clone())
+            .collect()
     }
 
     pub fn status(&self) -> ChainStatus {
@@ -262,7 +288,11 @@ pub fn spawn_watcher(handles: Vec<Arc<ChainHandle>>) -> anyhow::Result<Transform
             }
         }
     })?;
-    Ok(TransformWatcher { _watcher: watcher, stop, thread: Some(thread) })
+    Ok(TransformWatcher {
+        _watcher: watcher,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 #[allow(dead_code)]

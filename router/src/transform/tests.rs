@@ -15,7 +15,9 @@ use crate::event::{Commit, ConsentState, Event, Op};
 fn wasm_dir() -> PathBuf {
     match std::env::var_os("SWITCHYARD_TRANSFORMS_DIR") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/target/wasm32-wasip2/release"),
+        None => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/target/wasm32-wasip2/release")
+        }
     }
 }
 
@@ -77,7 +79,10 @@ fn sample() -> Event {
         changed: vec!["email".into()],
         occurred_at: "2026-11-23T10:00:00.123Z".parse().unwrap(),
         ingested_at: "2026-11-23T10:00:00.456789Z".parse().unwrap(),
-        commit: Some(Commit { id: "0/16B3748".into(), seq: 3 }),
+        commit: Some(Commit {
+            id: "0/16B3748".into(),
+            seq: 3,
+        }),
         trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         consent: [("email".to_string(), ConsentState::Granted)].into(),
         attributes: [("banner".to_string(), "a".to_string())].into(),
@@ -93,7 +98,11 @@ fn requests(o: ChainOutcome) -> Vec<OutRequest> {
 
 fn failed(o: ChainOutcome) -> (String, String, bool) {
     match o {
-        ChainOutcome::Failed { module, message, retryable } => (module, message, retryable),
+        ChainOutcome::Failed {
+            module,
+            message,
+            retryable,
+        } => (module, message, retryable),
         other => panic!("expected a failure, got {other:?}"),
     }
 }
@@ -114,7 +123,11 @@ fn load_reports_name_hash_and_contract_version() {
     assert_eq!(m.hash.len(), 64);
     assert_eq!(m.deadline, limits::DEFAULT_DEADLINE);
     assert_eq!(m.memory_cap, limits::DEFAULT_MEMORY_CAP);
-    assert_eq!(m.idle_instances(), 1, "load creates and initialises one instance");
+    assert_eq!(
+        m.idle_instances(),
+        1,
+        "load creates and initialises one instance"
+    );
 }
 
 #[test]
@@ -128,7 +141,10 @@ fn event_leaving_the_last_module_is_sent_as_canonical_json() {
     let mut back: Event = serde_json::from_slice(&r[0].body).unwrap();
     // sy_test_echo adds attributes["calls"] (calls on this instance).
     assert_eq!(back.attributes.remove("calls").as_deref(), Some("1"));
-    assert_eq!(back, ev, "every field survives the round trip through the guest");
+    assert_eq!(
+        back, ev,
+        "every field survives the round trip through the guest"
+    );
 }
 
 fn calls_attr(o: ChainOutcome) -> String {
@@ -142,7 +158,13 @@ fn an_instance_is_initialised_once_and_reused() {
     let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
     let calls: Vec<String> = (0..3).map(|_| calls_attr(chain.run(&sample()))).collect();
     assert_eq!(calls, ["1", "2", "3"]);
-    assert_eq!(chain.modules[0].stats.instantiations.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        chain.modules[0]
+            .stats
+            .instantiations
+            .load(Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -151,8 +173,14 @@ fn redact_then_canonical_json() {
     let r = requests(chain.run(&sample()));
     let back: Event = serde_json::from_slice(&r[0].body).unwrap();
     assert_eq!(r[0].module, "redact");
-    assert!(back.after.as_ref().unwrap().get("phone").is_none(), "{back:?}");
-    assert!(back.before.as_ref().unwrap().get("phone").is_none(), "{back:?}");
+    assert!(
+        back.after.as_ref().unwrap().get("phone").is_none(),
+        "{back:?}"
+    );
+    assert!(
+        back.before.as_ref().unwrap().get("phone").is_none(),
+        "{back:?}"
+    );
     assert_eq!(back.after.as_ref().unwrap()["email"], "b@x.com");
 }
 
@@ -188,13 +216,21 @@ fn chain_of_three_filter_redact_webhook() {
     let body: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
     assert_eq!(body["id"], "ev-1");
     assert_eq!(body["data"]["after"]["email"], "b@x.com", "{body}");
-    assert!(body["data"]["after"].get("phone").is_none(), "redact ran before webhook: {body}");
+    assert!(
+        body["data"]["after"].get("phone").is_none(),
+        "redact ran before webhook: {body}"
+    );
     // Same instances are reused for the next events.
     for _ in 0..10 {
         requests(chain.run(&sample()));
     }
     for m in &chain.modules {
-        assert_eq!(m.stats.instantiations.load(Ordering::Relaxed), 1, "{} reused its instance", m.name);
+        assert_eq!(
+            m.stats.instantiations.load(Ordering::Relaxed),
+            1,
+            "{} reused its instance",
+            m.name
+        );
         assert_eq!(m.stats.calls.load(Ordering::Relaxed), 11);
     }
 }
@@ -204,12 +240,25 @@ fn zero_outputs_drop_the_event_and_count_per_module() {
     let h = ChainHandle::new(engine(), "t", vec![filter(), webhook()]).unwrap();
     let mut ev = sample();
     ev.topic = "drop.me".into();
-    assert_eq!(h.run(&ev), ChainOutcome::Dropped { module: "filter".into() });
-    assert_eq!(h.run(&ev), ChainOutcome::Dropped { module: "filter".into() });
+    assert_eq!(
+        h.run(&ev),
+        ChainOutcome::Dropped {
+            module: "filter".into()
+        }
+    );
+    assert_eq!(
+        h.run(&ev),
+        ChainOutcome::Dropped {
+            module: "filter".into()
+        }
+    );
     let st = h.status();
     assert_eq!(st.modules[0].name, "filter");
     assert_eq!(st.modules[0].drops, 2);
-    assert_eq!(st.modules[1].calls, 0, "a dropped event never reaches the next module");
+    assert_eq!(
+        st.modules[1].calls, 0,
+        "a dropped event never reaches the next module"
+    );
 }
 
 #[test]
@@ -239,13 +288,26 @@ fn infinite_loop_times_out_and_the_host_carries_on() {
     assert_eq!(m, "sy_test_loop");
     assert_eq!(msg, "timed out after 100ms");
     assert!(!retryable);
-    assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
     // The next event on the same chain gets a fresh instance (the
     // interrupted one is never re-entered) and is stopped again cleanly.
     let (_, msg2, _) = failed(chain.run(&sample()));
     assert_eq!(msg2, "timed out after 100ms");
-    assert_eq!(chain.modules[0].idle_instances(), 0, "a timed-out instance is discarded");
-    assert_eq!(chain.modules[0].stats.instantiations.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        chain.modules[0].idle_instances(),
+        0,
+        "a timed-out instance is discarded"
+    );
+    assert_eq!(
+        chain.modules[0]
+            .stats
+            .instantiations
+            .load(Ordering::Relaxed),
+        2
+    );
     // Other chains on the same engine keep working.
     let echo = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
     requests(echo.run(&sample()));
@@ -290,7 +352,10 @@ fn trap_is_reported_and_the_instance_discarded() {
     assert!(msg.starts_with("trapped: "), "{msg}");
     assert!(!retryable);
     assert_eq!(chain.modules[0].idle_instances(), 0);
-    assert!(msg.contains("sy-test-trap: deliberate panic on event ev-1"), "the guest's panic message is reported: {msg}");
+    assert!(
+        msg.contains("sy-test-trap: deliberate panic on event ev-1"),
+        "the guest's panic message is reported: {msg}"
+    );
     let (_, msg2, _) = failed(chain.run(&sample()));
     assert!(msg2.starts_with("trapped: "), "{msg2}");
 }
@@ -298,8 +363,18 @@ fn trap_is_reported_and_the_instance_discarded() {
 #[test]
 fn old_contract_version_is_refused_with_a_clear_message() {
     let e = load_err(&[module("sy_test_oldabi")]);
-    assert!(e.message.contains("was built against switchyard:transform@0.0.1"), "{}", e.message);
-    assert!(e.message.contains("this router speaks 0.1.0 — rebuild it with switchyard-guest 0.1"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("was built against switchyard:transform@0.0.1"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .contains("this router speaks 0.1.0 — rebuild it with switchyard-guest 0.1"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("sy_test_oldabi.wasm"), "{}", e.message);
 }
 
@@ -311,7 +386,9 @@ fn component_of_another_world_is_refused() {
     std::fs::write(&p, b"\0asm\x0d\x00\x01\x00").unwrap();
     let e = load_err(&[ModuleConfig::new(&p)]);
     assert!(
-        e.message.contains("does not implement world switchyard:transform/transformer@0.1.0 (it exports nothing)"),
+        e.message.contains(
+            "does not implement world switchyard:transform/transformer@0.1.0 (it exports nothing)"
+        ),
         "{}",
         e.message
     );
@@ -321,7 +398,8 @@ fn component_of_another_world_is_refused() {
 fn init_refusal_fails_the_load_with_the_module_message() {
     let e = load_err(&[module("sy_test_refuse")]);
     assert!(
-        e.message.contains("init refused the config: refused: this module refuses every config"),
+        e.message
+            .contains("init refused the config: refused: this module refuses every config"),
         "{}",
         e.message
     );
@@ -335,18 +413,35 @@ fn corrupt_truncated_or_missing_files_fail_naming_the_file() {
     let p = dir.path().join("truncated.wasm");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&[ModuleConfig::new(&p)]);
-    assert!(e.message.contains(&p.display().to_string()), "{}", e.message);
-    assert!(e.message.contains("is not a valid WebAssembly component"), "{}", e.message);
+    assert!(
+        e.message.contains(&p.display().to_string()),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("is not a valid WebAssembly component"),
+        "{}",
+        e.message
+    );
     assert_eq!(e.file, p.display().to_string());
 
     let p = dir.path().join("garbage.wasm");
     std::fs::write(&p, b"this is not wasm").unwrap();
     let e = load_err(&[ModuleConfig::new(&p)]);
-    assert!(e.message.contains("garbage.wasm is not a valid WebAssembly component"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("garbage.wasm is not a valid WebAssembly component"),
+        "{}",
+        e.message
+    );
 
     let p = dir.path().join("missing.wasm");
     let e = load_err(&[ModuleConfig::new(&p)]);
-    assert!(e.message.contains("cannot read module") && e.message.contains("missing.wasm"), "{}", e.message);
+    assert!(
+        e.message.contains("cannot read module") && e.message.contains("missing.wasm"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -356,7 +451,10 @@ fn cache_hit_after_restart() {
     let e1 = TransformEngine::new(EngineLimits::default(), Some(dir.path().to_path_buf())).unwrap();
     let c1 = Chain::load(&e1, "t", &cfg).unwrap();
     assert!(!c1.modules[0].cache_hit);
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(files.len(), 1, "one .cwasm, no temp files left: {files:?}");
     assert!(files[0].to_string_lossy().ends_with(".cwasm"));
     drop(c1);
@@ -413,11 +511,21 @@ fn hot_reload_under_load_loses_nothing() {
     let seen = worker.join().unwrap();
     assert_eq!(seen.len(), n, "every event transformed exactly once");
     assert!(seen.iter().all(|b| b == "a" || b == "b"));
-    let first_b = seen.iter().position(|b| b == "b").expect("the reload took effect");
+    let first_b = seen
+        .iter()
+        .position(|b| b == "b")
+        .expect("the reload took effect");
     assert!(first_b >= 100);
-    assert!(seen[first_b..].iter().all(|b| b == "b"), "no event went back to the old version");
+    assert!(
+        seen[first_b..].iter().all(|b| b == "b"),
+        "no event went back to the old version"
+    );
     assert_eq!(h.status().generation, 2);
-    assert_eq!(h.status().modules[0].calls, n as u64, "counters survive the reload");
+    assert_eq!(
+        h.status().modules[0].calls,
+        n as u64,
+        "counters survive the reload"
+    );
 }
 
 #[test]
@@ -434,7 +542,12 @@ fn failed_reload_keeps_the_old_version() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("v.wasm");
     std::fs::copy(wasm("sy_test_version"), &p).unwrap();
-    let h = ChainHandle::new(engine(), "t", vec![relaxed(&p).with_config([("version", "a")])]).unwrap();
+    let h = ChainHandle::new(
+        engine(),
+        "t",
+        vec![relaxed(&p).with_config([("version", "a")])],
+    )
+    .unwrap();
     assert_eq!(body(h.run(&sample())), "a");
 
     // The file is replaced by a broken one: reload fails, "a" keeps running.
@@ -445,14 +558,22 @@ fn failed_reload_keeps_the_old_version() {
     let st = h.status();
     assert_eq!(st.reload_failures, 1);
     assert_eq!(st.generation, 1);
-    assert!(st.last_reload_error.unwrap().message.contains("not a valid WebAssembly component"));
+    assert!(st
+        .last_reload_error
+        .unwrap()
+        .message
+        .contains("not a valid WebAssembly component"));
 
     // A config change to a module of the wrong contract fails too.
     assert!(h.reconfigure(vec![module("sy_test_oldabi")]).is_err());
     assert!(h.reconfigure(vec![module("sy_test_refuse")]).is_err());
     assert_eq!(body(h.run(&sample())), "a");
     assert_eq!(h.reload_failures(), 3);
-    assert_eq!(h.module_files(), vec![p.clone()], "a failed reconfigure keeps the old configs");
+    assert_eq!(
+        h.module_files(),
+        vec![p.clone()],
+        "a failed reconfigure keeps the old configs"
+    );
 
     // Fixed: the next reload succeeds and clears the error.
     std::fs::copy(wasm("sy_test_version"), &p).unwrap();
@@ -466,9 +587,17 @@ fn watcher_reloads_a_changed_module() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.wasm");
     std::fs::copy(wasm("sy_test_echo"), &p).unwrap();
-    let h = ChainHandle::new(engine(), "t", vec![relaxed(&p).with_config([("version", "b")])]).unwrap();
+    let h = ChainHandle::new(
+        engine(),
+        "t",
+        vec![relaxed(&p).with_config([("version", "b")])],
+    )
+    .unwrap();
     let _w = spawn_watcher(vec![h.clone()]).unwrap();
-    assert_eq!(requests(h.run(&sample()))[0].content_type, "application/json");
+    assert_eq!(
+        requests(h.run(&sample()))[0].content_type,
+        "application/json"
+    );
     // Replace the file the way deploys do: write elsewhere, rename over.
     let tmp = dir.path().join("m.wasm.new");
     std::fs::copy(wasm("sy_test_version"), &tmp).unwrap();
@@ -480,7 +609,11 @@ fn watcher_reloads_a_changed_module() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the watcher did not reload: {:?}", h.status());
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not reload: {:?}",
+            h.status()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(h.status().generation, 2);
@@ -504,7 +637,11 @@ fn concurrent_runs_share_the_pool() {
     }
     for m in &chain.modules {
         assert_eq!(m.stats.calls.load(Ordering::Relaxed), 1800);
-        assert!(m.stats.instantiations.load(Ordering::Relaxed) <= 7, "{}", m.name);
+        assert!(
+            m.stats.instantiations.load(Ordering::Relaxed) <= 7,
+            "{}",
+            m.name
+        );
         assert!(m.idle_instances() <= engine().limits().max_idle_per_module);
     }
 }
@@ -534,10 +671,27 @@ fn run_chain_once_and_print_outcome() {
     assert_eq!(line["method"], "PUT");
 
     let mut out = Vec::new();
-    print_outcome(&ChainOutcome::Dropped { module: "filter".into() }, &mut out).unwrap();
-    assert_eq!(String::from_utf8(out).unwrap(), "{\"dropped\":{\"module\":\"filter\"}}\n");
+    print_outcome(
+        &ChainOutcome::Dropped {
+            module: "filter".into(),
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"dropped\":{\"module\":\"filter\"}}\n"
+    );
     let mut out = Vec::new();
-    print_outcome(&ChainOutcome::Failed { module: "m".into(), message: "x".into(), retryable: false }, &mut out).unwrap();
+    print_outcome(
+        &ChainOutcome::Failed {
+            module: "m".into(),
+            message: "x".into(),
+            retryable: false,
+        },
+        &mut out,
+    )
+    .unwrap();
     assert!(String::from_utf8(out).unwrap().contains("\"failed\""));
 }
 
@@ -570,10 +724,15 @@ memory = 1048576
     assert_eq!(m.display_name(), "sy_test_echo");
     assert_eq!(m.deadline, Some(Duration::from_millis(50)));
     assert_eq!(m.memory, Some(ByteSize(32 * limits::MIB)));
-    let want: BTreeMap<String, String> = [("fields", "email,phone"), ("strict", "true"), ("max", "3"), ("ratio", "0.5")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let want: BTreeMap<String, String> = [
+        ("fields", "email,phone"),
+        ("strict", "true"),
+        ("max", "3"),
+        ("ratio", "0.5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     assert_eq!(m.config, want);
     assert_eq!(c.modules[1].memory, Some(ByteSize(limits::MIB)));
     let mut errors = Vec::new();
@@ -581,12 +740,19 @@ memory = 1048576
     assert!(errors.is_empty(), "{errors:?}");
 
     // Unknown fields are refused.
-    let e = toml::from_str::<Consumer>("[[modules]]\npath = \"x.wasm\"\nmemroy = \"1MiB\"\n").unwrap_err();
+    let e = toml::from_str::<Consumer>("[[modules]]\npath = \"x.wasm\"\nmemroy = \"1MiB\"\n")
+        .unwrap_err();
     assert!(e.to_string().contains("memroy"), "{e}");
     // Nested tables are not config values.
-    assert!(toml::from_str::<Consumer>("[[modules]]\npath = \"x.wasm\"\nconfig = { a = { b = 1 } }\n").is_err());
+    assert!(toml::from_str::<Consumer>(
+        "[[modules]]\npath = \"x.wasm\"\nconfig = { a = { b = 1 } }\n"
+    )
+    .is_err());
     // Bad sizes.
-    assert!(toml::from_str::<Consumer>("[[modules]]\npath = \"x.wasm\"\nmemory = \"64 parsecs\"\n").is_err());
+    assert!(toml::from_str::<Consumer>(
+        "[[modules]]\npath = \"x.wasm\"\nmemory = \"64 parsecs\"\n"
+    )
+    .is_err());
 
     let bad = vec![
         ModuleConfig {

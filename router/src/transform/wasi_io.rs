@@ -19,11 +19,14 @@ use std::task::{Context, Poll, Waker};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::bindings::sync::io::poll::{self as sync_poll, Pollable};
-use wasmtime_wasi::p2::bindings::sync::io::streams::{self as sync_streams, InputStream, OutputStream};
+use wasmtime_wasi::p2::bindings::sync::io::streams::{
+    self as sync_streams, InputStream, OutputStream,
+};
 use wasmtime_wasi::p2::{StreamError, StreamResult};
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 use wasmtime_wasi_io::bindings::wasi::io::streams::{
-    Host as AsyncHost, HostInputStream as AsyncIn, HostOutputStream as AsyncOut, StreamError as AsyncStreamError,
+    Host as AsyncHost, HostInputStream as AsyncIn, HostOutputStream as AsyncOut,
+    StreamError as AsyncStreamError,
 };
 
 use super::engine::State;
@@ -95,13 +98,18 @@ impl sync_poll::HostPollable for NoTokioIo<'_> {
 
 fn conv(e: AsyncStreamError) -> sync_streams::StreamError {
     match e {
-        AsyncStreamError::LastOperationFailed(e) => sync_streams::StreamError::LastOperationFailed(e),
+        AsyncStreamError::LastOperationFailed(e) => {
+            sync_streams::StreamError::LastOperationFailed(e)
+        }
         AsyncStreamError::Closed => sync_streams::StreamError::Closed,
     }
 }
 
 impl sync_streams::Host for NoTokioIo<'_> {
-    fn convert_stream_error(&mut self, err: StreamError) -> wasmtime::Result<sync_streams::StreamError> {
+    fn convert_stream_error(
+        &mut self,
+        err: StreamError,
+    ) -> wasmtime::Result<sync_streams::StreamError> {
         Ok(conv(AsyncHost::convert_stream_error(self.0, err)?))
     }
 }
@@ -116,10 +124,18 @@ impl sync_streams::HostOutputStream for NoTokioIo<'_> {
     fn write(&mut self, s: Resource<OutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
         AsyncOut::write(self.0, s, bytes)
     }
-    fn blocking_write_and_flush(&mut self, s: Resource<OutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
+    fn blocking_write_and_flush(
+        &mut self,
+        s: Resource<OutputStream>,
+        bytes: Vec<u8>,
+    ) -> StreamResult<()> {
         stream_blocking(AsyncOut::blocking_write_and_flush(self.0, s, bytes))
     }
-    fn blocking_write_zeroes_and_flush(&mut self, s: Resource<OutputStream>, len: u64) -> StreamResult<()> {
+    fn blocking_write_zeroes_and_flush(
+        &mut self,
+        s: Resource<OutputStream>,
+        len: u64,
+    ) -> StreamResult<()> {
         stream_blocking(AsyncOut::blocking_write_zeroes_and_flush(self.0, s, len))
     }
     fn subscribe(&mut self, s: Resource<OutputStream>) -> wasmtime::Result<Resource<Pollable>> {
@@ -132,12 +148,25 @@ impl sync_streams::HostOutputStream for NoTokioIo<'_> {
         AsyncOut::flush(self.0, Resource::new_borrow(s.rep()))
     }
     fn blocking_flush(&mut self, s: Resource<OutputStream>) -> StreamResult<()> {
-        stream_blocking(AsyncOut::blocking_flush(self.0, Resource::new_borrow(s.rep())))
+        stream_blocking(AsyncOut::blocking_flush(
+            self.0,
+            Resource::new_borrow(s.rep()),
+        ))
     }
-    fn splice(&mut self, dst: Resource<OutputStream>, src: Resource<InputStream>, len: u64) -> StreamResult<u64> {
+    fn splice(
+        &mut self,
+        dst: Resource<OutputStream>,
+        src: Resource<InputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
         AsyncOut::splice(self.0, dst, src, len)
     }
-    fn blocking_splice(&mut self, dst: Resource<OutputStream>, src: Resource<InputStream>, len: u64) -> StreamResult<u64> {
+    fn blocking_splice(
+        &mut self,
+        dst: Resource<OutputStream>,
+        src: Resource<InputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
         stream_blocking(AsyncOut::blocking_splice(self.0, dst, src, len))
     }
 }
