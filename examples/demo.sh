@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tests/deps.sh
-echo "== building switchyard" >&2
+echo "== building switchyard and the transform modules" >&2
 cargo build -p switchyard --locked 2>&1 | tail -1 >&2
+bash transforms/build.sh --locked 2>&1 | tail -1 >&2
 BIN=target/debug/switchyard
 
 WORK=$(mktemp -d)
@@ -41,7 +42,8 @@ export SWITCHYARD_LOG_FORMAT=json
 "$BIN" run --config config/switchyard.toml 2> "$WORK/router.log" &
 PIDS+=($!)
 ADDR=""
-for _ in $(seq 100); do
+# First start compiles the modules (cached afterwards): allow up to 2 minutes.
+for _ in $(seq 1200); do
   ADDR=$(grep -o '"message":"listening","addr":"[^"]*"' "$WORK/router.log" 2>/dev/null | sed 's/.*"addr":"\([^"]*\)"/\1/' || true)
   [ -n "$ADDR" ] && break; sleep 0.1
 done
@@ -56,7 +58,7 @@ curl -sS -X POST "http://$ADDR/v1/events" \
 echo
 echo "== the event in the log (switchyard tail --account 42 --from earliest)" >&2
 "$BIN" tail --config config/switchyard.toml --account 42 --from earliest --no-follow
-echo "== what the consumer \"esp\" delivered to its endpoint (switchyard sink output)" >&2
+echo "== what the consumer \"esp\" delivered (filter -> redact -> webhook chain; switchyard sink output)" >&2
 for _ in $(seq 50); do [ -s "$WORK/sink.out" ] && break; sleep 0.1; done
 cat "$WORK/sink.out"
 echo "== consumer status (switchyard status)" >&2
