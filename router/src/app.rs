@@ -72,9 +72,7 @@ pub async fn run(
         let _ = s.await;
     }
     drop(runtime);
-    if let Ok(d) = Arc::try_unwrap(delivery) {
-        d.join().await;
-    }
+    delivery.join().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -193,7 +193,7 @@ pub fn default_request(ev: &Event) -> OutRequest {
 /// The running consumers.
 pub struct Delivery {
     pub consumers: Vec<Arc<ConsumerCtx>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Delivery {
@@ -222,7 +222,7 @@ impl Delivery {
             tracing::info!(consumer = %name, topics = ?c.topics, url = %c.endpoint.url, "consumer started");
             consumers.push(ctx);
         }
-        Ok(Delivery { consumers, tasks })
+        Ok(Delivery { consumers, tasks: Mutex::new(tasks) })
     }
 
     pub fn status(&self) -> serde_json::Value {
@@ -246,8 +246,9 @@ impl Delivery {
     }
 
     /// Wait for every partition task to stop (after shutdown was cancelled).
-    pub async fn join(self) {
-        for t in self.tasks {
+    pub async fn join(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+        for t in tasks {
             let _ = t.await;
         }
     }
