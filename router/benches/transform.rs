@@ -171,6 +171,16 @@ fn main() {
     let one_call = per_iter(rounds, n, || {
         black_box(echo.run(black_box(&ev)));
     });
+    // Each module alone (a chain of one: includes Event -> WIT and, for
+    // modules that emit an event, the canonical JSON of the result).
+    let mut alone = Vec::new();
+    for cfg in &configs {
+        let c = Chain::load(&engine, "bench", std::slice::from_ref(cfg)).unwrap();
+        let t = per_iter(rounds, n / 4, || {
+            black_box(c.run(black_box(&ev)));
+        });
+        alone.push((c.modules[0].name.clone(), t));
+    }
     let inst = per_iter(rounds, inst_n, || {
         chain.modules[0].instantiate_and_drop().unwrap();
     });
@@ -212,6 +222,9 @@ fn main() {
         "  1-module echo chain (call + JSON) {:>9.2} µs",
         us(one_call)
     );
+    for (name, t) in &alone {
+        println!("  {:<33} {:>9.2} µs", format!("{name} alone"), us(*t));
+    }
     println!("  instantiate + init (pooling)      {:>9.2} µs", us(inst));
     println!("  load 3 modules cold (compile)     {:>9.2} ms", ms(cold));
     println!("  load 3 modules cached (mmap)      {:>9.2} ms", ms(cached));

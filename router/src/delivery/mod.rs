@@ -222,7 +222,10 @@ impl Delivery {
             tracing::info!(consumer = %name, topics = ?c.topics, url = %c.endpoint.url, "consumer started");
             consumers.push(ctx);
         }
-        Ok(Delivery { consumers, tasks: Mutex::new(tasks) })
+        Ok(Delivery {
+            consumers,
+            tasks: Mutex::new(tasks),
+        })
     }
 
     pub fn status(&self) -> serde_json::Value {
