@@ -1,1 +1,166 @@
-fn main(){}
+//! Ingest benchmark: `cargo bench -p switchyard --bench ingest`.
+//!
+//! Starts a private redis-server and the release `switchyard` binary, then
+//! drives `POST /v1/events` with batches of 100 events of ~300 bytes from
+//! several connections, and prints events/s and p50/p99 request latency. In
+//! the same run it measures the ceiling, `redis-benchmark` pipelined XADD of
+//! the same payload size on the same Redis, and prints the ratio.
+//!
+//! Environment: BENCH_SECS (default 10), BENCH_CONNS (default 8),
+//! BENCH_BATCH (default 100).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env_or(k: &str, d: u64) -> u64 {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // cargo bench --list probing
+    }
+    let secs = env_or("BENCH_SECS", 10);
+    let conns = env_or("BENCH_CONNS", 8) as usize;
+    let batch = env_or("BENCH_BATCH", 100) as usize;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rport = free_port();
+    let _redis = Kill(
+        Command::new("redis-server")
+            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Ceiling: redis-benchmark XADD of a ~300 B event, pipelined.
+    let payload = "x".repeat(300);
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &rport.to_string(), "-n", "300000", "-c", "4", "-P", "64", "-q", "XADD", "bench:ceiling", "*", "e"])
+        .arg(&payload)
+        .output()
+        .expect("redis-benchmark (apt-get install -y redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let ceiling: f64 = text
+        .split_whitespace()
+        .zip(text.split_whitespace().skip(1))
+        .find(|(_, b)| *b == "requests")
+        .and_then(|(a, _)| a.parse().ok())
+        .unwrap_or_else(|| panic!("could not parse redis-benchmark output: {text}"));
+    let _ = Command::new("redis-cli").args(["-p", &rport.to_string(), "DEL", "bench:ceiling"]).output();
+
+    let token = "bench-token-0123456789abcdef";
+    let cfg = dir.path().join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body = \"4MiB\"\nmax_batch = 1000\n\
+             [redis]\nurl = \"redis://127.0.0.1:{rport}\"\n[log]\npartitions = 16\n\
+             [sources.bench]\ntype = \"http\"\ntoken = \"{token}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .env("SWITCHYARD_LOG", "warn,switchyard=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let _router = Kill(child);
+    let mut addr = String::new();
+    let mut lines = stderr.lines();
+    for line in lines.by_ref() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+        if v["message"] == "listening" {
+            addr = v["addr"].as_str().unwrap().to_string();
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = format!("http://{addr}/v1/events");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (events, lat) = rt.block_on(async move {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(conns).build().unwrap();
+        let stop = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for c in 0..conns {
+            let client = client.clone();
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut sent = 0u64;
+                let mut n = 0u64;
+                while Instant::now() < stop {
+                    // ~300 bytes per event once serialised.
+                    let body: Vec<serde_json::Value> = (0..batch)
+                        .map(|i| {
+                            n += 1;
+                            serde_json::json!({
+                                "topic": "customer.banner-a.profile_updated",
+                                "account_id": format!("acct-{}", (n * 7919 + c as u64) % 100_000),
+                                "op": "update",
+                                "data": {"email": format!("user{n}@example.com"), "first_name": "Ada",
+                                         "last_name": "Lovelace", "tier": "gold", "points": i * 10,
+                                         "store": "store-0042", "note": "x".repeat(60)}
+                            })
+                        })
+                        .collect();
+                    let body = serde_json::to_vec(&body).unwrap();
+                    let t = Instant::now();
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(token)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+                    let _ = r.bytes().await;
+                    lat.push(t.elapsed());
+                    sent += batch as u64;
+                }
+                (sent, lat)
+            }));
+        }
+        let mut total = 0;
+        let mut all = Vec::new();
+        for t in tasks {
+            let (s, l) = t.await.unwrap();
+            total += s;
+            all.extend(l);
+        }
+        (total, all)
+    });
+    let mut lat = lat;
+    lat.sort();
+    let rate = events as f64 / secs as f64;
+    println!("ingest: {events} events in {secs}s over {conns} connections, batches of {batch}");
+    println!("ingest: {rate:.0} events/s, request latency p50 {:?} p99 {:?}", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!("ceiling: redis-benchmark XADD 300 B pipelined (-P 64, 4 conns): {ceiling:.0} ops/s");
+    println!("ratio: {:.2} of the raw pipelined XADD rate (goal >= 0.50)", rate / ceiling);
+}

@@ -1,17 +1,570 @@
-//! TEMPORARY stub on the `cdc` branch: the integrator's config.rs replaces it
-//! when main is merged. Only what the CDC source and its tests need.
+//! Configuration: TOML, `${ENV}` interpolation, every error reported at once.
+//!
+//! Loading runs in four stages, each collecting errors with their TOML path:
+//! 1. parse the TOML text (a syntax error stops here: it names line and column);
+//! 2. replace `${VAR}` (and `${VAR:-default}`) in every string value;
+//! 3. deserialize into [`Config`]; unknown keys are collected (not fatal, so
+//!    all of them are reported), a wrong type stops this stage;
+//! 4. [`Config::validate`] checks every semantic rule and reports them all.
+//!
+//! The reference config, with every key commented, is `config/switchyard.toml`.
 
-/// One configuration problem, with its TOML path.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// One configuration problem, located by its TOML path (e.g. `log.partitions`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
     pub message: String,
 }
 
-/// Stub of the router configuration (only what the stub log reads).
-#[derive(Debug, Clone)]
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All the errors found in one config file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {} error(s)\n{}", errors.len(), errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors {
+    pub file: String,
+    pub errors: Vec<ConfigError>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub redis_url: String,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerConfig {
+    /// Address the HTTP ingest listener binds (port 0 picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body", deserialize_with = "de_size")]
+    pub max_body: u64,
+    /// Most events accepted in one request.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// `Retry-After` (seconds) sent with 503 while Redis is unreachable.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_body: default_max_body(),
+            max_batch: default_max_batch(),
+            shutdown_grace: default_grace(),
+            retry_after_secs: default_retry_after(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://` for TLS).
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// Prefix of every key, so two deployments can share one Redis.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Time allowed for one Redis command before it counts as a failure.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: default_redis_url(), namespace: default_namespace(), timeout: default_redis_timeout() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogConfig {
+    /// Number of partitions (Redis streams). Fixed for the life of a deployment.
+    #[serde(default = "default_partitions")]
     pub partitions: u32,
-    pub idempotency_window_secs: u64,
+    /// How long events stay in the log (MINID trimming).
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Duration,
+    /// How long an event id is remembered for ingest deduplication.
+    #[serde(default = "default_idem", with = "humantime_serde")]
+    pub idempotency_window: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            partitions: default_partitions(),
+            retention: default_retention(),
+            idempotency_window: default_idem(),
+        }
+    }
+}
+
+/// A source of events. One variant per kind; each kind lives in its own module.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Application events posted to `POST /v1/events`.
+    Http(HttpSourceConfig),
+    /// Row changes captured from Postgres by logical replication.
+    Postgres(crate::source::postgres::PostgresSourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSourceConfig {
+    /// Bearer token (use `${ENV_VAR}` rather than a literal secret).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Topic globs this source may publish to; anything else is 403.
+    #[serde(default = "default_topics")]
+    pub topics: Vec<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().unwrap()
+}
+fn default_max_body() -> u64 {
+    1024 * 1024
+}
+fn default_max_batch() -> usize {
+    1000
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_retry_after() -> u64 {
+    1
+}
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_namespace() -> String {
+    "sy".into()
+}
+fn default_redis_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_partitions() -> u32 {
+    16
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_idem() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_topics() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Parse a byte size: `1048576`, `512KiB`, `1MiB`, `64MB`, `2GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (examples: 1048576, 512KiB, 64MiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KiB" => 1024,
+        "MB" => 1000 * 1000,
+        "MiB" => 1024 * 1024,
+        "GB" => 1000 * 1000 * 1000,
+        "GiB" => 1024 * 1024 * 1024,
+        other => return Err(format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        N(u64),
+        S(String),
+    }
+    match Size::deserialize(d)? {
+        Size::N(n) => Ok(n),
+        Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+impl Config {
+    /// Load, interpolate, deserialize and validate `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: file.clone(),
+            errors: vec![ConfigError::new("", format!("cannot read the config file: {e}"))],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, base).map_err(|errors| ConfigErrors { file, errors })
+    }
+
+    /// Parse a config from TOML text; relative file paths resolve against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+        Self::from_toml_with_env(text, base, &|k| std::env::var(k).ok())
+    }
+
+    pub fn from_toml_with_env(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let loc = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            vec![ConfigError::new("", format!("invalid TOML{loc}: {msg}"))]
+        })?;
+
+        let mut errors = Vec::new();
+        for (k, v) in table.iter_mut() {
+            interpolate(v, k.clone(), env, &mut errors);
+        }
+
+        let mut unknown = Vec::new();
+        let value = toml::Value::Table(table);
+        let mut on_unknown = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+        let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
+        let parsed: Result<Config, _> = serde_path_to_error::deserialize(de);
+        for p in unknown {
+            errors.push(ConfigError::new(p, "unknown key (check the spelling against config/switchyard.toml)"));
+        }
+        let mut config = match parsed {
+            Ok(c) => c,
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                errors.push(ConfigError::new(path, e.into_inner().message().to_string()));
+                return Err(errors);
+            }
+        };
+        config.resolve_paths(base);
+        config.validate(&mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for src in self.sources.values_mut() {
+            match src {
+                SourceConfig::Http(h) => {
+                    if let Some(f) = &mut h.token_file {
+                        if f.is_relative() {
+                            *f = base.join(&*f);
+                        }
+                    }
+                }
+                SourceConfig::Postgres(_) => {}
+            }
+        }
+    }
+
+    /// Check every semantic rule; push one error per problem.
+    pub fn validate(&self, errors: &mut Vec<ConfigError>) {
+        if self.server.max_body == 0 {
+            errors.push(ConfigError::new("server.max_body", "must be greater than 0"));
+        }
+        if self.server.max_batch == 0 {
+            errors.push(ConfigError::new("server.max_batch", "must be greater than 0"));
+        }
+        if !(self.redis.url.starts_with("redis://")
+            || self.redis.url.starts_with("rediss://")
+            || self.redis.url.starts_with("unix://"))
+        {
+            errors.push(ConfigError::new("redis.url", "must start with redis://, rediss:// or unix://"));
+        } else if redis::Client::open(self.redis.url.as_str()).is_err() {
+            errors.push(ConfigError::new("redis.url", "is not a valid Redis URL"));
+        }
+        if self.redis.namespace.is_empty()
+            || !self.redis.namespace.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errors.push(ConfigError::new(
+                "redis.namespace",
+                "must be non-empty and use only letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self.log.partitions == 0 || self.log.partitions > 4096 {
+            errors.push(ConfigError::new("log.partitions", "must be between 1 and 4096"));
+        }
+        if self.log.retention < Duration::from_secs(60) {
+            errors.push(ConfigError::new("log.retention", "must be at least 1m"));
+        }
+        if self.log.idempotency_window < Duration::from_secs(1) {
+            errors.push(ConfigError::new("log.idempotency_window", "must be at least 1s"));
+        }
+        for (name, src) in &self.sources {
+            let path = format!("sources.{name}");
+            if !valid_name(name) {
+                errors.push(ConfigError::new(&path, "source names use only letters, digits, '-' and '_'"));
+            }
+            match src {
+                SourceConfig::Http(h) => h.validate(&path, errors),
+                SourceConfig::Postgres(p) => p.validate(&path, errors),
+            }
+        }
+    }
+
+    /// Name and token of every HTTP source (tokens read from files now).
+    pub fn http_sources(&self) -> impl Iterator<Item = (&String, &HttpSourceConfig)> {
+        self.sources.iter().filter_map(|(n, s)| match s {
+            SourceConfig::Http(h) => Some((n, h)),
+            _ => None,
+        })
+    }
+
+    /// Name and config of every Postgres CDC source.
+    pub fn postgres_sources(&self) -> impl Iterator<Item = (&String, &crate::source::postgres::PostgresSourceConfig)> {
+        self.sources.iter().filter_map(|(n, s)| match s {
+            SourceConfig::Postgres(p) => Some((n, p)),
+            _ => None,
+        })
+    }
+}
+
+impl HttpSourceConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        match (&self.token, &self.token_file) {
+            (None, None) => errors.push(ConfigError::new(
+                format!("{path}.token"),
+                "an http source needs `token` (e.g. \"${INGEST_TOKEN}\") or `token_file`",
+            )),
+            (Some(_), Some(_)) => errors.push(ConfigError::new(
+                format!("{path}.token_file"),
+                "set either `token` or `token_file`, not both",
+            )),
+            (Some(t), None) if t.len() < 16 => errors.push(ConfigError::new(
+                format!("{path}.token"),
+                "is shorter than 16 characters; use a long random secret",
+            )),
+            (None, Some(f)) => {
+                if let Err(e) = std::fs::metadata(f) {
+                    errors.push(ConfigError::new(
+                        format!("{path}.token_file"),
+                        format!("cannot read {}: {e}", f.display()),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if self.topics.is_empty() {
+            errors.push(ConfigError::new(format!("{path}.topics"), "must list at least one topic glob"));
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(t) {
+                errors.push(ConfigError::new(format!("{path}.topics[{i}]"), format!("invalid glob: {e}")));
+            }
+        }
+    }
+
+    /// The bearer token, read from `token_file` when that is how it is given.
+    pub fn load_token(&self) -> std::io::Result<String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(f)) => Ok(std::fs::read_to_string(f)?.trim_end().to_string()),
+            (None, None) => Err(std::io::Error::other("no token configured")),
+        }
+    }
+}
+
+/// Names of sources and consumers: used in Redis keys and metrics labels.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn interpolate(v: &mut toml::Value, path: String, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<ConfigError>) {
+    match v {
+        toml::Value::String(s) => {
+            if s.contains("${") {
+                match expand(s, env) {
+                    Ok(n) => *s = n,
+                    Err(msg) => errors.push(ConfigError::new(path, msg)),
+                }
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                interpolate(x, format!("{path}[{i}]"), env, errors);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, x) in t.iter_mut() {
+                interpolate(x, format!("{path}.{k}"), env, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Expand `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
+fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let end = tail.find('}').ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+            let expr = &tail[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!("environment variable {name} is not set (referenced as ${{{name}}})"))
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "TOKEN" => Some("0123456789abcdef0123".into()),
+            _ => None,
+        }
+    }
+
+    fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
+        Config::from_toml_with_env(text, Path::new("."), &env)
+    }
+
+    #[test]
+    fn empty_config_gets_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.log.partitions, 16);
+        assert_eq!(c.log.retention, Duration::from_secs(30 * 86400));
+        assert_eq!(c.log.idempotency_window, Duration::from_secs(86400));
+        assert_eq!(c.server.max_body, 1024 * 1024);
+    }
+
+    #[test]
+    fn env_interpolation() {
+        let c = load("[sources.web]\ntype = \"http\"\ntoken = \"${TOKEN}\"\n").unwrap();
+        let (_, h) = c.http_sources().next().unwrap();
+        assert_eq!(h.token.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(expand("a-${NOPE:-d}-$${X}", &env).unwrap(), "a-d-${X}");
+    }
+
+    #[test]
+    fn missing_env_names_the_path_and_variable() {
+        let errs = load("[sources.web]\ntype = \"http\"\ntoken = \"${MISSING_TOKEN}\"\n").unwrap_err();
+        assert!(errs.iter().any(|e| e.path == "sources.web.token" && e.message.contains("MISSING_TOKEN")), "{errs:?}");
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_its_path() {
+        let text = r#"
+            [server]
+            listn = "0.0.0.0:1"
+            [log]
+            partitions = 0
+            retention = "10s"
+            [sources.web]
+            type = "http"
+        "#;
+        let errs = load(text).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"server.listn"), "{errs:?}");
+        assert!(paths.contains(&"log.partitions"), "{errs:?}");
+        assert!(paths.contains(&"log.retention"), "{errs:?}");
+        assert!(paths.contains(&"sources.web.token"), "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_path() {
+        let errs = load("[log]\npartitions = \"many\"\n").unwrap_err();
+        assert_eq!(errs[0].path, "log.partitions", "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let errs = load("[log]\npartitions = = 3\n").unwrap_err();
+        assert!(errs[0].message.contains("line 2"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_source_type_is_an_error() {
+        let errs = load("[sources.x]\ntype = \"kafka\"\n").unwrap_err();
+        assert!(errs[0].path.starts_with("sources.x"), "{errs:?}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn reference_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let text = std::fs::read_to_string(dir.join("switchyard.toml")).unwrap();
+        // Secrets come from the environment; everything else uses its `:-default`.
+        let env = |k: &str| k.ends_with("TOKEN").then(|| format!("test-value-for-{k}-0123456789"));
+        let c = Config::from_toml_with_env(&text, &dir, &env).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(!c.sources.is_empty());
+    }
 }

@@ -1,1 +1,7 @@
-fn main(){}
+//! Switchyard's integration tests: one binary, real Redis/Postgres processes
+//! started per test, the real `switchyard` binary. Run with
+//! `cargo test -p switchyard --test it` (or the README's test command).
+
+mod support;
+
+mod ingest;

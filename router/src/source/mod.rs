@@ -1,2 +1,4 @@
-//! Event sources: the Postgres CDC source (the HTTP ingest lives elsewhere).
+//! Sources of events. One module per kind, registered in
+//! [`crate::config::SourceConfig`].
+pub mod http;
 pub mod postgres;

@@ -1,0 +1,2 @@
+//! Subcommands of the `switchyard` binary (one module each; clap wiring in main.rs).
+pub mod tail;

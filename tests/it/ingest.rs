@@ -1,0 +1,349 @@
+//! HTTP ingest into the partitioned log: every status the API promises.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchyard::log::partition_for;
+
+use crate::support::redis::RedisServer;
+use crate::support::router::{base_config, bin, Router};
+use crate::support::{eventually, TOKEN, TOKEN_B};
+
+const PARTITIONS: u32 = 8;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+async fn post(r: &Router, token: &str, body: &Value) -> reqwest::Response {
+    client().post(r.url("/v1/events")).bearer_auth(token).json(body).send().await.unwrap()
+}
+
+/// Every event in a partition's stream, decoded, in stream order.
+fn read_partition(redis: &RedisServer, p: u32) -> Vec<switchyard::event::Event> {
+    let mut c = redis.conn();
+    let reply: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(format!("sy:log:{{p{p}}}")).arg("-").arg("+").query(&mut c).unwrap();
+    reply.ids.iter().map(|e| switchyard::log::decode_entry(e).unwrap()).collect()
+}
+
+fn total_entries(redis: &RedisServer) -> usize {
+    (0..PARTITIONS).map(|p| read_partition(redis, p).len()).sum()
+}
+
+#[tokio::test]
+async fn accepted_events_land_in_their_account_partition_in_order() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    // Two accounts, interleaved, across topics: each account's events must
+    // come out of its partition in the order they were accepted.
+    for i in 0..30 {
+        for acct in ["acct-a", "acct-b"] {
+            let topic = if i % 2 == 0 { "customer.banner-a.updated" } else { "order.placed" };
+            let resp = post(&router, TOKEN, &json!({"topic": topic, "account_id": acct, "data": {"seq": i}})).await;
+            assert_eq!(resp.status(), 202);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["accepted"], 1);
+            assert_eq!(body["events"][0]["partition"], partition_for(acct, PARTITIONS));
+        }
+    }
+    for acct in ["acct-a", "acct-b"] {
+        let evs: Vec<_> = read_partition(&redis, partition_for(acct, PARTITIONS))
+            .into_iter()
+            .filter(|e| e.account_id == acct)
+            .collect();
+        let seqs: Vec<i64> = evs.iter().map(|e| e.data.as_ref().unwrap()["seq"].as_i64().unwrap()).collect();
+        assert_eq!(seqs, (0..30).collect::<Vec<_>>(), "order of {acct}");
+        assert!(evs.iter().all(|e| e.source == "web" && e.op == switchyard::event::Op::Event));
+    }
+    assert_eq!(total_entries(&redis), 60);
+}
+
+#[tokio::test]
+async fn batch_json_array_and_ndjson() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let batch: Vec<Value> = (0..200)
+        .map(|i| json!({"topic": "customer.x.updated", "account_id": format!("a{}", i % 17), "data": {"i": i}}))
+        .collect();
+    let resp = post(&router, TOKEN, &Value::Array(batch)).await;
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["accepted"], 200);
+    let ids: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 200);
+
+    // Within one account, batch order is log order.
+    let a3: Vec<i64> = read_partition(&redis, partition_for("a3", PARTITIONS))
+        .iter()
+        .filter(|e| e.account_id == "a3")
+        .map(|e| e.data.as_ref().unwrap()["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(a3, (0..200).filter(|i| i % 17 == 3).collect::<Vec<_>>());
+
+    let nd = "{\"topic\":\"order.placed\",\"account_id\":\"n1\"}\n{\"topic\":\"order.placed\",\"account_id\":\"n2\",\"op\":\"insert\",\"after\":{\"x\":1}}\n";
+    let resp = client()
+        .post(router.url("/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(nd)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(total_entries(&redis), 202);
+}
+
+#[tokio::test]
+async fn every_error_status_names_the_problem_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let ok = json!({"topic": "customer.a.updated", "account_id": "1"});
+
+    // 400, naming the element and field of a batch.
+    let resp = post(&router, TOKEN, &json!([ok, {"topic": "customer.a.updated"}])).await;
+    assert_eq!(resp.status(), 400);
+    let b: Value = resp.json().await.unwrap();
+    assert_eq!(b["field"], "events[1].account_id", "{b}");
+    let resp = post(&router, TOKEN, &json!({"topic": "t.x", "account_id": "1", "occurred_at": "noon"})).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["field"], "event.occurred_at");
+    let resp = client()
+        .post(router.url("/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // 401: no token, wrong token.
+    let resp = client().post(router.url("/v1/events")).json(&ok).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    assert_eq!(post(&router, "wrong-token-0123456789", &ok).await.status(), 401);
+
+    // 403: the partner source may only publish order.*.
+    let resp = post(&router, TOKEN_B, &json!([{"topic": "order.placed", "account_id": "1"}, ok])).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.json::<Value>().await.unwrap()["field"], "events[1].topic");
+
+    // 413: body over server.max_body (64 KiB), and batch over server.max_batch (500).
+    let big = json!({"topic": "t.x", "account_id": "1", "data": {"blob": "x".repeat(70_000)}});
+    assert_eq!(post(&router, TOKEN, &big).await.status(), 413);
+    let many: Vec<Value> = (0..501).map(|_| json!({"topic": "t", "account_id": "1"})).collect();
+    assert_eq!(post(&router, TOKEN, &Value::Array(many)).await.status(), 413);
+
+    // 415: wrong content type.
+    let resp = client()
+        .post(router.url("/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(serde_json::to_string(&ok).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+
+    // None of the rejected requests wrote anything, not even their valid elements.
+    assert_eq!(total_entries(&redis), 0);
+}
+
+#[tokio::test]
+async fn duplicate_ids_are_written_once_and_reported() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let ev = json!({"id": "order-1001", "topic": "order.placed", "account_id": "77", "data": {"total": 10}});
+    let first: Value = post(&router, TOKEN, &ev).await.json().await.unwrap();
+    assert_eq!(first["accepted"], 1);
+    assert_eq!(first["events"][0]["id"], "order-1001");
+    let second: Value = post(&router, TOKEN, &json!([ev, {"id": "order-1002", "topic": "order.placed", "account_id": "77"}, ev]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["accepted"], 1, "{second}");
+    assert_eq!(second["duplicates"], 2);
+    assert_eq!(second["events"][0]["duplicate"], true);
+    assert_eq!(second["events"][0]["stream_id"], first["events"][0]["stream_id"]);
+    assert_eq!(second["events"][1].get("duplicate"), None);
+    assert_eq!(second["events"][2]["duplicate"], true);
+    let evs = read_partition(&redis, partition_for("77", PARTITIONS));
+    assert_eq!(evs.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["order-1001", "order-1002"]);
+}
+
+#[tokio::test]
+async fn canonical_fields_and_traceparent_are_kept() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = client()
+        .post(router.url("/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("traceparent", tp)
+        .json(&json!({"topic": "customer.b.email_changed", "account_id": "9", "op": "update", "key": {"id": 9},
+            "before": {"email": "old@x.com", "name": "N"}, "after": {"email": "new@x.com", "name": "N"},
+            "occurred_at": "2026-11-20T17:04:05.123Z", "consent": {"email": "granted", "sms": "denied"},
+            "attributes": {"banner": "b"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let ev = &read_partition(&redis, partition_for("9", PARTITIONS))[0];
+    assert_eq!(ev.trace.as_deref(), Some(tp));
+    assert_eq!(ev.changed, vec!["email"]);
+    assert_eq!(ev.occurred_at.to_rfc3339(), "2026-11-20T17:04:05.123+00:00");
+    assert!(ev.ingested_at > ev.occurred_at);
+    assert_eq!(ev.consent["sms"], switchyard::event::ConsentState::Denied);
+    assert_eq!(ev.attributes["banner"], "b");
+    assert_eq!(ev.key, Some(json!({"id": 9})));
+}
+
+#[tokio::test]
+async fn redis_down_gives_503_then_recovers_without_restart() {
+    let mut redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let ev = |i: i32| json!({"topic": "customer.a.updated", "account_id": "5", "data": {"i": i}});
+    assert_eq!(post(&router, TOKEN, &ev(0)).await.status(), 202);
+    assert_eq!(client().get(router.url("/readyz")).send().await.unwrap().status(), 200);
+
+    redis.kill();
+    let resp = post(&router, TOKEN, &ev(1)).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(client().get(router.url("/readyz")).send().await.unwrap().status(), 503);
+    assert_eq!(client().get(router.url("/healthz")).send().await.unwrap().status(), 200);
+
+    redis.restart();
+    eventually(Duration::from_secs(15), "ingest to recover after Redis restart", || async {
+        (post(&router, TOKEN, &ev(2)).await.status() == 202).then_some(())
+    })
+    .await;
+    assert_eq!(client().get(router.url("/readyz")).send().await.unwrap().status(), 200);
+    // Redis ran without persistence: only what was written after the restart is there.
+    let evs = read_partition(&redis, partition_for("5", PARTITIONS));
+    assert!(evs.iter().all(|e| e.data.as_ref().unwrap()["i"] == 2), "no event was acknowledged while Redis was down");
+}
+
+#[tokio::test]
+async fn router_starts_while_redis_is_down_and_serves_when_it_appears() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let router = Router::start(&base_config(&redis.url()));
+    let ev = json!({"topic": "customer.a.updated", "account_id": "5"});
+    assert_eq!(post(&router, TOKEN, &ev).await.status(), 503);
+    redis.restart();
+    eventually(Duration::from_secs(15), "ingest to succeed once Redis is up", || async {
+        (post(&router, TOKEN, &ev).await.status() == 202).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_loses_no_acknowledged_event() {
+    let redis = RedisServer::start();
+    let mut router = Router::start(&base_config(&redis.url()));
+    let url = router.url("/v1/events");
+    // Four writers post batches until the router stops answering.
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let url = url.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked: Vec<String> = Vec::new();
+            for b in 0.. {
+                let batch: Vec<Value> = (0..50)
+                    .map(|i| json!({"id": format!("w{w}-b{b}-{i}"), "topic": "order.placed", "account_id": format!("acct-{i}")}))
+                    .collect();
+                match client().post(&url).bearer_auth(TOKEN).json(&batch).send().await {
+                    Ok(r) if r.status() == 202 => {
+                        acked.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_string()))
+                    }
+                    _ => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let st = router.terminate();
+        (st, router)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(acked.len() >= 200, "the load ran ({} acked)", acked.len());
+    let stored: std::collections::HashSet<String> =
+        (0..PARTITIONS).flat_map(|p| read_partition(&redis, p)).map(|e| e.id).collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(missing.is_empty(), "{} acknowledged events missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+}
+
+#[tokio::test]
+async fn router_refuses_a_partition_count_that_differs_from_the_log() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    drop(router);
+    let cfg = base_config(&redis.url()).replace("partitions = 8", "partitions = 4");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(bin()).args(["run", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("created with 8 partitions") && err.contains("config says 4"), "{err}");
+}
+
+#[test]
+fn check_reports_every_mistake_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisen = \"0.0.0.0:80\"\n[log]\npartitions = 0\n[sources.web]\ntype = \"http\"\ntopics = [\"a[\"]\ntoken = \"${NOT_SET_ANYWHERE_123}\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["server.lisen", "log.partitions", "sources.web.topics[0]", "sources.web.token", "NOT_SET_ANYWHERE_123"] {
+        assert!(err.contains(needle), "missing {needle} in:\n{err}");
+    }
+    let ok = std::process::Command::new(bin())
+        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../config/switchyard.toml")])
+        .env("SWITCHYARD_WEB_TOKEN", "a-long-enough-token-0123")
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
+
+#[tokio::test]
+async fn tail_prints_matching_events_as_json_lines() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let batch = json!([
+        {"topic": "customer.a.email_changed", "account_id": "1", "data": {"n": 1}},
+        {"topic": "order.placed", "account_id": "1"},
+        {"topic": "customer.b.email_changed", "account_id": "2"},
+        {"topic": "customer.a.email_changed", "account_id": "1", "data": {"n": 2}},
+    ]);
+    assert_eq!(post(&router, TOKEN, &batch).await.status(), 202);
+    let out = std::process::Command::new(bin())
+        .args(["tail", "--config"])
+        .arg(&router.config_path)
+        .args(["--from", "earliest", "--no-follow", "--account", "1", "--topic", "customer.*.email_changed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["data"]["n"], 1);
+    assert_eq!(lines[1]["data"]["n"], 2);
+    assert_eq!(lines[0]["log"]["partition"], partition_for("1", PARTITIONS));
+}

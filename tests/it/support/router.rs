@@ -1,0 +1,156 @@
+//! The real `switchyard` binary, started with a config written to a temp dir.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+pub struct Router {
+    pub addr: String,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+/// A config for a router on port 0 against `redis_url`, with two HTTP
+/// sources: `web` (TOKEN, any topic) and `partner` (TOKEN_B, `order.*` only).
+pub fn base_config(redis_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body = "64KiB"
+max_batch = 500
+shutdown_grace = "5s"
+
+[redis]
+url = "{redis_url}"
+timeout = "500ms"
+
+[log]
+partitions = 8
+
+[sources.web]
+type = "http"
+token = "{}"
+
+[sources.partner]
+type = "http"
+token = "{}"
+topics = ["order.*"]
+"#,
+        super::TOKEN,
+        super::TOKEN_B
+    )
+}
+
+impl Router {
+    pub fn start(config: &str) -> Router {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::start_at(path, dir)
+    }
+
+    fn start_at(config_path: PathBuf, dir: Arc<tempfile::TempDir>) -> Router {
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("SWITCHYARD_LOG_FORMAT", "json")
+            .env("SWITCHYARD_LOG", "info,switchyard=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting switchyard");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let l = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["message"] == "listening" {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                        }
+                    }
+                }
+                l.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("router did not report `listening`; logs:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        Router { addr, config_path, child: Some(child), logs, _dir: dir }
+    }
+
+    /// Start a new process with the same config file (after a kill/stop).
+    pub fn restart(&mut self) {
+        self.kill();
+        let next = Router::start_at(self.config_path.clone(), self._dir.clone());
+        *self = next;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(st.success());
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        let mut c = self.child.take().unwrap();
+        for _ in 0..400 {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = c.kill();
+        panic!("router did not exit within 10 s of SIGTERM; logs:\n{}", self.logs());
+    }
+
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- router logs ---\n{}", self.logs());
+        }
+        self.kill();
+    }
+}
