@@ -4,4 +4,5 @@
 
 mod support;
 
+mod cdc;
 mod ingest;
