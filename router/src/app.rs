@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::log::{Log, LogError};
 use crate::server::{self, State};
 use crate::source::http::Auth;
@@ -41,9 +42,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         });
     }
 
+    let delivery = Delivery::start(&config, &log, &stop)?;
+
     let state = Arc::new(State { log: log.clone(), auth, server: config.server.clone(), admin: None });
     server::serve(listener, state, stop.clone()).await;
     stop.cancel();
+    delivery.join().await;
     let mut failed = None;
     while let Some(joined) = sources.join_next().await {
         match joined {

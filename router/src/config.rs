@@ -57,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub consumers: BTreeMap<String, crate::delivery::config::ConsumerConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -337,6 +339,13 @@ impl Config {
         }
         if self.log.idempotency_window < Duration::from_secs(1) {
             errors.push(ConfigError::new("log.idempotency_window", "must be at least 1s"));
+        }
+        for (name, c) in &self.consumers {
+            let path = format!("consumers.{name}");
+            if !valid_name(name) {
+                errors.push(ConfigError::new(&path, "consumer names use only letters, digits, '-' and '_'"));
+            }
+            c.validate(&path, errors);
         }
         for (name, src) in &self.sources {
             let path = format!("sources.{name}");

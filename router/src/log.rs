@@ -186,6 +186,18 @@ impl Log {
         Ok(c.clone())
     }
 
+    /// A connection of its own, for blocking reads (`XREADGROUP BLOCK` would
+    /// stall every other command on the shared multiplexed connection).
+    pub async fn blocking_conn(&self) -> Result<ConnectionManager, LogError> {
+        let inner = &self.inner;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(inner.timeout))
+            .set_response_timeout(Some(inner.timeout + Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        Ok(ConnectionManager::new_with_config(inner.client.clone(), cfg).await?)
+    }
+
     /// Whether Redis answers a PING now.
     pub async fn ping(&self) -> Result<(), LogError> {
         let mut c = self.conn().await?;

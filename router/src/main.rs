@@ -6,6 +6,38 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard::config::Config;
+use switchyard::delivery::admin::ConsumerAdmin;
+
+async fn dlq(action: DlqAction) -> anyhow::Result<()> {
+    let f = match &action {
+        DlqAction::List(f) | DlqAction::Replay(f) | DlqAction::Drop(f) => f,
+        DlqAction::Show { filter, .. } => filter,
+    };
+    let cfg = Config::load(&f.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut admin = ConsumerAdmin::connect(&cfg, &f.consumer).await?;
+    let account = f.account.as_deref();
+    match &action {
+        DlqAction::List(f) => {
+            for mut e in admin.dlq_list(account, f.since).await? {
+                e.event = None;
+                println!("{}", serde_json::to_string(&e)?);
+            }
+        }
+        DlqAction::Show { id, .. } => match admin.dlq_show(id).await? {
+            Some(e) => println!("{}", serde_json::to_string_pretty(&e)?),
+            None => anyhow::bail!("no DLQ entry with id `{id}` for consumer {}", f.consumer),
+        },
+        DlqAction::Replay(f) => {
+            let n = admin.dlq_replay(account, f.since).await?;
+            println!("{n} event(s) sent back for delivery");
+        }
+        DlqAction::Drop(f) => {
+            let n = admin.dlq_drop(account, f.since).await?;
+            println!("{n} event(s) dropped");
+        }
+    }
+    Ok(())
+}
 
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "Real-time customer-event router: HTTP and Postgres CDC in, \
@@ -47,6 +79,70 @@ enum Command {
         /// Exit when caught up instead of waiting for new events.
         #[arg(long)]
         no_follow: bool,
+    },
+    /// Inspect, replay or drop a consumer's dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Manage a consumer's position in the log.
+    Consumer {
+        #[command(subcommand)]
+        action: ConsumerAction,
+    },
+    /// Lag, pending, DLQ and parked accounts of every consumer (read from Redis).
+    Status {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct DlqFilter {
+    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+    config: PathBuf,
+    #[arg(long)]
+    consumer: String,
+    /// Only this account.
+    #[arg(long)]
+    account: Option<String>,
+    /// Only entries dead-lettered at or after this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time (e.g. 2026-11-23T09:00:00Z): {e}"))
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List entries as JSON lines (without the event body; see `show`).
+    List(DlqFilter),
+    /// Show one entry, with its event, by event id or DLQ id.
+    Show {
+        #[command(flatten)]
+        filter: DlqFilter,
+        id: String,
+    },
+    /// Deliver entries again, in account order; parked events follow the failed one.
+    Replay(DlqFilter),
+    /// Delete entries for good (an account with nothing left in the DLQ flows again).
+    Drop(DlqFilter),
+}
+
+#[derive(Subcommand)]
+enum ConsumerAction {
+    /// Deliver again from `earliest` (oldest retained event) or an RFC 3339 time.
+    Rewind {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// The consumer.
+        consumer: String,
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -93,6 +189,35 @@ fn main() -> ExitCode {
                 };
                 let shutdown = switchyard::app::shutdown_on_signals();
                 switchyard::app::run(cfg, shutdown).await
+            }
+            Command::Dlq { action } => dlq(action).await,
+            Command::Consumer { action: ConsumerAction::Rewind { config, consumer, to } } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                async {
+                    let to = switchyard::delivery::config::Start::parse(&to).map_err(anyhow::Error::msg)?;
+                    let mut admin = ConsumerAdmin::connect(&cfg, &consumer).await?;
+                    admin.rewind(&to).await?;
+                    println!("consumer {consumer} rewound to {}", to.stream_id());
+                    Ok(())
+                }
+                .await
+            }
+            Command::Status { config } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                async {
+                    for name in cfg.consumers.keys() {
+                        let mut admin = ConsumerAdmin::connect(&cfg, name).await?;
+                        println!("{}", admin.status().await?);
+                    }
+                    Ok(())
+                }
+                .await
             }
             Command::Tail { config, topic, account, from, limit, no_follow } => {
                 let cfg = match load(&config) {

@@ -5,4 +5,5 @@
 mod support;
 
 mod cdc;
+mod delivery;
 mod ingest;

@@ -6,6 +6,7 @@
 pub mod postgres;
 pub mod redis;
 pub mod router;
+pub mod vendor;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -95,9 +95,13 @@ impl Router {
         Router { addr, config_path, child: Some(child), logs, _dir: dir }
     }
 
-    /// Start a new process with the same config file (after a kill/stop).
+    /// Start a new process with the same config file. Stops the running one
+    /// gracefully (SIGTERM) if it is still up; call `kill()` first for a crash.
     pub fn restart(&mut self) {
-        self.kill();
+        if self.child.is_some() {
+            let st = self.terminate();
+            assert!(st.success(), "graceful stop before restart: {st:?}");
+        }
         let next = Router::start_at(self.config_path.clone(), self._dir.clone());
         *self = next;
     }

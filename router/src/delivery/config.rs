@@ -1,0 +1,308 @@
+//! `[consumers.<name>]`: one downstream system.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerConfig {
+    /// Topic globs this consumer subscribes to (e.g. `customer.*.email_changed`).
+    pub topics: Vec<String>,
+    /// Where a new consumer starts: `earliest` (oldest retained), `latest`, or an RFC 3339 time.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// What happens to an account's later events when one of its events exhausts its retries.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Accounts delivered in parallel (across all partitions). Events of one account are
+    /// always sent one at a time, in log order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Events one account may hold in memory while it waits; more are set aside in Redis.
+    #[serde(default = "default_account_buffer")]
+    pub max_account_buffer: usize,
+    /// Events one partition reader holds in memory at most (bounded memory under backlog).
+    #[serde(default = "default_partition_buffer")]
+    pub max_partition_buffer: usize,
+    /// How long the record of an acknowledged delivery is kept (redelivery dedup).
+    #[serde(default = "default_dedup", with = "humantime_serde")]
+    pub dedup_window: Duration,
+    pub endpoint: EndpointConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Later events of that account wait in the DLQ behind the failed one (order survives a replay).
+    #[default]
+    Park,
+    /// Later events of that account keep flowing.
+    Skip,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Base URL; a module's `path` is appended to it.
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Header carrying the event id on every request.
+    #[serde(default = "default_idem_header")]
+    pub idempotency_header: String,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    Bearer {
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+    },
+    Basic {
+        username: String,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+    },
+    /// Standard Webhooks signing (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    /// The secret is `whsec_<base64>` (or raw text).
+    Hmac {
+        #[serde(default)]
+        secret: Option<String>,
+        #[serde(default)]
+        secret_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First delay of the exponential policy.
+    #[serde(default = "default_initial", with = "humantime_serde")]
+    pub initial: Duration,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Largest delay between two attempts.
+    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Randomise each delay between 50% and 100% of its value.
+    #[serde(default = "default_true")]
+    pub jitter: bool,
+    /// An explicit schedule (e.g. ["1s", "10s", "1m"]) instead of the exponential policy;
+    /// the last delay repeats.
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    /// Attempts (including the first) before the event goes to the DLQ.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Time since the first attempt after which the event goes to the DLQ.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial: default_initial(),
+            multiplier: default_multiplier(),
+            max_delay: default_max_delay(),
+            jitter: true,
+            schedule: Vec::new(),
+            max_attempts: default_attempts(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second, shared by all partitions of the consumer.
+    pub per_second: u32,
+    /// Requests allowed in a burst above the sustained rate.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn default_start() -> String {
+    "latest".into()
+}
+fn default_concurrency() -> usize {
+    64
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_account_buffer() -> usize {
+    100
+}
+fn default_partition_buffer() -> usize {
+    5000
+}
+fn default_dedup() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_idem_header() -> String {
+    "Idempotency-Key".into()
+}
+fn default_initial() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_attempts() -> u32 {
+    12
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// Where a consumer group starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    Earliest,
+    Latest,
+    At(chrono::DateTime<chrono::Utc>),
+}
+
+impl Start {
+    pub fn parse(s: &str) -> Result<Start, String> {
+        match s {
+            "earliest" => Ok(Start::Earliest),
+            "latest" => Ok(Start::Latest),
+            t => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| Start::At(d.with_timezone(&chrono::Utc)))
+                .map_err(|_| format!("`{t}` is not `earliest`, `latest` or an RFC 3339 time")),
+        }
+    }
+    /// The stream id a consumer group is created at.
+    pub fn stream_id(&self) -> String {
+        match self {
+            Start::Earliest => "0-0".into(),
+            Start::Latest => "$".into(),
+            Start::At(t) => format!("{}-0", t.timestamp_millis().max(0)),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        let e = |p: &str, m: String| ConfigError::new(format!("{path}.{p}"), m);
+        if self.topics.is_empty() {
+            errors.push(e("topics", "must list at least one topic glob".into()));
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            if let Err(err) = globset::Glob::new(t) {
+                errors.push(e(&format!("topics[{i}]"), format!("invalid glob: {err}")));
+            }
+        }
+        if let Err(m) = Start::parse(&self.start) {
+            errors.push(e("start", m));
+        }
+        if self.concurrency == 0 {
+            errors.push(e("concurrency", "must be at least 1".into()));
+        }
+        if self.max_account_buffer == 0 {
+            errors.push(e("max_account_buffer", "must be at least 1".into()));
+        }
+        if self.max_partition_buffer < self.max_account_buffer {
+            errors.push(e("max_partition_buffer", "must be at least max_account_buffer".into()));
+        }
+        if self.timeout.is_zero() {
+            errors.push(e("timeout", "must be greater than 0".into()));
+        }
+        match reqwest::Url::parse(&self.endpoint.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(_) => errors.push(e("endpoint.url", "must be an http:// or https:// URL".into())),
+            Err(err) => errors.push(e("endpoint.url", format!("is not a URL: {err}"))),
+        }
+        if http::Method::from_bytes(self.endpoint.method.as_bytes()).is_err() {
+            errors.push(e("endpoint.method", format!("`{}` is not an HTTP method", self.endpoint.method)));
+        }
+        if http::HeaderName::from_bytes(self.endpoint.idempotency_header.as_bytes()).is_err() {
+            errors.push(e("endpoint.idempotency_header", "is not a valid header name".into()));
+        }
+        for (k, v) in &self.endpoint.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
+                errors.push(e(&format!("endpoint.headers.{k}"), "is not a valid header".into()));
+            }
+        }
+        if let Some(a) = &self.endpoint.auth {
+            let one_of = |a: &Option<String>, f: &Option<PathBuf>, name: &str, errors: &mut Vec<ConfigError>| match (a, f) {
+                (None, None) => errors.push(e(&format!("endpoint.auth.{name}"), format!("set `{name}` or `{name}_file`"))),
+                (Some(_), Some(_)) => {
+                    errors.push(e(&format!("endpoint.auth.{name}_file"), format!("set `{name}` or `{name}_file`, not both")))
+                }
+                (None, Some(f)) if std::fs::metadata(f).is_err() => {
+                    errors.push(e(&format!("endpoint.auth.{name}_file"), format!("cannot read {}", f.display())))
+                }
+                _ => {}
+            };
+            match a {
+                AuthConfig::Bearer { token, token_file } => one_of(token, token_file, "token", errors),
+                AuthConfig::Basic { password, password_file, .. } => one_of(password, password_file, "password", errors),
+                AuthConfig::Hmac { secret, secret_file } => one_of(secret, secret_file, "secret", errors),
+            }
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 {
+            errors.push(e("retry.max_attempts", "must be at least 1".into()));
+        }
+        if r.multiplier < 1.0 || !r.multiplier.is_finite() {
+            errors.push(e("retry.multiplier", "must be at least 1.0".into()));
+        }
+        for (i, s) in r.schedule.iter().enumerate() {
+            if humantime::parse_duration(s).is_err() {
+                errors.push(e(&format!("retry.schedule[{i}]"), format!("`{s}` is not a duration (e.g. 500ms, 10s, 5m)")));
+            }
+        }
+        if let Some(rl) = &self.rate_limit {
+            if rl.per_second == 0 {
+                errors.push(e("rate_limit.per_second", "must be at least 1".into()));
+            }
+        }
+    }
+
+    /// The retry schedule as durations (validated already).
+    pub fn schedule(&self) -> Vec<Duration> {
+        self.retry.schedule.iter().filter_map(|s| humantime::parse_duration(s).ok()).collect()
+    }
+}
+
+/// Read a secret given inline or in a file (trailing whitespace trimmed).
+pub fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> std::io::Result<String> {
+    match (inline, file) {
+        (Some(s), _) => Ok(s.clone()),
+        (None, Some(f)) => Ok(std::fs::read_to_string(f)?.trim_end().to_string()),
+        (None, None) => Err(std::io::Error::other("no secret configured")),
+    }
+}

@@ -1,0 +1,185 @@
+//! Delivery: every consumer reads every partition through its own consumer
+//! group, transforms each event with its module chain and sends it over HTTP,
+//! in order per account, with retries, a dead-letter queue and dedup.
+//!
+//! - `config.rs`: `[consumers.<name>]`
+//! - `classify.rs`: the one function deciding delivered / retry / dead-letter
+//! - `sender.rs`: HTTP, auth, Standard Webhooks signing, rate limit
+//! - `store.rs`: the consumer's Redis state and its atomic transitions
+//! - `partition.rs`: reader, actor and account tasks of one partition
+//! - `admin.rs`: DLQ, replay, rewind and status operations (CLI)
+
+pub mod admin;
+pub mod classify;
+pub mod config;
+pub mod partition;
+pub mod sender;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::log::Log;
+use config::{ConsumerConfig, Start};
+use sender::{OutRequest, Sender};
+use store::ConsumerKeys;
+
+/// What the module chain made of an event.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    Requests(Vec<OutRequest>),
+    /// Dropped by a named rule (a module's name, or `topics`).
+    Dropped { rule: String },
+    Failed { module: String, message: String, retryable: bool },
+}
+
+/// Counters of one consumer (reported by `status`).
+#[derive(Default)]
+pub struct Stats {
+    pub delivered: AtomicU64,
+    pub duplicates_skipped: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub parked: AtomicU64,
+    pub deferred: AtomicU64,
+    filtered: Mutex<BTreeMap<String, u64>>,
+    latency_us_sum: AtomicU64,
+    latency_n: AtomicU64,
+}
+
+impl Stats {
+    pub fn inc(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn filtered(&self, rule: &str) {
+        *self.filtered.lock().unwrap().entry(rule.to_string()).or_default() += 1;
+    }
+    fn observe_latency(&self, ev: &Event) {
+        let us = (chrono::Utc::now() - ev.ingested_at).num_microseconds().unwrap_or(0).max(0) as u64;
+        self.latency_us_sum.fetch_add(us, Ordering::Relaxed);
+        self.latency_n.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn snapshot(&self) -> serde_json::Value {
+        let n = self.latency_n.load(Ordering::Relaxed);
+        serde_json::json!({
+            "delivered": self.delivered.load(Ordering::Relaxed),
+            "duplicates_skipped": self.duplicates_skipped.load(Ordering::Relaxed),
+            "retries": self.retries.load(Ordering::Relaxed),
+            "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
+            "parked": self.parked.load(Ordering::Relaxed),
+            "deferred": self.deferred.load(Ordering::Relaxed),
+            "filtered": *self.filtered.lock().unwrap(),
+            "mean_ingest_to_ack_ms": if n == 0 { 0.0 } else {
+                self.latency_us_sum.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
+            },
+        })
+    }
+}
+
+/// Everything the partitions of one consumer share.
+pub struct ConsumerCtx {
+    pub name: String,
+    pub cfg: ConsumerConfig,
+    pub start: Start,
+    pub schedule: Vec<Duration>,
+    pub topics: GlobSet,
+    pub sender: Sender,
+    /// Requests in flight for this consumer (`concurrency`).
+    pub permits: Semaphore,
+    pub stats: Stats,
+    pub keys: ConsumerKeys,
+}
+
+impl ConsumerCtx {
+    pub fn new(name: &str, cfg: &ConsumerConfig, namespace: &str) -> anyhow::Result<ConsumerCtx> {
+        let mut b = GlobSetBuilder::new();
+        for t in &cfg.topics {
+            b.add(Glob::new(t)?);
+        }
+        Ok(ConsumerCtx {
+            name: name.to_string(),
+            start: Start::parse(&cfg.start).map_err(anyhow::Error::msg)?,
+            schedule: cfg.schedule(),
+            topics: b.build()?,
+            sender: Sender::new(name, cfg)?,
+            permits: Semaphore::new(cfg.concurrency),
+            stats: Stats::default(),
+            keys: ConsumerKeys { ns: namespace.to_string(), consumer: name.to_string() },
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Turn an event into the requests to send.
+    pub fn prepare(&self, ev: &Event) -> Prepared {
+        Prepared::Requests(vec![default_request(ev)])
+    }
+
+    /// Module names and versions, recorded with dead letters.
+    pub fn module_versions(&self) -> String {
+        String::new()
+    }
+}
+
+/// Without modules a consumer receives the canonical event as JSON.
+pub fn default_request(ev: &Event) -> OutRequest {
+    OutRequest {
+        body: Bytes::from(serde_json::to_vec(ev).expect("events serialise")),
+        content_type: "application/json".into(),
+        method: None,
+        path: None,
+        headers: Vec::new(),
+    }
+}
+
+/// The running consumers.
+pub struct Delivery {
+    pub consumers: Vec<Arc<ConsumerCtx>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Delivery {
+    /// Start every consumer × partition.
+    pub fn start(config: &Config, log: &Log, shutdown: &CancellationToken) -> anyhow::Result<Delivery> {
+        let mut consumers = Vec::new();
+        let mut tasks = Vec::new();
+        for (name, c) in &config.consumers {
+            let ctx = Arc::new(
+                ConsumerCtx::new(name, c, &config.redis.namespace).with_context(|| format!("consumers.{name}"))?,
+            );
+            for p in 0..log.partitions() {
+                tasks.push(tokio::spawn(partition::run(ctx.clone(), p, log.clone(), shutdown.clone())));
+            }
+            tracing::info!(consumer = %name, topics = ?c.topics, url = %c.endpoint.url, "consumer started");
+            consumers.push(ctx);
+        }
+        Ok(Delivery { consumers, tasks })
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for c in &self.consumers {
+            m.insert(c.name.clone(), c.stats.snapshot());
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// Wait for every partition task to stop (after shutdown was cancelled).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! One consumer × one partition: a reader task, an actor that owns all state
+//! transitions, and one short-lived task per account with work.
+//!
+//! ```text
+//!  reader task ──batches──▶ actor ──spawn──▶ account task (one at a time per account)
+//!  (XREADGROUP, own conn)    │  ▲                 │ dedup check → chain → send/retry
+//!                            │  └────outcome──────┘
+//!                            └─▶ Redis: XACK / defer / park / DLQ (store.rs)
+//! ```
+//!
+//! Ordering: an account has at most one task, and its events are taken from
+//! its queue (then its defer list) front to back, so they are sent in log
+//! order. Accounts proceed independently: a slow or failing account only
+//! holds its own queue; once that holds `max_account_buffer` events, further
+//! events of that account are set aside in Redis (deferred) instead of
+//! filling the partition's memory. The reader pauses when the partition holds
+//! `max_partition_buffer` events: the backlog stays in Redis.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::classify::{backoff, classify, Attempt, Verdict};
+use super::config::OnFailure;
+use super::store::{DeadLetter, Origin, PartitionStore, Routed, GROUP_CONSUMER};
+use super::{ConsumerCtx, Prepared};
+use crate::event::{self, Event};
+use crate::log::{decode_entry, Log, LogError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    Deferred,
+    Parked,
+}
+
+struct Entry {
+    sid: String,
+    ev: Event,
+    /// Holds one permit of the partition buffer.
+    counted: bool,
+}
+
+struct Account {
+    queue: VecDeque<Entry>,
+    mode: Mode,
+    busy: bool,
+}
+
+impl Account {
+    fn new(mode: Mode) -> Account {
+        Account { queue: VecDeque::new(), mode, busy: false }
+    }
+}
+
+enum Outcome {
+    Delivered { skipped: bool },
+    Filtered(String),
+    Dead(DeadLetter),
+    /// Shutting down: leave the event where it is (pending or deferred).
+    Cancelled,
+    /// The defer list turned out empty.
+    NothingDeferred,
+}
+
+struct Done {
+    account: String,
+    origin: Origin,
+    ev: Option<Event>,
+    outcome: Outcome,
+}
+
+type Batch = Vec<(String, Result<Event, event::CodecError>)>;
+
+pub(super) struct Partition {
+    ctx: Arc<ConsumerCtx>,
+    p: u32,
+    store: PartitionStore,
+    epoch: u64,
+    accounts: HashMap<String, Account>,
+    room: Arc<Semaphore>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    in_flight: usize,
+    cancel: CancellationToken,
+}
+
+/// Retry a Redis operation until it succeeds or `cancel` fires.
+macro_rules! persist {
+    ($self:ident, $what:expr, $op:expr) => {{
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match $op {
+                Ok(v) => break Some(v),
+                Err(e) => {
+                    tracing::warn!(consumer = %$self.ctx.name, partition = $self.p, error = %e, "{} failed; retrying", $what);
+                    if $self.cancel.is_cancelled() {
+                        break None;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }};
+}
+
+pub(super) async fn run(ctx: Arc<ConsumerCtx>, p: u32, log: Log, shutdown: CancellationToken) {
+    // Connect (Redis may be down at start: keep trying).
+    let conn = loop {
+        match log.conn().await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "waiting for Redis");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let store = PartitionStore {
+        keys: ctx.keys.clone(),
+        p,
+        conn,
+        dedup_ttl: ctx.cfg.dedup_window.as_secs().max(1),
+    };
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let mut part = Partition {
+        room: Arc::new(Semaphore::new(ctx.cfg.max_partition_buffer)),
+        ctx,
+        p,
+        store,
+        epoch: 0,
+        accounts: HashMap::new(),
+        done_tx,
+        done_rx,
+        in_flight: 0,
+        cancel: shutdown.clone(),
+    };
+    part.main(log, shutdown).await;
+}
+
+impl Partition {
+    async fn main(&mut self, log: Log, shutdown: CancellationToken) {
+        let start = self.ctx.start.stream_id();
+        if persist!(self, "creating the consumer group", self.store.ensure_group(&start).await).is_none() {
+            return;
+        }
+        let Some(epoch) = persist!(self, "reading the epoch", self.store.epoch().await) else { return };
+        self.epoch = epoch;
+        if self.refresh_sets().await.is_none() {
+            return;
+        }
+        if self.reclaim_pending().await.is_none() {
+            return;
+        }
+
+        let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(2);
+        let reader_stop = CancellationToken::new();
+        let reader = tokio::spawn(reader(
+            log,
+            self.ctx.clone(),
+            self.p,
+            self.room.clone(),
+            batch_tx,
+            reader_stop.clone(),
+        ));
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(batch) = batch_rx.recv() => self.on_batch(batch).await,
+                Some(done) = self.done_rx.recv() => self.on_done(done).await,
+                _ = tick.tick() => {
+                    if let Ok(e) = self.store.epoch().await {
+                        self.epoch = e;
+                    }
+                    let _ = self.refresh_sets().await;
+                }
+            }
+        }
+        // Shutdown: stop reading, let account tasks finish what they are sending
+        // (they stop before a new attempt or backoff), record their outcomes.
+        reader_stop.cancel();
+        let _ = reader.await;
+        while self.in_flight > 0 {
+            match tokio::time::timeout(self.ctx.cfg.timeout + Duration::from_secs(1), self.done_rx.recv()).await {
+                Ok(Some(done)) => self.on_done(done).await,
+                _ => break,
+            }
+        }
+    }
+
+    /// Bring parked/deferred state in line with Redis (the CLI replays and drops there).
+    async fn refresh_sets(&mut self) -> Option<()> {
+        let parked = persist!(self, "reading parked accounts", self.store.members(self.ctx.keys.parked_set(self.p)).await)?;
+        let deferred =
+            persist!(self, "reading deferred accounts", self.store.members(self.ctx.keys.deferred_set(self.p)).await)?;
+        let parked: std::collections::HashSet<String> = parked.into_iter().collect();
+        let deferred: std::collections::HashSet<String> = deferred.into_iter().collect();
+        for a in &parked {
+            self.accounts.entry(a.clone()).or_insert_with(|| Account::new(Mode::Parked)).mode = Mode::Parked;
+        }
+        let mut wake = Vec::new();
+        for (name, acct) in self.accounts.iter_mut() {
+            let want = if parked.contains(name) {
+                Mode::Parked
+            } else if deferred.contains(name) {
+                Mode::Deferred
+            } else if acct.mode == Mode::Parked {
+                Mode::Normal
+            } else {
+                acct.mode
+            };
+            if want != acct.mode {
+                acct.mode = want;
+                wake.push(name.clone());
+            }
+        }
+        for a in deferred {
+            if !parked.contains(&a) && !self.accounts.contains_key(&a) {
+                self.accounts.insert(a.clone(), Account::new(Mode::Deferred));
+                wake.push(a);
+            }
+        }
+        for a in wake {
+            self.maybe_spawn(&a);
+        }
+        self.gc();
+        Some(())
+    }
+
+    /// After a restart: take over every pending entry of this group and put it back in line.
+    async fn reclaim_pending(&mut self) -> Option<()> {
+        let mut cursor = "0-0".to_string();
+        loop {
+            let key = self.ctx.keys.stream(self.p);
+            let consumer = self.ctx.name.clone();
+            let c = cursor.clone();
+            let mut conn = self.store.conn.clone();
+            let reply: StreamAutoClaimReply = persist!(self, "reclaiming pending entries", {
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&key)
+                    .arg(&consumer)
+                    .arg(GROUP_CONSUMER)
+                    .arg(0)
+                    .arg(&c)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async::<StreamAutoClaimReply>(&mut conn)
+                    .await
+                    .map_err(LogError::from)
+            })?;
+            if !reply.claimed.is_empty() {
+                tracing::info!(consumer = %self.ctx.name, partition = self.p, n = reply.claimed.len(), "reclaimed pending entries");
+            }
+            for e in &reply.claimed {
+                match decode_entry(e) {
+                    Ok(ev) => self.route_reclaimed(e.id.clone(), ev).await,
+                    Err(err) => self.dead_letter_raw(&e.id, &err.to_string()).await,
+                }
+            }
+            for sid in &reply.deleted_ids {
+                // Trimmed away while pending: nothing left to deliver.
+                let _ = self.store.ack_many(std::slice::from_ref(sid)).await;
+            }
+            if reply.next_stream_id == "0-0" {
+                return Some(());
+            }
+            cursor = reply.next_stream_id;
+        }
+    }
+
+    /// A reclaimed entry was either queued in memory before the crash (older than
+    /// anything deferred for its account since) or not yet routed (newer).
+    async fn route_reclaimed(&mut self, sid: String, ev: Event) {
+        let mode = self.accounts.get(&ev.account_id).map(|a| a.mode).unwrap_or(Mode::Normal);
+        if mode == Mode::Deferred {
+            let tail = self.store.deferred_tail_sid(&ev.account_id).await.ok().flatten();
+            if tail.is_some_and(|t| stream_id_lt(&sid, &t)) {
+                self.enqueue(Entry { sid, ev, counted: false });
+                return;
+            }
+        }
+        self.route(Entry { sid, ev, counted: false }).await;
+    }
+
+    async fn on_batch(&mut self, batch: Batch) {
+        let mut filtered = Vec::new();
+        for (sid, res) in batch {
+            match res {
+                Ok(ev) => {
+                    if !self.ctx.topics.is_match(&ev.topic) {
+                        self.ctx.stats.filtered("topics");
+                        filtered.push(sid);
+                        self.room.add_permits(1);
+                        continue;
+                    }
+                    self.route(Entry { sid, ev, counted: true }).await;
+                }
+                Err(err) => {
+                    self.room.add_permits(1);
+                    self.dead_letter_raw(&sid, &err.to_string()).await;
+                }
+            }
+        }
+        let _ = persist!(self, "acknowledging filtered events", self.store.ack_many(&filtered).await);
+    }
+
+    async fn route(&mut self, entry: Entry) {
+        let max = self.ctx.cfg.max_account_buffer;
+        let acct = self.accounts.entry(entry.ev.account_id.clone()).or_insert_with(|| Account::new(Mode::Normal));
+        let (mode, full) = (acct.mode, acct.queue.len() >= max);
+        if mode == Mode::Normal && !full {
+            self.enqueue(entry);
+            return;
+        }
+        // Parked, deferred, or over its memory share: Redis decides, atomically.
+        let body = match event::encode(&entry.ev) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot re-encode an event");
+                return;
+            }
+        };
+        let force = mode == Mode::Normal;
+        let Some(r) =
+            persist!(self, "setting an event aside", self.store.route(&entry.sid, &entry.ev, &body, force).await)
+        else {
+            return;
+        };
+        let acct = self.accounts.get_mut(&entry.ev.account_id).expect("inserted above");
+        match r {
+            Routed::Parked => {
+                acct.mode = Mode::Parked;
+                self.ctx.stats.inc(&self.ctx.stats.parked);
+            }
+            Routed::Deferred => {
+                acct.mode = Mode::Deferred;
+                self.ctx.stats.inc(&self.ctx.stats.deferred);
+            }
+            Routed::Free => {
+                acct.mode = Mode::Normal;
+                self.enqueue(entry);
+                return;
+            }
+        }
+        if entry.counted {
+            self.room.add_permits(1);
+        }
+        let a = entry.ev.account_id.clone();
+        self.maybe_spawn(&a);
+    }
+
+    fn enqueue(&mut self, entry: Entry) {
+        let a = entry.ev.account_id.clone();
+        self.accounts.entry(a.clone()).or_insert_with(|| Account::new(Mode::Normal)).queue.push_back(entry);
+        self.maybe_spawn(&a);
+    }
+
+    /// Start the account's next delivery if it has work and none running.
+    fn maybe_spawn(&mut self, account: &str) {
+        let Some(acct) = self.accounts.get_mut(account) else { return };
+        if acct.busy {
+            return;
+        }
+        let (origin, ev) = if let Some(head) = acct.queue.front() {
+            (Origin::Stream(head.sid.clone()), Some(head.ev.clone()))
+        } else if acct.mode == Mode::Deferred {
+            (Origin::Deferred, None)
+        } else {
+            return;
+        };
+        acct.busy = true;
+        self.in_flight += 1;
+        let ctx = self.ctx.clone();
+        let mut store = self.store.clone();
+        let epoch = self.epoch;
+        let tx = self.done_tx.clone();
+        let cancel = self.cancel.clone();
+        let account = account.to_string();
+        tokio::spawn(async move {
+            let ev = match ev {
+                Some(ev) => Some(ev),
+                None => loop {
+                    match store.deferred_head(&account).await {
+                        Ok(h) => break h.map(|(_, ev)| ev),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading a deferred event");
+                            if cancel.is_cancelled() {
+                                let _ = tx.send(Done { account, origin, ev: None, outcome: Outcome::Cancelled });
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                },
+            };
+            let Some(ev) = ev else {
+                let _ = tx.send(Done { account, origin, ev: None, outcome: Outcome::NothingDeferred });
+                return;
+            };
+            let outcome = deliver(&ctx, &mut store, epoch, &ev, &cancel).await;
+            let _ = tx.send(Done { account, origin, ev: Some(ev), outcome });
+        });
+    }
+
+    async fn on_done(&mut self, done: Done) {
+        self.in_flight -= 1;
+        let Done { account, origin, ev, outcome } = done;
+        let park = self.ctx.cfg.on_failure == OnFailure::Park;
+        let mut remaining_deferred: Option<u64> = None;
+        let mut finished = true;
+        match (&outcome, &ev) {
+            (Outcome::Delivered { skipped }, Some(ev)) => {
+                let acked = Some((self.epoch, ev.id.as_str()));
+                let Some(n) = persist!(self, "recording a delivery", self.store.finish(&origin, &account, acked).await)
+                else {
+                    return;
+                };
+                remaining_deferred = Some(n);
+                if *skipped {
+                    self.ctx.stats.inc(&self.ctx.stats.duplicates_skipped);
+                } else {
+                    self.ctx.stats.inc(&self.ctx.stats.delivered);
+                }
+                self.ctx.stats.observe_latency(ev);
+            }
+            (Outcome::Filtered(rule), Some(_)) => {
+                let Some(n) = persist!(self, "acknowledging a filtered event", self.store.finish(&origin, &account, None).await)
+                else {
+                    return;
+                };
+                remaining_deferred = Some(n);
+                self.ctx.stats.filtered(rule);
+            }
+            (Outcome::Dead(dl), Some(ev)) => {
+                let Some(moved) =
+                    persist!(self, "dead-lettering an event", self.store.dead_letter(&origin, ev, dl, park).await)
+                else {
+                    return;
+                };
+                self.ctx.stats.inc(&self.ctx.stats.dead_lettered);
+                self.ctx.stats.add(&self.ctx.stats.parked, moved);
+                tracing::warn!(consumer = %self.ctx.name, account = %account, event = %ev.id, reason = %dl.reason, park, "event dead-lettered");
+            }
+            (Outcome::NothingDeferred, _) => {
+                remaining_deferred = Some(0);
+                finished = false;
+                let key = self.ctx.keys.deferred_set(self.p);
+                let mut conn = self.store.conn.clone();
+                let _: Result<i64, _> = redis::cmd("SREM").arg(key).arg(&account).query_async(&mut conn).await;
+            }
+            _ => finished = false, // Cancelled
+        }
+
+        let Some(acct) = self.accounts.get_mut(&account) else { return };
+        acct.busy = false;
+        if finished {
+            if let Origin::Stream(_) = origin {
+                if let Some(head) = acct.queue.pop_front() {
+                    if head.counted {
+                        self.room.add_permits(1);
+                    }
+                }
+            }
+        }
+        if matches!(outcome, Outcome::Cancelled) {
+            return;
+        }
+        if origin == Origin::Deferred && remaining_deferred == Some(0) && acct.mode == Mode::Deferred {
+            acct.mode = Mode::Normal;
+        }
+        if let (Outcome::Dead(_), true) = (&outcome, park) {
+            acct.mode = Mode::Parked;
+            // Everything this account still holds in memory waits behind the failed event.
+            let rest: Vec<Entry> = acct.queue.drain(..).collect();
+            for e in rest {
+                let counted = e.counted;
+                let body = event::encode(&e.ev).unwrap_or_default();
+                if persist!(self, "parking an event", self.store.route(&e.sid, &e.ev, &body, false).await).is_none() {
+                    return;
+                }
+                self.ctx.stats.inc(&self.ctx.stats.parked);
+                if counted {
+                    self.room.add_permits(1);
+                }
+            }
+        }
+        if !self.cancel.is_cancelled() {
+            self.maybe_spawn(&account);
+        }
+        self.gc_one(&account);
+    }
+
+    fn gc_one(&mut self, account: &str) {
+        if let Some(a) = self.accounts.get(account) {
+            if !a.busy && a.queue.is_empty() && a.mode == Mode::Normal {
+                self.accounts.remove(account);
+            }
+        }
+    }
+
+    fn gc(&mut self) {
+        self.accounts.retain(|_, a| a.busy || !a.queue.is_empty() || a.mode != Mode::Normal);
+    }
+
+    async fn dead_letter_raw(&mut self, sid: &str, reason: &str) {
+        tracing::error!(consumer = %self.ctx.name, partition = self.p, sid, reason, "undecodable log entry moved to the DLQ");
+        let keys = self.ctx.keys.clone();
+        let p = self.p;
+        let mut conn = self.store.conn.clone();
+        let _ = persist!(self, "dead-lettering an undecodable entry", {
+            redis::pipe()
+                .atomic()
+                .cmd("XADD")
+                .arg(keys.dlq(p))
+                .arg("*")
+                .arg("account")
+                .arg("")
+                .arg("sid")
+                .arg(sid)
+                .arg("kind")
+                .arg("failed")
+                .arg("reason")
+                .arg(format!("cannot decode the log entry: {reason}"))
+                .ignore()
+                .cmd("XACK")
+                .arg(keys.stream(p))
+                .arg(&keys.consumer)
+                .arg(sid)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(LogError::from)
+        });
+        self.ctx.stats.inc(&self.ctx.stats.dead_lettered);
+    }
+}
+
+/// Compare two stream ids (`ms-seq`).
+fn stream_id_lt(a: &str, b: &str) -> bool {
+    let parse = |s: &str| {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+    };
+    parse(a) < parse(b)
+}
+
+/// Deliver one event: dedup check, transform chain, send with retries.
+async fn deliver(ctx: &ConsumerCtx, store: &mut PartitionStore, epoch: u64, ev: &Event, cancel: &CancellationToken) -> Outcome {
+    // Already acknowledged by the endpoint (redelivery after a crash or reclaim)?
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.was_acked(epoch, &ev.id).await {
+            Ok(true) => return Outcome::Delivered { skipped: true },
+            Ok(false) => break,
+            Err(e) => {
+                if cancel.is_cancelled() {
+                    return Outcome::Cancelled;
+                }
+                tracing::warn!(error = %e, "dedup check failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+
+    let started = Instant::now();
+    let mut attempts: u32 = 0;
+    let mut last_status = None;
+    let mut last_response = String::new();
+    let policy = &ctx.cfg.retry;
+    let dead = |reason: String, attempts: u32, last_status: Option<u16>, last_response: String| {
+        Outcome::Dead(DeadLetter {
+            kind: "failed",
+            reason,
+            attempts,
+            last_status,
+            last_response,
+            modules: ctx.module_versions(),
+            behind: None,
+        })
+    };
+
+    // Transform; a retryable module error is retried like a failed send.
+    let requests = loop {
+        match ctx.prepare(ev) {
+            Prepared::Requests(r) => break r,
+            Prepared::Dropped { rule } => return Outcome::Filtered(rule),
+            Prepared::Failed { module, message, retryable } => {
+                attempts += 1;
+                let a = Attempt::Module { module, message, retryable };
+                match classify(&a) {
+                    Verdict::Fail { reason } => return dead(reason, attempts, None, String::new()),
+                    Verdict::Retry { reason, .. } => {
+                        if attempts >= policy.max_attempts || started.elapsed() >= policy.max_age {
+                            return dead(format!("retries exhausted: {reason}"), attempts, None, String::new());
+                        }
+                        let d = backoff(policy, &ctx.schedule, attempts);
+                        tokio::select! {
+                            _ = cancel.cancelled() => return Outcome::Cancelled,
+                            _ = tokio::time::sleep(d) => {}
+                        }
+                    }
+                    Verdict::Delivered => unreachable!("module errors never deliver"),
+                }
+            }
+        }
+    };
+
+    for req in &requests {
+        loop {
+            if cancel.is_cancelled() {
+                return Outcome::Cancelled;
+            }
+            attempts += 1;
+            let a = {
+                let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
+                ctx.sender.send(&ev.id, req).await
+            };
+            if let Attempt::Response { status, body, .. } = &a {
+                last_status = Some(*status);
+                last_response = body.clone();
+            }
+            match classify(&a) {
+                Verdict::Delivered => break,
+                Verdict::Fail { reason } => return dead(reason, attempts, last_status, last_response),
+                Verdict::Retry { after, reason } => {
+                    ctx.stats.inc(&ctx.stats.retries);
+                    let wait = backoff(policy, &ctx.schedule, attempts).max(after.unwrap_or_default());
+                    if attempts >= policy.max_attempts || started.elapsed() + wait > policy.max_age {
+                        return dead(format!("retries exhausted after {attempts} attempts: {reason}"), attempts, last_status, last_response);
+                    }
+                    tracing::debug!(consumer = %ctx.name, event = %ev.id, attempt = attempts, ?wait, %reason, "will retry");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Outcome::Cancelled,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+    Outcome::Delivered { skipped: false }
+}
+
+/// Reads new entries for the actor, never more than the partition's free room.
+async fn reader(
+    log: Log,
+    ctx: Arc<ConsumerCtx>,
+    p: u32,
+    room: Arc<Semaphore>,
+    tx: mpsc::Sender<Batch>,
+    stop: CancellationToken,
+) {
+    let key = ctx.keys.stream(p);
+    let mut conn = None;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let want = room.available_permits().clamp(1, 500) as u32;
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = room.clone().acquire_many_owned(want) => p.expect("never closed"),
+        };
+        if conn.is_none() {
+            match log.blocking_conn().await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "reader cannot connect; retrying");
+                    drop(permit);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("set above");
+        let opts = StreamReadOptions::default().group(&ctx.name, GROUP_CONSUMER).count(want as usize).block(1000);
+        let keys = [&key];
+        let r: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = redis::AsyncCommands::xread_options(c, &keys, &[">"], &opts) => r,
+        };
+        match r {
+            Ok(reply) => {
+                let entries: Batch = reply
+                    .unwrap_or_default()
+                    .keys
+                    .into_iter()
+                    .flat_map(|k| k.ids)
+                    .map(|e| {
+                        let ev = decode_entry(&e);
+                        (e.id, ev)
+                    })
+                    .collect();
+                permit.forget();
+                let unused = want as usize - entries.len();
+                room.add_permits(unused);
+                if !entries.is_empty() && tx.send(entries).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                drop(permit);
+                if e.code() == Some("NOGROUP") {
+                    // The stream or group vanished (e.g. Redis lost its data): recreate it.
+                    tracing::warn!(consumer = %ctx.name, partition = p, "consumer group missing; recreating it");
+                    let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+                        .arg("CREATE")
+                        .arg(&key)
+                        .arg(&ctx.name)
+                        .arg("0")
+                        .arg("MKSTREAM")
+                        .query_async(c)
+                        .await;
+                } else {
+                    tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "read failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stream_ids_compare_numerically() {
+        assert!(super::stream_id_lt("9-0", "10-0"));
+        assert!(super::stream_id_lt("10-2", "10-10"));
+        assert!(!super::stream_id_lt("10-10", "10-10"));
+    }
+}

@@ -1,0 +1,438 @@
+//! A consumer's state in Redis, per partition, and the atomic operations on
+//! it. Every key of one (consumer, partition) carries the partition's hash
+//! tag, so each operation below is one MULTI or Lua script on one slot.
+//!
+//! States an event of the log can be in, for one consumer:
+//! - *pending*: read by the consumer group, not yet acknowledged (XPENDING);
+//! - *deferred*: set aside in the account's defer list (acknowledged in the
+//!   stream, durable here) because the account had too much waiting in memory,
+//!   or because it is being replayed from the DLQ;
+//! - *dead-lettered* (failed or parked) in the consumer's DLQ stream;
+//! - *done*: delivered (and recorded in `acked`) or filtered; acknowledged.
+//!
+//! Every transition out of *pending* or *deferred* writes the new state and
+//! removes the old one in the same atomic operation.
+
+use std::collections::BTreeMap;
+
+use redis::aio::ConnectionManager;
+use redis::streams::StreamId;
+
+use crate::event::{self, Event, FORMAT_VERSION};
+use crate::log::LogError;
+
+pub const GROUP_CONSUMER: &str = "switchyard";
+
+use std::sync::LazyLock;
+static ROUTE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ROUTE_LUA));
+static DEFER_DONE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEFER_DONE_LUA));
+static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD_LUA));
+static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLAY_LUA));
+
+#[derive(Debug, Clone)]
+pub struct ConsumerKeys {
+    pub ns: String,
+    pub consumer: String,
+}
+
+impl ConsumerKeys {
+    pub fn stream(&self, p: u32) -> String {
+        format!("{}:log:{{p{p}}}", self.ns)
+    }
+    pub fn acked(&self, p: u32, epoch: u64, id: &str) -> String {
+        format!("{}:c:{}:acked:{{p{p}}}:{epoch}:{id}", self.ns, self.consumer)
+    }
+    pub fn defer_list(&self, p: u32, account: &str) -> String {
+        format!("{}:c:{}:defer:{{p{p}}}:{account}", self.ns, self.consumer)
+    }
+    pub fn deferred_set(&self, p: u32) -> String {
+        format!("{}:c:{}:deferred:{{p{p}}}", self.ns, self.consumer)
+    }
+    pub fn parked_set(&self, p: u32) -> String {
+        format!("{}:c:{}:parked:{{p{p}}}", self.ns, self.consumer)
+    }
+    pub fn dlq(&self, p: u32) -> String {
+        format!("{}:c:{}:dlq:{{p{p}}}", self.ns, self.consumer)
+    }
+    /// Bumped by `consumer rewind`: acked records of older epochs no longer suppress a send.
+    pub fn epoch(&self) -> String {
+        format!("{}:c:{}:epoch", self.ns, self.consumer)
+    }
+    /// Prefix of every key of this consumer (for `consumer delete`-style scans).
+    pub fn prefix(&self) -> String {
+        format!("{}:c:{}:", self.ns, self.consumer)
+    }
+}
+
+/// An event held outside the stream (defer list element): `sid \n version \n body`.
+pub fn encode_held(sid: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(sid.len() + body.len() + 4);
+    v.extend_from_slice(sid.as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(FORMAT_VERSION.to_string().as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(body);
+    v
+}
+
+pub fn decode_held(raw: &[u8]) -> Result<(String, Event), event::CodecError> {
+    let mut it = raw.splitn(3, |b| *b == b'\n');
+    let sid = it.next().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default();
+    let v: u32 = it.next().and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).unwrap_or(0);
+    let body = it.next().ok_or(event::CodecError::MissingField("e"))?;
+    Ok((sid, event::decode(v, body)?))
+}
+
+/// Why an event is in the DLQ, and what happened to it.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetter {
+    /// `failed` (exhausted or not retryable) or `parked` (behind a failed event of its account).
+    pub kind: &'static str,
+    pub reason: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_response: String,
+    pub modules: String,
+    /// For parked events: the id of the failed event they wait behind.
+    pub behind: Option<String>,
+}
+
+impl DeadLetter {
+    fn fields(&self, account: &str, event_id: &str, sid: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let now = chrono::Utc::now().to_rfc3339();
+        vec![
+            ("account".into(), account.as_bytes().to_vec()),
+            ("event_id".into(), event_id.as_bytes().to_vec()),
+            ("sid".into(), sid.as_bytes().to_vec()),
+            ("kind".into(), self.kind.as_bytes().to_vec()),
+            ("reason".into(), self.reason.as_bytes().to_vec()),
+            ("attempts".into(), self.attempts.to_string().into_bytes()),
+            ("status".into(), self.last_status.map(|s| s.to_string()).unwrap_or_default().into_bytes()),
+            ("response".into(), self.last_response.as_bytes().to_vec()),
+            ("modules".into(), self.modules.as_bytes().to_vec()),
+            ("behind".into(), self.behind.clone().unwrap_or_default().into_bytes()),
+            ("at".into(), now.into_bytes()),
+            ("v".into(), FORMAT_VERSION.to_string().into_bytes()),
+            ("e".into(), body.to_vec()),
+        ]
+    }
+}
+
+/// Where the event being finished came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Pending in the consumer group under this stream id.
+    Stream(String),
+    /// Head of the account's defer list.
+    Deferred,
+}
+
+/// Result of routing an entry of an account that is not in the normal state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    Parked,
+    Deferred,
+    /// Neither parked nor deferred any more: deliver it normally.
+    Free,
+}
+
+// KEYS: 1 stream, 2 parked set, 3 deferred set, 4 defer list, 5 dlq
+// ARGV: 1 group, 2 sid, 3 account, 4 held element, 5 force defer ("1"/"0"), 6.. dlq field/value pairs
+const ROUTE_LUA: &str = r#"
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then
+  local f = {}
+  for i = 6, #ARGV do f[#f + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[5], '*', unpack(f))
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'parked'
+end
+if ARGV[5] == '1' or redis.call('LLEN', KEYS[4]) > 0 then
+  redis.call('RPUSH', KEYS[4], ARGV[4])
+  redis.call('SADD', KEYS[3], ARGV[3])
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'deferred'
+end
+return 'free'
+"#;
+
+// Finish the head of a defer list. KEYS: 1 defer list, 2 deferred set, 3 acked key ("" none)
+// ARGV: 1 account, 2 acked ttl secs. Returns the remaining length.
+const DEFER_DONE_LUA: &str = r#"
+redis.call('LPOP', KEYS[1])
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], '1', 'EX', ARGV[2]) end
+local n = redis.call('LLEN', KEYS[1])
+if n == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
+return n
+"#;
+
+// Dead-letter an event and (optionally) park its account.
+// KEYS: 1 stream, 2 dlq, 3 parked set, 4 defer list, 5 deferred set
+// ARGV: 1 group, 2 origin ("stream:<sid>" | "deferred"), 3 account, 4 park ("1"/"0"), 5.. fields
+// When parking, whatever waits in the defer list moves to the DLQ as parked, in order.
+const DEAD_LUA: &str = r#"
+local f = {}
+for i = 5, #ARGV do f[#f + 1] = ARGV[i] end
+local failed_id = redis.call('XADD', KEYS[2], '*', unpack(f))
+if string.sub(ARGV[2], 1, 7) == 'stream:' then
+  redis.call('XACK', KEYS[1], ARGV[1], string.sub(ARGV[2], 8))
+else
+  redis.call('LPOP', KEYS[4])
+  if redis.call('LLEN', KEYS[4]) == 0 then redis.call('SREM', KEYS[5], ARGV[3]) end
+end
+local moved = 0
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[3])
+  while true do
+    local held = redis.call('LPOP', KEYS[4])
+    if not held then break end
+    local a = string.find(held, '\n', 1, true)
+    local b = string.find(held, '\n', a + 1, true)
+    local sid = string.sub(held, 1, a - 1)
+    local v = string.sub(held, a + 1, b - 1)
+    local body = string.sub(held, b + 1)
+    redis.call('XADD', KEYS[2], '*', 'account', ARGV[3], 'event_id', '', 'sid', sid, 'kind', 'parked',
+      'reason', 'parked behind a failed event of the same account', 'attempts', '0', 'status', '',
+      'response', '', 'modules', '', 'behind', failed_id, 'at', '', 'v', v, 'e', body)
+    moved = moved + 1
+  end
+  redis.call('SREM', KEYS[5], ARGV[3])
+end
+return moved
+"#;
+
+// Replay: move an account's DLQ entries (oldest first) to the front of its defer list and
+// unpark it. KEYS: 1 dlq, 2 defer list, 3 deferred set, 4 parked set
+// ARGV: 1 account, 2 min DLQ id ("-" for all). Returns the number moved.
+const REPLAY_LUA: &str = r#"
+local entries = redis.call('XRANGE', KEYS[1], ARGV[2], '+')
+local held = {}
+local ids = {}
+for _, e in ipairs(entries) do
+  local f = {}
+  for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+  if f['account'] == ARGV[1] then
+    held[#held + 1] = f['sid'] .. '\n' .. f['v'] .. '\n' .. f['e']
+    ids[#ids + 1] = e[1]
+  end
+end
+for i = #held, 1, -1 do redis.call('LPUSH', KEYS[2], held[i]) end
+if #held > 0 then
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+-- unpark only when nothing of this account is left in the DLQ
+local left = 0
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  for i = 1, #e[2], 2 do
+    if e[2][i] == 'account' and e[2][i + 1] == ARGV[1] then left = left + 1 end
+  end
+end
+if left == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
+return #held
+"#;
+
+/// Store operations for one (consumer, partition).
+#[derive(Clone)]
+pub struct PartitionStore {
+    pub keys: ConsumerKeys,
+    pub p: u32,
+    pub conn: ConnectionManager,
+    pub dedup_ttl: u64,
+}
+
+impl PartitionStore {
+    pub async fn ensure_group(&mut self, start_id: &str) -> Result<(), LogError> {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.keys.stream(self.p))
+            .arg(&self.keys.consumer)
+            .arg(start_id)
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn)
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn epoch(&mut self) -> Result<u64, LogError> {
+        let v: Option<u64> = redis::cmd("GET").arg(self.keys.epoch()).query_async(&mut self.conn).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    pub async fn was_acked(&mut self, epoch: u64, id: &str) -> Result<bool, LogError> {
+        let n: i64 = redis::cmd("EXISTS").arg(self.keys.acked(self.p, epoch, id)).query_async(&mut self.conn).await?;
+        Ok(n > 0)
+    }
+
+    /// Finish an event: record delivery (if `delivered`) and acknowledge it.
+    pub async fn finish(&mut self, origin: &Origin, account: &str, acked: Option<(u64, &str)>) -> Result<u64, LogError> {
+        let acked_key = acked.map(|(ep, id)| self.keys.acked(self.p, ep, id));
+        match origin {
+            Origin::Stream(sid) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                if let Some(k) = &acked_key {
+                    pipe.cmd("SET").arg(k).arg(1).arg("EX").arg(self.dedup_ttl).ignore();
+                }
+                pipe.cmd("XACK").arg(self.keys.stream(self.p)).arg(&self.keys.consumer).arg(sid).ignore();
+                let () = pipe.query_async(&mut self.conn).await?;
+                Ok(0)
+            }
+            Origin::Deferred => {
+                let n: u64 = DEFER_DONE_SCRIPT
+                    .key(self.keys.defer_list(self.p, account))
+                    .key(self.keys.deferred_set(self.p))
+                    .key(acked_key.unwrap_or_default())
+                    .arg(account)
+                    .arg(self.dedup_ttl)
+                    .invoke_async(&mut self.conn)
+                    .await?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Acknowledge many stream entries at once (filtered events).
+    pub async fn ack_many(&mut self, sids: &[String]) -> Result<(), LogError> {
+        if sids.is_empty() {
+            return Ok(());
+        }
+        let () = redis::cmd("XACK")
+            .arg(self.keys.stream(self.p))
+            .arg(&self.keys.consumer)
+            .arg(sids)
+            .query_async(&mut self.conn)
+            .await
+            .map(|_: i64| ())?;
+        Ok(())
+    }
+
+    /// Route an entry of an account that may be parked or deferred.
+    pub async fn route(&mut self, sid: &str, ev: &Event, body: &[u8], force_defer: bool) -> Result<Routed, LogError> {
+        let dl = DeadLetter {
+            kind: "parked",
+            reason: "parked behind a failed event of the same account".into(),
+            ..Default::default()
+        };
+        let mut inv = ROUTE_SCRIPT.prepare_invoke();
+        inv.key(self.keys.stream(self.p))
+            .key(self.keys.parked_set(self.p))
+            .key(self.keys.deferred_set(self.p))
+            .key(self.keys.defer_list(self.p, &ev.account_id))
+            .key(self.keys.dlq(self.p))
+            .arg(&self.keys.consumer)
+            .arg(sid)
+            .arg(&ev.account_id)
+            .arg(encode_held(sid, body))
+            .arg(if force_defer { "1" } else { "0" });
+        for (k, v) in dl.fields(&ev.account_id, &ev.id, sid, body) {
+            inv.arg(k).arg(v);
+        }
+        let r: String = inv.invoke_async(&mut self.conn).await?;
+        Ok(match r.as_str() {
+            "parked" => Routed::Parked,
+            "deferred" => Routed::Deferred,
+            _ => Routed::Free,
+        })
+    }
+
+    /// Put an event in the DLQ; with `park`, park its account and move its deferred events behind it.
+    pub async fn dead_letter(&mut self, origin: &Origin, ev: &Event, dl: &DeadLetter, park: bool) -> Result<u64, LogError> {
+        let body = event::encode(ev)?;
+        let sid = match origin {
+            Origin::Stream(s) => s.clone(),
+            Origin::Deferred => String::new(),
+        };
+        let mut inv = DEAD_SCRIPT.prepare_invoke();
+        inv.key(self.keys.stream(self.p))
+            .key(self.keys.dlq(self.p))
+            .key(self.keys.parked_set(self.p))
+            .key(self.keys.defer_list(self.p, &ev.account_id))
+            .key(self.keys.deferred_set(self.p))
+            .arg(&self.keys.consumer)
+            .arg(match origin {
+                Origin::Stream(s) => format!("stream:{s}"),
+                Origin::Deferred => "deferred".into(),
+            })
+            .arg(&ev.account_id)
+            .arg(if park { "1" } else { "0" });
+        for (k, v) in dl.fields(&ev.account_id, &ev.id, &sid, &body) {
+            inv.arg(k).arg(v);
+        }
+        let moved: u64 = inv.invoke_async(&mut self.conn).await?;
+        Ok(moved)
+    }
+
+    /// Head of an account's defer list.
+    pub async fn deferred_head(&mut self, account: &str) -> Result<Option<(String, Event)>, LogError> {
+        let raw: Option<Vec<u8>> =
+            redis::cmd("LINDEX").arg(self.keys.defer_list(self.p, account)).arg(0).query_async(&mut self.conn).await?;
+        match raw {
+            None => Ok(None),
+            Some(r) => Ok(Some(decode_held(&r)?)),
+        }
+    }
+
+    /// Stream id of the newest element of an account's defer list.
+    pub async fn deferred_tail_sid(&mut self, account: &str) -> Result<Option<String>, LogError> {
+        let raw: Option<Vec<u8>> =
+            redis::cmd("LINDEX").arg(self.keys.defer_list(self.p, account)).arg(-1).query_async(&mut self.conn).await?;
+        Ok(raw.map(|r| String::from_utf8_lossy(r.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned()))
+    }
+
+    pub async fn members(&mut self, key: String) -> Result<Vec<String>, LogError> {
+        Ok(redis::cmd("SMEMBERS").arg(key).query_async(&mut self.conn).await?)
+    }
+
+    /// Move an account's DLQ entries (newer than `min_id`) back for delivery, in order.
+    pub async fn replay(&mut self, account: &str, min_id: &str) -> Result<u64, LogError> {
+        Ok(REPLAY_SCRIPT
+            .key(self.keys.dlq(self.p))
+            .key(self.keys.defer_list(self.p, account))
+            .key(self.keys.deferred_set(self.p))
+            .key(self.keys.parked_set(self.p))
+            .arg(account)
+            .arg(min_id)
+            .invoke_async(&mut self.conn)
+            .await?)
+    }
+}
+
+/// A DLQ entry as read back for the CLI.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DlqEntry {
+    pub dlq_id: String,
+    pub partition: u32,
+    pub fields: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<Event>,
+}
+
+pub fn dlq_entry(p: u32, e: &StreamId) -> DlqEntry {
+    let mut fields = BTreeMap::new();
+    let mut body: Option<Vec<u8>> = None;
+    let mut v = 0u32;
+    for (k, val) in &e.map {
+        if let redis::Value::BulkString(b) = val {
+            match k.as_str() {
+                "e" => body = Some(b.clone()),
+                "v" => v = std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+                _ => {
+                    fields.insert(k.clone(), String::from_utf8_lossy(b).into_owned());
+                }
+            }
+        }
+    }
+    let event = body.and_then(|b| event::decode(v, &b).ok());
+    if let Some(ev) = &event {
+        fields.entry("event_id".into()).and_modify(|s| {
+            if s.is_empty() {
+                *s = ev.id.clone()
+            }
+        });
+    }
+    DlqEntry { dlq_id: e.id.clone(), partition: p, fields, event }
+}
