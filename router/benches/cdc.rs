@@ -4,7 +4,9 @@
 //! the release `switchyard` binary with one Postgres source.
 //!
 //! 1. live: pgbench inserts at BENCH_RATE rows/s (default 2000) for
-//!    BENCH_SECS (default 10); commit → in-Redis latency p50/p99 from each
+//!    BENCH_SECS (default 10) with synchronous_commit=on (with it off, the
+//!    walsender only sees a commit after the WAL writer flushes it, up to
+//!    wal_writer_delay = 200 ms later); commit → in-Redis latency p50/p99 from each
 //!    event's commit timestamp (`occurred_at`) and its stream entry id (the
 //!    time Redis appended it; same machine, same clock).
 //! 2. sustained: pgbench as fast as it can (8 clients) for BENCH_SECS; the
@@ -22,18 +24,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod support {
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-    #[path = "../../../tests/it/support/postgres.rs"]
-    pub mod postgres;
-    #[path = "../../../tests/it/support/redis.rs"]
-    pub mod redis;
+// The integration-test harness, shared (its modules call `super::free_port`).
+#[path = "../../tests/it/support/postgres.rs"]
+mod pgserver;
+#[path = "../../tests/it/support/redis.rs"]
+mod redisserver;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-use support::postgres::{PgServer, PG_BIN};
-use support::redis::RedisServer;
+use pgserver::{PgServer, PG_BIN};
+use redisserver::RedisServer;
 
 const PARTITIONS: u32 = 16;
 
@@ -66,7 +68,7 @@ impl Router {
                 if v["message"] == "streaming changes" {
                     *s.lock().unwrap() = Some(Instant::now());
                 }
-                if v["level"] == "WARN" || v["level"] == "ERROR" {
+                if v["level"] == "WARN" || v["level"] == "ERROR" || v["message"] == "postgres source stopped" {
                     eprintln!("router: {line}");
                 }
             }
@@ -131,8 +133,9 @@ fn wait_total(c: &mut redis::Connection, want: u64, timeout: Duration) -> Instan
     }
 }
 
-fn pgbench(pg: &PgServer, script: &std::path::Path, args: &[&str]) -> String {
+fn pgbench(pg: &PgServer, script: &std::path::Path, args: &[&str], pgoptions: &str) -> String {
     let out = Command::new(format!("{PG_BIN}/pgbench"))
+        .env("PGOPTIONS", pgoptions)
         .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p", &pg.port.to_string(), "-f"])
         .arg(script)
         .args(args)
@@ -176,6 +179,24 @@ fn latencies(c: &mut redis::Connection, after_ms: u64) -> Vec<f64> {
     out
 }
 
+/// CPU seconds (user + system) used so far by `pid` (and its children, with `children`).
+fn cpu_secs(pid: u32, children: bool) -> f64 {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        // Fields after the `(comm)`: state ppid pgrp ... utime(14) stime(15).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid: u32 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if p == pid || (children && ppid == pid) {
+            ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    ticks as f64 / 100.0
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -208,10 +229,12 @@ fn main() {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n[log]\npartitions = {PARTITIONS}\n\
              [sources.bench]\ntype = \"postgres\"\nurl = \"{}\"\npublication = \"sy_bench\"\ncreate_publication = true\n\
-             slot = \"sy_bench\"\n[[sources.bench.tables]]\ntable = \"bench_items\"\ntopic = \"item.{{op}}\"\n\
+             slot = \"sy_bench\"\nappend_lanes = {}\nbatch_size = {}\n[[sources.bench.tables]]\ntable = \"bench_items\"\ntopic = \"item.{{op}}\"\n\
              account_column = \"account_id\"\nrequire_before_image = false\n",
             redis.url(),
-            pg.url()
+            pg.url(),
+            env_or("BENCH_LANES", 2),
+            env_or("BENCH_BATCH", 500),
         ),
     )
     .unwrap();
@@ -221,7 +244,7 @@ fn main() {
     let router = Router::start(&cfg);
     router.wait_streaming();
     let t0_ms = now_ms();
-    let out = pgbench(&pg, &script, &["-c", "4", "-j", "2", "-T", &secs.to_string(), "-R", &rate.to_string()]);
+    let out = pgbench(&pg, &script, &["-c", "4", "-j", "2", "-T", &secs.to_string(), "-R", &rate.to_string()], "-c synchronous_commit=on");
     let live_rows = count(&pg);
     wait_total(&mut rc, live_rows, Duration::from_secs(60));
     let lat = latencies(&mut rc, t0_ms.saturating_sub(1000));
@@ -237,7 +260,7 @@ fn main() {
     // 2. sustained: writer as fast as it can go.
     let before = count(&pg);
     let start = Instant::now();
-    let out = pgbench(&pg, &script, &["-c", "8", "-j", "2", "-T", &secs.to_string()]);
+    let out = pgbench(&pg, &script, &["-c", "8", "-j", "2", "-T", &secs.to_string()], "");
     let written_at = Instant::now();
     let after = count(&pg);
     let behind_at_end = after.saturating_sub(xlen_total(&mut rc));
@@ -278,7 +301,29 @@ fn main() {
     let spawned = Instant::now();
     let router = Router::start(&cfg);
     let streaming = router.wait_streaming();
+    let cpu0 = (cpu_secs(router.child.id(), false), cpu_secs(redis.pid(), false), cpu_secs(pg.pid(), true));
+    // BENCH_PERF=<file>: profile the router during the catch-up (perf record).
+    let perf = std::env::var("BENCH_PERF").ok().map(|out| {
+        Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-o", &out, "-p", &router.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf")
+    });
     let done = wait_total(&mut rc, base + backlog_rows, Duration::from_secs(600));
+    if let Some(p) = perf {
+        let _ = Command::new("kill").args(["-INT", &p.id().to_string()]).status();
+        let _ = p.wait_with_output();
+    }
+    let cpu1 = (cpu_secs(router.child.id(), false), cpu_secs(redis.pid(), false), cpu_secs(pg.pid(), true));
+    let wall = (done - streaming).as_secs_f64();
+    println!(
+        "catch-up: CPU use during the router's catch-up (cores): router {:.2}, redis {:.2}, postgres {:.2}",
+        (cpu1.0 - cpu0.0) / wall,
+        (cpu1.1 - cpu0.1) / wall,
+        (cpu1.2 - cpu0.2) / wall
+    );
     let catchup = backlog_rows as f64 / (done - streaming).as_secs_f64();
     let with_startup = backlog_rows as f64 / (done - spawned).as_secs_f64();
     println!(

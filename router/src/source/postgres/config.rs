@@ -62,6 +62,10 @@ pub struct PostgresSourceConfig {
     /// Rows fetched per round trip during the initial snapshot.
     #[serde(default = "default_snapshot_fetch")]
     pub snapshot_fetch_rows: usize,
+    /// Appends in flight at once, each for a disjoint set of log partitions
+    /// (so every account's events stay in order).
+    #[serde(default = "default_append_lanes")]
+    pub append_lanes: usize,
 }
 
 /// One captured table.
@@ -124,6 +128,9 @@ fn default_max_backoff() -> Duration {
 }
 fn default_snapshot_fetch() -> usize {
     1000
+}
+fn default_append_lanes() -> usize {
+    2
 }
 pub(crate) fn default_rule_ops() -> Vec<Op> {
     vec![Op::Update, Op::SoftDelete, Op::Restore]
@@ -218,6 +225,9 @@ impl PostgresSourceConfig {
         }
         if self.snapshot_fetch_rows == 0 || self.snapshot_fetch_rows > 1_000_000 {
             err(format!("{path}.snapshot_fetch_rows"), "must be between 1 and 1000000".into());
+        }
+        if self.append_lanes == 0 || self.append_lanes > 64 {
+            err(format!("{path}.append_lanes"), "must be between 1 and 64".into());
         }
         if self.tables.is_empty() {
             err(format!("{path}.tables"), "list at least one table".into());

@@ -98,7 +98,7 @@ impl Template {
 
     /// Render: built-ins from `vars`, columns from `row`. A NULL renders as
     /// `null`, a column with no known value as `unknown`.
-    pub fn render(&self, vars: &Vars<'_>, row: &Map<String, Value>) -> String {
+    pub fn render<'v>(&self, vars: &Vars<'_>, row: &dyn Fn(&str) -> Option<&'v Value>) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -108,7 +108,7 @@ impl Template {
                     "table" => out.push_str(vars.table),
                     "schema" => out.push_str(vars.schema),
                     "source" => out.push_str(vars.source),
-                    col => match row.get(col) {
+                    col => match row(col) {
                         Some(v) => push_value(&mut out, v),
                         None => out.push_str("unknown"),
                     },
@@ -397,20 +397,18 @@ pub fn change_events(
     };
 
     // Values for topics, key and account: the new row, completed by the old.
-    let mut lookup = after.as_ref().map(|a| a.values.clone()).unwrap_or_default();
-    if let Some(b) = &before {
-        for (k, v) in &b.values {
-            lookup.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
+    let empty = Map::new();
+    let av = after.as_ref().map(|a| &a.values).unwrap_or(&empty);
+    let bv = before.as_ref().map(|b| &b.values).unwrap_or(&empty);
+    let lookup = |c: &str| av.get(c).or_else(|| bv.get(c));
     let key = {
         let mut m = Map::new();
         for k in &t.key_columns {
-            m.insert(k.clone(), lookup.get(k).cloned().unwrap_or(Value::Null));
+            m.insert(k.clone(), lookup(k).cloned().unwrap_or(Value::Null));
         }
         Value::Object(m)
     };
-    let account_id = match lookup.get(&t.account_column) {
+    let account_id = match lookup(&t.account_column) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
         Some(v) => v.to_string(),
@@ -428,31 +426,45 @@ pub fn change_events(
     }
 
     let n = topics.len();
-    let before_v = before.map(|b| Value::Object(b.values));
-    let after_v = after.map(|a| Value::Object(a.values));
+    let commit_id = pos.commit_lsn.to_string();
+    let mut before_v = before.map(|b| Value::Object(b.values));
+    let mut after_v = after.map(|a| Value::Object(a.values));
+    let mut key = Some(key);
+    let mut changed = changed;
+    let mut attributes = attributes;
+    let mut account_id = account_id;
     let mut out = Vec::with_capacity(n);
-    for (sub, topic) in topics {
+    for (i, (sub, topic)) in topics.into_iter().enumerate() {
         let id = match kind {
-            ChangeKind::Snapshot => snapshot_id(&t.slot, &t.qualified, &key, sub),
+            ChangeKind::Snapshot => snapshot_id(&t.slot, &t.qualified, key.as_ref().unwrap_or(&Value::Null), sub),
             _ => change_id(&t.slot, pos.commit_lsn, pos.seq, sub),
         };
+        // The last event takes the values, the others get copies.
+        let last = i + 1 == n;
+        fn take<T: Clone + Default>(v: &mut T, last: bool) -> T {
+            if last {
+                std::mem::take(v)
+            } else {
+                v.clone()
+            }
+        }
         out.push(Event {
             id,
             topic,
             source: t.source.clone(),
             op,
-            account_id: account_id.clone(),
-            key: Some(key.clone()),
-            before: before_v.clone(),
-            after: after_v.clone(),
+            account_id: take(&mut account_id, last),
+            key: take(&mut key, last),
+            before: take(&mut before_v, last),
+            after: take(&mut after_v, last),
             data: None,
-            changed: changed.clone(),
+            changed: take(&mut changed, last),
             occurred_at: pos.occurred_at,
             ingested_at: pos.ingested_at,
-            commit: Some(Commit { id: pos.commit_lsn.to_string(), seq: pos.seq }),
+            commit: Some(Commit { id: commit_id.clone(), seq: pos.seq }),
             trace: None,
             consent: BTreeMap::new(),
-            attributes: attributes.clone(),
+            attributes: take(&mut attributes, last),
         });
     }
     out
@@ -545,14 +557,15 @@ mod tests {
         let mut row = Map::new();
         row.insert("banner".into(), json!("b1"));
         let vars = Vars { op: Op::Update, table: "t", schema: "s", source: "crm" };
-        assert_eq!(t.render(&vars, &row), "customer.b1.update");
+        let r = |row: &Map<String, Value>| t.render(&vars, &|c: &str| row.get(c));
+        assert_eq!(r(&row), "customer.b1.update");
         row.insert("banner".into(), json!(3));
-        assert_eq!(t.render(&vars, &row), "customer.3.update");
+        assert_eq!(r(&row), "customer.3.update");
         row.insert("banner".into(), Value::Null);
-        assert_eq!(t.render(&vars, &row), "customer.null.update");
+        assert_eq!(r(&row), "customer.null.update");
         row.remove("banner");
-        assert_eq!(t.render(&vars, &row), "customer.unknown.update");
-        assert_eq!(Template::parse("{source}/{schema}.{table}").unwrap().render(&vars, &row), "crm/s.t");
+        assert_eq!(r(&row), "customer.unknown.update");
+        assert_eq!(Template::parse("{source}/{schema}.{table}").unwrap().render(&vars, &|c: &str| row.get(c)), "crm/s.t");
         for bad in ["", "a{", "a}", "{}", "{a{b}}", "x.{ }"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }

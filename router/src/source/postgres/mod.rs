@@ -216,24 +216,34 @@ impl SourceCtx<'_> {
 /// Append `events`, retrying (with backoff) while the log is unavailable.
 /// Returns `Shutdown` if shutdown is requested while retrying.
 pub async fn append_with_retry(ctx: &SourceCtx<'_>, events: &[Event]) -> Result<(), SessionError> {
+    append_retry(ctx.log, ctx.source, ctx.shutdown, events).await
+}
+
+/// [`append_with_retry`] without the context (for spawned append tasks).
+pub async fn append_retry(
+    log: &Log,
+    source: &str,
+    shutdown: &CancellationToken,
+    events: &[Event],
+) -> Result<(), SessionError> {
     if events.is_empty() {
         return Ok(());
     }
     let mut delay = Duration::from_millis(50);
     loop {
-        match ctx.log.append(events).await {
+        match log.append(events).await {
             Ok(appended) => {
                 let dups = appended.iter().filter(|a| a.stream_id.is_none()).count();
                 if dups > 0 {
-                    tracing::debug!(source = ctx.source, duplicates = dups, "events already in the log (replayed changes)");
+                    tracing::debug!(source, duplicates = dups, "events already in the log (replayed changes)");
                 }
                 return Ok(());
             }
             Err(LogError::Unavailable(e)) => {
-                tracing::warn!(source = ctx.source, error = %e, retry_in = ?delay, "log unavailable; retrying append");
+                tracing::warn!(source, error = %e, retry_in = ?delay, "log unavailable; retrying append");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = ctx.shutdown.cancelled() => return Err(SessionError::Shutdown),
+                    _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

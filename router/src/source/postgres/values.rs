@@ -21,7 +21,7 @@
 //! | `text`, `varchar`, `bpchar`, `name`, `char`, `uuid`, enums, everything else | string |
 //! | NULL | `null` |
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Number, Value};
 
 /// Session settings that fix the text output of every type decoded here.
@@ -158,15 +158,26 @@ fn scalar(type_oid: u32, text: &str) -> Value {
     }
 }
 
-/// `2024-05-01 12:00:00.5+00` → `2024-05-01T12:00:00.5Z`; `infinity` stays.
+/// `2024-05-01 12:00:00.5+00` → `2024-05-01T12:00:00.5Z` (fraction digits as
+/// Postgres printed them); other offsets are converted to UTC; `infinity`
+/// and BC dates stay as they are.
 fn timestamptz(text: &str) -> Option<String> {
-    // ISO output with a zone: offsets print as +HH, +HH:MM or +HH:MM:SS.
+    let b = text.as_bytes();
+    // Fast path: the sessions pin TimeZone = UTC, so the offset is `+00`.
+    if b.len() >= 22 && b[10] == b' ' && b[4] == b'-' && b[7] == b'-' && text.ends_with("+00") {
+        let time = &text[11..text.len() - 3];
+        if time.len() >= 8 && time.bytes().all(|c| c.is_ascii_digit() || c == b':' || c == b'.') {
+            return Some(format!("{}T{time}Z", &text[..10]));
+        }
+    }
+    // ISO output with another offset: +HH, +HH:MM or +HH:MM:SS.
     let (main, off) = split_offset(text)?;
     let naive = NaiveDateTime::parse_from_str(main, "%Y-%m-%d %H:%M:%S%.f").ok()?;
     let off_secs = parse_offset(off)?;
     let utc = naive.checked_sub_signed(chrono::Duration::seconds(off_secs))?;
     let dt: DateTime<Utc> = DateTime::from_naive_utc_and_offset(utc, Utc);
-    Some(dt.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    let frac = main.find('.').map(|i| &main[i..]).unwrap_or("");
+    Some(format!("{}{frac}Z", dt.format("%Y-%m-%dT%H:%M:%S")))
 }
 
 fn split_offset(text: &str) -> Option<(&str, &str)> {
@@ -336,7 +347,10 @@ mod tests {
     fn times() {
         assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 12:00:00+00"), json!("2024-05-01T12:00:00Z"));
         assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 12:00:00.123456+00"), json!("2024-05-01T12:00:00.123456Z"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 14:30:00.5+02:30"), json!("2024-05-01T12:00:00.500Z"));
+        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 14:30:00.5+02:30"), json!("2024-05-01T12:00:00.5Z"));
+        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 00:30:00.25+02"), json!("2024-04-30T22:30:00.25Z"));
+        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "0044-03-15 00:00:00+00 BC"), json!("0044-03-15 00:00:00+00 BC"));
+        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "12345-01-01 00:00:00+00"), json!("12345-01-01 00:00:00+00"));
         assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 10:00:00-02"), json!("2024-05-01T12:00:00Z"));
         assert_eq!(text_to_json(oid::TIMESTAMPTZ, "infinity"), json!("infinity"));
         assert_eq!(text_to_json(oid::TIMESTAMPTZ, "-infinity"), json!("-infinity"));
