@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tests/deps.sh
-echo "== building switchyard" >&2
+echo "== building switchyard and the transform modules" >&2
 cargo build -p switchyard --locked 2>&1 | tail -1 >&2
+bash transforms/build.sh --locked 2>&1 | tail -1 >&2
 BIN=target/debug/switchyard
 
 WORK=$(mktemp -d)
@@ -28,6 +29,12 @@ if [ -z "${SWITCHYARD_REDIS_URL:-}" ]; then
   echo "== started a private redis-server at $SWITCHYARD_REDIS_URL" >&2
 fi
 
+SPORT=$(free_port)
+"$BIN" sink --listen "127.0.0.1:$SPORT" > "$WORK/sink.out" 2>/dev/null &
+PIDS+=($!)
+export ESP_URL="http://127.0.0.1:$SPORT/events"
+echo "== started a local sink standing in for the ESP at $ESP_URL" >&2
+
 export SWITCHYARD_WEB_TOKEN=${SWITCHYARD_WEB_TOKEN:-demo-token-$(date +%s)-0123456789}
 export SWITCHYARD_LISTEN=127.0.0.1:0
 export SWITCHYARD_LOG_FORMAT=json
@@ -35,7 +42,8 @@ export SWITCHYARD_LOG_FORMAT=json
 "$BIN" run --config config/switchyard.toml 2> "$WORK/router.log" &
 PIDS+=($!)
 ADDR=""
-for _ in $(seq 100); do
+# First start compiles the modules (cached afterwards): allow up to 2 minutes.
+for _ in $(seq 1200); do
   ADDR=$(grep -o '"message":"listening","addr":"[^"]*"' "$WORK/router.log" 2>/dev/null | sed 's/.*"addr":"\([^"]*\)"/\1/' || true)
   [ -n "$ADDR" ] && break; sleep 0.1
 done
@@ -50,4 +58,9 @@ curl -sS -X POST "http://$ADDR/v1/events" \
 echo
 echo "== the event in the log (switchyard tail --account 42 --from earliest)" >&2
 "$BIN" tail --config config/switchyard.toml --account 42 --from earliest --no-follow
+echo "== what the consumer \"esp\" delivered (filter -> redact -> webhook chain; switchyard sink output)" >&2
+for _ in $(seq 50); do [ -s "$WORK/sink.out" ] && break; sleep 0.1; done
+cat "$WORK/sink.out"
+echo "== consumer status (switchyard status)" >&2
+"$BIN" status --config config/switchyard.toml
 echo "== done" >&2

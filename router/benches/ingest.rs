@@ -14,11 +14,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn env_or(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Kill(std::process::Child);
@@ -45,7 +52,17 @@ fn main() {
     let rport = free_port();
     let _redis = Kill(
         Command::new("redis-server")
-            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
             .arg(dir.path())
             .stdout(Stdio::null())
             .spawn()
@@ -56,7 +73,21 @@ fn main() {
     // Ceiling: redis-benchmark XADD of a ~300 B event, pipelined.
     let payload = "x".repeat(300);
     let out = Command::new("redis-benchmark")
-        .args(["-p", &rport.to_string(), "-n", "300000", "-c", "4", "-P", "64", "-q", "XADD", "bench:ceiling", "*", "e"])
+        .args([
+            "-p",
+            &rport.to_string(),
+            "-n",
+            "300000",
+            "-c",
+            "4",
+            "-P",
+            "64",
+            "-q",
+            "XADD",
+            "bench:ceiling",
+            "*",
+            "e",
+        ])
         .arg(&payload)
         .output()
         .expect("redis-benchmark (apt-get install -y redis-tools)");
@@ -67,7 +98,9 @@ fn main() {
         .find(|(_, b)| *b == "requests")
         .and_then(|(a, _)| a.parse().ok())
         .unwrap_or_else(|| panic!("could not parse redis-benchmark output: {text}"));
-    let _ = Command::new("redis-cli").args(["-p", &rport.to_string(), "DEL", "bench:ceiling"]).output();
+    let _ = Command::new("redis-cli")
+        .args(["-p", &rport.to_string(), "DEL", "bench:ceiling"])
+        .output();
 
     let token = "bench-token-0123456789abcdef";
     let cfg = dir.path().join("bench.toml");
@@ -102,7 +135,11 @@ fn main() {
     std::thread::spawn(move || for _ in lines {});
     let url = format!("http://{addr}/v1/events");
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (events, lat) = rt.block_on(async move {
         let client = reqwest::Client::builder().pool_max_idle_per_host(conns).build().unwrap();
         let stop = Instant::now() + Duration::from_secs(secs);
@@ -160,7 +197,14 @@ fn main() {
     lat.sort();
     let rate = events as f64 / secs as f64;
     println!("ingest: {events} events in {secs}s over {conns} connections, batches of {batch}");
-    println!("ingest: {rate:.0} events/s, request latency p50 {:?} p99 {:?}", percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "ingest: {rate:.0} events/s, request latency p50 {:?} p99 {:?}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
     println!("ceiling: redis-benchmark XADD 300 B pipelined (-P 64, 4 conns): {ceiling:.0} ops/s");
-    println!("ratio: {:.2} of the raw pipelined XADD rate (goal >= 0.50)", rate / ceiling);
+    println!(
+        "ratio: {:.2} of the raw pipelined XADD rate (goal >= 0.50)",
+        rate / ceiling
+    );
 }

@@ -1,70 +1,206 @@
-//! The `switchyard run` runtime: binds the listener, starts the sources and
-//! waits for SIGTERM/SIGINT to shut down gracefully.
+//! The `switchyard run` runtime: binds the listener, starts sources and
+//! consumers, reloads transform chains (file watch, SIGHUP, `POST
+//! /admin/reload`) and shuts down gracefully on SIGTERM/SIGINT.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::log::{Log, LogError};
-use crate::server::{self, State};
+use crate::server::{self, Admin, State};
 use crate::source::http::Auth;
+use crate::transform::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
 
-/// Run the router until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Run the router until `shutdown` is cancelled. `config_path` is re-read on reload.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let log = Log::new(&config).context("opening the Redis client (redis.url)")?;
     match log.conn().await {
         Ok(_) => tracing::info!(partitions = log.partitions(), "connected to Redis"),
         Err(e @ LogError::PartitionMismatch { .. }) => return Err(e.into()),
-        Err(e) => tracing::warn!(error = %e, "Redis is not reachable yet; ingest answers 503 until it is"),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is not reachable yet; ingest answers 503 until it is")
+        }
     }
     let auth = Auth::from_config(&config)?;
+    let engine = TransformEngine::new(EngineLimits::default(), config.transforms.cache_dir())
+        .context("starting the WebAssembly engine")?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
     let addr = listener.local_addr()?;
+
+    let delivery = Arc::new(Delivery::start(&config, &log, &shutdown, &engine)?);
+    let watcher = match spawn_watcher(delivery.chains()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch module files; reload with SIGHUP or `switchyard reload`");
+            None
+        }
+    };
+    let runtime = Arc::new(Runtime {
+        delivery: delivery.clone(),
+        config_path,
+        admin_token: config.server.admin_token.clone(),
+        watcher: Mutex::new(watcher),
+        sources: crate::source::start(&config, &log, &shutdown)?,
+    });
+    spawn_sighup(runtime.clone(), shutdown.clone());
     tracing::info!(addr = %addr, "listening");
 
-    // A source that stops with an unrecoverable error stops the router.
-    let stop = shutdown.child_token();
-    let mut sources = tokio::task::JoinSet::new();
-    for (name, pg) in config.postgres_sources() {
-        let (name, pg, log, stop) = (name.clone(), pg.clone(), log.clone(), stop.clone());
-        sources.spawn(async move {
-            let r = crate::source::postgres::run(name.clone(), pg, log, stop.clone()).await;
-            if r.is_err() {
-                stop.cancel();
+    let admin: Arc<dyn Admin> = runtime.clone();
+    let state = Arc::new(State {
+        log: log.clone(),
+        auth,
+        server: config.server.clone(),
+        admin: Some(admin),
+    });
+    server::serve(listener, state, shutdown.clone()).await;
+    let sources = std::mem::take(&mut *runtime.sources.lock().unwrap());
+    for s in sources {
+        let _ = s.await;
+    }
+    drop(runtime);
+    delivery.join().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What the admin endpoints and SIGHUP act on.
+struct Runtime {
+    delivery: Arc<Delivery>,
+    config_path: Option<PathBuf>,
+    admin_token: Option<String>,
+    watcher: Mutex<Option<TransformWatcher>>,
+    sources: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Runtime {
+    /// Re-read the config file and swap in each consumer's new module chain.
+    /// A chain that fails to load leaves the old one running. Consumers added
+    /// or removed, and settings other than modules, need a restart.
+    fn reload(&self) -> Value {
+        let mut report = serde_json::Map::new();
+        let new = match &self.config_path {
+            Some(p) => match Config::load(p) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload: the config has errors; nothing changed");
+                    return json!({"ok": false, "error": e.to_string()});
+                }
+            },
+            None => None,
+        };
+        let mut ok = true;
+        for c in &self.delivery.consumers {
+            let Some(chain) = &c.chain else { continue };
+            let result = match new.as_ref().and_then(|n| n.consumers.get(&c.name)) {
+                Some(nc) => chain.reconfigure(nc.modules.clone()),
+                None => chain.reload(),
+            };
+            ok &= result.is_ok();
+            report.insert(
+                c.name.clone(),
+                match result {
+                    Ok(()) => json!({"ok": true, "generation": chain.chain().generation}),
+                    Err(e) => json!({"ok": false, "file": e.file, "error": e.message}),
+                },
+            );
+        }
+        if let Some(n) = &new {
+            let before: Vec<&String> = self.delivery.consumers.iter().map(|c| &c.name).collect();
+            let after: Vec<&String> = n.consumers.keys().collect();
+            if before != after {
+                report.insert(
+                    "note".into(),
+                    json!("consumers were added or removed: restart the router to apply that"),
+                );
             }
-            (name, r)
-        });
+        }
+        // Module paths may have changed: watch the new set.
+        match spawn_watcher(self.delivery.chains()) {
+            Ok(w) => *self.watcher.lock().unwrap() = Some(w),
+            Err(e) => tracing::warn!(error = %e, "cannot watch module files"),
+        }
+        json!({"ok": ok, "consumers": report})
+    }
+}
+
+impl Admin for Runtime {
+    fn handle(
+        &self,
+        method: Method,
+        path: String,
+        _body: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, Value)> + Send + '_>> {
+        Box::pin(async move {
+            match (method, path.as_str()) {
+                (Method::GET, "/admin/status") => {
+                    (StatusCode::OK, json!({"consumers": self.delivery.status()}))
+                }
+                (Method::POST, "/admin/reload") => {
+                    let r = tokio::task::block_in_place(|| self.reload());
+                    let status = if r["ok"] == true {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    };
+                    (status, r)
+                }
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no admin route {path}")}),
+                ),
+            }
+        })
     }
 
-    let delivery = Delivery::start(&config, &log, &stop)?;
-
-    let state = Arc::new(State { log: log.clone(), auth, server: config.server.clone(), admin: None });
-    server::serve(listener, state, stop.clone()).await;
-    stop.cancel();
-    delivery.join().await;
-    let mut failed = None;
-    while let Some(joined) = sources.join_next().await {
-        match joined {
-            Ok((_, Ok(()))) => {}
-            Ok((name, Err(e))) => {
-                failed.get_or_insert(e.context(format!("source `{name}` (sources.{name})")));
-            }
-            Err(e) => {
-                failed.get_or_insert(anyhow::anyhow!("a source task panicked: {e}"));
+    fn token_ok(&self, authorization: Option<&str>, peer_is_loopback: bool) -> bool {
+        use subtle::ConstantTimeEq;
+        match &self.admin_token {
+            // Without an admin token, admin routes answer only on loopback.
+            None => peer_is_loopback,
+            Some(t) => {
+                let presented = authorization
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                let a = <sha2::Sha256 as sha2::Digest>::digest(presented.as_bytes());
+                let b = <sha2::Sha256 as sha2::Digest>::digest(t.as_bytes());
+                bool::from(a.ct_eq(&b))
             }
         }
     }
-    tracing::info!("stopped");
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+}
+
+fn spawn_sighup(runtime: Arc<Runtime>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading transform chains");
+                    let rt = runtime.clone();
+                    let r = tokio::task::spawn_blocking(move || rt.reload()).await;
+                    tracing::info!(result = %r.map(|v| v.to_string()).unwrap_or_default(), "reload finished");
+                }
+            }
+        }
+    });
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT.

@@ -25,7 +25,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), message: message.into() }
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -59,6 +62,33 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
     pub consumers: BTreeMap<String, crate::delivery::config::ConsumerConfig>,
+    #[serde(default)]
+    pub transforms: TransformsConfig,
+}
+
+/// Settings shared by every consumer's WebAssembly modules. Per-module limits
+/// (deadline, memory) live with each module; engine-wide limits and their
+/// reasons are in `router/src/transform/limits.rs`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TransformsConfig {
+    /// Where compiled modules are cached (keyed by content hash and wasmtime
+    /// version). Default: `$XDG_CACHE_HOME/switchyard` or `~/.cache/switchyard`.
+    /// Set to "" to disable the cache.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl TransformsConfig {
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|d| d.join("switchyard")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +108,9 @@ pub struct ServerConfig {
     /// `Retry-After` (seconds) sent with 503 while Redis is unreachable.
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u64,
+    /// Bearer token for `/admin/*` (status, reload). Unset: admin routes answer loopback only.
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +121,7 @@ impl Default for ServerConfig {
             max_batch: default_max_batch(),
             shutdown_grace: default_grace(),
             retry_after_secs: default_retry_after(),
+            admin_token: None,
         }
     }
 }
@@ -107,7 +141,11 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { url: default_redis_url(), namespace: default_namespace(), timeout: default_redis_timeout() }
+        RedisConfig {
+            url: default_redis_url(),
+            namespace: default_namespace(),
+            timeout: default_redis_timeout(),
+        }
     }
 }
 
@@ -200,7 +238,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (examples: 1048576, 512KiB, 64MiB)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 1048576, 512KiB, 64MiB)"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KB" => 1000,
@@ -209,9 +249,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MiB" => 1024 * 1024,
         "GB" => 1000 * 1000 * 1000,
         "GiB" => 1024 * 1024 * 1024,
-        other => return Err(format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -233,7 +278,10 @@ impl Config {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             file: file.clone(),
-            errors: vec![ConfigError::new("", format!("cannot read the config file: {e}"))],
+            errors: vec![ConfigError::new(
+                "",
+                format!("cannot read the config file: {e}"),
+            )],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_toml(&text, base).map_err(|errors| ConfigErrors { file, errors })
@@ -272,7 +320,10 @@ impl Config {
         let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
         let parsed: Result<Config, _> = serde_path_to_error::deserialize(de);
         for p in unknown {
-            errors.push(ConfigError::new(p, "unknown key (check the spelling against config/switchyard.toml)"));
+            errors.push(ConfigError::new(
+                p,
+                "unknown key (check the spelling against config/switchyard.toml)",
+            ));
         }
         let mut config = match parsed {
             Ok(c) => c,
@@ -293,6 +344,18 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        for c in self.consumers.values_mut() {
+            for m in &mut c.modules {
+                if m.path.is_relative() && !m.path.as_os_str().is_empty() {
+                    m.path = base.join(&m.path);
+                }
+            }
+        }
+        if let Some(d) = &mut self.transforms.cache_dir {
+            if d.is_relative() && !d.as_os_str().is_empty() {
+                *d = base.join(&*d);
+            }
+        }
         for src in self.sources.values_mut() {
             match src {
                 SourceConfig::Http(h) => {
@@ -310,21 +373,34 @@ impl Config {
     /// Check every semantic rule; push one error per problem.
     pub fn validate(&self, errors: &mut Vec<ConfigError>) {
         if self.server.max_body == 0 {
-            errors.push(ConfigError::new("server.max_body", "must be greater than 0"));
+            errors.push(ConfigError::new(
+                "server.max_body",
+                "must be greater than 0",
+            ));
         }
         if self.server.max_batch == 0 {
-            errors.push(ConfigError::new("server.max_batch", "must be greater than 0"));
+            errors.push(ConfigError::new(
+                "server.max_batch",
+                "must be greater than 0",
+            ));
         }
         if !(self.redis.url.starts_with("redis://")
             || self.redis.url.starts_with("rediss://")
             || self.redis.url.starts_with("unix://"))
         {
-            errors.push(ConfigError::new("redis.url", "must start with redis://, rediss:// or unix://"));
+            errors.push(ConfigError::new(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            ));
         } else if redis::Client::open(self.redis.url.as_str()).is_err() {
             errors.push(ConfigError::new("redis.url", "is not a valid Redis URL"));
         }
         if self.redis.namespace.is_empty()
-            || !self.redis.namespace.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || !self
+                .redis
+                .namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             errors.push(ConfigError::new(
                 "redis.namespace",
@@ -332,25 +408,37 @@ impl Config {
             ));
         }
         if self.log.partitions == 0 || self.log.partitions > 4096 {
-            errors.push(ConfigError::new("log.partitions", "must be between 1 and 4096"));
+            errors.push(ConfigError::new(
+                "log.partitions",
+                "must be between 1 and 4096",
+            ));
         }
         if self.log.retention < Duration::from_secs(60) {
             errors.push(ConfigError::new("log.retention", "must be at least 1m"));
         }
         if self.log.idempotency_window < Duration::from_secs(1) {
-            errors.push(ConfigError::new("log.idempotency_window", "must be at least 1s"));
+            errors.push(ConfigError::new(
+                "log.idempotency_window",
+                "must be at least 1s",
+            ));
         }
         for (name, c) in &self.consumers {
             let path = format!("consumers.{name}");
             if !valid_name(name) {
-                errors.push(ConfigError::new(&path, "consumer names use only letters, digits, '-' and '_'"));
+                errors.push(ConfigError::new(
+                    &path,
+                    "consumer names use only letters, digits, '-' and '_'",
+                ));
             }
             c.validate(&path, errors);
         }
         for (name, src) in &self.sources {
             let path = format!("sources.{name}");
             if !valid_name(name) {
-                errors.push(ConfigError::new(&path, "source names use only letters, digits, '-' and '_'"));
+                errors.push(ConfigError::new(
+                    &path,
+                    "source names use only letters, digits, '-' and '_'",
+                ));
             }
             match src {
                 SourceConfig::Http(h) => h.validate(&path, errors),
@@ -402,11 +490,17 @@ impl HttpSourceConfig {
             _ => {}
         }
         if self.topics.is_empty() {
-            errors.push(ConfigError::new(format!("{path}.topics"), "must list at least one topic glob"));
+            errors.push(ConfigError::new(
+                format!("{path}.topics"),
+                "must list at least one topic glob",
+            ));
         }
         for (i, t) in self.topics.iter().enumerate() {
             if let Err(e) = globset::Glob::new(t) {
-                errors.push(ConfigError::new(format!("{path}.topics[{i}]"), format!("invalid glob: {e}")));
+                errors.push(ConfigError::new(
+                    format!("{path}.topics[{i}]"),
+                    format!("invalid glob: {e}"),
+                ));
             }
         }
     }
@@ -423,10 +517,19 @@ impl HttpSourceConfig {
 
 /// Names of sources and consumers: used in Redis keys and metrics labels.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn interpolate(v: &mut toml::Value, path: String, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<ConfigError>) {
+fn interpolate(
+    v: &mut toml::Value,
+    path: String,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
     match v {
         toml::Value::String(s) => {
             if s.contains("${") {
@@ -461,7 +564,9 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail.find('}').ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
             let expr = &tail[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -471,7 +576,9 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    return Err(format!("environment variable {name} is not set (referenced as ${{{name}}})"))
+                    return Err(format!(
+                        "environment variable {name} is not set (referenced as ${{{name}}})"
+                    ))
                 }
             }
             rest = &tail[end + 1..];
@@ -518,8 +625,13 @@ mod tests {
 
     #[test]
     fn missing_env_names_the_path_and_variable() {
-        let errs = load("[sources.web]\ntype = \"http\"\ntoken = \"${MISSING_TOKEN}\"\n").unwrap_err();
-        assert!(errs.iter().any(|e| e.path == "sources.web.token" && e.message.contains("MISSING_TOKEN")), "{errs:?}");
+        let errs =
+            load("[sources.web]\ntype = \"http\"\ntoken = \"${MISSING_TOKEN}\"\n").unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "sources.web.token" && e.message.contains("MISSING_TOKEN")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -572,7 +684,10 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
         let text = std::fs::read_to_string(dir.join("switchyard.toml")).unwrap();
         // Secrets come from the environment; everything else uses its `:-default`.
-        let env = |k: &str| k.ends_with("TOKEN").then(|| format!("test-value-for-{k}-0123456789"));
+        let env = |k: &str| {
+            k.ends_with("TOKEN")
+                .then(|| format!("test-value-for-{k}-0123456789"))
+        };
         let c = Config::from_toml_with_env(&text, &dir, &env).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(!c.sources.is_empty());
     }

@@ -180,7 +180,11 @@ pub fn valid_traceparent(s: &str) -> bool {
     if parts.len() != 4 {
         return false;
     }
-    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
     hex(parts[0], 2)
         && parts[0] != "ff"
         && hex(parts[1], 32)
@@ -208,7 +212,10 @@ mod tests {
             changed: vec!["email".into()],
             occurred_at: Utc::now(),
             ingested_at: Utc::now(),
-            commit: Some(Commit { id: "0/16B3748".into(), seq: 3 }),
+            commit: Some(Commit {
+                id: "0/16B3748".into(),
+                seq: 3,
+            }),
             trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             consent: [("email".to_string(), ConsentState::Granted)].into(),
             attributes: [("banner".to_string(), "a".to_string())].into(),
@@ -225,7 +232,10 @@ mod tests {
     #[test]
     fn unknown_version_is_refused() {
         let bytes = encode(&sample()).unwrap();
-        assert!(matches!(decode(99, &bytes), Err(CodecError::UnsupportedVersion(99))));
+        assert!(matches!(
+            decode(99, &bytes),
+            Err(CodecError::UnsupportedVersion(99))
+        ));
     }
 
     #[test]
@@ -238,15 +248,27 @@ mod tests {
             future_field: u32,
         }
         let ev = sample();
-        let bytes = rmp_serde::to_vec_named(&Newer { ev: &ev, future_field: 7 }).unwrap();
+        let bytes = rmp_serde::to_vec_named(&Newer {
+            ev: &ev,
+            future_field: 7,
+        })
+        .unwrap();
         assert_eq!(decode(FORMAT_VERSION, &bytes).unwrap(), ev);
     }
 
     #[test]
     fn traceparent_validation() {
-        assert!(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        assert!(!valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"));
-        assert!(!valid_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
-        assert!(!valid_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+        assert!(valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
+        ));
+        assert!(!valid_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+        ));
     }
 }

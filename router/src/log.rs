@@ -44,7 +44,11 @@ pub enum LogError {
 
 impl From<redis::RedisError> for LogError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
             LogError::Unavailable(e.to_string())
         } else if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) {
             LogError::Unavailable(e.to_string())
@@ -134,12 +138,15 @@ impl Log {
     /// Create a handle. Connects lazily: a Redis that is down now is not an
     /// error here; appends return [`LogError::Unavailable`] until it is back.
     pub fn new(config: &Config) -> Result<Log, LogError> {
-        let client = redis::Client::open(config.redis.url.as_str()).map_err(|e| LogError::Protocol(e.to_string()))?;
+        let client = redis::Client::open(config.redis.url.as_str())
+            .map_err(|e| LogError::Protocol(e.to_string()))?;
         Ok(Log {
             inner: Arc::new(Inner {
                 client,
                 conn: OnceCell::new(),
-                keys: Keys { namespace: config.redis.namespace.clone() },
+                keys: Keys {
+                    namespace: config.redis.namespace.clone(),
+                },
                 partitions: config.log.partitions,
                 retention: config.log.retention,
                 idem_window: config.log.idempotency_window,
@@ -178,7 +185,8 @@ impl Log {
                     .set_response_timeout(Some(inner.timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(1));
-                let mut conn = ConnectionManager::new_with_config(inner.client.clone(), cfg).await?;
+                let mut conn =
+                    ConnectionManager::new_with_config(inner.client.clone(), cfg).await?;
                 check_meta(&mut conn, &inner.keys, inner.partitions).await?;
                 Ok::<_, LogError>(conn)
             })
@@ -218,8 +226,12 @@ impl Log {
             by_part[self.partition_of(&ev.account_id) as usize].push(i);
         }
         let minid = {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            now.checked_sub(inner.retention).map(|d| format!("{}-0", d.as_millis())).unwrap_or_default()
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            now.checked_sub(inner.retention)
+                .map(|d| format!("{}-0", d.as_millis()))
+                .unwrap_or_default()
         };
         let window = inner.idem_window.as_secs().max(1).to_string();
         let version = FORMAT_VERSION.to_string();
@@ -229,7 +241,11 @@ impl Log {
         for (p, idxs) in by_part.iter().enumerate() {
             for chunk in idxs.chunks(SCRIPT_CHUNK) {
                 let p = p as u32;
-                let cmd = pipe.cmd("EVAL").arg(APPEND_LUA).arg(chunk.len() + 1).arg(inner.keys.stream(p));
+                let cmd = pipe
+                    .cmd("EVAL")
+                    .arg(APPEND_LUA)
+                    .arg(chunk.len() + 1)
+                    .arg(inner.keys.stream(p));
                 for &i in chunk {
                     cmd.arg(inner.keys.seen(p, &events[i].id));
                 }
@@ -243,25 +259,46 @@ impl Log {
         let mut conn = self.conn().await?;
         let replies: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
         if replies.len() != calls.len() {
-            return Err(LogError::Protocol(format!("expected {} replies, got {}", calls.len(), replies.len())));
+            return Err(LogError::Protocol(format!(
+                "expected {} replies, got {}",
+                calls.len(),
+                replies.len()
+            )));
         }
         let mut out: Vec<Option<Appended>> = vec![None; events.len()];
         for ((p, chunk), reply) in calls.into_iter().zip(replies) {
             if reply.len() != chunk.len() {
-                return Err(LogError::Protocol("append script returned the wrong number of ids".into()));
+                return Err(LogError::Protocol(
+                    "append script returned the wrong number of ids".into(),
+                ));
             }
             for (&i, id) in chunk.iter().zip(reply) {
                 out[i] = Some(match id.strip_prefix('!') {
-                    Some(orig) => Appended { partition: p, stream_id: None, original: Some(orig.to_string()) },
-                    None => Appended { partition: p, stream_id: Some(id), original: None },
+                    Some(orig) => Appended {
+                        partition: p,
+                        stream_id: None,
+                        original: Some(orig.to_string()),
+                    },
+                    None => Appended {
+                        partition: p,
+                        stream_id: Some(id),
+                        original: None,
+                    },
                 });
             }
         }
-        Ok(out.into_iter().map(|a| a.expect("every event has a reply")).collect())
+        Ok(out
+            .into_iter()
+            .map(|a| a.expect("every event has a reply"))
+            .collect())
     }
 }
 
-async fn check_meta(conn: &mut ConnectionManager, keys: &Keys, partitions: u32) -> Result<(), LogError> {
+async fn check_meta(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    partitions: u32,
+) -> Result<(), LogError> {
     let (_, existing): (i64, u32) = redis::pipe()
         .cmd("HSETNX")
         .arg(keys.meta())
@@ -273,7 +310,10 @@ async fn check_meta(conn: &mut ConnectionManager, keys: &Keys, partitions: u32) 
         .query_async(conn)
         .await?;
     if existing != partitions {
-        return Err(LogError::PartitionMismatch { existing, configured: partitions });
+        return Err(LogError::PartitionMismatch {
+            existing,
+            configured: partitions,
+        });
     }
     Ok(())
 }
@@ -282,7 +322,10 @@ async fn check_meta(conn: &mut ConnectionManager, keys: &Keys, partitions: u32) 
 pub fn decode_entry(fields: &redis::streams::StreamId) -> Result<Event, event::CodecError> {
     let get = |k: &'static str| fields.map.get(k).ok_or(event::CodecError::MissingField(k));
     let version: u32 = match get("v")? {
-        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
         Value::Int(i) => *i as u32,
         _ => 0,
     };
@@ -300,7 +343,10 @@ mod tests {
     fn partition_is_stable_and_in_range() {
         // Pinned values: changing the hash would move every account's history,
         // so this test must fail if anyone swaps the function.
-        let got: Vec<u32> = ["42", "acct-1", "acct-2", ""].iter().map(|a| partition_for(a, 16)).collect();
+        let got: Vec<u32> = ["42", "acct-1", "acct-2", ""]
+            .iter()
+            .map(|a| partition_for(a, 16))
+            .collect();
         assert_eq!(got, vec![1, 5, 15, 2]);
         for i in 0..1000 {
             assert!(partition_for(&format!("a{i}"), 7) < 7);
@@ -320,7 +366,9 @@ mod tests {
 
     #[test]
     fn keys_share_a_hash_tag_per_partition() {
-        let k = Keys { namespace: "sy".into() };
+        let k = Keys {
+            namespace: "sy".into(),
+        };
         assert_eq!(k.stream(3), "sy:log:{p3}");
         assert_eq!(k.seen(3, "abc"), "sy:seen:{p3}:abc");
     }

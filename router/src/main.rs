@@ -40,8 +40,12 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
 }
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Real-time customer-event router: HTTP and Postgres CDC in, \
-    account-ordered Redis Streams log, WebAssembly transforms, ordered HTTP delivery out")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Real-time customer-event router: HTTP and Postgres CDC in, \
+    account-ordered Redis Streams log, WebAssembly transforms, ordered HTTP delivery out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,6 +94,21 @@ enum Command {
         #[command(subcommand)]
         action: ConsumerAction,
     },
+    /// Ask the running router to reload its transform chains from the config (like SIGHUP).
+    Reload {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Work on WebAssembly transforms.
+    Transform {
+        #[command(subcommand)]
+        action: TransformAction,
+    },
+    /// A local endpoint that prints every request it receives (try a consumer without a vendor).
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+    },
     /// Lag, pending, DLQ and parked accounts of every consumer (read from Redis).
     Status {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
@@ -134,6 +153,27 @@ enum DlqAction {
 }
 
 #[derive(Subcommand)]
+enum TransformAction {
+    /// Run a chain on one event (JSON like a POST /v1/events body) and print the outputs or the error.
+    Test {
+        /// Take the chain of `--consumer` from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Or run these modules, in order (repeat the flag).
+        #[arg(long = "module")]
+        modules: Vec<PathBuf>,
+        /// Module config for `--module`, as key=value (repeat the flag).
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// The event file.
+        #[arg(long)]
+        event: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConsumerAction {
     /// Deliver again from `earliest` (oldest retained event) or an RFC 3339 time.
     Rewind {
@@ -148,8 +188,11 @@ enum ConsumerAction {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("SWITCHYARD_LOG_FORMAT").as_deref() == Ok("json") {
         b.json().flatten_event(true).init();
     } else {
@@ -167,7 +210,10 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("building the tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
     rt.block_on(async move {
         let result: anyhow::Result<()> = match cli.command {
             Command::Check { config } => {
@@ -188,16 +234,24 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 };
                 let shutdown = switchyard::app::shutdown_on_signals();
-                switchyard::app::run(cfg, shutdown).await
+                switchyard::app::run(cfg, Some(config), shutdown).await
             }
             Command::Dlq { action } => dlq(action).await,
-            Command::Consumer { action: ConsumerAction::Rewind { config, consumer, to } } => {
+            Command::Consumer {
+                action:
+                    ConsumerAction::Rewind {
+                        config,
+                        consumer,
+                        to,
+                    },
+            } => {
                 let cfg = match load(&config) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
                 async {
-                    let to = switchyard::delivery::config::Start::parse(&to).map_err(anyhow::Error::msg)?;
+                    let to = switchyard::delivery::config::Start::parse(&to)
+                        .map_err(anyhow::Error::msg)?;
                     let mut admin = ConsumerAdmin::connect(&cfg, &consumer).await?;
                     admin.rewind(&to).await?;
                     println!("consumer {consumer} rewound to {}", to.stream_id());
@@ -205,28 +259,114 @@ fn main() -> ExitCode {
                 }
                 .await
             }
+            Command::Reload { config } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match switchyard::cli::admin_client::call(
+                    &cfg,
+                    reqwest::Method::POST,
+                    "/admin/reload",
+                )
+                .await
+                {
+                    Ok((status, v)) => {
+                        println!("{v}");
+                        if status == 200 {
+                            Ok(())
+                        } else {
+                            Err(anyhow::anyhow!(
+                                "reload failed (HTTP {status}); the previous chains keep running"
+                            ))
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Transform {
+                action:
+                    TransformAction::Test {
+                        config,
+                        consumer,
+                        modules,
+                        set,
+                        event,
+                    },
+            } => {
+                let args = switchyard::cli::transform::TestArgs {
+                    config,
+                    consumer,
+                    modules,
+                    set,
+                    event,
+                };
+                let mut out = std::io::stdout();
+                match tokio::task::block_in_place(|| {
+                    switchyard::cli::transform::test(args, &mut out)
+                }) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => return ExitCode::FAILURE,
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Sink { listen } => {
+                switchyard::cli::sink::run(listen, switchyard::app::shutdown_on_signals()).await
+            }
             Command::Status { config } => {
                 let cfg = match load(&config) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
                 async {
+                    // Live counters and module versions, when a router answers.
+                    let live = switchyard::cli::admin_client::call(
+                        &cfg,
+                        reqwest::Method::GET,
+                        "/admin/status",
+                    )
+                    .await
+                    .ok()
+                    .map(|(_, v)| v);
                     for name in cfg.consumers.keys() {
                         let mut admin = ConsumerAdmin::connect(&cfg, name).await?;
-                        println!("{}", admin.status().await?);
+                        let mut s = admin.status().await?;
+                        if let Some(l) = live
+                            .as_ref()
+                            .map(|v| &v["consumers"][name])
+                            .filter(|v| !v.is_null())
+                        {
+                            s["router"] = l.clone();
+                        }
+                        println!("{s}");
                     }
                     Ok(())
                 }
                 .await
             }
-            Command::Tail { config, topic, account, from, limit, no_follow } => {
+            Command::Tail {
+                config,
+                topic,
+                account,
+                from,
+                limit,
+                no_follow,
+            } => {
                 let cfg = match load(&config) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let args = switchyard::cli::tail::TailArgs { topic, account, from, limit, no_follow };
+                let args = switchyard::cli::tail::TailArgs {
+                    topic,
+                    account,
+                    from,
+                    limit,
+                    no_follow,
+                };
                 let mut out = std::io::stdout();
-                switchyard::cli::tail::tail(&cfg, args, &mut out).await.context("tail")
+                switchyard::cli::tail::tail(&cfg, args, &mut out)
+                    .await
+                    .context("tail")
             }
         };
         match result {

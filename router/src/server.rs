@@ -29,8 +29,9 @@ pub trait Admin: Send + Sync + 'static {
         path: String,
         body: Bytes,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, Value)> + Send + '_>>;
-    /// Token required on admin routes (`Authorization: Bearer`), if any.
-    fn token_ok(&self, authorization: Option<&str>) -> bool;
+    /// Whether a request may use admin routes (`Authorization: Bearer <server.admin_token>`;
+    /// without a configured token, only loopback peers).
+    fn token_ok(&self, authorization: Option<&str>, peer_is_loopback: bool) -> bool;
 }
 
 pub struct State {
@@ -46,7 +47,9 @@ fn json_response(status: StatusCode, body: &Value) -> Resp {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())))
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).unwrap_or_default(),
+        )))
         .expect("static response parts are valid")
 }
 
@@ -54,10 +57,14 @@ fn reject(r: &Reject, retry_after: u64) -> Resp {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = json_response(status, &r.to_json());
     if r.status == 401 {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
     }
     if r.status == 503 {
-        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
     }
     resp
 }
@@ -95,12 +102,15 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
     }
     drop(listener);
     tracing::info!("listener closed; waiting for in-flight requests");
-    if tokio::time::timeout(state.server.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(state.server.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?state.server.shutdown_grace, "in-flight requests did not finish within the grace period");
     }
 }
 
-async fn route(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
+async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp {
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::POST, "/v1/events") => ingest(state, req).await,
@@ -112,31 +122,52 @@ async fn route(state: &State, req: Request<Incoming>, _peer: SocketAddr) -> Resp
                     StatusCode::SERVICE_UNAVAILABLE,
                     &json!({"status": "not ready", "error": e.to_string()}),
                 );
-                r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(state.server.retry_after_secs));
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(state.server.retry_after_secs),
+                );
                 r
             }
         },
         (m, p) if p.starts_with("/admin/") => match &state.admin {
             Some(admin) => {
-                let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-                if !admin.token_ok(auth) {
-                    return reject(&Reject::new(401, None, "admin routes need the admin token"), 0);
+                let auth = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if !admin.token_ok(auth, peer.ip().is_loopback()) {
+                    return reject(
+                        &Reject::new(401, None, "admin routes need the admin token"),
+                        0,
+                    );
                 }
                 let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
                     Ok(b) => b.to_bytes(),
-                    Err(_) => return reject(&Reject::new(413, None, "admin request body too large"), 0),
+                    Err(_) => {
+                        return reject(&Reject::new(413, None, "admin request body too large"), 0)
+                    }
                 };
                 let (status, v) = admin.handle(m, p.to_string(), body).await;
                 json_response(status, &v)
             }
-            None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no admin interface"})),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no admin interface"}),
+            ),
         },
         (_, "/v1/events") => {
-            let mut r = json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "use POST"}));
-            r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            let mut r = json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "use POST"}),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
             r
         }
-        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": format!("no route for {path}")})),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no route for {path}")}),
+        ),
     }
 }
 
@@ -157,21 +188,45 @@ async fn ingest(state: &State, req: Request<Incoming>) -> Resp {
 
 async fn ingest_inner(state: &State, req: Request<Incoming>) -> Result<Value, Reject> {
     let headers = req.headers();
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let source = state.auth.authenticate(auth)?;
-    let format = BodyFormat::from_content_type(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
+    let format = BodyFormat::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )?;
     let max = state.server.max_body;
-    let too_large = || Reject::new(413, None, format!("body exceeds {max} bytes (server.max_body)"));
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    let too_large = || {
+        Reject::new(
+            413,
+            None,
+            format!("body exceeds {max} bytes (server.max_body)"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         if len > max {
             return Err(too_large());
         }
     }
-    let trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let trace = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = match Limited::new(req.into_body(), max as usize).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => return Err(Reject::new(400, None, format!("could not read the body: {e}"))),
+        Err(e) => {
+            return Err(Reject::new(
+                400,
+                None,
+                format!("could not read the body: {e}"),
+            ))
+        }
     };
     let items = split_body(format, &body, state.server.max_batch)?;
     let now = Utc::now();
@@ -182,15 +237,22 @@ async fn ingest_inner(state: &State, req: Request<Incoming>) -> Result<Value, Re
             return Err(Reject::new(
                 403,
                 Some(format!("{label}.topic")),
-                format!("source `{}` may not publish to topic `{}` (sources.{}.topics)", source.name(), ev.topic, source.name()),
+                format!(
+                    "source `{}` may not publish to topic `{}` (sources.{}.topics)",
+                    source.name(),
+                    ev.topic,
+                    source.name()
+                ),
             ));
         }
         events.push(ev);
     }
     let appended = state.log.append(&events).await.map_err(|e| match e {
-        LogError::Unavailable(_) => {
-            Reject::new(503, None, format!("the log is unavailable, nothing was written; retry later ({e})"))
-        }
+        LogError::Unavailable(_) => Reject::new(
+            503,
+            None,
+            format!("the log is unavailable, nothing was written; retry later ({e})"),
+        ),
         other => Reject::new(500, None, format!("nothing was written: {other}")),
     })?;
     let mut duplicates = 0usize;

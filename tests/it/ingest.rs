@@ -12,23 +12,42 @@ use crate::support::{eventually, TOKEN, TOKEN_B};
 const PARTITIONS: u32 = 8;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 async fn post(r: &Router, token: &str, body: &Value) -> reqwest::Response {
-    client().post(r.url("/v1/events")).bearer_auth(token).json(body).send().await.unwrap()
+    client()
+        .post(r.url("/v1/events"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Every event in a partition's stream, decoded, in stream order.
 fn read_partition(redis: &RedisServer, p: u32) -> Vec<switchyard::event::Event> {
     let mut c = redis.conn();
-    let reply: redis::streams::StreamRangeReply =
-        redis::cmd("XRANGE").arg(format!("sy:log:{{p{p}}}")).arg("-").arg("+").query(&mut c).unwrap();
-    reply.ids.iter().map(|e| switchyard::log::decode_entry(e).unwrap()).collect()
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("sy:log:{{p{p}}}"))
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| switchyard::log::decode_entry(e).unwrap())
+        .collect()
 }
 
 fn total_entries(redis: &RedisServer) -> usize {
-    (0..PARTITIONS).map(|p| read_partition(redis, p).len()).sum()
+    (0..PARTITIONS)
+        .map(|p| read_partition(redis, p).len())
+        .sum()
 }
 
 #[tokio::test]
@@ -39,12 +58,24 @@ async fn accepted_events_land_in_their_account_partition_in_order() {
     // come out of its partition in the order they were accepted.
     for i in 0..30 {
         for acct in ["acct-a", "acct-b"] {
-            let topic = if i % 2 == 0 { "customer.banner-a.updated" } else { "order.placed" };
-            let resp = post(&router, TOKEN, &json!({"topic": topic, "account_id": acct, "data": {"seq": i}})).await;
+            let topic = if i % 2 == 0 {
+                "customer.banner-a.updated"
+            } else {
+                "order.placed"
+            };
+            let resp = post(
+                &router,
+                TOKEN,
+                &json!({"topic": topic, "account_id": acct, "data": {"seq": i}}),
+            )
+            .await;
             assert_eq!(resp.status(), 202);
             let body: Value = resp.json().await.unwrap();
             assert_eq!(body["accepted"], 1);
-            assert_eq!(body["events"][0]["partition"], partition_for(acct, PARTITIONS));
+            assert_eq!(
+                body["events"][0]["partition"],
+                partition_for(acct, PARTITIONS)
+            );
         }
     }
     for acct in ["acct-a", "acct-b"] {
@@ -52,9 +83,14 @@ async fn accepted_events_land_in_their_account_partition_in_order() {
             .into_iter()
             .filter(|e| e.account_id == acct)
             .collect();
-        let seqs: Vec<i64> = evs.iter().map(|e| e.data.as_ref().unwrap()["seq"].as_i64().unwrap()).collect();
+        let seqs: Vec<i64> = evs
+            .iter()
+            .map(|e| e.data.as_ref().unwrap()["seq"].as_i64().unwrap())
+            .collect();
         assert_eq!(seqs, (0..30).collect::<Vec<_>>(), "order of {acct}");
-        assert!(evs.iter().all(|e| e.source == "web" && e.op == switchyard::event::Op::Event));
+        assert!(evs
+            .iter()
+            .all(|e| e.source == "web" && e.op == switchyard::event::Op::Event));
     }
     assert_eq!(total_entries(&redis), 60);
 }
@@ -70,7 +106,12 @@ async fn batch_json_array_and_ndjson() {
     assert_eq!(resp.status(), 202);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["accepted"], 200);
-    let ids: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 200);
 
     // Within one account, batch order is log order.
@@ -101,13 +142,26 @@ async fn every_error_status_names_the_problem_and_writes_nothing() {
     let ok = json!({"topic": "customer.a.updated", "account_id": "1"});
 
     // 400, naming the element and field of a batch.
-    let resp = post(&router, TOKEN, &json!([ok, {"topic": "customer.a.updated"}])).await;
+    let resp = post(
+        &router,
+        TOKEN,
+        &json!([ok, {"topic": "customer.a.updated"}]),
+    )
+    .await;
     assert_eq!(resp.status(), 400);
     let b: Value = resp.json().await.unwrap();
     assert_eq!(b["field"], "events[1].account_id", "{b}");
-    let resp = post(&router, TOKEN, &json!({"topic": "t.x", "account_id": "1", "occurred_at": "noon"})).await;
+    let resp = post(
+        &router,
+        TOKEN,
+        &json!({"topic": "t.x", "account_id": "1", "occurred_at": "noon"}),
+    )
+    .await;
     assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["field"], "event.occurred_at");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["field"],
+        "event.occurred_at"
+    );
     let resp = client()
         .post(router.url("/v1/events"))
         .bearer_auth(TOKEN)
@@ -119,21 +173,42 @@ async fn every_error_status_names_the_problem_and_writes_nothing() {
     assert_eq!(resp.status(), 400);
 
     // 401: no token, wrong token.
-    let resp = client().post(router.url("/v1/events")).json(&ok).send().await.unwrap();
+    let resp = client()
+        .post(router.url("/v1/events"))
+        .json(&ok)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
-    assert_eq!(post(&router, "wrong-token-0123456789", &ok).await.status(), 401);
+    assert_eq!(
+        post(&router, "wrong-token-0123456789", &ok).await.status(),
+        401
+    );
 
     // 403: the partner source may only publish order.*.
-    let resp = post(&router, TOKEN_B, &json!([{"topic": "order.placed", "account_id": "1"}, ok])).await;
+    let resp = post(
+        &router,
+        TOKEN_B,
+        &json!([{"topic": "order.placed", "account_id": "1"}, ok]),
+    )
+    .await;
     assert_eq!(resp.status(), 403);
-    assert_eq!(resp.json::<Value>().await.unwrap()["field"], "events[1].topic");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["field"],
+        "events[1].topic"
+    );
 
     // 413: body over server.max_body (64 KiB), and batch over server.max_batch (500).
     let big = json!({"topic": "t.x", "account_id": "1", "data": {"blob": "x".repeat(70_000)}});
     assert_eq!(post(&router, TOKEN, &big).await.status(), 413);
-    let many: Vec<Value> = (0..501).map(|_| json!({"topic": "t", "account_id": "1"})).collect();
-    assert_eq!(post(&router, TOKEN, &Value::Array(many)).await.status(), 413);
+    let many: Vec<Value> = (0..501)
+        .map(|_| json!({"topic": "t", "account_id": "1"}))
+        .collect();
+    assert_eq!(
+        post(&router, TOKEN, &Value::Array(many)).await.status(),
+        413
+    );
 
     // 415: wrong content type.
     let resp = client()
@@ -158,19 +233,29 @@ async fn duplicate_ids_are_written_once_and_reported() {
     let first: Value = post(&router, TOKEN, &ev).await.json().await.unwrap();
     assert_eq!(first["accepted"], 1);
     assert_eq!(first["events"][0]["id"], "order-1001");
-    let second: Value = post(&router, TOKEN, &json!([ev, {"id": "order-1002", "topic": "order.placed", "account_id": "77"}, ev]))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let second: Value = post(
+        &router,
+        TOKEN,
+        &json!([ev, {"id": "order-1002", "topic": "order.placed", "account_id": "77"}, ev]),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(second["accepted"], 1, "{second}");
     assert_eq!(second["duplicates"], 2);
     assert_eq!(second["events"][0]["duplicate"], true);
-    assert_eq!(second["events"][0]["stream_id"], first["events"][0]["stream_id"]);
+    assert_eq!(
+        second["events"][0]["stream_id"],
+        first["events"][0]["stream_id"]
+    );
     assert_eq!(second["events"][1].get("duplicate"), None);
     assert_eq!(second["events"][2]["duplicate"], true);
     let evs = read_partition(&redis, partition_for("77", PARTITIONS));
-    assert_eq!(evs.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["order-1001", "order-1002"]);
+    assert_eq!(
+        evs.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        vec!["order-1001", "order-1002"]
+    );
 }
 
 #[tokio::test]
@@ -206,24 +291,61 @@ async fn redis_down_gives_503_then_recovers_without_restart() {
     let router = Router::start(&base_config(&redis.url()));
     let ev = |i: i32| json!({"topic": "customer.a.updated", "account_id": "5", "data": {"i": i}});
     assert_eq!(post(&router, TOKEN, &ev(0)).await.status(), 202);
-    assert_eq!(client().get(router.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(router.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     redis.kill();
     let resp = post(&router, TOKEN, &ev(1)).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
-    assert_eq!(client().get(router.url("/readyz")).send().await.unwrap().status(), 503);
-    assert_eq!(client().get(router.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(router.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        client()
+            .get(router.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     redis.restart();
-    eventually(Duration::from_secs(15), "ingest to recover after Redis restart", || async {
-        (post(&router, TOKEN, &ev(2)).await.status() == 202).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "ingest to recover after Redis restart",
+        || async { (post(&router, TOKEN, &ev(2)).await.status() == 202).then_some(()) },
+    )
     .await;
-    assert_eq!(client().get(router.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(router.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // Redis ran without persistence: only what was written after the restart is there.
     let evs = read_partition(&redis, partition_for("5", PARTITIONS));
-    assert!(evs.iter().all(|e| e.data.as_ref().unwrap()["i"] == 2), "no event was acknowledged while Redis was down");
+    assert!(
+        evs.iter().all(|e| e.data.as_ref().unwrap()["i"] == 2),
+        "no event was acknowledged while Redis was down"
+    );
 }
 
 #[tokio::test]
@@ -234,9 +356,11 @@ async fn router_starts_while_redis_is_down_and_serves_when_it_appears() {
     let ev = json!({"topic": "customer.a.updated", "account_id": "5"});
     assert_eq!(post(&router, TOKEN, &ev).await.status(), 503);
     redis.restart();
-    eventually(Duration::from_secs(15), "ingest to succeed once Redis is up", || async {
-        (post(&router, TOKEN, &ev).await.status() == 202).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "ingest to succeed once Redis is up",
+        || async { (post(&router, TOKEN, &ev).await.status() == 202).then_some(()) },
+    )
     .await;
 }
 
@@ -278,10 +402,17 @@ async fn graceful_shutdown_loses_no_acknowledged_event() {
         acked.extend(w.await.unwrap());
     }
     assert!(acked.len() >= 200, "the load ran ({} acked)", acked.len());
-    let stored: std::collections::HashSet<String> =
-        (0..PARTITIONS).flat_map(|p| read_partition(&redis, p)).map(|e| e.id).collect();
+    let stored: std::collections::HashSet<String> = (0..PARTITIONS)
+        .flat_map(|p| read_partition(&redis, p))
+        .map(|e| e.id)
+        .collect();
     let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 #[tokio::test]
@@ -293,10 +424,17 @@ async fn router_refuses_a_partition_count_that_differs_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(bin()).args(["run", "--config"]).arg(&path).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("created with 8 partitions") && err.contains("config says 4"), "{err}");
+    assert!(
+        err.contains("created with 8 partitions") && err.contains("config says 4"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -308,18 +446,36 @@ fn check_reports_every_mistake_with_its_path() {
         "[server]\nlisen = \"0.0.0.0:80\"\n[log]\npartitions = 0\n[sources.web]\ntype = \"http\"\ntopics = [\"a[\"]\ntoken = \"${NOT_SET_ANYWHERE_123}\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["server.lisen", "log.partitions", "sources.web.topics[0]", "sources.web.token", "NOT_SET_ANYWHERE_123"] {
+    for needle in [
+        "server.lisen",
+        "log.partitions",
+        "sources.web.topics[0]",
+        "sources.web.token",
+        "NOT_SET_ANYWHERE_123",
+    ] {
         assert!(err.contains(needle), "missing {needle} in:\n{err}");
     }
     let ok = std::process::Command::new(bin())
-        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../config/switchyard.toml")])
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/switchyard.toml"),
+        ])
         .env("SWITCHYARD_WEB_TOKEN", "a-long-enough-token-0123")
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 #[tokio::test]
@@ -336,12 +492,27 @@ async fn tail_prints_matching_events_as_json_lines() {
     let out = std::process::Command::new(bin())
         .args(["tail", "--config"])
         .arg(&router.config_path)
-        .args(["--from", "earliest", "--no-follow", "--account", "1", "--topic", "customer.*.email_changed"])
+        .args([
+            "--from",
+            "earliest",
+            "--no-follow",
+            "--account",
+            "1",
+            "--topic",
+            "customer.*.email_changed",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["data"]["n"], 1);
     assert_eq!(lines[1]["data"]["n"], 2);

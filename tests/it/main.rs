@@ -7,3 +7,4 @@ mod support;
 mod cdc;
 mod delivery;
 mod ingest;
+mod transforms;

@@ -26,10 +26,20 @@ pub struct TailArgs {
     pub no_follow: bool,
 }
 
-pub async fn tail(config: &Config, args: TailArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    let log = Log::connect(config).await.context("connecting to Redis (redis.url)")?;
+pub async fn tail(
+    config: &Config,
+    args: TailArgs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let log = Log::connect(config)
+        .await
+        .context("connecting to Redis (redis.url)")?;
     let topic = match &args.topic {
-        Some(g) => Some(Glob::new(g).with_context(|| format!("--topic `{g}` is not a valid glob"))?.compile_matcher()),
+        Some(g) => Some(
+            Glob::new(g)
+                .with_context(|| format!("--topic `{g}` is not a valid glob"))?
+                .compile_matcher(),
+        ),
         None => None,
     };
     let parts: Vec<u32> = match &args.account {
@@ -43,9 +53,18 @@ pub async fn tail(config: &Config, args: TailArgs, out: &mut (dyn Write + Send))
         let start = match args.from {
             From::Earliest => "0-0".to_string(),
             From::Latest => {
-                let last: redis::streams::StreamRangeReply =
-                    redis::cmd("XREVRANGE").arg(&key).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await?;
-                last.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into())
+                let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                last.ids
+                    .first()
+                    .map(|e| e.id.clone())
+                    .unwrap_or_else(|| "0-0".into())
             }
         };
         cursors.insert(key, (p, start));
@@ -58,13 +77,16 @@ pub async fn tail(config: &Config, args: TailArgs, out: &mut (dyn Write + Send))
         if !args.no_follow {
             opts = opts.block(1000);
         }
-        let reply: Option<StreamReadReply> = redis::AsyncCommands::xread_options(&mut conn, &keys, &ids, &opts).await?;
+        let reply: Option<StreamReadReply> =
+            redis::AsyncCommands::xread_options(&mut conn, &keys, &ids, &opts).await?;
         let reply = reply.unwrap_or_default();
         if reply.keys.iter().all(|k| k.ids.is_empty()) && args.no_follow {
             return Ok(());
         }
         for k in reply.keys {
-            let (p, cursor) = cursors.get_mut(&k.key).expect("reply for a key we asked for");
+            let (p, cursor) = cursors
+                .get_mut(&k.key)
+                .expect("reply for a key we asked for");
             for entry in k.ids {
                 *cursor = entry.id.clone();
                 let ev = match decode_entry(&entry) {

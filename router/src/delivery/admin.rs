@@ -41,14 +41,20 @@ if left == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
 return n
 "#;
 
-static DROP_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(DROP_LUA));
+static DROP_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(DROP_LUA));
 
 fn min_id(since: Option<DateTime<Utc>>) -> String {
-    since.map(|t| format!("{}-0", t.timestamp_millis().max(0))).unwrap_or_else(|| "-".into())
+    since
+        .map(|t| format!("{}-0", t.timestamp_millis().max(0)))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn id_ms(id: &str) -> u64 {
-    id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+    id.split('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 impl ConsumerAdmin {
@@ -57,10 +63,15 @@ impl ConsumerAdmin {
             let known: Vec<&String> = config.consumers.keys().collect();
             bail!("no consumer `{consumer}` in the config (known: {known:?})");
         }
-        let log = Log::connect(config).await.context("connecting to Redis (redis.url)")?;
+        let log = Log::connect(config)
+            .await
+            .context("connecting to Redis (redis.url)")?;
         let conn = log.conn().await?;
         Ok(ConsumerAdmin {
-            keys: ConsumerKeys { ns: config.redis.namespace.clone(), consumer: consumer.to_string() },
+            keys: ConsumerKeys {
+                ns: config.redis.namespace.clone(),
+                consumer: consumer.to_string(),
+            },
             log,
             conn,
         })
@@ -74,7 +85,11 @@ impl ConsumerAdmin {
     }
 
     /// DLQ entries, oldest first within each partition.
-    pub async fn dlq_list(&mut self, account: Option<&str>, since: Option<DateTime<Utc>>) -> anyhow::Result<Vec<DlqEntry>> {
+    pub async fn dlq_list(
+        &mut self,
+        account: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<Vec<DlqEntry>> {
         let mut out = Vec::new();
         for p in self.partitions(account) {
             let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -103,16 +118,28 @@ impl ConsumerAdmin {
     }
 
     fn store(&self, p: u32) -> PartitionStore {
-        PartitionStore { keys: self.keys.clone(), p, conn: self.conn.clone(), dedup_ttl: 1 }
+        PartitionStore {
+            keys: self.keys.clone(),
+            p,
+            conn: self.conn.clone(),
+            dedup_ttl: 1,
+        }
     }
 
     fn accounts_of(entries: &[DlqEntry]) -> BTreeSet<(u32, String)> {
-        entries.iter().filter_map(|d| d.fields.get("account").map(|a| (d.partition, a.clone()))).collect()
+        entries
+            .iter()
+            .filter_map(|d| d.fields.get("account").map(|a| (d.partition, a.clone())))
+            .collect()
     }
 
     /// Send DLQ entries back for delivery, account by account, in order; the
     /// parked events behind a failed one follow it. Returns events moved.
-    pub async fn dlq_replay(&mut self, account: Option<&str>, since: Option<DateTime<Utc>>) -> anyhow::Result<u64> {
+    pub async fn dlq_replay(
+        &mut self,
+        account: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<u64> {
         let entries = self.dlq_list(account, since).await?;
         let mut n = 0;
         for (p, a) in Self::accounts_of(&entries) {
@@ -125,7 +152,11 @@ impl ConsumerAdmin {
     }
 
     /// Delete DLQ entries; an account with nothing left in the DLQ is unparked.
-    pub async fn dlq_drop(&mut self, account: Option<&str>, since: Option<DateTime<Utc>>) -> anyhow::Result<u64> {
+    pub async fn dlq_drop(
+        &mut self,
+        account: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<u64> {
         let entries = self.dlq_list(account, since).await?;
         let mut n = 0;
         for (p, a) in Self::accounts_of(&entries) {
@@ -170,44 +201,58 @@ impl ConsumerAdmin {
                 }
             }
         }
-        let _: i64 = redis::cmd("INCR").arg(self.keys.epoch()).query_async(&mut self.conn).await?;
+        let _: i64 = redis::cmd("INCR")
+            .arg(self.keys.epoch())
+            .query_async(&mut self.conn)
+            .await?;
         Ok(())
     }
 
     /// Lag, pending, DLQ and parked counts per partition and in total.
     pub async fn status(&mut self) -> anyhow::Result<Value> {
-        let (mut lag, mut pending, mut dlq, mut parked, mut deferred) = (0i64, 0i64, 0i64, 0i64, 0i64);
+        let (mut lag, mut pending, mut dlq, mut parked, mut deferred) =
+            (0i64, 0i64, 0i64, 0i64, 0i64);
         let mut oldest_dlq: Option<u64> = None;
         for p in 0..self.log.partitions() {
-            let groups: redis::RedisResult<Vec<redis::Value>> =
-                redis::cmd("XINFO").arg("GROUPS").arg(self.keys.stream(p)).query_async(&mut self.conn).await;
+            let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(self.keys.stream(p))
+                .query_async(&mut self.conn)
+                .await;
             for g in groups.unwrap_or_default() {
-                let map: std::collections::HashMap<String, redis::Value> = redis::FromRedisValue::from_redis_value(g)?;
-                let name: String = map.get("name").map(|v| redis::from_redis_value(v.clone()).unwrap_or_default()).unwrap_or_default();
+                let map: std::collections::HashMap<String, redis::Value> =
+                    redis::FromRedisValue::from_redis_value(g)?;
+                let name: String = map
+                    .get("name")
+                    .map(|v| redis::from_redis_value(v.clone()).unwrap_or_default())
+                    .unwrap_or_default();
                 if name != self.keys.consumer {
                     continue;
                 }
                 let num = |k: &str| -> i64 {
-                    map.get(k).and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok()).unwrap_or(0)
+                    map.get(k)
+                        .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                        .unwrap_or(0)
                 };
                 lag += num("lag");
                 pending += num("pending");
             }
-            let (l, pk, df, first): (i64, i64, i64, redis::streams::StreamRangeReply) = redis::pipe()
-                .cmd("XLEN")
-                .arg(self.keys.dlq(p))
-                .cmd("SCARD")
-                .arg(self.keys.parked_set(p))
-                .cmd("SCARD")
-                .arg(self.keys.deferred_set(p))
-                .cmd("XRANGE")
-                .arg(self.keys.dlq(p))
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut self.conn)
-                .await?;
+            let (l, pk, df, first): (i64, i64, i64, redis::streams::StreamRangeReply) =
+                redis::pipe()
+                    .cmd("XLEN")
+                    .arg(self.keys.dlq(p))
+                    .cmd("SCARD")
+                    .arg(self.keys.parked_set(p))
+                    .cmd("SCARD")
+                    .arg(self.keys.deferred_set(p))
+                    .cmd("XRANGE")
+                    .arg(self.keys.dlq(p))
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut self.conn)
+                    .await?;
             dlq += l;
             parked += pk;
             deferred += df;

@@ -9,22 +9,35 @@ use super::config::RetryConfig;
 #[derive(Debug, Clone)]
 pub enum Attempt {
     /// The endpoint answered.
-    Response { status: u16, retry_after: Option<Duration>, body: String },
+    Response {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: String,
+    },
     /// No answer within the consumer's timeout.
     Timeout,
     /// Could not connect or the connection broke.
     Connect(String),
     /// The transform chain failed; the module says whether a retry can help.
-    Module { module: String, message: String, retryable: bool },
+    Module {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Delivered,
     /// Try again after at least this long (None: use the backoff policy).
-    Retry { after: Option<Duration>, reason: String },
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
     /// Can never succeed: dead-letter it now.
-    Fail { reason: String },
+    Fail {
+        reason: String,
+    },
 }
 
 /// 2xx delivered; 408, 429, 5xx, timeouts and connection errors retried
@@ -33,18 +46,40 @@ pub enum Verdict {
 pub fn classify(a: &Attempt) -> Verdict {
     match a {
         Attempt::Response { status, .. } if (200..300).contains(status) => Verdict::Delivered,
-        Attempt::Response { status, retry_after, body } if *status == 408 || *status == 429 || *status >= 500 => {
-            Verdict::Retry { after: *retry_after, reason: format!("HTTP {status}: {}", snippet(body)) }
-        }
-        Attempt::Response { status, body, .. } => Verdict::Fail { reason: format!("HTTP {status}: {}", snippet(body)) },
-        Attempt::Timeout => Verdict::Retry { after: None, reason: "timed out".into() },
-        Attempt::Connect(e) => Verdict::Retry { after: None, reason: format!("connection failed: {e}") },
-        Attempt::Module { module, message, retryable: true } => {
-            Verdict::Retry { after: None, reason: format!("module {module}: {message}") }
-        }
-        Attempt::Module { module, message, retryable: false } => {
-            Verdict::Fail { reason: format!("module {module}: {message}") }
-        }
+        Attempt::Response {
+            status,
+            retry_after,
+            body,
+        } if *status == 408 || *status == 429 || *status >= 500 => Verdict::Retry {
+            after: *retry_after,
+            reason: format!("HTTP {status}: {}", snippet(body)),
+        },
+        Attempt::Response { status, body, .. } => Verdict::Fail {
+            reason: format!("HTTP {status}: {}", snippet(body)),
+        },
+        Attempt::Timeout => Verdict::Retry {
+            after: None,
+            reason: "timed out".into(),
+        },
+        Attempt::Connect(e) => Verdict::Retry {
+            after: None,
+            reason: format!("connection failed: {e}"),
+        },
+        Attempt::Module {
+            module,
+            message,
+            retryable: true,
+        } => Verdict::Retry {
+            after: None,
+            reason: format!("module {module}: {message}"),
+        },
+        Attempt::Module {
+            module,
+            message,
+            retryable: false,
+        } => Verdict::Fail {
+            reason: format!("module {module}: {message}"),
+        },
     }
 }
 
@@ -77,7 +112,9 @@ pub fn backoff(policy: &RetryConfig, schedule: &[Duration], attempt: u32) -> Dur
     let base = if !schedule.is_empty() {
         schedule[(attempt as usize - 1).min(schedule.len() - 1)]
     } else {
-        let f = policy.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let f = policy
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let d = policy.initial.as_secs_f64() * f;
         Duration::from_secs_f64(d.min(policy.max_delay.as_secs_f64()))
     };
@@ -93,7 +130,11 @@ mod tests {
     use super::*;
 
     fn resp(status: u16) -> Attempt {
-        Attempt::Response { status, retry_after: None, body: "b".into() }
+        Attempt::Response {
+            status,
+            retry_after: None,
+            body: "b".into(),
+        }
     }
 
     #[test]
@@ -107,35 +148,59 @@ mod tests {
             assert!(matches!(classify(&resp(s)), Verdict::Fail { .. }), "{s}");
         }
         assert!(matches!(classify(&Attempt::Timeout), Verdict::Retry { .. }));
-        assert!(matches!(classify(&Attempt::Connect("refused".into())), Verdict::Retry { .. }));
+        assert!(matches!(
+            classify(&Attempt::Connect("refused".into())),
+            Verdict::Retry { .. }
+        ));
     }
 
     #[test]
     fn retry_after_is_carried() {
-        let a = Attempt::Response { status: 429, retry_after: Some(Duration::from_secs(7)), body: String::new() };
-        assert!(matches!(classify(&a), Verdict::Retry { after: Some(d), .. } if d == Duration::from_secs(7)));
+        let a = Attempt::Response {
+            status: 429,
+            retry_after: Some(Duration::from_secs(7)),
+            body: String::new(),
+        };
+        assert!(
+            matches!(classify(&a), Verdict::Retry { after: Some(d), .. } if d == Duration::from_secs(7))
+        );
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]
     fn module_errors_as_the_module_says() {
-        let m = |r| Attempt::Module { module: "klaviyo".into(), message: "no email".into(), retryable: r };
+        let m = |r| Attempt::Module {
+            module: "klaviyo".into(),
+            message: "no email".into(),
+            retryable: r,
+        };
         assert!(matches!(classify(&m(true)), Verdict::Retry { .. }));
-        assert!(matches!(classify(&m(false)), Verdict::Fail { reason } if reason.contains("klaviyo")));
+        assert!(
+            matches!(classify(&m(false)), Verdict::Fail { reason } if reason.contains("klaviyo"))
+        );
     }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
-        let p = RetryConfig { jitter: false, ..RetryConfig::default() };
+        let p = RetryConfig {
+            jitter: false,
+            ..RetryConfig::default()
+        };
         assert_eq!(backoff(&p, &[], 1), Duration::from_millis(500));
         assert_eq!(backoff(&p, &[], 2), Duration::from_secs(1));
         assert_eq!(backoff(&p, &[], 40), p.max_delay);
         let j = RetryConfig::default();
         for _ in 0..100 {
             let d = backoff(&j, &[], 3);
-            assert!(d >= Duration::from_secs(1) && d <= Duration::from_secs(2), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+                "{d:?}"
+            );
         }
         let sched = [Duration::from_secs(1), Duration::from_secs(5)];
         assert_eq!(backoff(&p, &sched, 1), Duration::from_secs(1));

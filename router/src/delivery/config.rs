@@ -39,6 +39,9 @@ pub struct ConsumerConfig {
     pub retry: RetryConfig,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// The transform chain, in order. Without modules the canonical event is sent as JSON.
+    #[serde(default)]
+    pub modules: Vec<crate::transform::ModuleConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -235,42 +238,76 @@ impl ConsumerConfig {
             errors.push(e("max_account_buffer", "must be at least 1".into()));
         }
         if self.max_partition_buffer < self.max_account_buffer {
-            errors.push(e("max_partition_buffer", "must be at least max_account_buffer".into()));
+            errors.push(e(
+                "max_partition_buffer",
+                "must be at least max_account_buffer".into(),
+            ));
         }
         if self.timeout.is_zero() {
             errors.push(e("timeout", "must be greater than 0".into()));
         }
         match reqwest::Url::parse(&self.endpoint.url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            Ok(_) => errors.push(e("endpoint.url", "must be an http:// or https:// URL".into())),
+            Ok(_) => errors.push(e(
+                "endpoint.url",
+                "must be an http:// or https:// URL".into(),
+            )),
             Err(err) => errors.push(e("endpoint.url", format!("is not a URL: {err}"))),
         }
         if http::Method::from_bytes(self.endpoint.method.as_bytes()).is_err() {
-            errors.push(e("endpoint.method", format!("`{}` is not an HTTP method", self.endpoint.method)));
+            errors.push(e(
+                "endpoint.method",
+                format!("`{}` is not an HTTP method", self.endpoint.method),
+            ));
         }
         if http::HeaderName::from_bytes(self.endpoint.idempotency_header.as_bytes()).is_err() {
-            errors.push(e("endpoint.idempotency_header", "is not a valid header name".into()));
+            errors.push(e(
+                "endpoint.idempotency_header",
+                "is not a valid header name".into(),
+            ));
         }
         for (k, v) in &self.endpoint.headers {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
-                errors.push(e(&format!("endpoint.headers.{k}"), "is not a valid header".into()));
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
+            {
+                errors.push(e(
+                    &format!("endpoint.headers.{k}"),
+                    "is not a valid header".into(),
+                ));
             }
         }
         if let Some(a) = &self.endpoint.auth {
-            let one_of = |a: &Option<String>, f: &Option<PathBuf>, name: &str, errors: &mut Vec<ConfigError>| match (a, f) {
-                (None, None) => errors.push(e(&format!("endpoint.auth.{name}"), format!("set `{name}` or `{name}_file`"))),
-                (Some(_), Some(_)) => {
-                    errors.push(e(&format!("endpoint.auth.{name}_file"), format!("set `{name}` or `{name}_file`, not both")))
-                }
-                (None, Some(f)) if std::fs::metadata(f).is_err() => {
-                    errors.push(e(&format!("endpoint.auth.{name}_file"), format!("cannot read {}", f.display())))
-                }
+            let one_of = |a: &Option<String>,
+                          f: &Option<PathBuf>,
+                          name: &str,
+                          errors: &mut Vec<ConfigError>| match (a, f) {
+                (None, None) => errors.push(e(
+                    &format!("endpoint.auth.{name}"),
+                    format!("set `{name}` or `{name}_file`"),
+                )),
+                (Some(_), Some(_)) => errors.push(e(
+                    &format!("endpoint.auth.{name}_file"),
+                    format!("set `{name}` or `{name}_file`, not both"),
+                )),
+                (None, Some(f)) if std::fs::metadata(f).is_err() => errors.push(e(
+                    &format!("endpoint.auth.{name}_file"),
+                    format!("cannot read {}", f.display()),
+                )),
                 _ => {}
             };
             match a {
-                AuthConfig::Bearer { token, token_file } => one_of(token, token_file, "token", errors),
-                AuthConfig::Basic { password, password_file, .. } => one_of(password, password_file, "password", errors),
-                AuthConfig::Hmac { secret, secret_file } => one_of(secret, secret_file, "secret", errors),
+                AuthConfig::Bearer { token, token_file } => {
+                    one_of(token, token_file, "token", errors)
+                }
+                AuthConfig::Basic {
+                    password,
+                    password_file,
+                    ..
+                } => one_of(password, password_file, "password", errors),
+                AuthConfig::Hmac {
+                    secret,
+                    secret_file,
+                } => one_of(secret, secret_file, "secret", errors),
             }
         }
         let r = &self.retry;
@@ -282,7 +319,10 @@ impl ConsumerConfig {
         }
         for (i, s) in r.schedule.iter().enumerate() {
             if humantime::parse_duration(s).is_err() {
-                errors.push(e(&format!("retry.schedule[{i}]"), format!("`{s}` is not a duration (e.g. 500ms, 10s, 5m)")));
+                errors.push(e(
+                    &format!("retry.schedule[{i}]"),
+                    format!("`{s}` is not a duration (e.g. 500ms, 10s, 5m)"),
+                ));
             }
         }
         if let Some(rl) = &self.rate_limit {
@@ -290,11 +330,16 @@ impl ConsumerConfig {
                 errors.push(e("rate_limit.per_second", "must be at least 1".into()));
             }
         }
+        crate::transform::validate_chain(&self.modules, &format!("{path}.modules"), errors);
     }
 
     /// The retry schedule as durations (validated already).
     pub fn schedule(&self) -> Vec<Duration> {
-        self.retry.schedule.iter().filter_map(|s| humantime::parse_duration(s).ok()).collect()
+        self.retry
+            .schedule
+            .iter()
+            .filter_map(|s| humantime::parse_duration(s).ok())
+            .collect()
     }
 }
 

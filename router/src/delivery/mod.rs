@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::event::Event;
 use crate::log::Log;
+use crate::transform::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
 use config::{ConsumerConfig, Start};
-use sender::{OutRequest, Sender};
+use sender::Sender;
 use store::ConsumerKeys;
 
 /// What the module chain made of an event.
@@ -39,8 +39,14 @@ use store::ConsumerKeys;
 pub enum Prepared {
     Requests(Vec<OutRequest>),
     /// Dropped by a named rule (a module's name, or `topics`).
-    Dropped { rule: String },
-    Failed { module: String, message: String, retryable: bool },
+    Dropped {
+        rule: String,
+    },
+    Failed {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 /// Counters of one consumer (reported by `status`).
@@ -65,10 +71,18 @@ impl Stats {
         c.fetch_add(n, Ordering::Relaxed);
     }
     pub fn filtered(&self, rule: &str) {
-        *self.filtered.lock().unwrap().entry(rule.to_string()).or_default() += 1;
+        *self
+            .filtered
+            .lock()
+            .unwrap()
+            .entry(rule.to_string())
+            .or_default() += 1;
     }
     fn observe_latency(&self, ev: &Event) {
-        let us = (chrono::Utc::now() - ev.ingested_at).num_microseconds().unwrap_or(0).max(0) as u64;
+        let us = (chrono::Utc::now() - ev.ingested_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as u64;
         self.latency_us_sum.fetch_add(us, Ordering::Relaxed);
         self.latency_n.fetch_add(1, Ordering::Relaxed);
     }
@@ -101,10 +115,17 @@ pub struct ConsumerCtx {
     pub permits: Semaphore,
     pub stats: Stats,
     pub keys: ConsumerKeys,
+    /// The module chain (hot-reloadable); `None` sends the canonical event as JSON.
+    pub chain: Option<Arc<ChainHandle>>,
 }
 
 impl ConsumerCtx {
-    pub fn new(name: &str, cfg: &ConsumerConfig, namespace: &str) -> anyhow::Result<ConsumerCtx> {
+    pub fn new(
+        name: &str,
+        cfg: &ConsumerConfig,
+        namespace: &str,
+        engine: &TransformEngine,
+    ) -> anyhow::Result<ConsumerCtx> {
         let mut b = GlobSetBuilder::new();
         for t in &cfg.topics {
             b.add(Glob::new(t)?);
@@ -117,26 +138,51 @@ impl ConsumerCtx {
             sender: Sender::new(name, cfg)?,
             permits: Semaphore::new(cfg.concurrency),
             stats: Stats::default(),
-            keys: ConsumerKeys { ns: namespace.to_string(), consumer: name.to_string() },
+            keys: ConsumerKeys {
+                ns: namespace.to_string(),
+                consumer: name.to_string(),
+            },
+            chain: if cfg.modules.is_empty() {
+                None
+            } else {
+                Some(
+                    ChainHandle::new(engine, name, cfg.modules.clone())
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?,
+                )
+            },
             cfg: cfg.clone(),
         })
     }
 
-    /// Turn an event into the requests to send.
-    pub fn prepare(&self, ev: &Event) -> Prepared {
-        Prepared::Requests(vec![default_request(ev)])
+    /// Turn an event into the requests to send: the module chain, or the
+    /// canonical event as JSON when the consumer has no modules.
+    pub fn prepare(&self, ev: &Event) -> ChainOutcome {
+        match &self.chain {
+            Some(c) => c.run(ev),
+            None => ChainOutcome::Requests(vec![default_request(ev)]),
+        }
     }
 
-    /// Module names and versions, recorded with dead letters.
+    /// Module names and content hashes, recorded with dead letters.
     pub fn module_versions(&self) -> String {
-        String::new()
+        match &self.chain {
+            Some(c) => c
+                .chain()
+                .modules
+                .iter()
+                .map(|m| format!("{}@{}", m.name, m.short_hash()))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => String::new(),
+        }
     }
 }
 
 /// Without modules a consumer receives the canonical event as JSON.
 pub fn default_request(ev: &Event) -> OutRequest {
     OutRequest {
-        body: Bytes::from(serde_json::to_vec(ev).expect("events serialise")),
+        module: String::new(),
+        body: serde_json::to_vec(ev).expect("events serialise"),
         content_type: "application/json".into(),
         method: None,
         path: None,
@@ -147,38 +193,62 @@ pub fn default_request(ev: &Event) -> OutRequest {
 /// The running consumers.
 pub struct Delivery {
     pub consumers: Vec<Arc<ConsumerCtx>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Delivery {
     /// Start every consumer × partition.
-    pub fn start(config: &Config, log: &Log, shutdown: &CancellationToken) -> anyhow::Result<Delivery> {
+    pub fn start(
+        config: &Config,
+        log: &Log,
+        shutdown: &CancellationToken,
+        engine: &TransformEngine,
+    ) -> anyhow::Result<Delivery> {
         let mut consumers = Vec::new();
         let mut tasks = Vec::new();
         for (name, c) in &config.consumers {
             let ctx = Arc::new(
-                ConsumerCtx::new(name, c, &config.redis.namespace).with_context(|| format!("consumers.{name}"))?,
+                ConsumerCtx::new(name, c, &config.redis.namespace, engine)
+                    .with_context(|| format!("consumers.{name}"))?,
             );
             for p in 0..log.partitions() {
-                tasks.push(tokio::spawn(partition::run(ctx.clone(), p, log.clone(), shutdown.clone())));
+                tasks.push(tokio::spawn(partition::run(
+                    ctx.clone(),
+                    p,
+                    log.clone(),
+                    shutdown.clone(),
+                )));
             }
             tracing::info!(consumer = %name, topics = ?c.topics, url = %c.endpoint.url, "consumer started");
             consumers.push(ctx);
         }
-        Ok(Delivery { consumers, tasks })
+        Ok(Delivery { consumers, tasks: Mutex::new(tasks) })
     }
 
     pub fn status(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         for c in &self.consumers {
-            m.insert(c.name.clone(), c.stats.snapshot());
+            let mut v = c.stats.snapshot();
+            if let Some(chain) = &c.chain {
+                v["transforms"] = serde_json::to_value(chain.status()).unwrap_or_default();
+            }
+            m.insert(c.name.clone(), v);
         }
         serde_json::Value::Object(m)
     }
 
+    /// Chains of every consumer that has modules (for the watcher and reloads).
+    pub fn chains(&self) -> Vec<Arc<ChainHandle>> {
+        self.consumers
+            .iter()
+            .filter_map(|c| c.chain.clone())
+            .collect()
+    }
+
     /// Wait for every partition task to stop (after shutdown was cancelled).
-    pub async fn join(self) {
-        for t in self.tasks {
+    pub async fn join(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+        for t in tasks {
             let _ = t.await;
         }
     }

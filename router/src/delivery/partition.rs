@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{backoff, classify, Attempt, Verdict};
 use super::config::OnFailure;
 use super::store::{DeadLetter, Origin, PartitionStore, Routed, GROUP_CONSUMER};
-use super::{ConsumerCtx, Prepared};
+use super::ConsumerCtx;
 use crate::event::{self, Event};
 use crate::log::{decode_entry, Log, LogError};
+use crate::transform::ChainOutcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -41,7 +42,8 @@ enum Mode {
 struct Entry {
     sid: String,
     ev: Event,
-    /// Holds one permit of the partition buffer.
+    /// Holds one permit of the partition buffer. Also: read fresh from the
+    /// group (`>`), so never sent before by this consumer epoch — no dedup lookup.
     counted: bool,
 }
 
@@ -53,12 +55,18 @@ struct Account {
 
 impl Account {
     fn new(mode: Mode) -> Account {
-        Account { queue: VecDeque::new(), mode, busy: false }
+        Account {
+            queue: VecDeque::new(),
+            mode,
+            busy: false,
+        }
     }
 }
 
 enum Outcome {
-    Delivered { skipped: bool },
+    Delivered {
+        skipped: bool,
+    },
     Filtered(String),
     Dead(DeadLetter),
     /// Shutting down: leave the event where it is (pending or deferred).
@@ -148,10 +156,18 @@ pub(super) async fn run(ctx: Arc<ConsumerCtx>, p: u32, log: Log, shutdown: Cance
 impl Partition {
     async fn main(&mut self, log: Log, shutdown: CancellationToken) {
         let start = self.ctx.start.stream_id();
-        if persist!(self, "creating the consumer group", self.store.ensure_group(&start).await).is_none() {
+        if persist!(
+            self,
+            "creating the consumer group",
+            self.store.ensure_group(&start).await
+        )
+        .is_none()
+        {
             return;
         }
-        let Some(epoch) = persist!(self, "reading the epoch", self.store.epoch().await) else { return };
+        let Some(epoch) = persist!(self, "reading the epoch", self.store.epoch().await) else {
+            return;
+        };
         self.epoch = epoch;
         if self.refresh_sets().await.is_none() {
             return;
@@ -190,7 +206,12 @@ impl Partition {
         reader_stop.cancel();
         let _ = reader.await;
         while self.in_flight > 0 {
-            match tokio::time::timeout(self.ctx.cfg.timeout + Duration::from_secs(1), self.done_rx.recv()).await {
+            match tokio::time::timeout(
+                self.ctx.cfg.timeout + Duration::from_secs(1),
+                self.done_rx.recv(),
+            )
+            .await
+            {
                 Ok(Some(done)) => self.on_done(done).await,
                 _ => break,
             }
@@ -199,13 +220,23 @@ impl Partition {
 
     /// Bring parked/deferred state in line with Redis (the CLI replays and drops there).
     async fn refresh_sets(&mut self) -> Option<()> {
-        let parked = persist!(self, "reading parked accounts", self.store.members(self.ctx.keys.parked_set(self.p)).await)?;
-        let deferred =
-            persist!(self, "reading deferred accounts", self.store.members(self.ctx.keys.deferred_set(self.p)).await)?;
+        let parked = persist!(
+            self,
+            "reading parked accounts",
+            self.store.members(self.ctx.keys.parked_set(self.p)).await
+        )?;
+        let deferred = persist!(
+            self,
+            "reading deferred accounts",
+            self.store.members(self.ctx.keys.deferred_set(self.p)).await
+        )?;
         let parked: std::collections::HashSet<String> = parked.into_iter().collect();
         let deferred: std::collections::HashSet<String> = deferred.into_iter().collect();
         for a in &parked {
-            self.accounts.entry(a.clone()).or_insert_with(|| Account::new(Mode::Parked)).mode = Mode::Parked;
+            self.accounts
+                .entry(a.clone())
+                .or_insert_with(|| Account::new(Mode::Parked))
+                .mode = Mode::Parked;
         }
         let mut wake = Vec::new();
         for (name, acct) in self.accounts.iter_mut() {
@@ -225,7 +256,8 @@ impl Partition {
         }
         for a in deferred {
             if !parked.contains(&a) && !self.accounts.contains_key(&a) {
-                self.accounts.insert(a.clone(), Account::new(Mode::Deferred));
+                self.accounts
+                    .insert(a.clone(), Account::new(Mode::Deferred));
                 wake.push(a);
             }
         }
@@ -280,15 +312,33 @@ impl Partition {
     /// A reclaimed entry was either queued in memory before the crash (older than
     /// anything deferred for its account since) or not yet routed (newer).
     async fn route_reclaimed(&mut self, sid: String, ev: Event) {
-        let mode = self.accounts.get(&ev.account_id).map(|a| a.mode).unwrap_or(Mode::Normal);
+        let mode = self
+            .accounts
+            .get(&ev.account_id)
+            .map(|a| a.mode)
+            .unwrap_or(Mode::Normal);
         if mode == Mode::Deferred {
-            let tail = self.store.deferred_tail_sid(&ev.account_id).await.ok().flatten();
+            let tail = self
+                .store
+                .deferred_tail_sid(&ev.account_id)
+                .await
+                .ok()
+                .flatten();
             if tail.is_some_and(|t| stream_id_lt(&sid, &t)) {
-                self.enqueue(Entry { sid, ev, counted: false });
+                self.enqueue(Entry {
+                    sid,
+                    ev,
+                    counted: false,
+                });
                 return;
             }
         }
-        self.route(Entry { sid, ev, counted: false }).await;
+        self.route(Entry {
+            sid,
+            ev,
+            counted: false,
+        })
+        .await;
     }
 
     async fn on_batch(&mut self, batch: Batch) {
@@ -302,7 +352,12 @@ impl Partition {
                         self.room.add_permits(1);
                         continue;
                     }
-                    self.route(Entry { sid, ev, counted: true }).await;
+                    self.route(Entry {
+                        sid,
+                        ev,
+                        counted: true,
+                    })
+                    .await;
                 }
                 Err(err) => {
                     self.room.add_permits(1);
@@ -310,12 +365,19 @@ impl Partition {
                 }
             }
         }
-        let _ = persist!(self, "acknowledging filtered events", self.store.ack_many(&filtered).await);
+        let _ = persist!(
+            self,
+            "acknowledging filtered events",
+            self.store.ack_many(&filtered).await
+        );
     }
 
     async fn route(&mut self, entry: Entry) {
         let max = self.ctx.cfg.max_account_buffer;
-        let acct = self.accounts.entry(entry.ev.account_id.clone()).or_insert_with(|| Account::new(Mode::Normal));
+        let acct = self
+            .accounts
+            .entry(entry.ev.account_id.clone())
+            .or_insert_with(|| Account::new(Mode::Normal));
         let (mode, full) = (acct.mode, acct.queue.len() >= max);
         if mode == Mode::Normal && !full {
             self.enqueue(entry);
@@ -330,12 +392,17 @@ impl Partition {
             }
         };
         let force = mode == Mode::Normal;
-        let Some(r) =
-            persist!(self, "setting an event aside", self.store.route(&entry.sid, &entry.ev, &body, force).await)
-        else {
+        let Some(r) = persist!(
+            self,
+            "setting an event aside",
+            self.store.route(&entry.sid, &entry.ev, &body, force).await
+        ) else {
             return;
         };
-        let acct = self.accounts.get_mut(&entry.ev.account_id).expect("inserted above");
+        let acct = self
+            .accounts
+            .get_mut(&entry.ev.account_id)
+            .expect("inserted above");
         match r {
             Routed::Parked => {
                 acct.mode = Mode::Parked;
@@ -360,20 +427,30 @@ impl Partition {
 
     fn enqueue(&mut self, entry: Entry) {
         let a = entry.ev.account_id.clone();
-        self.accounts.entry(a.clone()).or_insert_with(|| Account::new(Mode::Normal)).queue.push_back(entry);
+        self.accounts
+            .entry(a.clone())
+            .or_insert_with(|| Account::new(Mode::Normal))
+            .queue
+            .push_back(entry);
         self.maybe_spawn(&a);
     }
 
     /// Start the account's next delivery if it has work and none running.
     fn maybe_spawn(&mut self, account: &str) {
-        let Some(acct) = self.accounts.get_mut(account) else { return };
+        let Some(acct) = self.accounts.get_mut(account) else {
+            return;
+        };
         if acct.busy {
             return;
         }
-        let (origin, ev) = if let Some(head) = acct.queue.front() {
-            (Origin::Stream(head.sid.clone()), Some(head.ev.clone()))
+        let (origin, ev, check_dedup) = if let Some(head) = acct.queue.front() {
+            (
+                Origin::Stream(head.sid.clone()),
+                Some(head.ev.clone()),
+                !head.counted,
+            )
         } else if acct.mode == Mode::Deferred {
-            (Origin::Deferred, None)
+            (Origin::Deferred, None, true)
         } else {
             return;
         };
@@ -394,7 +471,12 @@ impl Partition {
                         Err(e) => {
                             tracing::warn!(error = %e, "reading a deferred event");
                             if cancel.is_cancelled() {
-                                let _ = tx.send(Done { account, origin, ev: None, outcome: Outcome::Cancelled });
+                                let _ = tx.send(Done {
+                                    account,
+                                    origin,
+                                    ev: None,
+                                    outcome: Outcome::Cancelled,
+                                });
                                 return;
                             }
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -403,25 +485,43 @@ impl Partition {
                 },
             };
             let Some(ev) = ev else {
-                let _ = tx.send(Done { account, origin, ev: None, outcome: Outcome::NothingDeferred });
+                let _ = tx.send(Done {
+                    account,
+                    origin,
+                    ev: None,
+                    outcome: Outcome::NothingDeferred,
+                });
                 return;
             };
-            let outcome = deliver(&ctx, &mut store, epoch, &ev, &cancel).await;
-            let _ = tx.send(Done { account, origin, ev: Some(ev), outcome });
+            let outcome = deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel).await;
+            let _ = tx.send(Done {
+                account,
+                origin,
+                ev: Some(ev),
+                outcome,
+            });
         });
     }
 
     async fn on_done(&mut self, done: Done) {
         self.in_flight -= 1;
-        let Done { account, origin, ev, outcome } = done;
+        let Done {
+            account,
+            origin,
+            ev,
+            outcome,
+        } = done;
         let park = self.ctx.cfg.on_failure == OnFailure::Park;
         let mut remaining_deferred: Option<u64> = None;
         let mut finished = true;
         match (&outcome, &ev) {
             (Outcome::Delivered { skipped }, Some(ev)) => {
                 let acked = Some((self.epoch, ev.id.as_str()));
-                let Some(n) = persist!(self, "recording a delivery", self.store.finish(&origin, &account, acked).await)
-                else {
+                let Some(n) = persist!(
+                    self,
+                    "recording a delivery",
+                    self.store.finish(&origin, &account, acked).await
+                ) else {
                     return;
                 };
                 remaining_deferred = Some(n);
@@ -433,17 +533,22 @@ impl Partition {
                 self.ctx.stats.observe_latency(ev);
             }
             (Outcome::Filtered(rule), Some(_)) => {
-                let Some(n) = persist!(self, "acknowledging a filtered event", self.store.finish(&origin, &account, None).await)
-                else {
+                let Some(n) = persist!(
+                    self,
+                    "acknowledging a filtered event",
+                    self.store.finish(&origin, &account, None).await
+                ) else {
                     return;
                 };
                 remaining_deferred = Some(n);
                 self.ctx.stats.filtered(rule);
             }
             (Outcome::Dead(dl), Some(ev)) => {
-                let Some(moved) =
-                    persist!(self, "dead-lettering an event", self.store.dead_letter(&origin, ev, dl, park).await)
-                else {
+                let Some(moved) = persist!(
+                    self,
+                    "dead-lettering an event",
+                    self.store.dead_letter(&origin, ev, dl, park).await
+                ) else {
                     return;
                 };
                 self.ctx.stats.inc(&self.ctx.stats.dead_lettered);
@@ -455,12 +560,18 @@ impl Partition {
                 finished = false;
                 let key = self.ctx.keys.deferred_set(self.p);
                 let mut conn = self.store.conn.clone();
-                let _: Result<i64, _> = redis::cmd("SREM").arg(key).arg(&account).query_async(&mut conn).await;
+                let _: Result<i64, _> = redis::cmd("SREM")
+                    .arg(key)
+                    .arg(&account)
+                    .query_async(&mut conn)
+                    .await;
             }
             _ => finished = false, // Cancelled
         }
 
-        let Some(acct) = self.accounts.get_mut(&account) else { return };
+        let Some(acct) = self.accounts.get_mut(&account) else {
+            return;
+        };
         acct.busy = false;
         if finished {
             if let Origin::Stream(_) = origin {
@@ -474,7 +585,10 @@ impl Partition {
         if matches!(outcome, Outcome::Cancelled) {
             return;
         }
-        if origin == Origin::Deferred && remaining_deferred == Some(0) && acct.mode == Mode::Deferred {
+        if origin == Origin::Deferred
+            && remaining_deferred == Some(0)
+            && acct.mode == Mode::Deferred
+        {
             acct.mode = Mode::Normal;
         }
         if let (Outcome::Dead(_), true) = (&outcome, park) {
@@ -484,7 +598,13 @@ impl Partition {
             for e in rest {
                 let counted = e.counted;
                 let body = event::encode(&e.ev).unwrap_or_default();
-                if persist!(self, "parking an event", self.store.route(&e.sid, &e.ev, &body, false).await).is_none() {
+                if persist!(
+                    self,
+                    "parking an event",
+                    self.store.route(&e.sid, &e.ev, &body, false).await
+                )
+                .is_none()
+                {
                     return;
                 }
                 self.ctx.stats.inc(&self.ctx.stats.parked);
@@ -508,7 +628,8 @@ impl Partition {
     }
 
     fn gc(&mut self) {
-        self.accounts.retain(|_, a| a.busy || !a.queue.is_empty() || a.mode != Mode::Normal);
+        self.accounts
+            .retain(|_, a| a.busy || !a.queue.is_empty() || a.mode != Mode::Normal);
     }
 
     async fn dead_letter_raw(&mut self, sid: &str, reason: &str) {
@@ -548,16 +669,28 @@ impl Partition {
 fn stream_id_lt(a: &str, b: &str) -> bool {
     let parse = |s: &str| {
         let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
     };
     parse(a) < parse(b)
 }
 
 /// Deliver one event: dedup check, transform chain, send with retries.
-async fn deliver(ctx: &ConsumerCtx, store: &mut PartitionStore, epoch: u64, ev: &Event, cancel: &CancellationToken) -> Outcome {
-    // Already acknowledged by the endpoint (redelivery after a crash or reclaim)?
+async fn deliver(
+    ctx: &ConsumerCtx,
+    store: &mut PartitionStore,
+    epoch: u64,
+    ev: &Event,
+    check_dedup: bool,
+    cancel: &CancellationToken,
+) -> Outcome {
+    // Already acknowledged by the endpoint (redelivery after a crash, a reclaim,
+    // or from the defer list)? Entries read fresh from the group cannot be: the
+    // log holds an id once per idempotency window, and a rewind starts a new epoch.
     let mut delay = Duration::from_millis(50);
-    loop {
+    while check_dedup {
         match store.was_acked(epoch, &ev.id).await {
             Ok(true) => return Outcome::Delivered { skipped: true },
             Ok(false) => break,
@@ -592,16 +725,29 @@ async fn deliver(ctx: &ConsumerCtx, store: &mut PartitionStore, epoch: u64, ev: 
     // Transform; a retryable module error is retried like a failed send.
     let requests = loop {
         match ctx.prepare(ev) {
-            Prepared::Requests(r) => break r,
-            Prepared::Dropped { rule } => return Outcome::Filtered(rule),
-            Prepared::Failed { module, message, retryable } => {
+            ChainOutcome::Requests(r) => break r,
+            ChainOutcome::Dropped { module } => return Outcome::Filtered(module),
+            ChainOutcome::Failed {
+                module,
+                message,
+                retryable,
+            } => {
                 attempts += 1;
-                let a = Attempt::Module { module, message, retryable };
+                let a = Attempt::Module {
+                    module,
+                    message,
+                    retryable,
+                };
                 match classify(&a) {
                     Verdict::Fail { reason } => return dead(reason, attempts, None, String::new()),
                     Verdict::Retry { reason, .. } => {
                         if attempts >= policy.max_attempts || started.elapsed() >= policy.max_age {
-                            return dead(format!("retries exhausted: {reason}"), attempts, None, String::new());
+                            return dead(
+                                format!("retries exhausted: {reason}"),
+                                attempts,
+                                None,
+                                String::new(),
+                            );
                         }
                         let d = backoff(policy, &ctx.schedule, attempts);
                         tokio::select! {
@@ -631,12 +777,21 @@ async fn deliver(ctx: &ConsumerCtx, store: &mut PartitionStore, epoch: u64, ev: 
             }
             match classify(&a) {
                 Verdict::Delivered => break,
-                Verdict::Fail { reason } => return dead(reason, attempts, last_status, last_response),
+                Verdict::Fail { reason } => {
+                    return dead(reason, attempts, last_status, last_response)
+                }
                 Verdict::Retry { after, reason } => {
                     ctx.stats.inc(&ctx.stats.retries);
-                    let wait = backoff(policy, &ctx.schedule, attempts).max(after.unwrap_or_default());
-                    if attempts >= policy.max_attempts || started.elapsed() + wait > policy.max_age {
-                        return dead(format!("retries exhausted after {attempts} attempts: {reason}"), attempts, last_status, last_response);
+                    let wait =
+                        backoff(policy, &ctx.schedule, attempts).max(after.unwrap_or_default());
+                    if attempts >= policy.max_attempts || started.elapsed() + wait > policy.max_age
+                    {
+                        return dead(
+                            format!("retries exhausted after {attempts} attempts: {reason}"),
+                            attempts,
+                            last_status,
+                            last_response,
+                        );
                     }
                     tracing::debug!(consumer = %ctx.name, event = %ev.id, attempt = attempts, ?wait, %reason, "will retry");
                     tokio::select! {
@@ -682,7 +837,10 @@ async fn reader(
             }
         }
         let c = conn.as_mut().expect("set above");
-        let opts = StreamReadOptions::default().group(&ctx.name, GROUP_CONSUMER).count(want as usize).block(1000);
+        let opts = StreamReadOptions::default()
+            .group(&ctx.name, GROUP_CONSUMER)
+            .count(want as usize)
+            .block(1000);
         let keys = [&key];
         let r: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
             _ = stop.cancelled() => return,

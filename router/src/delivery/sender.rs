@@ -8,23 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::classify::{parse_retry_after, Attempt};
 use super::config::{secret, AuthConfig, ConsumerConfig};
-
-/// A request produced for an event (by the module chain, or the default JSON body).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutRequest {
-    pub body: Bytes,
-    pub content_type: String,
-    pub method: Option<String>,
-    /// Appended to the endpoint's base URL.
-    pub path: Option<String>,
-    pub headers: Vec<(String, String)>,
-}
+use crate::transform::OutRequest;
 
 enum Auth {
     None,
@@ -50,22 +39,34 @@ impl Sender {
     pub fn new(name: &str, c: &ConsumerConfig) -> anyhow::Result<Sender> {
         let auth = match &c.endpoint.auth {
             None => Auth::None,
-            Some(AuthConfig::Bearer { token, token_file }) => {
-                Auth::Bearer(secret(token, token_file).with_context(|| format!("consumers.{name}.endpoint.auth.token"))?)
-            }
-            Some(AuthConfig::Basic { username, password, password_file }) => Auth::Basic(
-                username.clone(),
-                secret(password, password_file).with_context(|| format!("consumers.{name}.endpoint.auth.password"))?,
+            Some(AuthConfig::Bearer { token, token_file }) => Auth::Bearer(
+                secret(token, token_file)
+                    .with_context(|| format!("consumers.{name}.endpoint.auth.token"))?,
             ),
-            Some(AuthConfig::Hmac { secret: s, secret_file }) => {
-                let raw = secret(s, secret_file).with_context(|| format!("consumers.{name}.endpoint.auth.secret"))?;
+            Some(AuthConfig::Basic {
+                username,
+                password,
+                password_file,
+            }) => Auth::Basic(
+                username.clone(),
+                secret(password, password_file)
+                    .with_context(|| format!("consumers.{name}.endpoint.auth.password"))?,
+            ),
+            Some(AuthConfig::Hmac {
+                secret: s,
+                secret_file,
+            }) => {
+                let raw = secret(s, secret_file)
+                    .with_context(|| format!("consumers.{name}.endpoint.auth.secret"))?;
                 Auth::Hmac(webhook_key(&raw))
             }
         };
         let limiter = c.rate_limit.as_ref().map(|rl| {
             let per = NonZeroU32::new(rl.per_second.max(1)).unwrap();
             let burst = NonZeroU32::new(rl.burst.unwrap_or(rl.per_second).max(1)).unwrap();
-            Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(per).allow_burst(burst)))
+            Arc::new(governor::RateLimiter::direct(
+                governor::Quota::per_second(per).allow_burst(burst),
+            ))
         });
         let client = reqwest::Client::builder()
             .timeout(c.timeout)
@@ -77,7 +78,12 @@ impl Sender {
             client,
             base: c.endpoint.url.trim_end_matches('/').to_string(),
             method: reqwest::Method::from_bytes(c.endpoint.method.as_bytes())?,
-            headers: c.endpoint.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: c
+                .endpoint
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             idem_header: c.endpoint.idempotency_header.clone(),
             auth,
             limiter,
@@ -107,7 +113,10 @@ impl Sender {
             },
             None => self.method.clone(),
         };
-        let mut b = self.client.request(method, &url).header("content-type", &req.content_type);
+        let mut b = self
+            .client
+            .request(method, &url)
+            .header("content-type", &req.content_type);
         for (k, v) in self.headers.iter().chain(req.headers.iter()) {
             b = b.header(k, v);
         }
@@ -120,20 +129,30 @@ impl Sender {
                 let ts = chrono::Utc::now().timestamp();
                 b.header("webhook-id", event_id)
                     .header("webhook-timestamp", ts.to_string())
-                    .header("webhook-signature", sign_webhook(key, event_id, ts, &req.body))
+                    .header(
+                        "webhook-signature",
+                        sign_webhook(key, event_id, ts, &req.body),
+                    )
             }
         };
         match b.body(req.body.clone()).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let retry_after =
-                    resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
                 let body = match resp.bytes().await {
                     Ok(b) => String::from_utf8_lossy(&b[..b.len().min(1024)]).into_owned(),
                     Err(e) if e.is_timeout() => return Attempt::Timeout,
                     Err(_) => String::new(),
                 };
-                Attempt::Response { status, retry_after, body }
+                Attempt::Response {
+                    status,
+                    retry_after,
+                    body,
+                }
             }
             Err(e) if e.is_timeout() => Attempt::Timeout,
             Err(e) => Attempt::Connect(error_chain(&e)),
@@ -155,7 +174,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// A Standard Webhooks secret: `whsec_<base64>` decodes to the key; anything else is used as bytes.
 pub fn webhook_key(secret: &str) -> Vec<u8> {
     match secret.strip_prefix("whsec_") {
-        Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_else(|_| secret.as_bytes().to_vec()),
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_else(|_| secret.as_bytes().to_vec()),
         None => secret.as_bytes().to_vec(),
     }
 }
@@ -168,7 +189,10 @@ pub fn sign_webhook(key: &[u8], id: &str, ts: i64, body: &[u8]) -> String {
     mac.update(ts.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ pub const GROUP_CONSUMER: &str = "switchyard";
 
 use std::sync::LazyLock;
 static ROUTE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ROUTE_LUA));
-static DEFER_DONE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEFER_DONE_LUA));
+static DEFER_DONE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(DEFER_DONE_LUA));
 static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD_LUA));
 static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLAY_LUA));
 
@@ -40,7 +41,10 @@ impl ConsumerKeys {
         format!("{}:log:{{p{p}}}", self.ns)
     }
     pub fn acked(&self, p: u32, epoch: u64, id: &str) -> String {
-        format!("{}:c:{}:acked:{{p{p}}}:{epoch}:{id}", self.ns, self.consumer)
+        format!(
+            "{}:c:{}:acked:{{p{p}}}:{epoch}:{id}",
+            self.ns, self.consumer
+        )
     }
     pub fn defer_list(&self, p: u32, account: &str) -> String {
         format!("{}:c:{}:defer:{{p{p}}}:{account}", self.ns, self.consumer)
@@ -77,8 +81,14 @@ pub fn encode_held(sid: &str, body: &[u8]) -> Vec<u8> {
 
 pub fn decode_held(raw: &[u8]) -> Result<(String, Event), event::CodecError> {
     let mut it = raw.splitn(3, |b| *b == b'\n');
-    let sid = it.next().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default();
-    let v: u32 = it.next().and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).unwrap_or(0);
+    let sid = it
+        .next()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .unwrap_or_default();
+    let v: u32 = it
+        .next()
+        .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+        .unwrap_or(0);
     let body = it.next().ok_or(event::CodecError::MissingField("e"))?;
     Ok((sid, event::decode(v, body)?))
 }
@@ -98,7 +108,13 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    fn fields(&self, account: &str, event_id: &str, sid: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    fn fields(
+        &self,
+        account: &str,
+        event_id: &str,
+        sid: &str,
+        body: &[u8],
+    ) -> Vec<(String, Vec<u8>)> {
         let now = chrono::Utc::now().to_rfc3339();
         vec![
             ("account".into(), account.as_bytes().to_vec()),
@@ -107,10 +123,19 @@ impl DeadLetter {
             ("kind".into(), self.kind.as_bytes().to_vec()),
             ("reason".into(), self.reason.as_bytes().to_vec()),
             ("attempts".into(), self.attempts.to_string().into_bytes()),
-            ("status".into(), self.last_status.map(|s| s.to_string()).unwrap_or_default().into_bytes()),
+            (
+                "status".into(),
+                self.last_status
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+                    .into_bytes(),
+            ),
             ("response".into(), self.last_response.as_bytes().to_vec()),
             ("modules".into(), self.modules.as_bytes().to_vec()),
-            ("behind".into(), self.behind.clone().unwrap_or_default().into_bytes()),
+            (
+                "behind".into(),
+                self.behind.clone().unwrap_or_default().into_bytes(),
+            ),
             ("at".into(), now.into_bytes()),
             ("v".into(), FORMAT_VERSION.to_string().into_bytes()),
             ("e".into(), body.to_vec()),
@@ -258,26 +283,46 @@ impl PartitionStore {
     }
 
     pub async fn epoch(&mut self) -> Result<u64, LogError> {
-        let v: Option<u64> = redis::cmd("GET").arg(self.keys.epoch()).query_async(&mut self.conn).await?;
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(self.keys.epoch())
+            .query_async(&mut self.conn)
+            .await?;
         Ok(v.unwrap_or(0))
     }
 
     pub async fn was_acked(&mut self, epoch: u64, id: &str) -> Result<bool, LogError> {
-        let n: i64 = redis::cmd("EXISTS").arg(self.keys.acked(self.p, epoch, id)).query_async(&mut self.conn).await?;
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(self.keys.acked(self.p, epoch, id))
+            .query_async(&mut self.conn)
+            .await?;
         Ok(n > 0)
     }
 
     /// Finish an event: record delivery (if `delivered`) and acknowledge it.
-    pub async fn finish(&mut self, origin: &Origin, account: &str, acked: Option<(u64, &str)>) -> Result<u64, LogError> {
+    pub async fn finish(
+        &mut self,
+        origin: &Origin,
+        account: &str,
+        acked: Option<(u64, &str)>,
+    ) -> Result<u64, LogError> {
         let acked_key = acked.map(|(ep, id)| self.keys.acked(self.p, ep, id));
         match origin {
             Origin::Stream(sid) => {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
                 if let Some(k) = &acked_key {
-                    pipe.cmd("SET").arg(k).arg(1).arg("EX").arg(self.dedup_ttl).ignore();
+                    pipe.cmd("SET")
+                        .arg(k)
+                        .arg(1)
+                        .arg("EX")
+                        .arg(self.dedup_ttl)
+                        .ignore();
                 }
-                pipe.cmd("XACK").arg(self.keys.stream(self.p)).arg(&self.keys.consumer).arg(sid).ignore();
+                pipe.cmd("XACK")
+                    .arg(self.keys.stream(self.p))
+                    .arg(&self.keys.consumer)
+                    .arg(sid)
+                    .ignore();
                 let () = pipe.query_async(&mut self.conn).await?;
                 Ok(0)
             }
@@ -311,7 +356,13 @@ impl PartitionStore {
     }
 
     /// Route an entry of an account that may be parked or deferred.
-    pub async fn route(&mut self, sid: &str, ev: &Event, body: &[u8], force_defer: bool) -> Result<Routed, LogError> {
+    pub async fn route(
+        &mut self,
+        sid: &str,
+        ev: &Event,
+        body: &[u8],
+        force_defer: bool,
+    ) -> Result<Routed, LogError> {
         let dl = DeadLetter {
             kind: "parked",
             reason: "parked behind a failed event of the same account".into(),
@@ -340,7 +391,13 @@ impl PartitionStore {
     }
 
     /// Put an event in the DLQ; with `park`, park its account and move its deferred events behind it.
-    pub async fn dead_letter(&mut self, origin: &Origin, ev: &Event, dl: &DeadLetter, park: bool) -> Result<u64, LogError> {
+    pub async fn dead_letter(
+        &mut self,
+        origin: &Origin,
+        ev: &Event,
+        dl: &DeadLetter,
+        park: bool,
+    ) -> Result<u64, LogError> {
         let body = event::encode(ev)?;
         let sid = match origin {
             Origin::Stream(s) => s.clone(),
@@ -367,9 +424,15 @@ impl PartitionStore {
     }
 
     /// Head of an account's defer list.
-    pub async fn deferred_head(&mut self, account: &str) -> Result<Option<(String, Event)>, LogError> {
-        let raw: Option<Vec<u8>> =
-            redis::cmd("LINDEX").arg(self.keys.defer_list(self.p, account)).arg(0).query_async(&mut self.conn).await?;
+    pub async fn deferred_head(
+        &mut self,
+        account: &str,
+    ) -> Result<Option<(String, Event)>, LogError> {
+        let raw: Option<Vec<u8>> = redis::cmd("LINDEX")
+            .arg(self.keys.defer_list(self.p, account))
+            .arg(0)
+            .query_async(&mut self.conn)
+            .await?;
         match raw {
             None => Ok(None),
             Some(r) => Ok(Some(decode_held(&r)?)),
@@ -378,13 +441,22 @@ impl PartitionStore {
 
     /// Stream id of the newest element of an account's defer list.
     pub async fn deferred_tail_sid(&mut self, account: &str) -> Result<Option<String>, LogError> {
-        let raw: Option<Vec<u8>> =
-            redis::cmd("LINDEX").arg(self.keys.defer_list(self.p, account)).arg(-1).query_async(&mut self.conn).await?;
-        Ok(raw.map(|r| String::from_utf8_lossy(r.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned()))
+        let raw: Option<Vec<u8>> = redis::cmd("LINDEX")
+            .arg(self.keys.defer_list(self.p, account))
+            .arg(-1)
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(raw.map(|r| {
+            String::from_utf8_lossy(r.split(|b| *b == b'\n').next().unwrap_or_default())
+                .into_owned()
+        }))
     }
 
     pub async fn members(&mut self, key: String) -> Result<Vec<String>, LogError> {
-        Ok(redis::cmd("SMEMBERS").arg(key).query_async(&mut self.conn).await?)
+        Ok(redis::cmd("SMEMBERS")
+            .arg(key)
+            .query_async(&mut self.conn)
+            .await?)
     }
 
     /// Move an account's DLQ entries (newer than `min_id`) back for delivery, in order.
@@ -419,7 +491,12 @@ pub fn dlq_entry(p: u32, e: &StreamId) -> DlqEntry {
         if let redis::Value::BulkString(b) = val {
             match k.as_str() {
                 "e" => body = Some(b.clone()),
-                "v" => v = std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+                "v" => {
+                    v = std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0)
+                }
                 _ => {
                     fields.insert(k.clone(), String::from_utf8_lossy(b).into_owned());
                 }
@@ -434,5 +511,10 @@ pub fn dlq_entry(p: u32, e: &StreamId) -> DlqEntry {
             }
         });
     }
-    DlqEntry { dlq_id: e.id.clone(), partition: p, fields, event }
+    DlqEntry {
+        dlq_id: e.id.clone(),
+        partition: p,
+        fields,
+        event,
+    }
 }

@@ -28,7 +28,11 @@ pub struct Reject {
 
 impl Reject {
     pub fn new(status: u16, field: Option<String>, message: impl Into<String>) -> Self {
-        Reject { status, field, message: message.into() }
+        Reject {
+            status,
+            field,
+            message: message.into(),
+        }
     }
     fn bad(field: String, message: impl Into<String>) -> Self {
         Reject::new(400, Some(field), message)
@@ -59,7 +63,9 @@ impl Auth {
         use anyhow::Context;
         let mut sources = Vec::new();
         for (name, h) in config.http_sources() {
-            let token = h.load_token().with_context(|| format!("reading the token of source `{name}`"))?;
+            let token = h
+                .load_token()
+                .with_context(|| format!("reading the token of source `{name}`"))?;
             let mut b = GlobSetBuilder::new();
             for t in &h.topics {
                 b.add(Glob::new(t).with_context(|| format!("sources.{name}.topics: `{t}`"))?);
@@ -78,9 +84,14 @@ impl Auth {
     /// SHA-256 of the presented token (so lengths leak nothing either).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<&AuthSource, Reject> {
         let presented = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
-            .ok_or_else(|| Reject::new(401, None, "missing `Authorization: Bearer <token>` header"))?;
+            .ok_or_else(|| {
+                Reject::new(401, None, "missing `Authorization: Bearer <token>` header")
+            })?;
         let sha: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found: Option<usize> = None;
         for (i, s) in self.sources.iter().enumerate() {
@@ -115,7 +126,12 @@ pub enum BodyFormat {
 impl BodyFormat {
     pub fn from_content_type(ct: Option<&str>) -> Result<BodyFormat, Reject> {
         let ct = ct.unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "application/json" => Ok(BodyFormat::Json),
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(BodyFormat::NdJson),
@@ -132,15 +148,29 @@ impl BodyFormat {
 /// Split a body into JSON values, each with the label used in error messages.
 /// A single JSON object is labelled `event`; array and NDJSON elements
 /// `events[i]`.
-pub fn split_body(format: BodyFormat, body: &Bytes, max_batch: usize) -> Result<Vec<(String, Value)>, Reject> {
+pub fn split_body(
+    format: BodyFormat,
+    body: &Bytes,
+    max_batch: usize,
+) -> Result<Vec<(String, Value)>, Reject> {
     let items: Vec<(String, Value)> = match format {
         BodyFormat::Json => {
             let v: Value = serde_json::from_slice(body)
                 .map_err(|e| Reject::new(400, None, format!("body is not valid JSON: {e}")))?;
             match v {
-                Value::Array(a) => a.into_iter().enumerate().map(|(i, v)| (format!("events[{i}]"), v)).collect(),
+                Value::Array(a) => a
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("events[{i}]"), v))
+                    .collect(),
                 v @ Value::Object(_) => vec![("event".to_string(), v)],
-                _ => return Err(Reject::new(400, None, "body must be a JSON object or an array of objects")),
+                _ => {
+                    return Err(Reject::new(
+                        400,
+                        None,
+                        "body must be a JSON object or an array of objects",
+                    ))
+                }
             }
         }
         BodyFormat::NdJson => {
@@ -152,7 +182,11 @@ pub fn split_body(format: BodyFormat, body: &Bytes, max_batch: usize) -> Result<
                 }
                 let i = out.len();
                 let v: Value = serde_json::from_slice(line).map_err(|e| {
-                    Reject::new(400, Some(format!("events[{i}]")), format!("line {} is not valid JSON: {e}", n + 1))
+                    Reject::new(
+                        400,
+                        Some(format!("events[{i}]")),
+                        format!("line {} is not valid JSON: {e}", n + 1),
+                    )
                 })?;
                 out.push((format!("events[{i}]"), v));
             }
@@ -166,14 +200,27 @@ pub fn split_body(format: BodyFormat, body: &Bytes, max_batch: usize) -> Result<
         return Err(Reject::new(
             413,
             None,
-            format!("batch of {} events exceeds the limit of {max_batch} (server.max_batch)", items.len()),
+            format!(
+                "batch of {} events exceeds the limit of {max_batch} (server.max_batch)",
+                items.len()
+            ),
         ));
     }
     Ok(items)
 }
 
 const FIELDS: &[&str] = &[
-    "id", "topic", "op", "account_id", "key", "before", "after", "data", "changed", "occurred_at", "consent",
+    "id",
+    "topic",
+    "op",
+    "account_id",
+    "key",
+    "before",
+    "after",
+    "data",
+    "changed",
+    "occurred_at",
+    "consent",
     "attributes",
 ];
 
@@ -186,42 +233,69 @@ pub fn to_event(
     now: DateTime<Utc>,
 ) -> Result<Event, Reject> {
     let Value::Object(mut m) = v else {
-        return Err(Reject::bad(label.to_string(), "each event must be a JSON object"));
+        return Err(Reject::bad(
+            label.to_string(),
+            "each event must be a JSON object",
+        ));
     };
     let f = |name: &str| format!("{label}.{name}");
     if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(Reject::bad(f(k), format!("unknown field `{k}` (allowed: {})", FIELDS.join(", "))));
+        return Err(Reject::bad(
+            f(k),
+            format!("unknown field `{k}` (allowed: {})", FIELDS.join(", ")),
+        ));
     }
 
     let topic = req_string(&mut m, "topic", &f("topic"))?;
-    if topic.len() > 256 || !topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        return Err(Reject::bad(f("topic"), "must be 1-256 characters of letters, digits, '.', '_' or '-'"));
+    if topic.len() > 256
+        || !topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(Reject::bad(
+            f("topic"),
+            "must be 1-256 characters of letters, digits, '.', '_' or '-'",
+        ));
     }
     let account_id = match m.remove("account_id") {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s,
         Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(_)) => return Err(Reject::bad(f("account_id"), "must be 1-256 characters")),
+        Some(Value::String(_)) => {
+            return Err(Reject::bad(f("account_id"), "must be 1-256 characters"))
+        }
         Some(_) => return Err(Reject::bad(f("account_id"), "must be a string or a number")),
-        None => return Err(Reject::bad(f("account_id"), "is required (the partition key)")),
+        None => {
+            return Err(Reject::bad(
+                f("account_id"),
+                "is required (the partition key)",
+            ))
+        }
     };
     let id = match m.remove("id") {
         None | Some(Value::Null) => event::new_id(),
         Some(Value::String(s))
             if !s.is_empty()
                 && s.len() <= 128
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)) =>
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)) =>
         {
             s
         }
         Some(_) => {
-            return Err(Reject::bad(f("id"), "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"))
+            return Err(Reject::bad(
+                f("id"),
+                "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
+            ))
         }
     };
     let op = match m.remove("op") {
         None | Some(Value::Null) => Op::Event,
         Some(Value::String(s)) => Op::parse(&s).ok_or_else(|| {
             let all: Vec<&str> = Op::ALL.iter().map(|o| o.as_str()).collect();
-            Reject::bad(f("op"), format!("`{s}` is not an op (one of: {})", all.join(", ")))
+            Reject::bad(
+                f("op"),
+                format!("`{s}` is not an op (one of: {})", all.join(", ")),
+            )
         })?,
         Some(_) => return Err(Reject::bad(f("op"), "must be a string")),
     };
@@ -236,7 +310,10 @@ pub fn to_event(
             .enumerate()
             .map(|(i, v)| match v {
                 Value::String(s) => Ok(s),
-                _ => Err(Reject::bad(format!("{label}.changed[{i}]"), "must be a string")),
+                _ => Err(Reject::bad(
+                    format!("{label}.changed[{i}]"),
+                    "must be a string",
+                )),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(Reject::bad(f("changed"), "must be an array of field names")),
@@ -244,7 +321,12 @@ pub fn to_event(
     let occurred_at = match m.remove("occurred_at") {
         None | Some(Value::Null) => now,
         Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s)
-            .map_err(|e| Reject::bad(f("occurred_at"), format!("`{s}` is not an RFC 3339 time: {e}")))?
+            .map_err(|e| {
+                Reject::bad(
+                    f("occurred_at"),
+                    format!("`{s}` is not an RFC 3339 time: {e}"),
+                )
+            })?
             .with_timezone(&Utc),
         Some(_) => return Err(Reject::bad(f("occurred_at"), "must be an RFC 3339 string")),
     };
@@ -260,7 +342,12 @@ pub fn to_event(
                 )),
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(Reject::bad(f("consent"), "must be an object of channel → state")),
+        Some(_) => {
+            return Err(Reject::bad(
+                f("consent"),
+                "must be an object of channel → state",
+            ))
+        }
     };
     let attributes = match m.remove("attributes") {
         None | Some(Value::Null) => BTreeMap::new(),
@@ -268,7 +355,10 @@ pub fn to_event(
             .into_iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k, s)),
-                _ => Err(Reject::bad(format!("{label}.attributes.{k}"), "must be a string")),
+                _ => Err(Reject::bad(
+                    format!("{label}.attributes.{k}"),
+                    "must be a string",
+                )),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(Reject::bad(f("attributes"), "must be an object of strings")),
@@ -287,7 +377,9 @@ pub fn to_event(
         occurred_at,
         ingested_at: now,
         commit: None,
-        trace: trace.filter(|t| event::valid_traceparent(t)).map(str::to_string),
+        trace: trace
+            .filter(|t| event::valid_traceparent(t))
+            .map(str::to_string),
         consent,
         attributes,
     })
@@ -306,7 +398,10 @@ fn opt_object(m: &mut Map<String, Value>, name: &str, path: &str) -> Result<Opti
     match m.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Object(_)) => Ok(Some(v)),
-        Some(_) => Err(Reject::bad(path.to_string(), "must be a JSON object (the entity's fields)")),
+        Some(_) => Err(Reject::bad(
+            path.to_string(),
+            "must be a JSON object (the entity's fields)",
+        )),
     }
 }
 
@@ -319,7 +414,11 @@ pub fn diff_fields(before: Option<&Value>, after: Option<&Value>) -> Vec<String>
     let (Some(Value::Object(b)), Some(Value::Object(a))) = (before, after) else {
         return Vec::new();
     };
-    let mut out: Vec<String> = a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect();
+    let mut out: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
     out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
     out.sort();
     out
@@ -336,7 +435,8 @@ mod tests {
 
     #[test]
     fn minimal_event() {
-        let e = ev(json!({"topic": "customer.a.signup", "account_id": "42", "data": {"x": 1}})).unwrap();
+        let e = ev(json!({"topic": "customer.a.signup", "account_id": "42", "data": {"x": 1}}))
+            .unwrap();
         assert_eq!(e.op, Op::Event);
         assert_eq!(e.source, "web");
         assert_eq!(e.data, Some(json!({"x": 1})));
@@ -364,13 +464,34 @@ mod tests {
         let cases = [
             (json!({"account_id": "1"}), "event.topic"),
             (json!({"topic": "t"}), "event.account_id"),
-            (json!({"topic": "t", "account_id": "1", "op": "upsert"}), "event.op"),
-            (json!({"topic": "t", "account_id": "1", "occurred_at": "yesterday"}), "event.occurred_at"),
-            (json!({"topic": "t", "account_id": "1", "consent": {"email": "yes"}}), "event.consent.email"),
-            (json!({"topic": "t", "account_id": "1", "acount": 1}), "event.acount"),
-            (json!({"topic": "has space", "account_id": "1"}), "event.topic"),
-            (json!({"topic": "t", "account_id": "1", "after": [1]}), "event.after"),
-            (json!({"topic": "t", "account_id": "1", "attributes": {"a": 1}}), "event.attributes.a"),
+            (
+                json!({"topic": "t", "account_id": "1", "op": "upsert"}),
+                "event.op",
+            ),
+            (
+                json!({"topic": "t", "account_id": "1", "occurred_at": "yesterday"}),
+                "event.occurred_at",
+            ),
+            (
+                json!({"topic": "t", "account_id": "1", "consent": {"email": "yes"}}),
+                "event.consent.email",
+            ),
+            (
+                json!({"topic": "t", "account_id": "1", "acount": 1}),
+                "event.acount",
+            ),
+            (
+                json!({"topic": "has space", "account_id": "1"}),
+                "event.topic",
+            ),
+            (
+                json!({"topic": "t", "account_id": "1", "after": [1]}),
+                "event.after",
+            ),
+            (
+                json!({"topic": "t", "account_id": "1", "attributes": {"a": 1}}),
+                "event.attributes.a",
+            ),
         ];
         for (v, field) in cases {
             let r = ev(v.clone()).unwrap_err();
@@ -381,23 +502,55 @@ mod tests {
 
     #[test]
     fn body_formats() {
-        let b = Bytes::from_static(b"{\"topic\":\"t\",\"account_id\":\"1\"}\n\n{\"topic\":\"u\",\"account_id\":\"2\"}\n");
+        let b = Bytes::from_static(
+            b"{\"topic\":\"t\",\"account_id\":\"1\"}\n\n{\"topic\":\"u\",\"account_id\":\"2\"}\n",
+        );
         let items = split_body(BodyFormat::NdJson, &b, 10).unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[1].0, "events[1]");
         let arr = Bytes::from_static(b"[{\"a\":1},{\"b\":2},{\"c\":3}]");
-        assert_eq!(split_body(BodyFormat::Json, &arr, 2).unwrap_err().status, 413);
-        assert_eq!(BodyFormat::from_content_type(Some("text/plain")).unwrap_err().status, 415);
-        assert_eq!(BodyFormat::from_content_type(Some("application/json; charset=utf-8")).unwrap(), BodyFormat::Json);
-        assert_eq!(split_body(BodyFormat::Json, &Bytes::from_static(b"{"), 2).unwrap_err().status, 400);
+        assert_eq!(
+            split_body(BodyFormat::Json, &arr, 2).unwrap_err().status,
+            413
+        );
+        assert_eq!(
+            BodyFormat::from_content_type(Some("text/plain"))
+                .unwrap_err()
+                .status,
+            415
+        );
+        assert_eq!(
+            BodyFormat::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
+            BodyFormat::Json
+        );
+        assert_eq!(
+            split_body(BodyFormat::Json, &Bytes::from_static(b"{"), 2)
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 
     #[test]
     fn invalid_traceparent_is_dropped_valid_is_kept() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let e = to_event("event", json!({"topic": "t", "account_id": "1"}), "w", Some(tp), Utc::now()).unwrap();
+        let e = to_event(
+            "event",
+            json!({"topic": "t", "account_id": "1"}),
+            "w",
+            Some(tp),
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(e.trace.as_deref(), Some(tp));
-        let e = to_event("event", json!({"topic": "t", "account_id": "1"}), "w", Some("junk"), Utc::now()).unwrap();
+        let e = to_event(
+            "event",
+            json!({"topic": "t", "account_id": "1"}),
+            "w",
+            Some("junk"),
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(e.trace, None);
     }
 }

@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago (bind to 0, read, release).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Poll `f` until it returns `Some` or `timeout` passes.

@@ -89,10 +89,19 @@ impl Router {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!("router did not report `listening`; logs:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "router did not report `listening`; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
-        Router { addr, config_path, child: Some(child), logs, _dir: dir }
+        Router {
+            addr,
+            config_path,
+            child: Some(child),
+            logs,
+            _dir: dir,
+        }
     }
 
     /// Start a new process with the same config file. Stops the running one
@@ -119,7 +128,11 @@ impl Router {
     }
 
     fn signal(&self, sig: &str) {
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
@@ -134,7 +147,10 @@ impl Router {
             std::thread::sleep(Duration::from_millis(25));
         }
         let _ = c.kill();
-        panic!("router did not exit within 10 s of SIGTERM; logs:\n{}", self.logs());
+        panic!(
+            "router did not exit within 10 s of SIGTERM; logs:\n{}",
+            self.logs()
+        );
     }
 
     pub fn sighup(&self) {

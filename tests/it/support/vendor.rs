@@ -120,7 +120,8 @@ impl Vendor {
                         let inner = inner.clone();
                         async move { Ok::<_, Infallible>(handle(inner, req).await) }
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
                     tokio::select! {
                         _ = token.cancelled() => {}
@@ -155,7 +156,10 @@ impl Vendor {
         let reqs = self.requests();
         let mut seen = std::collections::HashSet::new();
         let mut n = 0;
-        for r in reqs.iter().filter(|r| (200..300).contains(&r.status) || r.status == 0) {
+        for r in reqs
+            .iter()
+            .filter(|r| (200..300).contains(&r.status) || r.status == 0)
+        {
             if !seen.insert(r.key.clone()) {
                 n += 1;
             }
@@ -170,13 +174,37 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
     let headers: HashMap<String, String> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into()));
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json: Value = serde_json::from_slice(&body)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&body).into()));
     let key = headers.get("idempotency-key").cloned().unwrap_or_default();
-    let account = json.get("account_id").and_then(Value::as_str).unwrap_or_default().to_string();
-    let mut rec = Received { at: Instant::now(), method, path, headers, body: json, status: 0, key, account };
+    let account = json
+        .get("account_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut rec = Received {
+        at: Instant::now(),
+        method,
+        path,
+        headers,
+        body: json,
+        status: 0,
+        key,
+        account,
+    };
 
     let reply = {
         let mut g = inner.lock().unwrap();
@@ -184,7 +212,10 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
             // A repeat of an applied request: answer as before, apply nothing.
             rec.status = 200;
             g.requests.push(rec);
-            return Response::builder().status(200).body(Full::new(Bytes::from_static(b"{\"repeat\":true}"))).unwrap();
+            return Response::builder()
+                .status(200)
+                .body(Full::new(Bytes::from_static(b"{\"repeat\":true}")))
+                .unwrap();
         }
         (g.script)(&rec)
     };
@@ -210,5 +241,6 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
     if let Some(s) = retry_after {
         b = b.header("retry-after", s.to_string());
     }
-    b.body(Full::new(Bytes::from(format!("{{\"status\":{status}}}")))).unwrap()
+    b.body(Full::new(Bytes::from(format!("{{\"status\":{status}}}"))))
+        .unwrap()
 }

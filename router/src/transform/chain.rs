@@ -1,0 +1,472 @@
+//! Loaded modules, their instance pools, and running a chain.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use wasmtime::component::InstancePre;
+use wasmtime::{Store, Trap};
+
+use super::bindings::{self as wit, Transformer, TransformerPre};
+use super::convert;
+use super::engine::{State, TransformEngine};
+use super::limits::fmt_bytes;
+use super::module_config::ModuleConfig;
+use crate::event::Event;
+
+/// A module could not be loaded (bad file, wrong contract, init refused…).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LoadError {
+    /// The module file.
+    pub file: String,
+    pub message: String,
+}
+
+impl LoadError {
+    pub(crate) fn new(file: &str, message: String) -> Self {
+        LoadError {
+            file: file.to_string(),
+            message,
+        }
+    }
+}
+
+/// A request for the consumer's endpoint produced by a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRequest {
+    /// Module that produced it.
+    pub module: String,
+    pub body: Vec<u8>,
+    pub content_type: String,
+    /// Overrides the consumer's method.
+    pub method: Option<String>,
+    /// Appended to the consumer's base URL.
+    pub path: Option<String>,
+    /// Override configured headers of the same name.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Result of running a chain on one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainOutcome {
+    /// Send these (one event may fan out to several requests).
+    Requests(Vec<OutRequest>),
+    /// A module returned zero outputs (for every branch): the event is done.
+    Dropped { module: String },
+    /// The chain failed. `retryable` as the guest said for guest errors;
+    /// false for traps, timeouts and memory exhaustion; true for host-side
+    /// resource problems (instance pool exhausted).
+    Failed {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// Counters of one module name; they survive reloads of the chain.
+#[derive(Debug, Default)]
+pub struct ModuleStats {
+    pub calls: AtomicU64,
+    pub drops: AtomicU64,
+    pub errors: AtomicU64,
+    /// Instances created (instantiate + init).
+    pub instantiations: AtomicU64,
+}
+
+/// An instantiated, initialised module.
+struct Instance {
+    store: Store<State>,
+    guest: Transformer,
+    calls: u64,
+}
+
+/// Why a call failed.
+enum CallError {
+    /// The guest returned an error (the instance is fine).
+    Guest(wit::TransformError),
+    /// Trap / timeout / memory: the instance is gone.
+    Fatal(String),
+    /// Could not get an instance.
+    Instantiate(String),
+}
+
+/// A loaded module: compiled, linked, initialised once, with a pool of idle
+/// initialised instances.
+pub struct Module {
+    pub name: String,
+    pub file: PathBuf,
+    /// SHA-256 of the component bytes (hex).
+    pub hash: String,
+    /// Contract version the module was built against (e.g. "0.1.0").
+    pub version: String,
+    pub deadline: Duration,
+    pub memory_cap: u64,
+    pub init_config: Vec<(String, String)>,
+    pub loaded_at: SystemTime,
+    /// The compiled code came from the on-disk cache.
+    pub cache_hit: bool,
+    pub stats: Arc<ModuleStats>,
+    name_arc: Arc<str>,
+    engine: TransformEngine,
+    pre: TransformerPre<State>,
+    deadline_ticks: u64,
+    idle: Mutex<Vec<Instance>>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("name", &self.name)
+            .field("file", &self.file)
+            .field("hash", &self.hash)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Module {
+    /// Compile (or fetch from cache), check the contract, link, and create +
+    /// initialise a first instance (so a refused config fails the load).
+    pub fn load(
+        engine: &TransformEngine,
+        cfg: &ModuleConfig,
+        stats: Option<Arc<ModuleStats>>,
+    ) -> Result<Module, LoadError> {
+        let limits = engine.limits();
+        let file = cfg.resolved_path().to_path_buf();
+        let fname = file.display().to_string();
+        let name = cfg.display_name();
+        let deadline = cfg.deadline.unwrap_or(limits.default_deadline);
+        let memory_cap = cfg.memory.map(|m| m.0).unwrap_or(limits.default_memory_cap);
+        if memory_cap > limits.max_memory_cap {
+            return Err(LoadError::new(
+                &fname,
+                format!(
+                    "module {fname}: memory cap {} is above the engine's maximum {}",
+                    fmt_bytes(memory_cap),
+                    fmt_bytes(limits.max_memory_cap)
+                ),
+            ));
+        }
+        let compiled = engine.compile(&file)?;
+        let pre: InstancePre<State> = engine
+            .inner
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| {
+                LoadError::new(
+                    &fname,
+                    format!("module {fname} needs imports this router does not provide: {e:#}"),
+                )
+            })?;
+        let pre = TransformerPre::new(pre).map_err(|e| {
+            LoadError::new(&fname, format!(
+                "module {fname} does not implement world switchyard:transform/transformer@{}: {e:#}",
+                wit::CONTRACT_VERSION
+            ))
+        })?;
+        let module = Module {
+            name_arc: Arc::from(name.as_str()),
+            name,
+            file,
+            hash: compiled.hash,
+            version: compiled.contract_version,
+            deadline,
+            memory_cap,
+            init_config: cfg
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            loaded_at: SystemTime::now(),
+            cache_hit: compiled.cache_hit,
+            stats: stats.unwrap_or_default(),
+            engine: engine.clone(),
+            pre,
+            deadline_ticks: limits.deadline_ticks(deadline),
+            idle: Mutex::new(Vec::new()),
+        };
+        let first = module
+            .instantiate()
+            .map_err(|m| LoadError::new(&fname, format!("module {fname}: {m}")))?;
+        module.idle.lock().unwrap().push(first);
+        Ok(module)
+    }
+
+    /// Short content hash (12 hex digits) for display.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..12.min(self.hash.len())]
+    }
+
+    /// Create and initialise an instance, then drop it (benchmarks:
+    /// instantiation + `init` cost).
+    #[doc(hidden)]
+    pub fn instantiate_and_drop(&self) -> Result<(), String> {
+        self.instantiate().map(drop)
+    }
+
+    /// Instances currently idle in the pool.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().unwrap().len()
+    }
+
+    fn classify(&self, store: &Store<State>, e: &wasmtime::Error) -> String {
+        if store.data().limiter.exceeded {
+            return format!("exceeded memory cap {}", fmt_bytes(self.memory_cap));
+        }
+        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+            return format!(
+                "timed out after {}",
+                humantime::format_duration(self.deadline)
+            );
+        }
+        let trap = match e.downcast_ref::<Trap>() {
+            Some(t) => t.to_string(),
+            None => format!("{e:#}"),
+        };
+        let stderr = store.data().stderr.tail();
+        if stderr.is_empty() {
+            format!("trapped: {trap}")
+        } else {
+            let last = stderr
+                .lines()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
+            format!("trapped: {trap} (guest stderr: {last})")
+        }
+    }
+
+    /// A fresh store + instance, with `init` called. Errors are messages.
+    fn instantiate(&self) -> Result<Instance, String> {
+        let mut store = Store::new(
+            &self.engine.inner.engine,
+            State::new(self.name_arc.clone(), self.memory_cap),
+        );
+        store.limiter(|s| &mut s.limiter);
+        // Instantiation runs guest code (start functions) and counts against
+        // the deadline: set it right before.
+        store.set_epoch_deadline(self.deadline_ticks);
+        let guest = match self.pre.instantiate(&mut store) {
+            Ok(g) => g,
+            Err(e) => {
+                let msg = self.classify(&store, &e);
+                return Err(format!("instantiation failed: {msg}"));
+            }
+        };
+        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        store.set_epoch_deadline(self.deadline_ticks);
+        match guest
+            .switchyard_transform_guest()
+            .call_init(&mut store, &self.init_config)
+        {
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                guest,
+                calls: 0,
+            }),
+            Ok(Err(msg)) => Err(format!("init refused the config: {msg}")),
+            Err(e) => Err(format!("init failed: {}", self.classify(&store, &e))),
+        }
+    }
+
+    fn call(&self, ev: &wit::Event) -> Result<Vec<wit::Output>, CallError> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let pooled = self.idle.lock().unwrap().pop();
+        let mut inst = match pooled {
+            Some(i) => i,
+            None => self.instantiate().map_err(CallError::Instantiate)?,
+        };
+        inst.store.data_mut().limiter.exceeded = false;
+        inst.store.set_epoch_deadline(self.deadline_ticks);
+        let r = inst
+            .guest
+            .switchyard_transform_guest()
+            .call_transform(&mut inst.store, ev);
+        inst.calls += 1;
+        match r {
+            Ok(r) => {
+                self.release(inst);
+                r.map_err(CallError::Guest)
+            }
+            Err(e) => {
+                // The instance trapped: never reuse it (dropped here).
+                Err(CallError::Fatal(self.classify(&inst.store, &e)))
+            }
+        }
+    }
+
+    /// Back to the idle pool, unless it is due for recycling.
+    fn release(&self, inst: Instance) {
+        let limits = self.engine.limits();
+        let lim = &inst.store.data().limiter;
+        let too_big = (lim.peak as u64) * 100 > self.memory_cap * limits.recycle_memory_percent;
+        if inst.calls >= limits.max_calls_per_instance || too_big {
+            return;
+        }
+        inst.store.data().stderr.clear();
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < limits.max_idle_per_module {
+            idle.push(inst);
+        }
+    }
+}
+
+/// The ordered modules of one consumer.
+#[derive(Debug)]
+pub struct Chain {
+    pub consumer: String,
+    pub modules: Vec<Arc<Module>>,
+    /// Increases with every successful (re)load of a [`ChainHandle`](super::ChainHandle).
+    pub generation: u64,
+}
+
+enum Step {
+    Ok,
+    Fail {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+impl Chain {
+    /// Load every module (in order). The first failure fails the load.
+    pub fn load(
+        engine: &TransformEngine,
+        consumer: &str,
+        configs: &[ModuleConfig],
+    ) -> Result<Chain, LoadError> {
+        Self::load_with_stats(engine, consumer, configs, |_| None, 1)
+    }
+
+    pub(crate) fn load_with_stats(
+        engine: &TransformEngine,
+        consumer: &str,
+        configs: &[ModuleConfig],
+        stats: impl Fn(&str) -> Option<Arc<ModuleStats>>,
+        generation: u64,
+    ) -> Result<Chain, LoadError> {
+        let mut modules = Vec::with_capacity(configs.len());
+        for cfg in configs {
+            let s = stats(&cfg.display_name());
+            modules.push(Arc::new(Module::load(engine, cfg, s)?));
+        }
+        Ok(Chain {
+            consumer: consumer.to_string(),
+            modules,
+            generation,
+        })
+    }
+
+    pub fn stats_for(&self, name: &str) -> Option<Arc<ModuleStats>> {
+        self.modules
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.stats.clone())
+    }
+
+    /// Run the chain on one event.
+    ///
+    /// Synchronous and `Send + Sync`: call it from many threads at once. A
+    /// Rust guest call costs ~1 µs, so async callers may call it inline;
+    /// with slow guests (Python, JS) or long deadlines use
+    /// `tokio::task::spawn_blocking` (a call can block up to its deadline).
+    ///
+    /// Semantics: an `event` output goes to the next module; a `request`
+    /// output ends the chain for that output; several outputs fan out (in
+    /// order). An `event` leaving the **last** module is sent as the
+    /// canonical event JSON (`application/json`), so a chain of pure
+    /// filters/enrichers needs no "serialise" module. If any module fails,
+    /// the whole event fails (outputs of other branches are discarded: the
+    /// event is retried or dead-lettered as a unit).
+    pub fn run(&self, ev: &Event) -> ChainOutcome {
+        if self.modules.is_empty() {
+            return match convert::event_request(convert::to_wit(ev), "") {
+                Ok(r) => ChainOutcome::Requests(vec![r]),
+                Err(message) => ChainOutcome::Failed {
+                    module: String::new(),
+                    message,
+                    retryable: false,
+                },
+            };
+        }
+        let mut out = Vec::new();
+        let mut first_drop: Option<String> = None;
+        match self.step(0, &convert::to_wit(ev), &mut out, &mut first_drop) {
+            Step::Fail {
+                module,
+                message,
+                retryable,
+            } => ChainOutcome::Failed {
+                module,
+                message,
+                retryable,
+            },
+            Step::Ok if out.is_empty() => ChainOutcome::Dropped {
+                module: first_drop.unwrap_or_default(),
+            },
+            Step::Ok => ChainOutcome::Requests(out),
+        }
+    }
+
+    fn step(
+        &self,
+        i: usize,
+        ev: &wit::Event,
+        out: &mut Vec<OutRequest>,
+        first_drop: &mut Option<String>,
+    ) -> Step {
+        let m = &self.modules[i];
+        let last = i + 1 == self.modules.len();
+        let outputs = match m.call(ev) {
+            Ok(o) => o,
+            Err(e) => {
+                m.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let (message, retryable) = match e {
+                    CallError::Guest(te) => (te.message, te.retryable),
+                    CallError::Fatal(msg) => (msg, false),
+                    CallError::Instantiate(msg) => (msg, true),
+                };
+                return Step::Fail {
+                    module: m.name.clone(),
+                    message,
+                    retryable,
+                };
+            }
+        };
+        if outputs.is_empty() {
+            m.stats.drops.fetch_add(1, Ordering::Relaxed);
+            first_drop.get_or_insert_with(|| m.name.clone());
+            return Step::Ok;
+        }
+        for o in outputs {
+            match o {
+                wit::Output::Request(r) => out.push(convert::request_from_wit(r, &m.name)),
+                wit::Output::Event(e) if last => match convert::event_request(e, &m.name) {
+                    Ok(r) => out.push(r),
+                    Err(msg) => {
+                        m.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return Step::Fail {
+                            module: m.name.clone(),
+                            message: format!("returned an invalid event: {msg}"),
+                            retryable: false,
+                        };
+                    }
+                },
+                wit::Output::Event(e) => {
+                    if let f @ Step::Fail { .. } = self.step(i + 1, &e, out, first_drop) {
+                        return f;
+                    }
+                }
+            }
+        }
+        Step::Ok
+    }
+}

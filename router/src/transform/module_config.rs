@@ -1,0 +1,246 @@
+//! `[[consumers.<name>.modules]]`: how a consumer configures one transform.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::limits::{self, fmt_bytes};
+use crate::config::ConfigError;
+
+/// One module of a consumer's transform chain.
+///
+/// ```toml
+/// [[consumers.crm.modules]]
+/// path = "transforms/redact.wasm"
+/// deadline = "50ms"
+/// memory = "32MiB"
+/// config = { fields = "email,phone", strict = true }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// Name used in logs, metrics and errors; defaults to the file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Path of the `.wasm` component.
+    pub path: PathBuf,
+    /// Per-call deadline ("100ms"); defaults to the engine's.
+    #[serde(default, with = "humantime_serde")]
+    pub deadline: Option<Duration>,
+    /// Memory cap of one instance ("64MiB"); defaults to the engine's.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Handed to the module's `init` (strings; TOML numbers and booleans are
+    /// turned into their text form).
+    #[serde(default, deserialize_with = "de_string_map")]
+    pub config: BTreeMap<String, String>,
+}
+
+impl ModuleConfig {
+    /// A module at `path` with every default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ModuleConfig {
+            name: None,
+            path: path.into(),
+            deadline: None,
+            memory: None,
+            config: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_config<K: Into<String>, V: Into<String>>(
+        mut self,
+        kv: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.config
+            .extend(kv.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// The configured name, or the file stem.
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.path.display().to_string()),
+        }
+    }
+
+    /// Check this module's settings; `path` is its TOML path, e.g.
+    /// `consumers.crm.modules[0]`.
+    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        let mut err = |field: &str, message: String| {
+            errors.push(ConfigError {
+                path: format!("{path}.{field}"),
+                message,
+            })
+        };
+        if let Some(name) = &self.name {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                err(
+                    "name",
+                    format!(
+                        "`{name}` is not a valid module name (use letters, digits, `-`, `_`, `.`)"
+                    ),
+                );
+            }
+        }
+        if self.path.as_os_str().is_empty() {
+            err(
+                "path",
+                "is empty; give the path of a .wasm component".into(),
+            );
+        } else if !self.path.is_file() {
+            err(
+                "path",
+                format!("{} does not exist or is not a file", self.path.display()),
+            );
+        }
+        if let Some(d) = self.deadline {
+            if d.is_zero() || d > limits::MAX_DEADLINE {
+                err(
+                    "deadline",
+                    format!(
+                        "{} is out of range (must be > 0 and at most {})",
+                        humantime::format_duration(d),
+                        humantime::format_duration(limits::MAX_DEADLINE)
+                    ),
+                );
+            }
+        }
+        if let Some(ByteSize(m)) = self.memory {
+            if !(limits::MIN_MEMORY_CAP..=limits::MAX_MEMORY_CAP).contains(&m) {
+                err(
+                    "memory",
+                    format!(
+                        "{} is out of range ({} to {})",
+                        fmt_bytes(m),
+                        fmt_bytes(limits::MIN_MEMORY_CAP),
+                        fmt_bytes(limits::MAX_MEMORY_CAP)
+                    ),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn resolved_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Validate a consumer's whole chain: every module, plus unique names.
+/// `path` is the TOML path of the list, e.g. `consumers.crm.modules`.
+pub fn validate_chain(modules: &[ModuleConfig], path: &str, errors: &mut Vec<ConfigError>) {
+    let mut seen = BTreeMap::new();
+    for (i, m) in modules.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        m.validate(&p, errors);
+        if let Some(first) = seen.insert(m.display_name(), i) {
+            errors.push(ConfigError {
+                path: format!("{p}.name"),
+                message: format!(
+                    "module name `{}` is already used by {path}[{first}]; set `name` to tell them apart",
+                    m.display_name()
+                ),
+            });
+        }
+    }
+}
+
+/// A byte size: an integer (bytes) or a string such as "64MiB", "512 KiB",
+/// "1GiB", "64MB" (decimal units are accepted too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (expected e.g. \"64MiB\")"))?;
+        let mult = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => 1 << 10,
+            "m" | "mib" => 1 << 20,
+            "g" | "gib" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            u => {
+                return Err(format!(
+                    "`{s}`: unknown size unit `{u}` (use B, KiB, MiB, GiB)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&fmt_bytes(self.0))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&fmt_bytes(self.0).replace(' ', ""))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn de_string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        B(bool),
+        I(i64),
+        F(f64),
+    }
+    let raw: BTreeMap<String, Scalar> = BTreeMap::deserialize(d).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{e} (config values must be strings, numbers or booleans)"
+        ))
+    })?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::S(s) => s,
+                Scalar::B(b) => b.to_string(),
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}

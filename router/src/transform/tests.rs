@@ -1,0 +1,813 @@
+//! Host-side tests. They load the guest modules built by
+//! `transforms/build.sh` (dir: `$SWITCHYARD_TRANSFORMS_DIR`, default
+//! `<repo>/transforms/target/wasm32-wasip2/release`). Missing modules fail
+//! the tests; they are never skipped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::event::{Commit, ConsentState, Event, Op};
+
+fn wasm_dir() -> PathBuf {
+    match std::env::var_os("SWITCHYARD_TRANSFORMS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/target/wasm32-wasip2/release")
+        }
+    }
+}
+
+fn wasm(name: &str) -> PathBuf {
+    let p = wasm_dir().join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "guest module {} is missing: run transforms/build.sh first (or set SWITCHYARD_TRANSFORMS_DIR to the directory holding the built .wasm files)",
+        p.display()
+    );
+    p
+}
+
+/// A module with the engine's default limits.
+fn bare(name: &str) -> ModuleConfig {
+    ModuleConfig::new(wasm(name))
+}
+
+/// Deadline for tests that are not about deadlines. The epoch deadline is
+/// wall-clock time: on a loaded 2-core CI machine running the debug build a
+/// thread can be descheduled for longer than the default 100 ms.
+const RELAXED_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The module at `p` with a relaxed deadline.
+fn relaxed(p: &Path) -> ModuleConfig {
+    let mut m = ModuleConfig::new(p);
+    m.deadline = Some(RELAXED_DEADLINE);
+    m
+}
+
+/// A module with a relaxed deadline (see [`RELAXED_DEADLINE`]).
+fn module(name: &str) -> ModuleConfig {
+    let mut m = bare(name);
+    m.deadline = Some(RELAXED_DEADLINE);
+    m
+}
+
+/// One engine for most tests, with a compile cache kept in target/ so
+/// repeated test runs do not recompile (the dev-profile compiler is slow).
+fn engine() -> &'static TransformEngine {
+    static E: OnceLock<TransformEngine> = OnceLock::new();
+    E.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/transform-test-cache");
+        TransformEngine::new(EngineLimits::default(), Some(dir)).unwrap()
+    })
+}
+
+fn sample() -> Event {
+    Event {
+        id: "ev-1".into(),
+        topic: "customer.banner-a.email_changed".into(),
+        source: "crm".into(),
+        op: Op::Update,
+        account_id: "42".into(),
+        key: Some(serde_json::json!({"id": 42})),
+        before: Some(serde_json::json!({"email": "a@x.com", "phone": "+3212345678"})),
+        after: Some(serde_json::json!({"email": "b@x.com", "phone": "+3212345678", "n": 1.5})),
+        data: None,
+        changed: vec!["email".into()],
+        occurred_at: "2026-11-23T10:00:00.123Z".parse().unwrap(),
+        ingested_at: "2026-11-23T10:00:00.456789Z".parse().unwrap(),
+        commit: Some(Commit {
+            id: "0/16B3748".into(),
+            seq: 3,
+        }),
+        trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        consent: [("email".to_string(), ConsentState::Granted)].into(),
+        attributes: [("banner".to_string(), "a".to_string())].into(),
+    }
+}
+
+fn requests(o: ChainOutcome) -> Vec<OutRequest> {
+    match o {
+        ChainOutcome::Requests(r) => r,
+        other => panic!("expected requests, got {other:?}"),
+    }
+}
+
+fn failed(o: ChainOutcome) -> (String, String, bool) {
+    match o {
+        ChainOutcome::Failed {
+            module,
+            message,
+            retryable,
+        } => (module, message, retryable),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn load_err(configs: &[ModuleConfig]) -> LoadError {
+    match Chain::load(engine(), "t", configs) {
+        Ok(_) => panic!("expected a load error"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn load_reports_name_hash_and_contract_version() {
+    let chain = Chain::load(engine(), "t", &[bare("sy_test_echo")]).unwrap();
+    let m = &chain.modules[0];
+    assert_eq!(m.name, "sy_test_echo");
+    assert_eq!(m.version, "0.1.0");
+    assert_eq!(m.hash.len(), 64);
+    assert_eq!(m.deadline, limits::DEFAULT_DEADLINE);
+    assert_eq!(m.memory_cap, limits::DEFAULT_MEMORY_CAP);
+    assert_eq!(
+        m.idle_instances(),
+        1,
+        "load creates and initialises one instance"
+    );
+}
+
+#[test]
+fn event_leaving_the_last_module_is_sent_as_canonical_json() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    let ev = sample();
+    let r = requests(chain.run(&ev));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].content_type, "application/json");
+    assert_eq!(r[0].module, "sy_test_echo");
+    let mut back: Event = serde_json::from_slice(&r[0].body).unwrap();
+    // sy_test_echo adds attributes["calls"] (calls on this instance).
+    assert_eq!(back.attributes.remove("calls").as_deref(), Some("1"));
+    assert_eq!(
+        back, ev,
+        "every field survives the round trip through the guest"
+    );
+}
+
+fn calls_attr(o: ChainOutcome) -> String {
+    let r = requests(o);
+    let ev: Event = serde_json::from_slice(&r[0].body).unwrap();
+    ev.attributes["calls"].clone()
+}
+
+#[test]
+fn an_instance_is_initialised_once_and_reused() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    let calls: Vec<String> = (0..3).map(|_| calls_attr(chain.run(&sample()))).collect();
+    assert_eq!(calls, ["1", "2", "3"]);
+    assert_eq!(
+        chain.modules[0]
+            .stats
+            .instantiations
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn redact_then_canonical_json() {
+    let chain = Chain::load(engine(), "t", &[filter(), redact()]).unwrap();
+    let r = requests(chain.run(&sample()));
+    let back: Event = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(r[0].module, "redact");
+    assert!(
+        back.after.as_ref().unwrap().get("phone").is_none(),
+        "{back:?}"
+    );
+    assert!(
+        back.before.as_ref().unwrap().get("phone").is_none(),
+        "{back:?}"
+    );
+    assert_eq!(back.after.as_ref().unwrap()["email"], "b@x.com");
+}
+
+#[test]
+fn wit_conversion_round_trips() {
+    let ev = sample();
+    assert_eq!(event_from_wit(event_to_wit(&ev)).unwrap(), ev);
+}
+
+/// filter that drops topics `drop.*`.
+fn filter() -> ModuleConfig {
+    module("filter").with_config([("drop_topics", "drop.*")])
+}
+
+/// redact that removes `phone` from before/after/data.
+fn redact() -> ModuleConfig {
+    module("redact").with_config([("drop", "phone")])
+}
+
+/// webhook: the event as a CloudEvents JSON request to `/hooks/crm`.
+fn webhook() -> ModuleConfig {
+    module("webhook").with_config([("path", "/hooks/crm")])
+}
+
+#[test]
+fn chain_of_three_filter_redact_webhook() {
+    let chain = Chain::load(engine(), "t", &[filter(), redact(), webhook()]).unwrap();
+    let r = requests(chain.run(&sample()));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].module, "webhook");
+    assert_eq!(r[0].path.as_deref(), Some("/hooks/crm"));
+    assert_eq!(r[0].content_type, "application/cloudevents+json");
+    let body: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(body["id"], "ev-1");
+    assert_eq!(body["data"]["after"]["email"], "b@x.com", "{body}");
+    assert!(
+        body["data"]["after"].get("phone").is_none(),
+        "redact ran before webhook: {body}"
+    );
+    // Same instances are reused for the next events.
+    for _ in 0..10 {
+        requests(chain.run(&sample()));
+    }
+    for m in &chain.modules {
+        assert_eq!(
+            m.stats.instantiations.load(Ordering::Relaxed),
+            1,
+            "{} reused its instance",
+            m.name
+        );
+        assert_eq!(m.stats.calls.load(Ordering::Relaxed), 11);
+    }
+}
+
+#[test]
+fn zero_outputs_drop_the_event_and_count_per_module() {
+    let h = ChainHandle::new(engine(), "t", vec![filter(), webhook()]).unwrap();
+    let mut ev = sample();
+    ev.topic = "drop.me".into();
+    assert_eq!(
+        h.run(&ev),
+        ChainOutcome::Dropped {
+            module: "filter".into()
+        }
+    );
+    assert_eq!(
+        h.run(&ev),
+        ChainOutcome::Dropped {
+            module: "filter".into()
+        }
+    );
+    let st = h.status();
+    assert_eq!(st.modules[0].name, "filter");
+    assert_eq!(st.modules[0].drops, 2);
+    assert_eq!(
+        st.modules[1].calls, 0,
+        "a dropped event never reaches the next module"
+    );
+}
+
+#[test]
+fn guest_error_is_reported_as_the_guest_says() {
+    let chain = Chain::load(engine(), "t", &[filter(), module("klaviyo")]).unwrap();
+    // No email, phone or account id: klaviyo fails the event, not retryable.
+    let mut ev = sample();
+    ev.account_id.clear();
+    ev.after = Some(serde_json::json!({"first_name": "X"}));
+    let (m, msg, retryable) = failed(chain.run(&ev));
+    assert_eq!(m, "klaviyo");
+    assert!(msg.starts_with("no profile identifier"), "{msg}");
+    assert!(!retryable);
+    // A guest error does not cost the instance.
+    requests(chain.run(&sample()));
+    let k = &chain.modules[1];
+    assert_eq!(k.stats.instantiations.load(Ordering::Relaxed), 1);
+    assert_eq!(k.stats.errors.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn infinite_loop_times_out_and_the_host_carries_on() {
+    let chain = Chain::load(engine(), "t", &[bare("sy_test_loop")]).unwrap();
+    let t = Instant::now();
+    let (m, msg, retryable) = failed(chain.run(&sample()));
+    let took = t.elapsed();
+    assert_eq!(m, "sy_test_loop");
+    assert_eq!(msg, "timed out after 100ms");
+    assert!(!retryable);
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
+    // The next event on the same chain gets a fresh instance (the
+    // interrupted one is never re-entered) and is stopped again cleanly.
+    let (_, msg2, _) = failed(chain.run(&sample()));
+    assert_eq!(msg2, "timed out after 100ms");
+    assert_eq!(
+        chain.modules[0].idle_instances(),
+        0,
+        "a timed-out instance is discarded"
+    );
+    assert_eq!(
+        chain.modules[0]
+            .stats
+            .instantiations
+            .load(Ordering::Relaxed),
+        2
+    );
+    // Other chains on the same engine keep working.
+    let echo = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    requests(echo.run(&sample()));
+}
+
+#[test]
+fn custom_deadline_is_honoured() {
+    let mut cfg = bare("sy_test_loop");
+    cfg.deadline = Some(Duration::from_millis(30));
+    let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
+    let t = Instant::now();
+    let (_, msg, _) = failed(chain.run(&sample()));
+    assert_eq!(msg, "timed out after 30ms");
+    assert!(t.elapsed() < Duration::from_millis(1000));
+}
+
+#[test]
+fn memory_bomb_hits_the_cap() {
+    let mut cfg = module("sy_test_membomb");
+    cfg.memory = Some(ByteSize(16 * limits::MIB));
+    cfg.deadline = Some(Duration::from_secs(5));
+    let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
+    let (m, msg, retryable) = failed(chain.run(&sample()));
+    assert_eq!(m, "sy_test_membomb");
+    assert_eq!(msg, "exceeded memory cap 16 MiB");
+    assert!(!retryable);
+    assert_eq!(chain.modules[0].idle_instances(), 0);
+    // Default cap. (Filling 64 MiB can take longer than the default 100 ms
+    // on a slow machine: the relaxed deadline makes the cap what stops it.)
+    let cfg = module("sy_test_membomb");
+    let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
+    let t = Instant::now();
+    assert_eq!(failed(chain.run(&sample())).1, "exceeded memory cap 64 MiB");
+    eprintln!("64 MiB memory bomb stopped after {:?}", t.elapsed());
+}
+
+#[test]
+fn trap_is_reported_and_the_instance_discarded() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_trap")]).unwrap();
+    let (m, msg, retryable) = failed(chain.run(&sample()));
+    assert_eq!(m, "sy_test_trap");
+    assert!(msg.starts_with("trapped: "), "{msg}");
+    assert!(!retryable);
+    assert_eq!(chain.modules[0].idle_instances(), 0);
+    assert!(
+        msg.contains("sy-test-trap: deliberate panic on event ev-1"),
+        "the guest's panic message is reported: {msg}"
+    );
+    let (_, msg2, _) = failed(chain.run(&sample()));
+    assert!(msg2.starts_with("trapped: "), "{msg2}");
+}
+
+#[test]
+fn old_contract_version_is_refused_with_a_clear_message() {
+    let e = load_err(&[module("sy_test_oldabi")]);
+    assert!(
+        e.message
+            .contains("was built against switchyard:transform@0.0.1"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .contains("this router speaks 0.1.0 — rebuild it with switchyard-guest 0.1"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("sy_test_oldabi.wasm"), "{}", e.message);
+}
+
+#[test]
+fn component_of_another_world_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("empty.wasm");
+    // The smallest valid component: header only, no imports, no exports.
+    std::fs::write(&p, b"\0asm\x0d\x00\x01\x00").unwrap();
+    let e = load_err(&[ModuleConfig::new(&p)]);
+    assert!(
+        e.message.contains(
+            "does not implement world switchyard:transform/transformer@0.1.0 (it exports nothing)"
+        ),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn init_refusal_fails_the_load_with_the_module_message() {
+    let e = load_err(&[module("sy_test_refuse")]);
+    assert!(
+        e.message
+            .contains("init refused the config: refused: this module refuses every config"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("sy_test_refuse.wasm"), "{}", e.message);
+}
+
+#[test]
+fn corrupt_truncated_or_missing_files_fail_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(wasm("sy_test_echo")).unwrap();
+    let p = dir.path().join("truncated.wasm");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(&[ModuleConfig::new(&p)]);
+    assert!(
+        e.message.contains(&p.display().to_string()),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("is not a valid WebAssembly component"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.file, p.display().to_string());
+
+    let p = dir.path().join("garbage.wasm");
+    std::fs::write(&p, b"this is not wasm").unwrap();
+    let e = load_err(&[ModuleConfig::new(&p)]);
+    assert!(
+        e.message
+            .contains("garbage.wasm is not a valid WebAssembly component"),
+        "{}",
+        e.message
+    );
+
+    let p = dir.path().join("missing.wasm");
+    let e = load_err(&[ModuleConfig::new(&p)]);
+    assert!(
+        e.message.contains("cannot read module") && e.message.contains("missing.wasm"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn cache_hit_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = [module("sy_test_echo")];
+    let e1 = TransformEngine::new(EngineLimits::default(), Some(dir.path().to_path_buf())).unwrap();
+    let c1 = Chain::load(&e1, "t", &cfg).unwrap();
+    assert!(!c1.modules[0].cache_hit);
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1, "one .cwasm, no temp files left: {files:?}");
+    assert!(files[0].to_string_lossy().ends_with(".cwasm"));
+    drop(c1);
+    drop(e1);
+    // "Restart": a new engine with the same cache dir.
+    let e2 = TransformEngine::new(EngineLimits::default(), Some(dir.path().to_path_buf())).unwrap();
+    let c2 = Chain::load(&e2, "t", &cfg).unwrap();
+    assert!(c2.modules[0].cache_hit);
+    requests(c2.run(&sample()));
+    // A corrupt cache entry is ignored and rewritten. (Replace the file, as
+    // the cache itself does: truncating a mapped .cwasm in place would
+    // SIGBUS the process that maps it.)
+    let entry = dir.path().join(&files[0]);
+    std::fs::remove_file(&entry).unwrap();
+    std::fs::write(&entry, b"junk").unwrap();
+    let c3 = Chain::load(&e2, "t", &cfg).unwrap();
+    assert!(!c3.modules[0].cache_hit);
+    requests(c3.run(&sample()));
+}
+
+fn version_cfg(v: &str) -> ModuleConfig {
+    module("sy_test_version").with_config([("version", v)])
+}
+
+fn body(o: ChainOutcome) -> String {
+    let r = requests(o);
+    assert_eq!(r.len(), 1);
+    String::from_utf8(r[0].body.clone()).unwrap()
+}
+
+#[test]
+fn hot_reload_under_load_loses_nothing() {
+    let h = ChainHandle::new(engine(), "t", vec![version_cfg("a")]).unwrap();
+    let n = 4000;
+    let started = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let h = h.clone();
+        let started = started.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::with_capacity(n);
+            for i in 0..n {
+                if i == 100 {
+                    started.store(true, Ordering::SeqCst);
+                }
+                seen.push(body(h.run(&sample())));
+            }
+            seen
+        })
+    };
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    h.reconfigure(vec![version_cfg("b")]).unwrap();
+    let seen = worker.join().unwrap();
+    assert_eq!(seen.len(), n, "every event transformed exactly once");
+    assert!(seen.iter().all(|b| b == "a" || b == "b"));
+    let first_b = seen
+        .iter()
+        .position(|b| b == "b")
+        .expect("the reload took effect");
+    assert!(first_b >= 100);
+    assert!(
+        seen[first_b..].iter().all(|b| b == "b"),
+        "no event went back to the old version"
+    );
+    assert_eq!(h.status().generation, 2);
+    assert_eq!(
+        h.status().modules[0].calls,
+        n as u64,
+        "counters survive the reload"
+    );
+}
+
+#[test]
+fn in_flight_events_finish_on_their_version() {
+    let h = ChainHandle::new(engine(), "t", vec![version_cfg("a")]).unwrap();
+    let old = h.chain();
+    h.reconfigure(vec![version_cfg("b")]).unwrap();
+    assert_eq!(body(old.run(&sample())), "a");
+    assert_eq!(body(h.run(&sample())), "b");
+}
+
+#[test]
+fn failed_reload_keeps_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("v.wasm");
+    std::fs::copy(wasm("sy_test_version"), &p).unwrap();
+    let h = ChainHandle::new(
+        engine(),
+        "t",
+        vec![relaxed(&p).with_config([("version", "a")])],
+    )
+    .unwrap();
+    assert_eq!(body(h.run(&sample())), "a");
+
+    // The file is replaced by a broken one: reload fails, "a" keeps running.
+    std::fs::write(&p, b"\0asm broken").unwrap();
+    let e = h.reload().unwrap_err();
+    assert!(e.message.contains("v.wasm"));
+    assert_eq!(body(h.run(&sample())), "a");
+    let st = h.status();
+    assert_eq!(st.reload_failures, 1);
+    assert_eq!(st.generation, 1);
+    assert!(st
+        .last_reload_error
+        .unwrap()
+        .message
+        .contains("not a valid WebAssembly component"));
+
+    // A config change to a module of the wrong contract fails too.
+    assert!(h.reconfigure(vec![module("sy_test_oldabi")]).is_err());
+    assert!(h.reconfigure(vec![module("sy_test_refuse")]).is_err());
+    assert_eq!(body(h.run(&sample())), "a");
+    assert_eq!(h.reload_failures(), 3);
+    assert_eq!(
+        h.module_files(),
+        vec![p.clone()],
+        "a failed reconfigure keeps the old configs"
+    );
+
+    // Fixed: the next reload succeeds and clears the error.
+    std::fs::copy(wasm("sy_test_version"), &p).unwrap();
+    h.reload().unwrap();
+    assert!(h.last_reload_error().is_none());
+    assert_eq!(body(h.run(&sample())), "a");
+}
+
+#[test]
+fn watcher_reloads_a_changed_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.wasm");
+    std::fs::copy(wasm("sy_test_echo"), &p).unwrap();
+    let h = ChainHandle::new(
+        engine(),
+        "t",
+        vec![relaxed(&p).with_config([("version", "b")])],
+    )
+    .unwrap();
+    let _w = spawn_watcher(vec![h.clone()]).unwrap();
+    assert_eq!(
+        requests(h.run(&sample()))[0].content_type,
+        "application/json"
+    );
+    // Replace the file the way deploys do: write elsewhere, rename over.
+    let tmp = dir.path().join("m.wasm.new");
+    std::fs::copy(wasm("sy_test_version"), &tmp).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let ChainOutcome::Requests(r) = h.run(&sample()) {
+            if r[0].body == b"b" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not reload: {:?}",
+            h.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(h.status().generation, 2);
+}
+
+#[test]
+fn concurrent_runs_share_the_pool() {
+    let chain = Arc::new(Chain::load(engine(), "t", &[filter(), redact(), webhook()]).unwrap());
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let c = chain.clone();
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    assert_eq!(requests(c.run(&sample())).len(), 1);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for m in &chain.modules {
+        assert_eq!(m.stats.calls.load(Ordering::Relaxed), 1800);
+        assert!(
+            m.stats.instantiations.load(Ordering::Relaxed) <= 7,
+            "{}",
+            m.name
+        );
+        assert!(m.idle_instances() <= engine().limits().max_idle_per_module);
+    }
+}
+
+#[test]
+fn run_chain_once_and_print_outcome() {
+    let o = run_chain_once(&[version_cfg("hello")], &sample()).unwrap();
+    let mut out = Vec::new();
+    print_outcome(&o, &mut out).unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(line["body"], "hello");
+    assert_eq!(line["module"], "sy_test_version");
+
+    let bin = ChainOutcome::Requests(vec![OutRequest {
+        module: "m".into(),
+        body: vec![0xff, 0x00, 0x01],
+        content_type: "application/octet-stream".into(),
+        method: Some("PUT".into()),
+        path: None,
+        headers: vec![("x-a".into(), "1".into())],
+    }]);
+    let mut out = Vec::new();
+    print_outcome(&bin, &mut out).unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(line["body_base64"], "/wAB");
+    assert!(line.get("body").is_none());
+    assert_eq!(line["method"], "PUT");
+
+    let mut out = Vec::new();
+    print_outcome(
+        &ChainOutcome::Dropped {
+            module: "filter".into(),
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"dropped\":{\"module\":\"filter\"}}\n"
+    );
+    let mut out = Vec::new();
+    print_outcome(
+        &ChainOutcome::Failed {
+            module: "m".into(),
+            message: "x".into(),
+            retryable: false,
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert!(String::from_utf8(out).unwrap().contains("\"failed\""));
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Consumer {
+    modules: Vec<ModuleConfig>,
+}
+
+#[test]
+fn module_config_parses_and_validates() {
+    let echo = wasm("sy_test_echo");
+    let toml_text = format!(
+        r#"
+[[modules]]
+path = "{}"
+deadline = "50ms"
+memory = "32MiB"
+config = {{ fields = "email,phone", strict = true, max = 3, ratio = 0.5 }}
+
+[[modules]]
+name = "second"
+path = "{}"
+memory = 1048576
+"#,
+        echo.display(),
+        echo.display()
+    );
+    let c: Consumer = toml::from_str(&toml_text).unwrap();
+    let m = &c.modules[0];
+    assert_eq!(m.display_name(), "sy_test_echo");
+    assert_eq!(m.deadline, Some(Duration::from_millis(50)));
+    assert_eq!(m.memory, Some(ByteSize(32 * limits::MIB)));
+    let want: BTreeMap<String, String> = [
+        ("fields", "email,phone"),
+        ("strict", "true"),
+        ("max", "3"),
+        ("ratio", "0.5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(m.config, want);
+    assert_eq!(c.modules[1].memory, Some(ByteSize(limits::MIB)));
+    let mut errors = Vec::new();
+    validate_chain(&c.modules, "consumers.crm.modules", &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // Unknown fields are refused.
+    let e = toml::from_str::<Consumer>("[[modules]]\npath = \"x.wasm\"\nmemroy = \"1MiB\"\n")
+        .unwrap_err();
+    assert!(e.to_string().contains("memroy"), "{e}");
+    // Nested tables are not config values.
+    assert!(toml::from_str::<Consumer>(
+        "[[modules]]\npath = \"x.wasm\"\nconfig = { a = { b = 1 } }\n"
+    )
+    .is_err());
+    // Bad sizes.
+    assert!(toml::from_str::<Consumer>(
+        "[[modules]]\npath = \"x.wasm\"\nmemory = \"64 parsecs\"\n"
+    )
+    .is_err());
+
+    let bad = vec![
+        ModuleConfig {
+            name: Some("bad name!".into()),
+            path: "does/not/exist.wasm".into(),
+            deadline: Some(Duration::ZERO),
+            memory: Some(ByteSize(1024 * limits::MIB)),
+            config: BTreeMap::new(),
+        },
+        ModuleConfig::new(&echo),
+        ModuleConfig::new(&echo),
+    ];
+    let mut errors = Vec::new();
+    validate_chain(&bad, "consumers.crm.modules", &mut errors);
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "consumers.crm.modules[0].name",
+            "consumers.crm.modules[0].path",
+            "consumers.crm.modules[0].deadline",
+            "consumers.crm.modules[0].memory",
+            "consumers.crm.modules[2].name",
+        ],
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn byte_sizes() {
+    assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 * limits::MIB);
+    assert_eq!("512 KiB".parse::<ByteSize>().unwrap().0, 512 * 1024);
+    assert_eq!("1GiB".parse::<ByteSize>().unwrap().0, 1 << 30);
+    assert_eq!("10MB".parse::<ByteSize>().unwrap().0, 10_000_000);
+    assert_eq!("4096".parse::<ByteSize>().unwrap().0, 4096);
+    assert!("MiB".parse::<ByteSize>().is_err());
+    assert!("12 XB".parse::<ByteSize>().is_err());
+    assert_eq!(ByteSize(64 * limits::MIB).to_string(), "64 MiB");
+}
+
+/// `Chain::run` may be called inline from async code: guests that write to
+/// stderr (every panicking Rust guest does) must not hit wasmtime-wasi's
+/// "Cannot start a runtime from within a runtime" panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_inline_on_a_multi_thread_runtime() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_trap")]).unwrap();
+    let (_, msg, _) = failed(chain.run(&sample()));
+    assert!(msg.contains("deliberate panic"), "{msg}");
+    let echo = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    requests(echo.run(&sample()));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn run_inline_on_a_current_thread_runtime() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_trap")]).unwrap();
+    let (_, msg, _) = failed(chain.run(&sample()));
+    assert!(msg.contains("deliberate panic"), "{msg}");
+}

@@ -1,0 +1,434 @@
+//! Transform chains inside the running router: shaping requests for a
+//! vendor, bad modules isolated, hot reload without a restart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::redis::RedisServer;
+use crate::support::router::{base_config, bin, Router};
+use crate::support::vendor::Vendor;
+use crate::support::{eventually, free_port, TOKEN};
+
+fn wasm(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SWITCHYARD_TRANSFORMS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../transforms/target/wasm32-wasip2/release")
+        });
+    let p = dir.join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: run transforms/build.sh first (tests/run.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn post(r: &Router, body: Value) {
+    let resp = client()
+        .post(r.url("/v1/events"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+}
+
+fn consumer(name: &str, url: &str, modules: &str) -> String {
+    format!(
+        r#"
+[consumers.{name}]
+topics = ["customer.*"]
+start = "earliest"
+[consumers.{name}.endpoint]
+url = "{url}"
+[consumers.{name}.retry]
+initial = "20ms"
+max_delay = "100ms"
+max_attempts = 5
+{modules}
+"#
+    )
+}
+
+fn module(consumer: &str, path: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[[consumers.{consumer}.modules]]\npath = \"{}\"\n{extra}\n",
+        path.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_filters_redacts_and_maps_to_the_vendor_shape() {
+    let redis = RedisServer::start();
+    let vendor = Vendor::start().await;
+    let modules = module(
+        "klaviyo",
+        &wasm("filter"),
+        "config = { require_consent = \"email\" }",
+    ) + &module("klaviyo", &wasm("redact"), "config = { drop = \"ssn\" }")
+        + &module("klaviyo", &wasm("klaviyo"), "");
+    let router =
+        Router::start(&(base_config(&redis.url()) + &consumer("klaviyo", &vendor.url(), &modules)));
+    post(
+        &router,
+        json!([
+            {"id": "c1", "topic": "customer.a.email_changed", "account_id": "42", "op": "update",
+             "after": {"email": "Ada@Example.com", "first_name": "Ada", "ssn": "123-45-6789"}, "consent": {"email": "granted"}},
+            {"id": "c2", "topic": "customer.a.email_changed", "account_id": "43", "op": "update",
+             "after": {"email": "bob@example.com"}, "consent": {"email": "denied"}},
+        ]),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the consented event reaches the vendor",
+        || async { (!vendor.applied().is_empty()).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = vendor.requests();
+    assert_eq!(
+        reqs.len(),
+        1,
+        "the event without email consent was filtered"
+    );
+    let r = &reqs[0];
+    assert_eq!(r.path, "/api/profile-import");
+    assert_eq!(r.key, "c1");
+    let attrs = &r.body["data"]["attributes"];
+    assert_eq!(r.body["data"]["type"], "profile");
+    assert_eq!(attrs["external_id"], "42");
+    assert!(
+        attrs["email"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("ada@example.com"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.to_string().contains("123-45-6789"),
+        "ssn was dropped: {}",
+        r.body
+    );
+
+    // The drop is counted with the module's name (status via the admin API, loopback).
+    let st: Value = client()
+        .get(router.url("/admin/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["consumers"]["klaviyo"]["filtered"]["filter"], 1, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_modules_dead_letter_their_events_and_the_router_keeps_serving() {
+    let redis = RedisServer::start();
+    let good = Vendor::start().await;
+    let bad = Vendor::start().await;
+    let mut cfg = base_config(&redis.url()) + &consumer("good", &good.url(), "");
+    for (name, m, deadline) in [
+        ("loop", "sy_test_loop", "50ms"),
+        ("bomb", "sy_test_membomb", "5s"),
+        ("trap", "sy_test_trap", "50ms"),
+    ] {
+        let limits = format!("deadline = \"{deadline}\"\nmemory = \"16MiB\"");
+        cfg += &consumer(name, &bad.url(), &module(name, &wasm(m), &limits));
+    }
+    let router = Router::start(&cfg);
+    for i in 0..3 {
+        post(&router, json!({"id": format!("e{i}"), "topic": "customer.a.updated", "account_id": format!("a{i}")})).await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "healthy consumer delivered everything",
+        || async { (good.applied().len() == 3).then_some(()) },
+    )
+    .await;
+    // Each bad consumer dead-letters each event with the failure named.
+    for (name, needle) in [("loop", "timed out"), ("bomb", "memory"), ("trap", "trap")] {
+        let entries = eventually(
+            Duration::from_secs(30),
+            &format!("{name}: 3 DLQ entries"),
+            || async {
+                let out = std::process::Command::new(bin())
+                    .args(["dlq", "list", "--config"])
+                    .arg(&router.config_path)
+                    .args(["--consumer", name])
+                    .output()
+                    .unwrap();
+                let lines: Vec<Value> = String::from_utf8(out.stdout)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+                // Three accounts: each event fails on its own (none parked behind another).
+                (lines
+                    .iter()
+                    .filter(|l| l["fields"]["kind"] == "failed")
+                    .count()
+                    == 3)
+                    .then_some(lines)
+            },
+        )
+        .await;
+        let reason = entries[0]["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(reason.contains(needle), "{name}: {reason}");
+        assert_eq!(
+            entries[0]["fields"]["attempts"], "1",
+            "not retried: a trap is not retryable"
+        );
+    }
+    assert!(bad.requests().is_empty());
+    // Still serving.
+    post(
+        &router,
+        json!({"id": "after", "topic": "customer.a.updated", "account_id": "z"}),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "router still delivers", || async {
+        (good.applied().len() == 4).then_some(())
+    })
+    .await;
+    assert_eq!(
+        client()
+            .get(router.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_hot_reload_by_file_watch_sighup_and_cli_and_a_bad_version_keeps_the_old() {
+    let redis = RedisServer::start();
+    let vendor = Vendor::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("mapper.wasm");
+    std::fs::copy(wasm("sy_test_version"), &m).unwrap();
+    let port = free_port();
+    let modules = format!(
+        "[[consumers.esp.modules]]\npath = \"{}\"\nconfig = {{ version = \"a\" }}\n",
+        m.display()
+    );
+    let cfg = base_config(&redis.url()).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        + &consumer("esp", &vendor.url(), &modules);
+    let router = Router::start(&cfg);
+    let mut n = 0;
+    let mut send_and_expect = |want: &'static str| {
+        n += 1;
+        let id = format!("ev{n}");
+        let router = &router;
+        let vendor = vendor.clone();
+        async move {
+            post(
+                router,
+                json!({"id": id, "topic": "customer.a.updated", "account_id": "1"}),
+            )
+            .await;
+            eventually(
+                Duration::from_secs(20),
+                &format!("{id} transformed by version {want}"),
+                || async {
+                    vendor
+                        .requests()
+                        .iter()
+                        .find(|r| r.key == id)
+                        .map(|r| r.body.as_str().unwrap_or_default().to_string())
+                },
+            )
+            .await
+        }
+    };
+    assert_eq!(send_and_expect("a").await, "a");
+
+    // 1. Config change + SIGHUP.
+    let text = std::fs::read_to_string(&router.config_path)
+        .unwrap()
+        .replace("version = \"a\"", "version = \"b\"");
+    std::fs::write(&router.config_path, text).unwrap();
+    router.sighup();
+    eventually(
+        Duration::from_secs(20),
+        "SIGHUP reload took effect",
+        || async {
+            let st: Value = client()
+                .get(router.url("/admin/status"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (st["consumers"]["esp"]["transforms"]["reloads"].as_u64()? >= 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(send_and_expect("b").await, "b");
+
+    // 2. Config change + `switchyard reload`.
+    let text = std::fs::read_to_string(&router.config_path)
+        .unwrap()
+        .replace("version = \"b\"", "version = \"c\"");
+    std::fs::write(&router.config_path, text).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["reload", "--config"])
+        .arg(&router.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(send_and_expect("c").await, "c");
+
+    // 3. A broken file on disk: the watcher tries it, the old version keeps running.
+    let tmp = dir.path().join("mapper.tmp");
+    std::fs::write(&tmp, b"\0asm this is not a component").unwrap();
+    std::fs::rename(&tmp, &m).unwrap();
+    let st = eventually(
+        Duration::from_secs(20),
+        "the failed reload is reported",
+        || async {
+            let st: Value = client()
+                .get(router.url("/admin/status"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            st["consumers"]["esp"]["transforms"]["last_reload_error"]
+                .is_object()
+                .then_some(st)
+        },
+    )
+    .await;
+    let err = st["consumers"]["esp"]["transforms"]["last_reload_error"].to_string();
+    assert!(err.contains("mapper.wasm"), "{err}");
+    assert_eq!(send_and_expect("c").await, "c");
+    let status = std::process::Command::new(bin())
+        .args(["status", "--config"])
+        .arg(&router.config_path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("last_reload_error"));
+
+    // 4. A good file replaces it: picked up by the watcher without any command.
+    let text = std::fs::read_to_string(&router.config_path).unwrap();
+    assert!(text.contains("version = \"c\""));
+    std::fs::copy(wasm("sy_test_echo"), &tmp).unwrap();
+    std::fs::rename(&tmp, &m).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the watcher loaded the new file",
+        || async {
+            let st: Value = client()
+                .get(router.url("/admin/status"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            st["consumers"]["esp"]["transforms"]["last_reload_error"]
+                .is_null()
+                .then_some(())
+        },
+    )
+    .await;
+    post(
+        &router,
+        json!({"id": "echo1", "topic": "customer.a.updated", "account_id": "1"}),
+    )
+    .await;
+    let r = eventually(Duration::from_secs(20), "echo module output", || async {
+        vendor.requests().into_iter().find(|r| r.key == "echo1")
+    })
+    .await;
+    assert_eq!(
+        r.body["id"], "echo1",
+        "echo passes the event through: the canonical event is sent as JSON"
+    );
+}
+
+#[test]
+fn transform_test_cli_runs_a_chain_on_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = dir.path().join("e.json");
+    std::fs::write(&ev, r#"{"topic": "customer.a.updated", "account_id": "7", "after": {"email": " Ada@Example.COM ", "ssn": "1"}}"#)
+        .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["transform", "test", "--module"])
+        .arg(wasm("redact"))
+        .args(["--module"])
+        .arg(wasm("webhook"))
+        .args(["--set", "hash=email", "--event"])
+        .arg(&ev)
+        .output()
+        .unwrap();
+    // One --set applies to every module: webhook refuses the unknown key `hash`.
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hash"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[consumers.x]\ntopics = [\"*\"]\n[consumers.x.endpoint]\nurl = \"http://127.0.0.1:1\"\n\
+             [[consumers.x.modules]]\npath = \"{}\"\nconfig = {{ hash = \"email\", drop = \"ssn\" }}\n\
+             [[consumers.x.modules]]\npath = \"{}\"\n",
+            wasm("redact").display(),
+            wasm("webhook").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["transform", "test", "--config"])
+        .arg(&cfg)
+        .args(["--consumer", "x", "--event"])
+        .arg(&ev)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(line["content_type"], "application/cloudevents+json");
+    let body: Value = serde_json::from_str(line["body"].as_str().unwrap()).unwrap();
+    // sha256("ada@example.com")
+    assert_eq!(
+        body["data"]["after"]["email"],
+        "b5fc85e55755f9e0d030a10ab4429b6b2944855f9a0d60077fe832becbc41d72"
+    );
+    assert!(body["data"]["after"].get("ssn").is_none());
+}
