@@ -364,6 +364,24 @@ async fn postgres_restarted_and_crashed_mid_stream() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_mid_stream_loses_nothing() {
+    // AOF with fsync on every write: what Redis acknowledged survives the kill.
+    let mut redis = RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
+    let pg = PgServer::start();
+    pg.sql(ITEMS_DDL);
+    let router = start_router(&redis, &pg, ITEMS_TOML);
+    wait_slot(&pg).await;
+    let writer = tokio::spawn(write_items(pg.url(), 0, 3000, Duration::from_micros(500)));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.restart();
+    writer.await.unwrap();
+    assert_items_exactly_once(&redis, &pg).await;
+    assert!(router.logs().contains("log unavailable; retrying append"), "{}", router.logs());
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
