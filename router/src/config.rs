@@ -178,6 +178,8 @@ impl Default for LogConfig {
 pub enum SourceConfig {
     /// Application events posted to `POST /v1/events`.
     Http(HttpSourceConfig),
+    /// Row changes captured from Postgres by logical replication.
+    Postgres(crate::source::postgres::PostgresSourceConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +365,7 @@ impl Config {
                         }
                     }
                 }
+                SourceConfig::Postgres(_) => {}
             }
         }
     }
@@ -439,14 +442,24 @@ impl Config {
             }
             match src {
                 SourceConfig::Http(h) => h.validate(&path, errors),
+                SourceConfig::Postgres(p) => p.validate(&path, errors),
             }
         }
     }
 
     /// Name and token of every HTTP source (tokens read from files now).
     pub fn http_sources(&self) -> impl Iterator<Item = (&String, &HttpSourceConfig)> {
-        self.sources.iter().map(|(n, s)| match s {
-            SourceConfig::Http(h) => (n, h),
+        self.sources.iter().filter_map(|(n, s)| match s {
+            SourceConfig::Http(h) => Some((n, h)),
+            _ => None,
+        })
+    }
+
+    /// Name and config of every Postgres CDC source.
+    pub fn postgres_sources(&self) -> impl Iterator<Item = (&String, &crate::source::postgres::PostgresSourceConfig)> {
+        self.sources.iter().filter_map(|(n, s)| match s {
+            SourceConfig::Postgres(p) => Some((n, p)),
+            _ => None,
         })
     }
 }

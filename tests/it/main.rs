@@ -4,6 +4,7 @@
 
 mod support;
 
+mod cdc;
 mod delivery;
 mod ingest;
 mod transforms;

@@ -1,6 +1,7 @@
 //! Sources of events. One module per kind, registered in
 //! [`crate::config::SourceConfig`].
 pub mod http;
+pub mod postgres;
 
 use tokio_util::sync::CancellationToken;
 
@@ -10,13 +11,27 @@ use crate::log::Log;
 /// Start the sources that run as tasks (the HTTP source is served by the listener).
 pub fn start(
     config: &Config,
-    _log: &Log,
-    _shutdown: &CancellationToken,
+    log: &Log,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> {
-    let tasks = Vec::new();
-    for (_name, src) in &config.sources {
+    let mut tasks = Vec::new();
+    for (name, src) in &config.sources {
         match src {
             SourceConfig::Http(_) => {}
+            SourceConfig::Postgres(pg) => {
+                let (name, pg, log, shutdown) = (name.clone(), pg.clone(), log.clone(), shutdown.clone());
+                tasks.push(tokio::spawn(async move {
+                    // `run` returns Err only for problems a retry cannot fix
+                    // (missing table, replica identity, wal_level, auth…): stop
+                    // the router so the operator sees it rather than a source
+                    // silently not capturing.
+                    if let Err(e) = postgres::run(name.clone(), pg, log, shutdown.clone()).await {
+                        tracing::error!(source = %name, error = %format!("{e:#}"),
+                            "source stopped with an error that a retry cannot fix; shutting down");
+                        shutdown.cancel();
+                    }
+                }));
+            }
         }
     }
     Ok(std::sync::Mutex::new(tasks))
