@@ -31,7 +31,11 @@ mod pgserver;
 mod redisserver;
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 use pgserver::{PgServer, PG_BIN};
@@ -40,7 +44,10 @@ use redisserver::RedisServer;
 const PARTITIONS: u32 = 16;
 
 fn env_or(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 struct Router {
@@ -68,12 +75,18 @@ impl Router {
                 if v["message"] == "streaming changes" {
                     *s.lock().unwrap() = Some(Instant::now());
                 }
-                if v["level"] == "WARN" || v["level"] == "ERROR" || v["message"] == "postgres source stopped" {
+                if v["level"] == "WARN"
+                    || v["level"] == "ERROR"
+                    || v["message"] == "postgres source stopped"
+                {
                     eprintln!("router: {line}");
                 }
             }
         });
-        Router { child, streaming_at }
+        Router {
+            child,
+            streaming_at,
+        }
     }
 
     fn wait_streaming(&self) -> Instant {
@@ -101,7 +114,9 @@ impl Router {
     }
 
     fn terminate(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -128,7 +143,11 @@ fn wait_total(c: &mut redis::Connection, want: u64, timeout: Duration) -> Instan
         if xlen_total(c) >= want {
             return Instant::now();
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {want} events (have {})", xlen_total(c));
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {want} events (have {})",
+            xlen_total(c)
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -136,14 +155,27 @@ fn wait_total(c: &mut redis::Connection, want: u64, timeout: Duration) -> Instan
 fn pgbench(pg: &PgServer, script: &std::path::Path, args: &[&str], pgoptions: &str) -> String {
     let out = Command::new(format!("{PG_BIN}/pgbench"))
         .env("PGOPTIONS", pgoptions)
-        .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p", &pg.port.to_string(), "-f"])
+        .args([
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &pg.port.to_string(),
+            "-f",
+        ])
         .arg(script)
         .args(args)
         .arg("postgres")
         .output()
         .expect("pgbench");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pgbench failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     text
 }
 
@@ -183,10 +215,16 @@ fn latencies(c: &mut redis::Connection, after_ms: u64) -> Vec<f64> {
 fn cpu_secs(pid: u32, children: bool) -> f64 {
     let mut ticks = 0u64;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
         // Fields after the `(comm)`: state ppid pgrp ... utime(14) stime(15).
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ppid: u32 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
         if p == pid || (children && ppid == pid) {
@@ -198,7 +236,10 @@ fn cpu_secs(pid: u32, children: bool) -> f64 {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn main() {
@@ -211,7 +252,11 @@ fn main() {
     let txn_rows = env_or("BENCH_TXN_ROWS", 10).max(1);
 
     let redis = RedisServer::start();
-    let pg = PgServer::start_with(&["synchronous_commit=off", "shared_buffers=256MB", "max_wal_size=4GB"]);
+    let pg = PgServer::start_with(&[
+        "synchronous_commit=off",
+        "shared_buffers=256MB",
+        "max_wal_size=4GB",
+    ]);
     pg.sql(
         "CREATE TABLE bench_items (id bigserial PRIMARY KEY, account_id text NOT NULL, n int NOT NULL, \
          payload text NOT NULL, written_at timestamptz NOT NULL DEFAULT clock_timestamp())",
@@ -244,11 +289,29 @@ fn main() {
     let router = Router::start(&cfg);
     router.wait_streaming();
     let t0_ms = now_ms();
-    let out = pgbench(&pg, &script, &["-c", "4", "-j", "2", "-T", &secs.to_string(), "-R", &rate.to_string()], "-c synchronous_commit=on");
+    let out = pgbench(
+        &pg,
+        &script,
+        &[
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "-R",
+            &rate.to_string(),
+        ],
+        "-c synchronous_commit=on",
+    );
     let live_rows = count(&pg);
     wait_total(&mut rc, live_rows, Duration::from_secs(60));
     let lat = latencies(&mut rc, t0_ms.saturating_sub(1000));
-    let tps = out.lines().find(|l| l.starts_with("tps")).unwrap_or("").to_string();
+    let tps = out
+        .lines()
+        .find(|l| l.starts_with("tps"))
+        .unwrap_or("")
+        .to_string();
     println!("live: {live_rows} rows at a target of {rate}/s for {secs}s ({tps})");
     println!(
         "live: commit -> in Redis latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal p99 < 50 ms)",
@@ -260,7 +323,12 @@ fn main() {
     // 2. sustained: writer as fast as it can go.
     let before = count(&pg);
     let start = Instant::now();
-    let out = pgbench(&pg, &script, &["-c", "8", "-j", "2", "-T", &secs.to_string()], "");
+    let out = pgbench(
+        &pg,
+        &script,
+        &["-c", "8", "-j", "2", "-T", &secs.to_string()],
+        "",
+    );
     let written_at = Instant::now();
     let after = count(&pg);
     let behind_at_end = after.saturating_sub(xlen_total(&mut rc));
@@ -268,7 +336,11 @@ fn main() {
     let rows = after - before;
     let write_rate = rows as f64 / (written_at - start).as_secs_f64();
     let cdc_rate = rows as f64 / (done - start).as_secs_f64();
-    let tps = out.lines().find(|l| l.starts_with("tps")).unwrap_or("").to_string();
+    let tps = out
+        .lines()
+        .find(|l| l.starts_with("tps"))
+        .unwrap_or("")
+        .to_string();
     println!("sustained: {rows} rows written at {write_rate:.0}/s ({tps}); in Redis at {cdc_rate:.0}/s; {behind_at_end} behind when the writer stopped, caught up {:?} later", done - written_at);
     router.terminate();
 
@@ -288,9 +360,29 @@ fn main() {
 
     let t = Instant::now();
     let st = Command::new(format!("{PG_BIN}/pg_recvlogical"))
-        .args(["-d", &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pg.port)])
-        .args(["-S", "ceiling", "--start", "-f", "/dev/null", "-E", &end_lsn])
-        .args(["-o", "proto_version=1", "-o", "publication_names=sy_bench", "--no-loop"])
+        .args([
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                pg.port
+            ),
+        ])
+        .args([
+            "-S",
+            "ceiling",
+            "--start",
+            "-f",
+            "/dev/null",
+            "-E",
+            &end_lsn,
+        ])
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=sy_bench",
+            "--no-loop",
+        ])
         .status()
         .expect("pg_recvlogical");
     let ceiling_secs = t.elapsed().as_secs_f64();
@@ -301,11 +393,24 @@ fn main() {
     let spawned = Instant::now();
     let router = Router::start(&cfg);
     let streaming = router.wait_streaming();
-    let cpu0 = (cpu_secs(router.child.id(), false), cpu_secs(redis.pid(), false), cpu_secs(pg.pid(), true));
+    let cpu0 = (
+        cpu_secs(router.child.id(), false),
+        cpu_secs(redis.pid(), false),
+        cpu_secs(pg.pid(), true),
+    );
     // BENCH_PERF=<file>: profile the router during the catch-up (perf record).
     let perf = std::env::var("BENCH_PERF").ok().map(|out| {
         Command::new("perf")
-            .args(["record", "-F", "999", "-g", "-o", &out, "-p", &router.child.id().to_string()])
+            .args([
+                "record",
+                "-F",
+                "999",
+                "-g",
+                "-o",
+                &out,
+                "-p",
+                &router.child.id().to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -313,10 +418,16 @@ fn main() {
     });
     let done = wait_total(&mut rc, base + backlog_rows, Duration::from_secs(600));
     if let Some(p) = perf {
-        let _ = Command::new("kill").args(["-INT", &p.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
         let _ = p.wait_with_output();
     }
-    let cpu1 = (cpu_secs(router.child.id(), false), cpu_secs(redis.pid(), false), cpu_secs(pg.pid(), true));
+    let cpu1 = (
+        cpu_secs(router.child.id(), false),
+        cpu_secs(redis.pid(), false),
+        cpu_secs(pg.pid(), true),
+    );
     let wall = (done - streaming).as_secs_f64();
     println!(
         "catch-up: CPU use during the router's catch-up (cores): router {:.2}, redis {:.2}, postgres {:.2}",
@@ -334,6 +445,9 @@ fn main() {
         (done - streaming).as_secs_f64(),
         router.peak_rss_mib()
     );
-    println!("ratio: {:.2} of pg_recvlogical's catch-up rate (goal >= 0.50)", catchup / ceiling);
+    println!(
+        "ratio: {:.2} of pg_recvlogical's catch-up rate (goal >= 0.50)",
+        catchup / ceiling
+    );
     router.terminate();
 }

@@ -456,7 +456,9 @@ impl Config {
     }
 
     /// Name and config of every Postgres CDC source.
-    pub fn postgres_sources(&self) -> impl Iterator<Item = (&String, &crate::source::postgres::PostgresSourceConfig)> {
+    pub fn postgres_sources(
+        &self,
+    ) -> impl Iterator<Item = (&String, &crate::source::postgres::PostgresSourceConfig)> {
         self.sources.iter().filter_map(|(n, s)| match s {
             SourceConfig::Postgres(p) => Some((n, p)),
             _ => None,

@@ -19,9 +19,18 @@ fn read_all(redis: &RedisServer) -> Vec<Event> {
     let mut c = redis.conn();
     let mut out = Vec::new();
     for p in 0..PARTITIONS {
-        let reply: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg(format!("sy:log:{{p{p}}}")).arg("-").arg("+").query(&mut c).unwrap();
-        out.extend(reply.ids.iter().map(|e| switchyard::log::decode_entry(e).unwrap()));
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("sy:log:{{p{p}}}"))
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        out.extend(
+            reply
+                .ids
+                .iter()
+                .map(|e| switchyard::log::decode_entry(e).unwrap()),
+        );
     }
     out
 }
@@ -81,11 +90,20 @@ require_before_image = false
 "#;
 
 fn start_router(redis: &RedisServer, pg: &PgServer, tables: &str) -> Router {
-    let cfg = format!("{}{}", base_config(&redis.url()), source_toml(&pg.url(), tables));
+    let cfg = format!(
+        "{}{}",
+        base_config(&redis.url()),
+        source_toml(&pg.url(), tables)
+    );
     Router::start(&cfg)
 }
 
-async fn wait_events(redis: &RedisServer, what: &str, timeout: Duration, pred: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+async fn wait_events(
+    redis: &RedisServer,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
     eventually(timeout, what, || {
         let evs = read_all(redis);
         let ok = pred(&evs);
@@ -97,7 +115,8 @@ async fn wait_events(redis: &RedisServer, what: &str, timeout: Duration, pred: i
 /// Wait until the slot has been created by the router (it streams from then on).
 async fn wait_slot(pg: &PgServer) {
     eventually(Duration::from_secs(30), "replication slot active", || {
-        let active = pg.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sy_crm' AND active");
+        let active = pg
+            .sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sy_crm' AND active");
         async move { (active == "1").then_some(()) }
     })
     .await;
@@ -119,9 +138,12 @@ async fn insert_update_delete_with_before_after_changed_rules_and_soft_delete() 
     pg.sql("UPDATE customers SET deleted_at = NULL WHERE id = 1");
     pg.sql("DELETE FROM customers WHERE id = 1");
 
-    let evs = wait_events(&redis, "all customer events", Duration::from_secs(20), |e| {
-        e.iter().any(|e| e.op == Op::Delete)
-    })
+    let evs = wait_events(
+        &redis,
+        "all customer events",
+        Duration::from_secs(20),
+        |e| e.iter().any(|e| e.op == Op::Delete),
+    )
     .await;
     let topics: Vec<&str> = evs.iter().map(|e| e.topic.as_str()).collect();
     assert_eq!(
@@ -146,8 +168,10 @@ async fn insert_update_delete_with_before_after_changed_rules_and_soft_delete() 
     assert_eq!(ins.before, None);
     assert_eq!(
         ins.after,
-        Some(json!({"id": 1, "account_id": "acct-1", "banner": "banner-a", "email": "a@x.com",
-                    "consent_email": false, "consent_sms": false, "bio": "bio", "deleted_at": null}))
+        Some(
+            json!({"id": 1, "account_id": "acct-1", "banner": "banner-a", "email": "a@x.com",
+                    "consent_email": false, "consent_sms": false, "bio": "bio", "deleted_at": null})
+        )
     );
     let c = ins.commit.as_ref().unwrap();
     assert!(c.id.contains('/') && c.seq == 0, "{c:?}");
@@ -158,12 +182,18 @@ async fn insert_update_delete_with_before_after_changed_rules_and_soft_delete() 
     assert_eq!(upd.before.as_ref().unwrap()["email"], "a@x.com");
     assert_eq!(upd.after.as_ref().unwrap()["email"], "b@x.com");
     assert_eq!(evs[2].changed, vec!["email"]);
-    assert_eq!(evs[2].commit, upd.commit, "rule events share the change position");
+    assert_eq!(
+        evs[2].commit, upd.commit,
+        "rule events share the change position"
+    );
     assert_ne!(evs[2].id, upd.id);
     assert_eq!(evs[3].changed, vec!["bio", "consent_sms"]);
     assert_eq!(evs[5].changed, vec!["bio"]);
     assert_eq!(evs[6].op, Op::SoftDelete);
-    assert_eq!(evs[6].after.as_ref().unwrap()["deleted_at"], "2024-05-01T12:00:00Z");
+    assert_eq!(
+        evs[6].after.as_ref().unwrap()["deleted_at"],
+        "2024-05-01T12:00:00Z"
+    );
     assert_eq!(evs[7].op, Op::Restore);
     let del = &evs[8];
     assert_eq!(del.after, None);
@@ -203,7 +233,10 @@ require_before_image = false
     );
     // A TOASTed column the update does not touch (REPLICA IDENTITY DEFAULT: no before-image).
     pg.sql("UPDATE typed SET i2 = 8 WHERE id = 1");
-    let evs = wait_events(&redis, "typed events", Duration::from_secs(20), |e| e.len() >= 2).await;
+    let evs = wait_events(&redis, "typed events", Duration::from_secs(20), |e| {
+        e.len() >= 2
+    })
+    .await;
     let a = evs[0].after.as_ref().unwrap();
     let want = json!({
         "id": 1, "account_id": "a", "i2": -7, "i8": 9007199254740993u64, "f4": 1.5, "f8": 0.1, "fnan": "NaN",
@@ -217,11 +250,20 @@ require_before_image = false
     assert_eq!(a["big"].as_str().unwrap().len(), 100_000);
     let u = &evs[1];
     assert_eq!(u.op, Op::Update);
-    assert!(u.after.as_ref().unwrap().get("big").is_none(), "unchanged TOAST is left out");
-    assert_eq!(u.attributes.get("unchanged_toast").map(String::as_str), Some("big"));
+    assert!(
+        u.after.as_ref().unwrap().get("big").is_none(),
+        "unchanged TOAST is left out"
+    );
+    assert_eq!(
+        u.attributes.get("unchanged_toast").map(String::as_str),
+        Some("big")
+    );
     assert!(!u.changed.contains(&"big".to_string()));
     assert!(u.changed.contains(&"i2".to_string()));
-    assert!(!u.changed.contains(&"id".to_string()), "key unchanged without an old tuple");
+    assert!(
+        !u.changed.contains(&"id".to_string()),
+        "key unchanged without an old tuple"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +277,10 @@ async fn add_column_mid_stream_is_picked_up() {
     pg.sql("ALTER TABLE items ADD COLUMN tier text DEFAULT 'gold'");
     pg.sql("INSERT INTO items VALUES (2, 'a', 2, NULL, 'silver')");
     pg.sql("UPDATE items SET n = 10 WHERE id = 1");
-    let evs = wait_events(&redis, "3 item events", Duration::from_secs(20), |e| e.len() >= 3).await;
+    let evs = wait_events(&redis, "3 item events", Duration::from_secs(20), |e| {
+        e.len() >= 3
+    })
+    .await;
     assert!(evs[0].after.as_ref().unwrap().get("tier").is_none());
     assert_eq!(evs[1].after.as_ref().unwrap()["tier"], "silver");
     assert_eq!(evs[2].after.as_ref().unwrap()["tier"], "gold");
@@ -285,12 +330,24 @@ async fn write_items(pg_url: String, from: i64, n: i64, pace: Duration) -> i64 {
 
 /// Every committed row of `items` is in the log exactly once (by id and by key).
 async fn assert_items_exactly_once(redis: &RedisServer, pg: &PgServer) -> usize {
-    let committed: HashSet<i64> =
-        pg.sql("SELECT id FROM items").lines().filter(|l| !l.is_empty()).map(|l| l.parse().unwrap()).collect();
-    let evs = wait_events(redis, "every committed row in the log", Duration::from_secs(60), |evs| {
-        let keys: HashSet<i64> = evs.iter().filter_map(|e| e.key.as_ref()?["id"].as_i64()).collect();
-        committed.iter().all(|k| keys.contains(k))
-    })
+    let committed: HashSet<i64> = pg
+        .sql("SELECT id FROM items")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let evs = wait_events(
+        redis,
+        "every committed row in the log",
+        Duration::from_secs(60),
+        |evs| {
+            let keys: HashSet<i64> = evs
+                .iter()
+                .filter_map(|e| e.key.as_ref()?["id"].as_i64())
+                .collect();
+            committed.iter().all(|k| keys.contains(k))
+        },
+    )
     .await;
     let mut ids = HashMap::new();
     for e in &evs {
@@ -300,17 +357,30 @@ async fn assert_items_exactly_once(redis: &RedisServer, pg: &PgServer) -> usize 
     assert!(dup_ids.is_empty(), "duplicate ids in the log: {dup_ids:?}");
     let mut keys = HashMap::new();
     for e in &evs {
-        *keys.entry(e.key.as_ref().unwrap()["id"].as_i64().unwrap()).or_insert(0) += 1;
+        *keys
+            .entry(e.key.as_ref().unwrap()["id"].as_i64().unwrap())
+            .or_insert(0) += 1;
     }
     let dup_keys: Vec<_> = keys.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dup_keys.is_empty(), "rows inserted once but logged twice: {dup_keys:?}");
-    assert_eq!(keys.len(), committed.len(), "no event for an uncommitted row");
+    assert!(
+        dup_keys.is_empty(),
+        "rows inserted once but logged twice: {dup_keys:?}"
+    );
+    assert_eq!(
+        keys.len(),
+        committed.len(),
+        "no event for an uncommitted row"
+    );
     // Per account, events are in commit order (ids increase).
     let mut last: HashMap<&str, i64> = HashMap::new();
     for e in &evs {
         let id = e.key.as_ref().unwrap()["id"].as_i64().unwrap();
         if let Some(prev) = last.insert(e.account_id.as_str(), id) {
-            assert!(id > prev, "account {} out of order: {prev} then {id}", e.account_id);
+            assert!(
+                id > prev,
+                "account {} out of order: {prev} then {id}",
+                e.account_id
+            );
         }
     }
     evs.len()
@@ -336,7 +406,8 @@ async fn router_killed_mid_stream_and_restarted_logs_every_change_exactly_once()
     assert_eq!(n, 6000);
     // Graceful stop confirms what was flushed: a restart re-reads nothing new.
     assert!(router.terminate().success(), "{}", router.logs());
-    let confirmed = pg.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'sy_crm'");
+    let confirmed =
+        pg.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'sy_crm'");
     let current = pg.sql("SELECT pg_current_wal_lsn()");
     assert!(!confirmed.is_empty() && !current.is_empty());
 }
@@ -367,7 +438,14 @@ async fn postgres_restarted_and_crashed_mid_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_mid_stream_loses_nothing() {
     // AOF with fsync on every write: what Redis acknowledged survives the kill.
-    let mut redis = RedisServer::start_with(&["--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
+    let mut redis = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
     let pg = PgServer::start();
     pg.sql(ITEMS_DDL);
     let router = start_router(&redis, &pg, ITEMS_TOML);
@@ -379,7 +457,11 @@ async fn redis_outage_mid_stream_loses_nothing() {
     redis.restart();
     writer.await.unwrap();
     assert_items_exactly_once(&redis, &pg).await;
-    assert!(router.logs().contains("log unavailable; retrying append"), "{}", router.logs());
+    assert!(
+        router.logs().contains("log unavailable; retrying append"),
+        "{}",
+        router.logs()
+    );
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -405,7 +487,12 @@ async fn transaction_of_200k_rows_streams_with_bounded_memory() {
     let mut c = redis.conn();
     eventually(Duration::from_secs(180), "200k events in the log", || {
         let total: usize = (0..PARTITIONS)
-            .map(|p| redis::cmd("XLEN").arg(format!("sy:log:{{p{p}}}")).query::<usize>(&mut c).unwrap())
+            .map(|p| {
+                redis::cmd("XLEN")
+                    .arg(format!("sy:log:{{p{p}}}"))
+                    .query::<usize>(&mut c)
+                    .unwrap()
+            })
             .sum();
         async move { (total >= 200_000).then_some(()) }
     })
@@ -417,7 +504,10 @@ async fn transaction_of_200k_rows_streams_with_bounded_memory() {
         peak / 1024,
         baseline / 1024
     );
-    assert!(peak < baseline + 96 * 1024, "router peak RSS {peak} KiB (baseline {baseline} KiB)");
+    assert!(
+        peak < baseline + 96 * 1024,
+        "router peak RSS {peak} KiB (baseline {baseline} KiB)"
+    );
     // And it was confirmed: the slot moved past the transaction.
     eventually(Duration::from_secs(10), "slot confirmed past the big transaction", || {
         let lag = pg.sql(
@@ -434,8 +524,16 @@ async fn initial_snapshot_is_consistent_with_the_stream() {
     let pg = PgServer::start();
     pg.sql(ITEMS_DDL);
     pg.sql("INSERT INTO items SELECT g, 'acct-' || (g % 7), g::int, 'pad' FROM generate_series(0, 2999) g");
-    let tables = ITEMS_TOML.replace("require_before_image = false", "require_before_image = false\nsnapshot = true");
-    let writer = tokio::spawn(write_items(pg.url(), 3000, 1500, Duration::from_micros(500)));
+    let tables = ITEMS_TOML.replace(
+        "require_before_image = false",
+        "require_before_image = false\nsnapshot = true",
+    );
+    let writer = tokio::spawn(write_items(
+        pg.url(),
+        3000,
+        1500,
+        Duration::from_micros(500),
+    ));
     let _router = start_router(&redis, &pg, &tables);
     writer.await.unwrap();
     assert_items_exactly_once(&redis, &pg).await;
@@ -445,18 +543,33 @@ async fn initial_snapshot_is_consistent_with_the_stream() {
     let s: Vec<&Event> = evs.iter().filter(|e| e.op == Op::Snapshot).collect();
     assert_eq!(s[0].topic, "item.snapshot");
     assert!(s.iter().all(|e| e.after.is_some() && e.before.is_none()));
-    assert_eq!(pg.sql("SELECT count(*) FROM pg_replication_slots"), "1", "temporary slot gone");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_replication_slots"),
+        "1",
+        "temporary slot gone"
+    );
 }
 
 async fn run_in_process(pg: &PgServer, redis: &RedisServer, tables: &str) -> anyhow::Result<()> {
-    let text = format!("{}{}", base_config(&redis.url()), source_toml(&pg.url(), tables));
+    let text = format!(
+        "{}{}",
+        base_config(&redis.url()),
+        source_toml(&pg.url(), tables)
+    );
     let config = switchyard::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap();
     let log = switchyard::log::Log::new(&config).unwrap();
-    let (name, pgcfg) = config.postgres_sources().next().map(|(n, c)| (n.clone(), c.clone())).unwrap();
+    let (name, pgcfg) = config
+        .postgres_sources()
+        .next()
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::time::timeout(Duration::from_secs(20), switchyard::source::postgres::run(name, pgcfg, log, shutdown))
-        .await
-        .expect("run() should fail fast on a config problem")
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        switchyard::source::postgres::run(name, pgcfg, log, shutdown),
+    )
+    .await
+    .expect("run() should fail fast on a config problem")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,25 +582,64 @@ async fn bad_config_fails_with_clear_errors() {
     let tables = format!(
         "{CUSTOMERS_TOML}\n[[sources.crm.tables]]\ntable = \"public.nope\"\ntopic = \"x.{{op}}\"\naccount_column = \"a\"\n"
     );
-    let err = format!("{:#}", run_in_process(&pg, &redis, &tables).await.unwrap_err());
-    assert!(err.contains("sources.crm.tables[1].table") && err.contains("`public.nope` does not exist"), "{err}");
-    assert!(err.contains("sources.crm.tables[0]") && err.contains("REPLICA IDENTITY FULL"), "{err}");
-    assert!(err.contains("ALTER TABLE \"public\".\"customers\" REPLICA IDENTITY FULL"), "{err}");
+    let err = format!(
+        "{:#}",
+        run_in_process(&pg, &redis, &tables).await.unwrap_err()
+    );
+    assert!(
+        err.contains("sources.crm.tables[1].table") && err.contains("`public.nope` does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sources.crm.tables[0]") && err.contains("REPLICA IDENTITY FULL"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ALTER TABLE \"public\".\"customers\" REPLICA IDENTITY FULL"),
+        "{err}"
+    );
 
     // Missing column.
-    let tables = ITEMS_TOML.replace("items", "customers").replace("account_id", "acct");
-    let err = format!("{:#}", run_in_process(&pg, &redis, &tables).await.unwrap_err());
-    assert!(err.contains("sources.crm.tables[0].account_column") && err.contains("`acct` does not exist"), "{err}");
+    let tables = ITEMS_TOML
+        .replace("items", "customers")
+        .replace("account_id", "acct");
+    let err = format!(
+        "{:#}",
+        run_in_process(&pg, &redis, &tables).await.unwrap_err()
+    );
+    assert!(
+        err.contains("sources.crm.tables[0].account_column")
+            && err.contains("`acct` does not exist"),
+        "{err}"
+    );
 
     // Publication not managed and missing.
     let tables = ITEMS_TOML.replace("items", "customers");
-    let text = source_toml(&pg.url(), &tables).replace("create_publication = true", "create_publication = false");
-    let config = switchyard::config::Config::from_toml(&format!("{}{text}", base_config(&redis.url())), std::path::Path::new(".")).unwrap();
-    let (name, pgcfg) = config.postgres_sources().next().map(|(n, c)| (n.clone(), c.clone())).unwrap();
-    let err = switchyard::source::postgres::run(name, pgcfg, switchyard::log::Log::new(&config).unwrap(), Default::default())
-        .await
-        .unwrap_err();
-    assert!(format!("{err:#}").contains("CREATE PUBLICATION \"sy_crm\" FOR TABLE \"public\".\"customers\""), "{err:#}");
+    let text = source_toml(&pg.url(), &tables)
+        .replace("create_publication = true", "create_publication = false");
+    let config = switchyard::config::Config::from_toml(
+        &format!("{}{text}", base_config(&redis.url())),
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let (name, pgcfg) = config
+        .postgres_sources()
+        .next()
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .unwrap();
+    let err = switchyard::source::postgres::run(
+        name,
+        pgcfg,
+        switchyard::log::Log::new(&config).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}")
+            .contains("CREATE PUBLICATION \"sy_crm\" FOR TABLE \"public\".\"customers\""),
+        "{err:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,7 +647,10 @@ async fn wal_level_replica_is_reported() {
     let redis = RedisServer::start();
     let pg = PgServer::start_with(&["wal_level=replica"]);
     pg.sql(ITEMS_DDL);
-    let err = format!("{:#}", run_in_process(&pg, &redis, ITEMS_TOML).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        run_in_process(&pg, &redis, ITEMS_TOML).await.unwrap_err()
+    );
     assert!(err.contains("wal_level = logical"), "{err}");
 }
 
@@ -504,11 +659,18 @@ fn config_errors_are_reported_with_paths() {
     let text = format!(
         "{}{}",
         base_config("redis://127.0.0.1:1"),
-        source_toml("postgres://u@h/db", "[[sources.crm.tables]]\ntable = \"a.b.c\"\ntopic = \"x.{\"\naccount_column = \"\"\n")
+        source_toml(
+            "postgres://u@h/db",
+            "[[sources.crm.tables]]\ntable = \"a.b.c\"\ntopic = \"x.{\"\naccount_column = \"\"\n"
+        )
     );
     let errs = switchyard::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap_err();
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    for p in ["sources.crm.tables[0].table", "sources.crm.tables[0].topic", "sources.crm.tables[0].account_column"] {
+    for p in [
+        "sources.crm.tables[0].table",
+        "sources.crm.tables[0].topic",
+        "sources.crm.tables[0].account_column",
+    ] {
         assert!(paths.contains(&p), "{p} not in {errs:?}");
     }
 }

@@ -690,17 +690,19 @@ async fn deliver(
     // or from the defer list)? Entries read fresh from the group cannot be: the
     // log holds an id once per idempotency window, and a rewind starts a new epoch.
     let mut delay = Duration::from_millis(50);
-    while check_dedup {
-        match store.was_acked(epoch, &ev.id).await {
-            Ok(true) => return Outcome::Delivered { skipped: true },
-            Ok(false) => break,
-            Err(e) => {
-                if cancel.is_cancelled() {
-                    return Outcome::Cancelled;
+    if check_dedup {
+        loop {
+            match store.was_acked(epoch, &ev.id).await {
+                Ok(true) => return Outcome::Delivered { skipped: true },
+                Ok(false) => break,
+                Err(e) => {
+                    if cancel.is_cancelled() {
+                        return Outcome::Cancelled;
+                    }
+                    tracing::warn!(error = %e, "dedup check failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                tracing::warn!(error = %e, "dedup check failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }

@@ -19,7 +19,8 @@ pub fn start(
         match src {
             SourceConfig::Http(_) => {}
             SourceConfig::Postgres(pg) => {
-                let (name, pg, log, shutdown) = (name.clone(), pg.clone(), log.clone(), shutdown.clone());
+                let (name, pg, log, shutdown) =
+                    (name.clone(), pg.clone(), log.clone(), shutdown.clone());
                 tasks.push(tokio::spawn(async move {
                     // `run` returns Err only for problems a retry cannot fix
                     // (missing table, replica identity, wal_level, auth…): stop

@@ -40,7 +40,10 @@ fn run_as() -> Option<(u32, u32)> {
     if id(&["-u"])? != 0 {
         return None;
     }
-    Some((id(&["-u", "postgres"]).expect("running as root needs a `postgres` user"), id(&["-g", "postgres"])?))
+    Some((
+        id(&["-u", "postgres"]).expect("running as root needs a `postgres` user"),
+        id(&["-g", "postgres"])?,
+    ))
 }
 
 impl PgServer {
@@ -67,11 +70,24 @@ impl PgServer {
         initdb
             .arg("-D")
             .arg(s.data_dir())
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "--locale=C"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let out = initdb.output().expect("running initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         s.spawn();
         s
     }
@@ -98,7 +114,11 @@ impl PgServer {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         if let Some((uid, gid)) = self.ids {
             std::os::unix::fs::chown(self.log_path(), Some(uid), Some(gid)).unwrap();
         }
@@ -119,7 +139,9 @@ impl PgServer {
         for s in &self.extra {
             cmd.arg("-c").arg(s);
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::from(log)).process_group(0);
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .process_group(0);
         self.child = Some(cmd.spawn().expect("starting postgres"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -132,10 +154,18 @@ impl PgServer {
             if ok {
                 return;
             }
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("postgres exited with {st}; log:\n{}", self.logs());
             }
-            assert!(Instant::now() < deadline, "postgres did not start; log:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start; log:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -152,11 +182,15 @@ impl PgServer {
     /// Fast shutdown (SIGINT: clean, checkpointed), waiting for the exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(30);
             while c.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {
-                    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", c.id())]).status();
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{}", c.id())])
+                        .status();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -168,7 +202,9 @@ impl PgServer {
     /// SIGKILL the postmaster and every backend (a crash; the next start recovers).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", c.id())]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .status();
             let _ = c.wait();
             // Backends in the group exit with it; give the kernel a moment to reap them.
             std::thread::sleep(Duration::from_millis(100));
@@ -190,7 +226,19 @@ impl PgServer {
     /// Run SQL with psql (blocking); returns unaligned, tuples-only output.
     pub fn sql(&self, sql: &str) -> String {
         let out = Command::new(bin("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-p",
+            ])
             .arg(self.port.to_string())
             .arg("-d")
             .arg("postgres")
@@ -208,7 +256,9 @@ impl PgServer {
 
     /// An async client (its connection task runs on the current runtime).
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -221,7 +271,10 @@ impl Drop for PgServer {
         if std::thread::panicking() {
             let logs = self.logs();
             let tail: Vec<&str> = logs.lines().rev().take(40).collect();
-            eprintln!("--- postgres log (last lines) ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "--- postgres log (last lines) ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         self.kill();
     }

@@ -48,12 +48,18 @@ pub async fn set_session(client: &Client) -> Result<(), SessionError> {
     for (k, v) in super::values::SESSION_SETTINGS {
         sql.push_str(&format!("SET {k} = {};", quote_literal(v)));
     }
-    client.batch_execute(&sql).await.map_err(SessionError::from_pg)
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(SessionError::from_pg)
 }
 
 /// `wal_level` must be `logical`.
 pub async fn check_wal_level(client: &Client) -> Result<(), SessionError> {
-    let row = client.query_one("SHOW wal_level", &[]).await.map_err(SessionError::from_pg)?;
+    let row = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(SessionError::from_pg)?;
     let level: String = row.get(0);
     if level != "logical" {
         return Err(fatal(format!(
@@ -77,7 +83,10 @@ pub async fn resolve_tables(
     for (i, t) in cfg.tables.iter().enumerate() {
         let tp = format!("{path}.tables[{i}]");
         if split_table_name(&t.table).is_err() {
-            problems.push(format!("{tp}.table: `{}` is not a valid table name", t.table));
+            problems.push(format!(
+                "{tp}.table: `{}` is not a valid table name",
+                t.table
+            ));
             continue;
         }
         let row = client
@@ -134,19 +143,22 @@ pub async fn resolve_tables(
                 continue;
             }
         };
-        let mapping = match TableMapping::new(source, &cfg.slot, &schema, &name, key_columns.clone(), t) {
-            Ok(m) => m,
-            Err(e) => {
-                problems.push(format!("{tp}: {e}"));
-                continue;
-            }
-        };
+        let mapping =
+            match TableMapping::new(source, &cfg.slot, &schema, &name, key_columns.clone(), t) {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(format!("{tp}: {e}"));
+                    continue;
+                }
+            };
 
         // Every referenced column must exist.
         let mut missing = false;
         let mut check = |field: String, col: &str| {
             if !has(col) {
-                problems.push(format!("{tp}.{field}: column `{col}` does not exist in `{qname}`"));
+                problems.push(format!(
+                    "{tp}.{field}: column `{col}` does not exist in `{qname}`"
+                ));
                 missing = true;
             }
         };
@@ -191,7 +203,8 @@ pub async fn resolve_tables(
             reasons.push(format!("account_column `{}` is not in the replica identity, so deletes would have no account", t.account_column));
         }
         for c in mapping.referenced_columns() {
-            if not_in_key(c) && c != t.account_column && Some(c) != t.soft_delete_column.as_deref() {
+            if not_in_key(c) && c != t.account_column && Some(c) != t.soft_delete_column.as_deref()
+            {
                 reasons.push(format!("column `{c}` (key or topic) is not in the replica identity, so deletes would lack it"));
             }
         }
@@ -246,7 +259,10 @@ async fn index_columns(client: &Client, oid: u32, flag: &str) -> Result<Vec<Stri
          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
          WHERE i.indrelid = $1 AND i.{flag} ORDER BY k.ord"
     );
-    let rows = client.query(&sql, &[&oid]).await.map_err(SessionError::from_pg)?;
+    let rows = client
+        .query(&sql, &[&oid])
+        .await
+        .map_err(SessionError::from_pg)?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -266,7 +282,11 @@ pub async fn ensure_publication(
         )
         .await
         .map_err(SessionError::from_pg)?;
-    let table_list = tables.iter().map(|t| qualified(&t.schema, &t.name)).collect::<Vec<_>>().join(", ");
+    let table_list = tables
+        .iter()
+        .map(|t| qualified(&t.schema, &t.name))
+        .collect::<Vec<_>>()
+        .join(", ");
     let Some(row) = row else {
         if !cfg.create_publication {
             return Err(fatal(format!(
@@ -300,12 +320,20 @@ pub async fn ensure_publication(
     let published: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let missing: Vec<&ResolvedTable> = tables
         .iter()
-        .filter(|t| !published.iter().any(|(s, n)| *s == t.schema && *n == t.name))
+        .filter(|t| {
+            !published
+                .iter()
+                .any(|(s, n)| *s == t.schema && *n == t.name)
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let list = missing.iter().map(|t| qualified(&t.schema, &t.name)).collect::<Vec<_>>().join(", ");
+    let list = missing
+        .iter()
+        .map(|t| qualified(&t.schema, &t.name))
+        .collect::<Vec<_>>()
+        .join(", ");
     if !cfg.create_publication {
         return Err(fatal(format!(
             "{path}.publication: publication `{pubname}` does not include {list}. Run \
@@ -314,9 +342,17 @@ pub async fn ensure_publication(
         )));
     }
     client
-        .batch_execute(&format!("ALTER PUBLICATION {} ADD TABLE {list}", quote_ident(pubname)))
+        .batch_execute(&format!(
+            "ALTER PUBLICATION {} ADD TABLE {list}",
+            quote_ident(pubname)
+        ))
         .await
-        .map_err(|e| fatal(format!("{path}.publication: could not add {list} to `{pubname}`: {}", pg_message(&e))))?;
+        .map_err(|e| {
+            fatal(format!(
+                "{path}.publication: could not add {list} to `{pubname}`: {}",
+                pg_message(&e)
+            ))
+        })?;
     tracing::info!(source, publication = %pubname, tables = %list, "added tables to publication");
     Ok(())
 }
@@ -328,7 +364,11 @@ pub enum SlotState {
     Ready { confirmed_flush: Lsn },
 }
 
-pub async fn slot_state(client: &Client, path: &str, slot: &str) -> Result<SlotState, SessionError> {
+pub async fn slot_state(
+    client: &Client,
+    path: &str,
+    slot: &str,
+) -> Result<SlotState, SessionError> {
     let row = client
         .query_opt(
             "SELECT plugin::text, database::text, active_pid, confirmed_flush_lsn::text, slot_type, wal_status, \
@@ -337,7 +377,9 @@ pub async fn slot_state(client: &Client, path: &str, slot: &str) -> Result<SlotS
         )
         .await
         .map_err(SessionError::from_pg)?;
-    let Some(row) = row else { return Ok(SlotState::Missing) };
+    let Some(row) = row else {
+        return Ok(SlotState::Missing);
+    };
     let plugin: Option<String> = row.get(0);
     let database: Option<String> = row.get(1);
     let active_pid: Option<i32> = row.get(2);
@@ -369,13 +411,19 @@ pub async fn slot_state(client: &Client, path: &str, slot: &str) -> Result<SlotS
             "replication slot `{slot}` is in use by backend pid {pid} (another router instance, or a connection Postgres has not closed yet)"
         )));
     }
-    let confirmed_flush = confirmed.as_deref().and_then(Lsn::parse).unwrap_or_default();
+    let confirmed_flush = confirmed
+        .as_deref()
+        .and_then(Lsn::parse)
+        .unwrap_or_default();
     Ok(SlotState::Ready { confirmed_flush })
 }
 
 pub async fn create_slot(client: &Client, slot: &str) -> Result<Lsn, SessionError> {
     let row = client
-        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .query_one(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
         .await
         .map_err(SessionError::from_pg)?;
     let lsn: String = row.get(0);
@@ -401,5 +449,8 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
 
 /// Tables by (schema, name).
 pub fn by_name(tables: &[ResolvedTable]) -> HashMap<(String, String), Arc<TableMapping>> {
-    tables.iter().map(|t| ((t.schema.clone(), t.name.clone()), t.mapping.clone())).collect()
+    tables
+        .iter()
+        .map(|t| ((t.schema.clone(), t.name.clone()), t.mapping.clone()))
+        .collect()
 }

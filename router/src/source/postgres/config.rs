@@ -192,19 +192,33 @@ impl PostgresSourceConfig {
     /// Report every problem, each with its TOML path under `path`
     /// (e.g. `sources.crm`).
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
-        let mut err = |p: String, m: String| errors.push(ConfigError { path: p, message: m });
+        let mut err = |p: String, m: String| {
+            errors.push(ConfigError {
+                path: p,
+                message: m,
+            })
+        };
 
         if self.url.trim().is_empty() {
             err(format!("{path}.url"), "must not be empty".into());
         } else if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
-            err(format!("{path}.url"), format!("not a valid Postgres connection string: {e}"));
+            err(
+                format!("{path}.url"),
+                format!("not a valid Postgres connection string: {e}"),
+            );
         }
         if self.publication.is_empty() || self.publication.len() > 63 {
-            err(format!("{path}.publication"), "must be 1 to 63 bytes long".into());
+            err(
+                format!("{path}.publication"),
+                "must be 1 to 63 bytes long".into(),
+            );
         }
         if self.slot.is_empty()
             || self.slot.len() > 63
-            || !self.slot.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            || !self
+                .slot
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
             err(
                 format!("{path}.slot"),
@@ -218,16 +232,28 @@ impl PostgresSourceConfig {
             );
         }
         if self.batch_size == 0 || self.batch_size > 100_000 {
-            err(format!("{path}.batch_size"), "must be between 1 and 100000".into());
+            err(
+                format!("{path}.batch_size"),
+                "must be between 1 and 100000".into(),
+            );
         }
         if self.max_backoff < Duration::from_millis(100) {
-            err(format!("{path}.max_backoff"), "must be at least 100ms".into());
+            err(
+                format!("{path}.max_backoff"),
+                "must be at least 100ms".into(),
+            );
         }
         if self.snapshot_fetch_rows == 0 || self.snapshot_fetch_rows > 1_000_000 {
-            err(format!("{path}.snapshot_fetch_rows"), "must be between 1 and 1000000".into());
+            err(
+                format!("{path}.snapshot_fetch_rows"),
+                "must be between 1 and 1000000".into(),
+            );
         }
         if self.append_lanes == 0 || self.append_lanes > 64 {
-            err(format!("{path}.append_lanes"), "must be between 1 and 64".into());
+            err(
+                format!("{path}.append_lanes"),
+                "must be between 1 and 64".into(),
+            );
         }
         if self.tables.is_empty() {
             err(format!("{path}.tables"), "list at least one table".into());
@@ -238,7 +264,10 @@ impl PostgresSourceConfig {
             match split_table_name(&t.table) {
                 Ok(name) => {
                     if seen.contains(&name) {
-                        err(format!("{tp}.table"), format!("table `{}` is listed twice", t.table));
+                        err(
+                            format!("{tp}.table"),
+                            format!("table `{}` is listed twice", t.table),
+                        );
                     }
                     seen.push(name);
                 }
@@ -252,7 +281,10 @@ impl PostgresSourceConfig {
             }
             if let Some(k) = &t.key_columns {
                 if k.is_empty() {
-                    err(format!("{tp}.key_columns"), "list at least one column, or leave it out to use the primary key".into());
+                    err(
+                        format!("{tp}.key_columns"),
+                        "list at least one column, or leave it out to use the primary key".into(),
+                    );
                 }
                 for (j, c) in k.iter().enumerate() {
                     if c.is_empty() {
@@ -262,7 +294,10 @@ impl PostgresSourceConfig {
             }
             if let Some(c) = &t.soft_delete_column {
                 if c.is_empty() {
-                    err(format!("{tp}.soft_delete_column"), "must not be empty".into());
+                    err(
+                        format!("{tp}.soft_delete_column"),
+                        "must not be empty".into(),
+                    );
                 }
             }
             if !t.emit_default && t.rules.is_empty() {
@@ -274,13 +309,22 @@ impl PostgresSourceConfig {
             for (j, r) in t.rules.iter().enumerate() {
                 let rp = format!("{tp}.rules[{j}]");
                 if r.when_changed.is_empty() {
-                    err(format!("{rp}.when_changed"), "list at least one column or pattern".into());
+                    err(
+                        format!("{rp}.when_changed"),
+                        "list at least one column or pattern".into(),
+                    );
                 }
                 for (k, pat) in r.when_changed.iter().enumerate() {
                     if pat.is_empty() {
-                        err(format!("{rp}.when_changed[{k}]"), "must not be empty".into());
+                        err(
+                            format!("{rp}.when_changed[{k}]"),
+                            "must not be empty".into(),
+                        );
                     } else if let Err(e) = globset::Glob::new(pat) {
-                        err(format!("{rp}.when_changed[{k}]"), format!("invalid pattern: {e}"));
+                        err(
+                            format!("{rp}.when_changed[{k}]"),
+                            format!("invalid pattern: {e}"),
+                        );
                     }
                 }
                 if let Err(e) = Template::parse(&r.topic) {
@@ -296,7 +340,8 @@ impl PostgresSourceConfig {
                             format!("`{op}` has no changed columns; use insert, update, delete, soft_delete or restore"),
                         );
                     }
-                    if matches!(op, Op::SoftDelete | Op::Restore) && t.soft_delete_column.is_none() {
+                    if matches!(op, Op::SoftDelete | Op::Restore) && t.soft_delete_column.is_none()
+                    {
                         err(
                             format!("{rp}.ops[{k}]"),
                             format!("`{op}` needs `soft_delete_column` on the table"),
@@ -382,7 +427,10 @@ key_columns = ["id"]
         assert_eq!(c.tables[0].rules[0].ops, default_rule_ops());
         assert_eq!(c.tables[0].rules[1].ops, vec![Op::Insert, Op::Update]);
         assert!(c.tables[0].emit_default);
-        assert_eq!(c.tables[1].key_columns.as_deref(), Some(&["id".to_string()][..]));
+        assert_eq!(
+            c.tables[1].key_columns.as_deref(),
+            Some(&["id".to_string()][..])
+        );
         assert_eq!(errors(&c), vec![]);
     }
 
@@ -391,7 +439,10 @@ key_columns = ["id"]
         let s = GOOD.replace("snapshot = true", "snapshots = true");
         let e = parse(&s).unwrap_err().to_string();
         assert!(e.contains("snapshots"), "{e}");
-        let s = GOOD.replace("slot = \"switchyard_crm\"", "slot = \"switchyard_crm\"\nslott = 1");
+        let s = GOOD.replace(
+            "slot = \"switchyard_crm\"",
+            "slot = \"switchyard_crm\"\nslott = 1",
+        );
         assert!(parse(&s).is_err());
     }
 
@@ -434,15 +485,27 @@ key_columns = ["id"]
         let e = errors(&c);
         let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
         assert!(paths.contains(&"sources.crm.tables[1].table"), "{e:?}");
-        assert!(paths.contains(&"sources.crm.tables[1].rules[0].ops[0]"), "{e:?}");
-        assert!(paths.contains(&"sources.crm.tables[1].rules[0].ops[1]"), "{e:?}");
+        assert!(
+            paths.contains(&"sources.crm.tables[1].rules[0].ops[0]"),
+            "{e:?}"
+        );
+        assert!(
+            paths.contains(&"sources.crm.tables[1].rules[0].ops[1]"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn table_names() {
         assert_eq!(split_table_name("a").unwrap(), (None, "a".into()));
-        assert_eq!(split_table_name("s.a").unwrap(), (Some("s".into()), "a".into()));
-        assert_eq!(split_table_name("\"My.S\".\"T\"\"x\"").unwrap(), (Some("My.S".into()), "T\"x".into()));
+        assert_eq!(
+            split_table_name("s.a").unwrap(),
+            (Some("s".into()), "a".into())
+        );
+        assert_eq!(
+            split_table_name("\"My.S\".\"T\"\"x\"").unwrap(),
+            (Some("My.S".into()), "T\"x".into())
+        );
         assert!(split_table_name("a.b.c").is_err());
         assert!(split_table_name("a.").is_err());
         assert!(split_table_name("\"a").is_err());

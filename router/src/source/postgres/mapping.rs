@@ -14,18 +14,27 @@ use super::pgoutput::{Datum, Lsn, OldTuple, Relation, Tuple};
 use super::values;
 
 /// Namespace of CDC event ids (UUIDv5).
-pub const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5c1d_7a2e_9b44_4f0e_8d3a_61c2_f0e8_b7a1);
+pub const ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5c1d_7a2e_9b44_4f0e_8d3a_61c2_f0e8_b7a1);
 
 /// Deterministic id of the `sub`-th event (0 = default topic, 1.. = rules)
 /// of change `seq` in the transaction committed at `commit_lsn`.
 pub fn change_id(slot: &str, commit_lsn: Lsn, seq: u64, sub: usize) -> String {
-    uuid::Uuid::new_v5(&ID_NAMESPACE, format!("{slot}/{commit_lsn}/{seq}/{sub}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("{slot}/{commit_lsn}/{seq}/{sub}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// Deterministic id of a snapshot row: the same row snapshotted again (after
 /// a crash during the snapshot) gets the same id.
 pub fn snapshot_id(slot: &str, table: &str, key: &Value, sub: usize) -> String {
-    uuid::Uuid::new_v5(&ID_NAMESPACE, format!("{slot}/snapshot/{table}/{key}/{sub}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("{slot}/snapshot/{table}/{key}/{sub}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// A topic template: literal text and `{name}` placeholders.
@@ -255,7 +264,11 @@ pub struct Row {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RowError {
     #[error("relation {relation} has {expected} columns but the tuple has {found}")]
-    ColumnCount { relation: String, expected: usize, found: usize },
+    ColumnCount {
+        relation: String,
+        expected: usize,
+        found: usize,
+    },
 }
 
 /// Decode a tuple with its relation. `key_only`: keep only the replica
@@ -279,10 +292,12 @@ pub fn tuple_to_row(rel: &Relation, tuple: &Tuple<'_>, key_only: bool) -> Result
             }
             Datum::UnchangedToast => row.unchanged_toast.push(col.name.clone()),
             Datum::Text(b) => {
-                row.values.insert(col.name.clone(), values::bytes_to_json(col.type_oid, b));
+                row.values
+                    .insert(col.name.clone(), values::bytes_to_json(col.type_oid, b));
             }
             Datum::Binary(b) => {
-                row.values.insert(col.name.clone(), Value::String(values::hex(b)));
+                row.values
+                    .insert(col.name.clone(), Value::String(values::hex(b)));
             }
         }
     }
@@ -290,7 +305,10 @@ pub fn tuple_to_row(rel: &Relation, tuple: &Tuple<'_>, key_only: bool) -> Result
 }
 
 /// Decode the old tuple of an update / delete.
-pub fn old_to_row(rel: &Relation, old: Option<&OldTuple<'_>>) -> Result<(Option<Row>, BeforeImage), RowError> {
+pub fn old_to_row(
+    rel: &Relation,
+    old: Option<&OldTuple<'_>>,
+) -> Result<(Option<Row>, BeforeImage), RowError> {
     Ok(match old {
         None => (None, BeforeImage::None),
         Some(OldTuple::Key(t)) => (Some(tuple_to_row(rel, t, true)?), BeforeImage::Key),
@@ -346,17 +364,29 @@ pub fn change_events(
         ChangeKind::Insert => {
             let changed = after
                 .as_ref()
-                .map(|a| a.values.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.clone()).collect())
+                .map(|a| {
+                    a.values
+                        .iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
                 .unwrap_or_default();
             (Op::Insert, changed)
         }
         ChangeKind::Snapshot => (Op::Snapshot, Vec::new()),
         ChangeKind::Delete => {
-            attributes.insert("before_image".to_string(), before_image.as_str().to_string());
+            attributes.insert(
+                "before_image".to_string(),
+                before_image.as_str().to_string(),
+            );
             (Op::Delete, Vec::new())
         }
         ChangeKind::Update => {
-            attributes.insert("before_image".to_string(), before_image.as_str().to_string());
+            attributes.insert(
+                "before_image".to_string(),
+                before_image.as_str().to_string(),
+            );
             let empty = Map::new();
             let bv = before.as_ref().map(|b| &b.values).unwrap_or(&empty);
             let mut changed = Vec::new();
@@ -384,7 +414,9 @@ pub fn change_events(
             }
             let mut op = Op::Update;
             if let Some(sd) = &t.soft_delete_column {
-                if let (Some(b), Some(a)) = (bv.get(sd), after.as_ref().and_then(|a| a.values.get(sd))) {
+                if let (Some(b), Some(a)) =
+                    (bv.get(sd), after.as_ref().and_then(|a| a.values.get(sd)))
+                {
                     match (b.is_null(), a.is_null()) {
                         (true, false) => op = Op::SoftDelete,
                         (false, true) => op = Op::Restore,
@@ -413,7 +445,12 @@ pub fn change_events(
         Some(Value::Null) | None => String::new(),
         Some(v) => v.to_string(),
     };
-    let vars = Vars { op, table: &t.name, schema: &t.schema, source: &t.source };
+    let vars = Vars {
+        op,
+        table: &t.name,
+        schema: &t.schema,
+        source: &t.source,
+    };
 
     let mut topics: Vec<(usize, String)> = Vec::new();
     if t.emit_default {
@@ -436,7 +473,12 @@ pub fn change_events(
     let mut out = Vec::with_capacity(n);
     for (i, (sub, topic)) in topics.into_iter().enumerate() {
         let id = match kind {
-            ChangeKind::Snapshot => snapshot_id(&t.slot, &t.qualified, key.as_ref().unwrap_or(&Value::Null), sub),
+            ChangeKind::Snapshot => snapshot_id(
+                &t.slot,
+                &t.qualified,
+                key.as_ref().unwrap_or(&Value::Null),
+                sub,
+            ),
             _ => change_id(&t.slot, pos.commit_lsn, pos.seq, sub),
         };
         // The last event takes the values, the others get copies.
@@ -461,7 +503,10 @@ pub fn change_events(
             changed: take(&mut changed, last),
             occurred_at: pos.occurred_at,
             ingested_at: pos.ingested_at,
-            commit: Some(Commit { id: commit_id.clone(), seq: pos.seq }),
+            commit: Some(Commit {
+                id: commit_id.clone(),
+                seq: pos.seq,
+            }),
             trace: None,
             consent: BTreeMap::new(),
             attributes: take(&mut attributes, last),
@@ -494,7 +539,12 @@ mod tests {
                 ("deleted_at", 1184, false),
             ]
             .into_iter()
-            .map(|(n, t, k)| RelationColumn { is_key: k, name: n.into(), type_oid: t, type_modifier: -1 })
+            .map(|(n, t, k)| RelationColumn {
+                is_key: k,
+                name: n.into(),
+                type_oid: t,
+                type_modifier: -1,
+            })
             .collect(),
         }
     }
@@ -511,13 +561,29 @@ mod tests {
             soft_delete_column: soft.then(|| "deleted_at".to_string()),
             require_before_image: None,
         };
-        TableMapping::new("crm", "slot1", "public", "customers", vec!["id".into()], &cfg).unwrap()
+        TableMapping::new(
+            "crm",
+            "slot1",
+            "public",
+            "customers",
+            vec!["id".into()],
+            &cfg,
+        )
+        .unwrap()
     }
 
     fn rules() -> Vec<RuleConfig> {
         vec![
-            RuleConfig { when_changed: vec!["email".into()], topic: "customer.{banner}.email_changed".into(), ops: crate::source::postgres::config::default_rule_ops() },
-            RuleConfig { when_changed: vec!["consent_*".into()], topic: "customer.{banner}.consent_changed".into(), ops: crate::source::postgres::config::default_rule_ops() },
+            RuleConfig {
+                when_changed: vec!["email".into()],
+                topic: "customer.{banner}.email_changed".into(),
+                ops: crate::source::postgres::config::default_rule_ops(),
+            },
+            RuleConfig {
+                when_changed: vec!["consent_*".into()],
+                topic: "customer.{banner}.consent_changed".into(),
+                ops: crate::source::postgres::config::default_rule_ops(),
+            },
         ]
     }
 
@@ -536,7 +602,9 @@ mod tests {
         build::tuple(&mut v, cols);
         let mut m = vec![b'I', 0, 0, 0, 1, b'N'];
         m.extend_from_slice(&v);
-        let Message::Insert(i) = decode(&m).unwrap() else { panic!() };
+        let Message::Insert(i) = decode(&m).unwrap() else {
+            panic!()
+        };
         tuple_to_row(&rel(), &i.new, key_only).unwrap()
     }
 
@@ -556,7 +624,12 @@ mod tests {
         assert_eq!(t.columns().collect::<Vec<_>>(), vec!["banner"]);
         let mut row = Map::new();
         row.insert("banner".into(), json!("b1"));
-        let vars = Vars { op: Op::Update, table: "t", schema: "s", source: "crm" };
+        let vars = Vars {
+            op: Op::Update,
+            table: "t",
+            schema: "s",
+            source: "crm",
+        };
         let r = |row: &Map<String, Value>| t.render(&vars, &|c: &str| row.get(c));
         assert_eq!(r(&row), "customer.b1.update");
         row.insert("banner".into(), json!(3));
@@ -565,7 +638,12 @@ mod tests {
         assert_eq!(r(&row), "customer.null.update");
         row.remove("banner");
         assert_eq!(r(&row), "customer.unknown.update");
-        assert_eq!(Template::parse("{source}/{schema}.{table}").unwrap().render(&vars, &|c: &str| row.get(c)), "crm/s.t");
+        assert_eq!(
+            Template::parse("{source}/{schema}.{table}")
+                .unwrap()
+                .render(&vars, &|c: &str| row.get(c)),
+            "crm/s.t"
+        );
         for bad in ["", "a{", "a}", "{}", "{a{b}}", "x.{ }"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
@@ -575,7 +653,14 @@ mod tests {
     fn insert_event() {
         let t = table(rules(), true);
         let after = row(&FULL, false);
-        let evs = change_events(&t, ChangeKind::Insert, None, BeforeImage::None, Some(after), &pos(3, &["id".into()]));
+        let evs = change_events(
+            &t,
+            ChangeKind::Insert,
+            None,
+            BeforeImage::None,
+            Some(after),
+            &pos(3, &["id".into()]),
+        );
         assert_eq!(evs.len(), 1, "rules apply to updates by default");
         let e = &evs[0];
         assert_eq!(e.topic, "customer.banner-a.insert");
@@ -585,16 +670,44 @@ mod tests {
         assert_eq!(e.before, None);
         assert_eq!(e.after.as_ref().unwrap()["consent_email"], json!(false));
         assert_eq!(e.after.as_ref().unwrap()["deleted_at"], Value::Null);
-        assert_eq!(e.changed, vec!["account_id", "banner", "bio", "consent_email", "email", "id"]);
-        assert_eq!(e.commit, Some(Commit { id: "0/16B3748".into(), seq: 3 }));
+        assert_eq!(
+            e.changed,
+            vec![
+                "account_id",
+                "banner",
+                "bio",
+                "consent_email",
+                "email",
+                "id"
+            ]
+        );
+        assert_eq!(
+            e.commit,
+            Some(Commit {
+                id: "0/16B3748".into(),
+                seq: 3
+            })
+        );
         assert_eq!(e.source, "crm");
         assert_eq!(e.attributes["table"], "public.customers");
         assert_eq!(e.id, change_id("slot1", Lsn(0x16B3748), 3, 0));
         // deterministic, and distinct per seq / sub / slot / lsn
-        assert_ne!(change_id("slot1", Lsn(1), 3, 0), change_id("slot1", Lsn(1), 4, 0));
-        assert_ne!(change_id("slot1", Lsn(1), 3, 0), change_id("slot1", Lsn(1), 3, 1));
-        assert_ne!(change_id("slot1", Lsn(1), 3, 0), change_id("slot2", Lsn(1), 3, 0));
-        assert_ne!(change_id("slot1", Lsn(1), 3, 0), change_id("slot1", Lsn(2), 3, 0));
+        assert_ne!(
+            change_id("slot1", Lsn(1), 3, 0),
+            change_id("slot1", Lsn(1), 4, 0)
+        );
+        assert_ne!(
+            change_id("slot1", Lsn(1), 3, 0),
+            change_id("slot1", Lsn(1), 3, 1)
+        );
+        assert_ne!(
+            change_id("slot1", Lsn(1), 3, 0),
+            change_id("slot2", Lsn(1), 3, 0)
+        );
+        assert_ne!(
+            change_id("slot1", Lsn(1), 3, 0),
+            change_id("slot1", Lsn(2), 3, 0)
+        );
     }
 
     #[test]
@@ -606,9 +719,23 @@ mod tests {
         new[4] = Col::Text("t");
         new[5] = Col::Toast;
         let after = row(&new, false);
-        let evs = change_events(&t, ChangeKind::Update, Some(before), BeforeImage::Full, Some(after), &pos(0, &["id".into()]));
+        let evs = change_events(
+            &t,
+            ChangeKind::Update,
+            Some(before),
+            BeforeImage::Full,
+            Some(after),
+            &pos(0, &["id".into()]),
+        );
         let topics: Vec<&str> = evs.iter().map(|e| e.topic.as_str()).collect();
-        assert_eq!(topics, vec!["customer.banner-a.update", "customer.banner-a.email_changed", "customer.banner-a.consent_changed"]);
+        assert_eq!(
+            topics,
+            vec![
+                "customer.banner-a.update",
+                "customer.banner-a.email_changed",
+                "customer.banner-a.consent_changed"
+            ]
+        );
         for e in &evs {
             assert_eq!(e.changed, vec!["consent_email", "email"]);
             assert_eq!(e.before.as_ref().unwrap()["email"], json!("a@x.com"));
@@ -628,14 +755,30 @@ mod tests {
         let mut new = FULL;
         new[5] = Col::Toast;
         let after = row(&new, false);
-        let evs = change_events(&t, ChangeKind::Update, None, BeforeImage::None, Some(after), &pos(0, &["id".into()]));
+        let evs = change_events(
+            &t,
+            ChangeKind::Update,
+            None,
+            BeforeImage::None,
+            Some(after),
+            &pos(0, &["id".into()]),
+        );
         let e = &evs[0];
         assert_eq!(e.before, None);
         // bio omitted and reported; id (identity key, no old tuple) unchanged; the rest listed
         assert!(e.after.as_ref().unwrap().get("bio").is_none());
         assert_eq!(e.attributes["unchanged_toast"], "bio");
         assert_eq!(e.attributes["before_image"], "none");
-        assert_eq!(e.changed, vec!["account_id", "banner", "consent_email", "deleted_at", "email"]);
+        assert_eq!(
+            e.changed,
+            vec![
+                "account_id",
+                "banner",
+                "consent_email",
+                "deleted_at",
+                "email"
+            ]
+        );
         // so both rules fire (documented degradation without REPLICA IDENTITY FULL)
         assert_eq!(evs.len(), 3);
     }
@@ -643,12 +786,34 @@ mod tests {
     #[test]
     fn update_with_key_before_image() {
         let t = table(vec![], false);
-        let before = row(&[Col::Text("7"), Col::Null, Col::Null, Col::Null, Col::Null, Col::Null, Col::Null], true);
-        assert_eq!(before.values.len(), 1, "key-only tuples keep only key columns");
+        let before = row(
+            &[
+                Col::Text("7"),
+                Col::Null,
+                Col::Null,
+                Col::Null,
+                Col::Null,
+                Col::Null,
+                Col::Null,
+            ],
+            true,
+        );
+        assert_eq!(
+            before.values.len(),
+            1,
+            "key-only tuples keep only key columns"
+        );
         let mut new = FULL;
         new[0] = Col::Text("8");
         let after = row(&new, false);
-        let evs = change_events(&t, ChangeKind::Update, Some(before), BeforeImage::Key, Some(after), &pos(0, &["id".into()]));
+        let evs = change_events(
+            &t,
+            ChangeKind::Update,
+            Some(before),
+            BeforeImage::Key,
+            Some(after),
+            &pos(0, &["id".into()]),
+        );
         assert_eq!(evs[0].before, Some(json!({"id": 7})));
         assert_eq!(evs[0].key, Some(json!({"id": 8})));
         assert!(evs[0].changed.contains(&"id".to_string()));
@@ -662,11 +827,25 @@ mod tests {
         let mut new = FULL;
         new[6] = Col::Text("2024-05-01 12:00:00+00");
         let after = row(&new, false);
-        let evs = change_events(&t, ChangeKind::Update, Some(before.clone()), BeforeImage::Full, Some(after.clone()), &pos(0, &[]));
+        let evs = change_events(
+            &t,
+            ChangeKind::Update,
+            Some(before.clone()),
+            BeforeImage::Full,
+            Some(after.clone()),
+            &pos(0, &[]),
+        );
         assert_eq!(evs[0].op, Op::SoftDelete);
         assert_eq!(evs[0].topic, "customer.banner-a.soft_delete");
         assert_eq!(evs[0].changed, vec!["deleted_at"]);
-        let evs = change_events(&t, ChangeKind::Update, Some(after), BeforeImage::Full, Some(before), &pos(0, &[]));
+        let evs = change_events(
+            &t,
+            ChangeKind::Update,
+            Some(after),
+            BeforeImage::Full,
+            Some(before),
+            &pos(0, &[]),
+        );
         assert_eq!(evs[0].op, Op::Restore);
     }
 
@@ -674,7 +853,14 @@ mod tests {
     fn delete_uses_before_for_topic_and_account() {
         let t = table(rules(), true);
         let before = row(&FULL, false);
-        let evs = change_events(&t, ChangeKind::Delete, Some(before), BeforeImage::Full, None, &pos(9, &["id".into()]));
+        let evs = change_events(
+            &t,
+            ChangeKind::Delete,
+            Some(before),
+            BeforeImage::Full,
+            None,
+            &pos(9, &["id".into()]),
+        );
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].topic, "customer.banner-a.delete");
         assert_eq!(evs[0].account_id, "acc-1");
@@ -690,22 +876,58 @@ mod tests {
         let mut new = FULL;
         new[2] = Col::Text("banner-b");
         let after = row(&new, false);
-        let evs = change_events(&t, ChangeKind::Update, Some(before), BeforeImage::Full, Some(after.clone()), &pos(0, &[]));
+        let evs = change_events(
+            &t,
+            ChangeKind::Update,
+            Some(before),
+            BeforeImage::Full,
+            Some(after.clone()),
+            &pos(0, &[]),
+        );
         assert!(evs.is_empty(), "no rule matched and no default topic");
-        let s1 = change_events(&t, ChangeKind::Snapshot, None, BeforeImage::None, Some(after.clone()), &pos(1, &[]));
+        let s1 = change_events(
+            &t,
+            ChangeKind::Snapshot,
+            None,
+            BeforeImage::None,
+            Some(after.clone()),
+            &pos(1, &[]),
+        );
         assert!(s1.is_empty());
         t.emit_default = true;
-        let s1 = change_events(&t, ChangeKind::Snapshot, None, BeforeImage::None, Some(after.clone()), &pos(1, &[]));
-        let s2 = change_events(&t, ChangeKind::Snapshot, None, BeforeImage::None, Some(after), &pos(2, &[]));
+        let s1 = change_events(
+            &t,
+            ChangeKind::Snapshot,
+            None,
+            BeforeImage::None,
+            Some(after.clone()),
+            &pos(1, &[]),
+        );
+        let s2 = change_events(
+            &t,
+            ChangeKind::Snapshot,
+            None,
+            BeforeImage::None,
+            Some(after),
+            &pos(2, &[]),
+        );
         assert_eq!(s1[0].op, Op::Snapshot);
         assert_eq!(s1[0].topic, "customer.banner-b.snapshot");
-        assert_eq!(s1[0].id, s2[0].id, "snapshot ids depend on the row key, not the position");
+        assert_eq!(
+            s1[0].id, s2[0].id,
+            "snapshot ids depend on the row key, not the position"
+        );
     }
 
     #[test]
     fn column_count_mismatch_is_an_error() {
         let m = build::insert(1, &[Col::Text("1")]);
-        let Message::Insert(i) = decode(&m).unwrap() else { panic!() };
-        assert!(matches!(tuple_to_row(&rel(), &i.new, false), Err(RowError::ColumnCount { .. })));
+        let Message::Insert(i) = decode(&m).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            tuple_to_row(&rel(), &i.new, false),
+            Err(RowError::ColumnCount { .. })
+        ));
     }
 }

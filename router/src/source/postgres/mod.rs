@@ -34,7 +34,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let path = format!("sources.{name}");
     let conn = ConnParams::from_url(&cfg.url).map_err(|e| anyhow::anyhow!("{path}.url: {e}"))?;
-    let ctx = SourceCtx { source: &name, path, cfg: &cfg, log: &log, shutdown: &shutdown, conn };
+    let ctx = SourceCtx {
+        source: &name,
+        path,
+        cfg: &cfg,
+        log: &log,
+        shutdown: &shutdown,
+        conn,
+    };
     let min_delay = Duration::from_millis(100);
     let mut delay = min_delay;
     loop {
@@ -154,7 +161,9 @@ pub struct ConnParams {
 
 impl ConnParams {
     pub fn from_url(url: &str) -> Result<ConnParams, String> {
-        let c: tokio_postgres::Config = url.parse().map_err(|e| format!("not a valid Postgres connection string: {e}"))?;
+        let c: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("not a valid Postgres connection string: {e}"))?;
         if matches!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
             return Err("sslmode=require is not supported by the CDC source yet (connections are unencrypted)".into());
         }
@@ -173,9 +182,21 @@ impl ConnParams {
             .map(str::to_owned)
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "postgres".into());
-        let password = c.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
-        let dbname = c.get_dbname().map(str::to_owned).unwrap_or_else(|| user.clone());
-        Ok(ConnParams { host, port, user, password, dbname })
+        let password = c
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        let dbname = c
+            .get_dbname()
+            .map(str::to_owned)
+            .unwrap_or_else(|| user.clone());
+        Ok(ConnParams {
+            host,
+            port,
+            user,
+            password,
+            dbname,
+        })
     }
 }
 
@@ -235,7 +256,11 @@ pub async fn append_retry(
             Ok(appended) => {
                 let dups = appended.iter().filter(|a| a.stream_id.is_none()).count();
                 if dups > 0 {
-                    tracing::debug!(source, duplicates = dups, "events already in the log (replayed changes)");
+                    tracing::debug!(
+                        source,
+                        duplicates = dups,
+                        "events already in the log (replayed changes)"
+                    );
                 }
                 return Ok(());
             }
@@ -249,7 +274,9 @@ pub async fn append_retry(
             }
             #[allow(unreachable_patterns)]
             Err(e) => {
-                return Err(SessionError::Transient(anyhow::anyhow!("appending to the log failed: {e}")));
+                return Err(SessionError::Transient(anyhow::anyhow!(
+                    "appending to the log failed: {e}"
+                )));
             }
         }
     }
@@ -270,11 +297,26 @@ mod tests {
     #[test]
     fn conn_params_from_urls() {
         let p = ConnParams::from_url("postgres://alice:s3cret@db.example:6543/crm").unwrap();
-        assert_eq!((p.host.as_str(), p.port, p.user.as_str(), p.password.as_str(), p.dbname.as_str()), ("db.example", 6543, "alice", "s3cret", "crm"));
+        assert_eq!(
+            (
+                p.host.as_str(),
+                p.port,
+                p.user.as_str(),
+                p.password.as_str(),
+                p.dbname.as_str()
+            ),
+            ("db.example", 6543, "alice", "s3cret", "crm")
+        );
         let p = ConnParams::from_url("host=/tmp/pg port=5544 user=bob dbname=x").unwrap();
-        assert_eq!((p.host.as_str(), p.port, p.user.as_str(), p.dbname.as_str()), ("/tmp/pg", 5544, "bob", "x"));
+        assert_eq!(
+            (p.host.as_str(), p.port, p.user.as_str(), p.dbname.as_str()),
+            ("/tmp/pg", 5544, "bob", "x")
+        );
         let p = ConnParams::from_url("postgres://u@h").unwrap();
-        assert_eq!((p.port, p.dbname.as_str(), p.password.as_str()), (5432, "u", ""));
+        assert_eq!(
+            (p.port, p.dbname.as_str(), p.password.as_str()),
+            (5432, "u", "")
+        );
         assert!(ConnParams::from_url("postgres://u@h/db?sslmode=require").is_err());
         assert!(ConnParams::from_url("postgres://[::1").is_err());
     }

@@ -20,7 +20,11 @@ pub enum DecodeError {
     #[error("pgoutput: unknown tuple column kind {0:?}")]
     UnknownColumnKind(char),
     #[error("pgoutput: expected {expected} in {context}, found {found:?}")]
-    Unexpected { context: &'static str, expected: &'static str, found: char },
+    Unexpected {
+        context: &'static str,
+        expected: &'static str,
+        found: char,
+    },
     #[error("pgoutput: negative {0}")]
     Negative(&'static str),
     #[error("pgoutput: {0} is not valid UTF-8")]
@@ -287,10 +291,19 @@ impl<'a> Reader<'a> {
         }
         Ok(cols)
     }
-    fn expect(&mut self, context: &'static str, expected: &'static str, want: u8) -> Result<(), DecodeError> {
+    fn expect(
+        &mut self,
+        context: &'static str,
+        expected: &'static str,
+        want: u8,
+    ) -> Result<(), DecodeError> {
         let b = self.u8(context)?;
         if b != want {
-            return Err(DecodeError::Unexpected { context, expected, found: b as char });
+            return Err(DecodeError::Unexpected {
+                context,
+                expected,
+                found: b as char,
+            });
         }
         Ok(())
     }
@@ -331,9 +344,20 @@ pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
                 let name = r.string("Relation column name")?;
                 let type_oid = r.u32("Relation column type")?;
                 let type_modifier = r.i32("Relation column type modifier")?;
-                columns.push(RelationColumn { is_key: flags & 1 == 1, name, type_oid, type_modifier });
+                columns.push(RelationColumn {
+                    is_key: flags & 1 == 1,
+                    name,
+                    type_oid,
+                    type_modifier,
+                });
             }
-            Message::Relation(Relation { id, namespace, name, replica_identity, columns })
+            Message::Relation(Relation {
+                id,
+                namespace,
+                name,
+                replica_identity,
+                columns,
+            })
         }
         b'Y' => Message::Type(TypeInfo {
             id: r.u32("Type id")?,
@@ -343,7 +367,10 @@ pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
         b'I' => {
             let relation_id = r.u32("Insert relation id")?;
             r.expect("Insert", "'N'", b'N')?;
-            Message::Insert(Insert { relation_id, new: r.tuple()? })
+            Message::Insert(Insert {
+                relation_id,
+                new: r.tuple()?,
+            })
         }
         b'U' => {
             let relation_id = r.u32("Update relation id")?;
@@ -351,13 +378,25 @@ pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
             let mut marker = r.u8("Update tuple marker")?;
             if marker == b'K' || marker == b'O' {
                 let t = r.tuple()?;
-                old = Some(if marker == b'K' { OldTuple::Key(t) } else { OldTuple::Full(t) });
+                old = Some(if marker == b'K' {
+                    OldTuple::Key(t)
+                } else {
+                    OldTuple::Full(t)
+                });
                 marker = r.u8("Update new tuple marker")?;
             }
             if marker != b'N' {
-                return Err(DecodeError::Unexpected { context: "Update", expected: "'K', 'O' or 'N'", found: marker as char });
+                return Err(DecodeError::Unexpected {
+                    context: "Update",
+                    expected: "'K', 'O' or 'N'",
+                    found: marker as char,
+                });
             }
-            Message::Update(Update { relation_id, old, new: r.tuple()? })
+            Message::Update(Update {
+                relation_id,
+                old,
+                new: r.tuple()?,
+            })
         }
         b'D' => {
             let relation_id = r.u32("Delete relation id")?;
@@ -366,7 +405,13 @@ pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
             let old = match marker {
                 b'K' => OldTuple::Key(t?),
                 b'O' => OldTuple::Full(t?),
-                m => return Err(DecodeError::Unexpected { context: "Delete", expected: "'K' or 'O'", found: m as char }),
+                m => {
+                    return Err(DecodeError::Unexpected {
+                        context: "Delete",
+                        expected: "'K' or 'O'",
+                        found: m as char,
+                    })
+                }
             };
             Message::Delete(Delete { relation_id, old })
         }
@@ -380,7 +425,10 @@ pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
             for _ in 0..n {
                 relation_ids.push(r.u32("Truncate relation id")?);
             }
-            Message::Truncate(Truncate { options, relation_ids })
+            Message::Truncate(Truncate {
+                options,
+                relation_ids,
+            })
         }
         b'M' => {
             let flags = r.u8("Message flags")?;
@@ -391,7 +439,12 @@ pub fn decode(payload: &[u8]) -> Result<Message<'_>, DecodeError> {
                 return Err(DecodeError::Negative("Message length"));
             }
             let content = r.take(len as usize, "Message content")?;
-            Message::Logical(LogicalMessage { transactional: flags & 1 == 1, lsn, prefix, content })
+            Message::Logical(LogicalMessage {
+                transactional: flags & 1 == 1,
+                lsn,
+                prefix,
+                content,
+            })
         }
         other => return Err(DecodeError::UnknownMessage(other as char)),
     };
@@ -454,7 +507,13 @@ pub mod build {
     }
 
     /// `cols`: (is_key, name, type oid, typmod).
-    pub fn relation(id: u32, ns: &str, name: &str, ident: u8, cols: &[(bool, &str, u32, i32)]) -> Vec<u8> {
+    pub fn relation(
+        id: u32,
+        ns: &str,
+        name: &str,
+        ident: u8,
+        cols: &[(bool, &str, u32, i32)],
+    ) -> Vec<u8> {
         let mut v = vec![b'R'];
         v.extend_from_slice(&id.to_be_bytes());
         cstr(&mut v, ns);
@@ -543,7 +602,10 @@ mod tests {
     fn lsn_format_and_parse() {
         assert_eq!(Lsn(0x16B3748).to_string(), "0/16B3748");
         assert_eq!(Lsn((0x16 << 32) | 0xB374D848).to_string(), "16/B374D848");
-        assert_eq!(Lsn::parse("16/B374D848"), Some(Lsn((0x16 << 32) | 0xB374D848)));
+        assert_eq!(
+            Lsn::parse("16/B374D848"),
+            Some(Lsn((0x16 << 32) | 0xB374D848))
+        );
         assert_eq!(Lsn::parse("0/0"), Some(Lsn(0)));
         for bad in ["", "/", "0/", "x/1", "123456789/0", "1"] {
             assert_eq!(Lsn::parse(bad), None, "{bad}");
@@ -555,40 +617,91 @@ mod tests {
         let m = begin(0x1_0000_0010, 1234, 77);
         assert_eq!(
             decode(&m).unwrap(),
-            Message::Begin(Begin { final_lsn: Lsn(0x1_0000_0010), commit_time: 1234, xid: 77 })
+            Message::Begin(Begin {
+                final_lsn: Lsn(0x1_0000_0010),
+                commit_time: 1234,
+                xid: 77
+            })
         );
         let m = commit(10, 20, -5);
         assert_eq!(
             decode(&m).unwrap(),
-            Message::Commit(Commit { flags: 0, commit_lsn: Lsn(10), end_lsn: Lsn(20), commit_time: -5 })
+            Message::Commit(Commit {
+                flags: 0,
+                commit_lsn: Lsn(10),
+                end_lsn: Lsn(20),
+                commit_time: -5
+            })
         );
     }
 
     #[test]
     fn relation_with_key_flags() {
-        let m = relation(16384, "public", "customers", b'f', &[(true, "id", 20, -1), (false, "email", 25, -1), (false, "n", 1700, 655366)]);
-        let Message::Relation(r) = decode(&m).unwrap() else { panic!() };
+        let m = relation(
+            16384,
+            "public",
+            "customers",
+            b'f',
+            &[
+                (true, "id", 20, -1),
+                (false, "email", 25, -1),
+                (false, "n", 1700, 655366),
+            ],
+        );
+        let Message::Relation(r) = decode(&m).unwrap() else {
+            panic!()
+        };
         assert_eq!(r.id, 16384);
         assert_eq!(r.namespace, "public");
         assert_eq!(r.name, "customers");
         assert_eq!(r.replica_identity, ReplicaIdentity::Full);
         assert_eq!(r.columns.len(), 3);
         assert!(r.columns[0].is_key && !r.columns[1].is_key);
-        assert_eq!(r.columns[2], RelationColumn { is_key: false, name: "n".into(), type_oid: 1700, type_modifier: 655366 });
+        assert_eq!(
+            r.columns[2],
+            RelationColumn {
+                is_key: false,
+                name: "n".into(),
+                type_oid: 1700,
+                type_modifier: 655366
+            }
+        );
         // namespace empty for pg_catalog, zero columns is legal
         let m = relation(1, "", "t", b'd', &[]);
-        let Message::Relation(r) = decode(&m).unwrap() else { panic!() };
-        assert_eq!((r.namespace.as_str(), r.columns.len(), r.replica_identity), ("", 0, ReplicaIdentity::Default));
+        let Message::Relation(r) = decode(&m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (r.namespace.as_str(), r.columns.len(), r.replica_identity),
+            ("", 0, ReplicaIdentity::Default)
+        );
     }
 
     #[test]
     fn insert_with_every_column_kind() {
-        let m = insert(7, &[Col::Text("42"), Col::Null, Col::Toast, Col::Binary(&[0, 1, 2]), Col::Text("")]);
-        let Message::Insert(i) = decode(&m).unwrap() else { panic!() };
+        let m = insert(
+            7,
+            &[
+                Col::Text("42"),
+                Col::Null,
+                Col::Toast,
+                Col::Binary(&[0, 1, 2]),
+                Col::Text(""),
+            ],
+        );
+        let Message::Insert(i) = decode(&m).unwrap() else {
+            panic!()
+        };
         assert_eq!(i.relation_id, 7);
         assert_eq!(
             i.new,
-            vec![Datum::Text(b"42"), Datum::Null, Datum::UnchangedToast, Datum::Binary(&[0, 1, 2]), Datum::Text(b"")]
+            vec![
+                Datum::Text(b"42"),
+                Datum::Null,
+                Datum::UnchangedToast,
+                Datum::Binary(&[0, 1, 2]),
+                Datum::Text(b"")
+            ]
         );
     }
 
@@ -596,17 +709,37 @@ mod tests {
     fn update_variants() {
         // no old tuple
         let m = update(7, None, &[Col::Text("1"), Col::Text("b")]);
-        let Message::Update(u) = decode(&m).unwrap() else { panic!() };
+        let Message::Update(u) = decode(&m).unwrap() else {
+            panic!()
+        };
         assert_eq!(u.old, None);
         assert_eq!(u.new, vec![Datum::Text(b"1"), Datum::Text(b"b")]);
         // key changed
-        let m = update(7, Some((b'K', &[Col::Text("1"), Col::Null])), &[Col::Text("2"), Col::Text("b")]);
-        let Message::Update(u) = decode(&m).unwrap() else { panic!() };
-        assert_eq!(u.old, Some(OldTuple::Key(vec![Datum::Text(b"1"), Datum::Null])));
+        let m = update(
+            7,
+            Some((b'K', &[Col::Text("1"), Col::Null])),
+            &[Col::Text("2"), Col::Text("b")],
+        );
+        let Message::Update(u) = decode(&m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            u.old,
+            Some(OldTuple::Key(vec![Datum::Text(b"1"), Datum::Null]))
+        );
         // full old row
-        let m = update(7, Some((b'O', &[Col::Text("1"), Col::Text("a")])), &[Col::Text("1"), Col::Toast]);
-        let Message::Update(u) = decode(&m).unwrap() else { panic!() };
-        assert_eq!(u.old.as_ref().unwrap().tuple(), &vec![Datum::Text(b"1"), Datum::Text(b"a")]);
+        let m = update(
+            7,
+            Some((b'O', &[Col::Text("1"), Col::Text("a")])),
+            &[Col::Text("1"), Col::Toast],
+        );
+        let Message::Update(u) = decode(&m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            u.old.as_ref().unwrap().tuple(),
+            &vec![Datum::Text(b"1"), Datum::Text(b"a")]
+        );
         assert!(matches!(u.old, Some(OldTuple::Full(_))));
         assert_eq!(u.new[1], Datum::UnchangedToast);
     }
@@ -616,10 +749,19 @@ mod tests {
         let m = delete(9, b'K', &[Col::Text("5"), Col::Null]);
         assert_eq!(
             decode(&m).unwrap(),
-            Message::Delete(Delete { relation_id: 9, old: OldTuple::Key(vec![Datum::Text(b"5"), Datum::Null]) })
+            Message::Delete(Delete {
+                relation_id: 9,
+                old: OldTuple::Key(vec![Datum::Text(b"5"), Datum::Null])
+            })
         );
         let m = delete(9, b'O', &[Col::Text("5"), Col::Text("x")]);
-        assert!(matches!(decode(&m).unwrap(), Message::Delete(Delete { old: OldTuple::Full(_), .. })));
+        assert!(matches!(
+            decode(&m).unwrap(),
+            Message::Delete(Delete {
+                old: OldTuple::Full(_),
+                ..
+            })
+        ));
         let m = delete(9, b'N', &[Col::Text("5")]);
         assert!(matches!(decode(&m), Err(DecodeError::Unexpected { .. })));
     }
@@ -628,19 +770,34 @@ mod tests {
     fn truncate_type_origin_message() {
         assert_eq!(
             decode(&truncate(3, &[1, 2, 0xFFFF_FFFF])).unwrap(),
-            Message::Truncate(Truncate { options: 3, relation_ids: vec![1, 2, 0xFFFF_FFFF] })
+            Message::Truncate(Truncate {
+                options: 3,
+                relation_ids: vec![1, 2, 0xFFFF_FFFF]
+            })
         );
         assert_eq!(
             decode(&type_msg(99999, "public", "mood")).unwrap(),
-            Message::Type(TypeInfo { id: 99999, namespace: "public".into(), name: "mood".into() })
+            Message::Type(TypeInfo {
+                id: 99999,
+                namespace: "public".into(),
+                name: "mood".into()
+            })
         );
         assert_eq!(
             decode(&origin(0xAB, "upstream")).unwrap(),
-            Message::Origin(Origin { commit_lsn: Lsn(0xAB), name: "upstream".into() })
+            Message::Origin(Origin {
+                commit_lsn: Lsn(0xAB),
+                name: "upstream".into()
+            })
         );
         assert_eq!(
             decode(&logical(true, 5, "app", b"hello")).unwrap(),
-            Message::Logical(LogicalMessage { transactional: true, lsn: Lsn(5), prefix: "app".into(), content: b"hello" })
+            Message::Logical(LogicalMessage {
+                transactional: true,
+                lsn: Lsn(5),
+                prefix: "app".into(),
+                content: b"hello"
+            })
         );
     }
 
@@ -649,8 +806,14 @@ mod tests {
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
         assert_eq!(decode(b"Z"), Err(DecodeError::UnknownMessage('Z')));
         // streaming (protocol v2) messages are not requested and refused
-        assert_eq!(decode(b"S\0\0\0\0\0"), Err(DecodeError::UnknownMessage('S')));
-        assert!(matches!(decode(&begin(1, 2, 3)[..10]), Err(DecodeError::Truncated(_))));
+        assert_eq!(
+            decode(b"S\0\0\0\0\0"),
+            Err(DecodeError::UnknownMessage('S'))
+        );
+        assert!(matches!(
+            decode(&begin(1, 2, 3)[..10]),
+            Err(DecodeError::Truncated(_))
+        ));
         // trailing garbage
         let mut m = commit(1, 2, 3);
         m.push(0);
@@ -683,8 +846,14 @@ mod tests {
         let m = [b'T', 0x7F, 0xFF, 0xFF, 0xFF, 0];
         assert!(matches!(decode(&m), Err(DecodeError::Truncated(_))));
         // unterminated and non-UTF-8 strings
-        assert!(matches!(decode(b"Y\0\0\0\x01pub"), Err(DecodeError::Truncated(_))));
-        assert_eq!(decode(b"Y\0\0\0\x01\xff\0t\0"), Err(DecodeError::Utf8("Type namespace")));
+        assert!(matches!(
+            decode(b"Y\0\0\0\x01pub"),
+            Err(DecodeError::Truncated(_))
+        ));
+        assert_eq!(
+            decode(b"Y\0\0\0\x01\xff\0t\0"),
+            Err(DecodeError::Utf8("Type namespace"))
+        );
         // update with an unexpected marker after the old tuple
         let mut m = update(1, Some((b'K', &[Col::Null])), &[Col::Null]);
         let n_at = m.len() - 4; // 'N' + i16 count + 'n'
@@ -697,8 +866,17 @@ mod tests {
         let msgs = vec![
             begin(1, 2, 3),
             commit(1, 2, 3),
-            relation(1, "public", "t", b'd', &[(true, "id", 23, -1), (false, "x", 25, -1)]),
-            insert(1, &[Col::Text("1"), Col::Null, Col::Toast, Col::Binary(b"\x01")]),
+            relation(
+                1,
+                "public",
+                "t",
+                b'd',
+                &[(true, "id", 23, -1), (false, "x", 25, -1)],
+            ),
+            insert(
+                1,
+                &[Col::Text("1"), Col::Null, Col::Toast, Col::Binary(b"\x01")],
+            ),
             update(1, Some((b'O', &[Col::Text("1")])), &[Col::Text("2")]),
             delete(1, b'K', &[Col::Text("1")]),
             truncate(0, &[1, 2]),

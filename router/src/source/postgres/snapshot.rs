@@ -40,7 +40,9 @@ pub async fn create_slot_with_snapshot(
         .await
         .map_err(SessionError::from_wire)?;
     let rows = gated
-        .simple_query(&format!("CREATE_REPLICATION_SLOT {tmp} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')"))
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {tmp} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')"
+        ))
         .await
         .map_err(SessionError::from_wire)?;
     let row = rows.into_iter().next().ok_or_else(|| {
@@ -50,10 +52,17 @@ pub async fn create_slot_with_snapshot(
         row.get(i)
             .and_then(|v| v.as_ref())
             .map(|b| String::from_utf8_lossy(b).into_owned())
-            .ok_or_else(|| SessionError::Transient(anyhow::anyhow!("CREATE_REPLICATION_SLOT: column {i} missing")))
+            .ok_or_else(|| {
+                SessionError::Transient(anyhow::anyhow!(
+                    "CREATE_REPLICATION_SLOT: column {i} missing"
+                ))
+            })
     };
-    let consistent = Lsn::parse(&text(1)?)
-        .ok_or_else(|| SessionError::Transient(anyhow::anyhow!("CREATE_REPLICATION_SLOT: bad consistent point")))?;
+    let consistent = Lsn::parse(&text(1)?).ok_or_else(|| {
+        SessionError::Transient(anyhow::anyhow!(
+            "CREATE_REPLICATION_SLOT: bad consistent point"
+        ))
+    })?;
     let snapshot_name = text(2)?;
     tracing::info!(source = ctx.source, slot = ctx.cfg.slot, consistent_point = %consistent, snapshot = %snapshot_name,
         "initial snapshot: exported snapshot created");
@@ -71,7 +80,10 @@ pub async fn create_slot_with_snapshot(
         tracing::info!(source = ctx.source, table = %t.mapping.qualified, rows = n, "initial snapshot: table done");
         total += n;
     }
-    client.batch_execute("COMMIT").await.map_err(SessionError::from_pg)?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(SessionError::from_pg)?;
 
     // Everything is in the log: make the slot permanent.
     client
@@ -93,7 +105,12 @@ async fn snapshot_table(
     t: &ResolvedTable,
     consistent: Lsn,
 ) -> Result<u64, SessionError> {
-    let cols = t.columns.iter().map(|(n, _)| quote_ident(n)).collect::<Vec<_>>().join(", ");
+    let cols = t
+        .columns
+        .iter()
+        .map(|(n, _)| quote_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ");
     client
         .batch_execute(&format!(
             "DECLARE sy_snapshot NO SCROLL CURSOR FOR SELECT {cols} FROM {}",
@@ -104,16 +121,24 @@ async fn snapshot_table(
     let mapping = Arc::clone(&t.mapping);
     let mut seq = 0u64;
     let mut batch = Vec::with_capacity(ctx.cfg.batch_size + 8);
-    let fetch = format!("FETCH FORWARD {} FROM sy_snapshot", ctx.cfg.snapshot_fetch_rows);
+    let fetch = format!(
+        "FETCH FORWARD {} FROM sy_snapshot",
+        ctx.cfg.snapshot_fetch_rows
+    );
     loop {
         if ctx.shutdown.is_cancelled() {
             return Err(SessionError::Shutdown);
         }
-        let msgs = client.simple_query(&fetch).await.map_err(SessionError::from_pg)?;
+        let msgs = client
+            .simple_query(&fetch)
+            .await
+            .map_err(SessionError::from_pg)?;
         let mut got = 0usize;
         let now = Utc::now();
         for m in msgs {
-            let SimpleQueryMessage::Row(r) = m else { continue };
+            let SimpleQueryMessage::Row(r) = m else {
+                continue;
+            };
             got += 1;
             let mut row = Row::default();
             for (i, (name, typ)) in t.columns.iter().enumerate() {
@@ -123,8 +148,21 @@ async fn snapshot_table(
                 };
                 row.values.insert(name.clone(), v);
             }
-            let pos = Position { commit_lsn: consistent, seq, occurred_at: now, ingested_at: now, identity_key: &[] };
-            batch.extend(change_events(&mapping, ChangeKind::Snapshot, None, BeforeImage::None, Some(row), &pos));
+            let pos = Position {
+                commit_lsn: consistent,
+                seq,
+                occurred_at: now,
+                ingested_at: now,
+                identity_key: &[],
+            };
+            batch.extend(change_events(
+                &mapping,
+                ChangeKind::Snapshot,
+                None,
+                BeforeImage::None,
+                Some(row),
+                &pos,
+            ));
             seq += 1;
             if batch.len() >= ctx.cfg.batch_size {
                 append_with_retry(ctx, &batch).await?;
@@ -136,7 +174,10 @@ async fn snapshot_table(
         }
     }
     append_with_retry(ctx, &batch).await?;
-    client.batch_execute("CLOSE sy_snapshot").await.map_err(SessionError::from_pg)?;
+    client
+        .batch_execute("CLOSE sy_snapshot")
+        .await
+        .map_err(SessionError::from_pg)?;
     Ok(seq)
 }
 

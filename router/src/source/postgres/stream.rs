@@ -21,7 +21,9 @@ use futures_util::FutureExt;
 use pgwire_replication::{ReplicationClient, ReplicationEvent};
 
 use super::catalog::{self, ResolvedTable};
-use super::mapping::{change_events, old_to_row, tuple_to_row, BeforeImage, ChangeKind, Position, TableMapping};
+use super::mapping::{
+    change_events, old_to_row, tuple_to_row, BeforeImage, ChangeKind, Position, TableMapping,
+};
 use super::pgoutput::{self, Lsn, Message, Relation};
 use super::{append_retry, SessionError, SourceCtx};
 use crate::event::Event;
@@ -31,7 +33,8 @@ use crate::log::Log;
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 pub fn pg_time(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_OFFSET_MICROS)).unwrap_or_else(Utc::now)
+    DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_OFFSET_MICROS))
+        .unwrap_or_else(Utc::now)
 }
 
 struct RelEntry {
@@ -115,7 +118,10 @@ impl Lanes {
     }
 
     fn startable(&self) -> bool {
-        self.pending.iter().zip(&self.busy).any(|(p, b)| !p.is_empty() && !b)
+        self.pending
+            .iter()
+            .zip(&self.busy)
+            .any(|(p, b)| !p.is_empty() && !b)
     }
 }
 
@@ -141,17 +147,27 @@ impl State {
         }
     }
 
-    fn handle(&mut self, ctx: &SourceCtx<'_>, client: &ReplicationClient, ev: ReplicationEvent) -> Result<(), SessionError> {
+    fn handle(
+        &mut self,
+        ctx: &SourceCtx<'_>,
+        client: &ReplicationClient,
+        ev: ReplicationEvent,
+    ) -> Result<(), SessionError> {
         match ev {
-            ReplicationEvent::Begin { final_lsn, commit_time_micros, .. } => {
+            ReplicationEvent::Begin {
+                final_lsn,
+                commit_time_micros,
+                ..
+            } => {
                 self.begin(Lsn(final_lsn.as_u64()), commit_time_micros);
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
                 self.commit(Lsn(end_lsn.as_u64()));
             }
             ReplicationEvent::XLogData { data, .. } => {
-                let msg = pgoutput::decode(&data)
-                    .map_err(|e| SessionError::Transient(anyhow::anyhow!("undecodable replication message: {e}")))?;
+                let msg = pgoutput::decode(&data).map_err(|e| {
+                    SessionError::Transient(anyhow::anyhow!("undecodable replication message: {e}"))
+                })?;
                 self.message(ctx, msg)?;
             }
             ReplicationEvent::KeepAlive { wal_end, .. } => {
@@ -171,7 +187,11 @@ impl State {
     }
 
     fn begin(&mut self, commit_lsn: Lsn, commit_time: i64) {
-        self.txn = Some(Txn { commit_lsn, commit_time: pg_time(commit_time), seq: 0 });
+        self.txn = Some(Txn {
+            commit_lsn,
+            commit_time: pg_time(commit_time),
+            seq: 0,
+        });
     }
 
     fn commit(&mut self, end_lsn: Lsn) {
@@ -190,7 +210,10 @@ impl State {
                 return Ok(());
             }
             Message::Relation(rel) => {
-                let mapping = self.tables.get(&(rel.namespace.clone(), rel.name.clone())).cloned();
+                let mapping = self
+                    .tables
+                    .get(&(rel.namespace.clone(), rel.name.clone()))
+                    .cloned();
                 if let Some(old) = self.relations.get(&rel.id) {
                     if old.rel.columns != rel.columns && mapping.is_some() {
                         let cols: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
@@ -198,8 +221,20 @@ impl State {
                             columns = ?cols, "table schema changed");
                     }
                 }
-                let identity_key = rel.columns.iter().filter(|c| c.is_key).map(|c| c.name.clone()).collect();
-                self.relations.insert(rel.id, RelEntry { rel, mapping, identity_key });
+                let identity_key = rel
+                    .columns
+                    .iter()
+                    .filter(|c| c.is_key)
+                    .map(|c| c.name.clone())
+                    .collect();
+                self.relations.insert(
+                    rel.id,
+                    RelEntry {
+                        rel,
+                        mapping,
+                        identity_key,
+                    },
+                );
                 return Ok(());
             }
             Message::Type(_) | Message::Origin(_) | Message::Logical(_) => return Ok(()),
@@ -218,7 +253,9 @@ impl State {
             m @ (Message::Insert(_) | Message::Update(_) | Message::Delete(_)) => m,
         };
         let Some(txn) = self.txn.as_mut() else {
-            return Err(SessionError::Transient(anyhow::anyhow!("row change outside a transaction")));
+            return Err(SessionError::Transient(anyhow::anyhow!(
+                "row change outside a transaction"
+            )));
         };
         let seq = txn.seq;
         txn.seq += 1;
@@ -229,15 +266,29 @@ impl State {
             _ => unreachable!("filtered above"),
         };
         let entry = self.relations.get(&rel_id).ok_or_else(|| {
-            SessionError::Transient(anyhow::anyhow!("change for relation {rel_id} before its Relation message"))
+            SessionError::Transient(anyhow::anyhow!(
+                "change for relation {rel_id} before its Relation message"
+            ))
         })?;
-        let Some(mapping) = &entry.mapping else { return Ok(()) };
+        let Some(mapping) = &entry.mapping else {
+            return Ok(());
+        };
         let row_err = |e| SessionError::Transient(anyhow::anyhow!("{e}"));
         let (kind, before, image, after) = match &change {
-            Message::Insert(i) => (ChangeKind::Insert, None, BeforeImage::None, Some(tuple_to_row(&entry.rel, &i.new, false).map_err(row_err)?)),
+            Message::Insert(i) => (
+                ChangeKind::Insert,
+                None,
+                BeforeImage::None,
+                Some(tuple_to_row(&entry.rel, &i.new, false).map_err(row_err)?),
+            ),
             Message::Update(u) => {
                 let (before, image) = old_to_row(&entry.rel, u.old.as_ref()).map_err(row_err)?;
-                (ChangeKind::Update, before, image, Some(tuple_to_row(&entry.rel, &u.new, false).map_err(row_err)?))
+                (
+                    ChangeKind::Update,
+                    before,
+                    image,
+                    Some(tuple_to_row(&entry.rel, &u.new, false).map_err(row_err)?),
+                )
             }
             Message::Delete(d) => {
                 let (before, image) = old_to_row(&entry.rel, Some(&d.old)).map_err(row_err)?;
@@ -278,11 +329,17 @@ async fn lane_append(
 /// (throughput), up to `2 × batch_size` events, after which receiving
 /// pauses (bounded memory; the replication client keeps answering
 /// keepalives meanwhile).
-pub async fn stream(ctx: &SourceCtx<'_>, tables: &[ResolvedTable], confirmed: Lsn) -> Result<(), SessionError> {
+pub async fn stream(
+    ctx: &SourceCtx<'_>,
+    tables: &[ResolvedTable],
+    confirmed: Lsn,
+) -> Result<(), SessionError> {
     let cfg = ctx
         .replication_config(&ctx.cfg.slot, Lsn(0))
         .with_ack_lsn(pgwire_replication::Lsn::from_u64(confirmed.0));
-    let mut client = ReplicationClient::connect(cfg).await.map_err(SessionError::from_wire)?;
+    let mut client = ReplicationClient::connect(cfg)
+        .await
+        .map_err(SessionError::from_wire)?;
     tokio::select! {
         r = client.wait_started() => r.map_err(SessionError::from_wire)?,
         _ = ctx.shutdown.cancelled() => return Err(SessionError::Shutdown),
@@ -309,7 +366,11 @@ pub async fn stream(ctx: &SourceCtx<'_>, tables: &[ResolvedTable], confirmed: Ls
             while st.lanes.total_pending < max_pending {
                 match client.recv().now_or_never() {
                     Some(Ok(Some(ev))) => st.handle(ctx, &client, ev)?,
-                    Some(Ok(None)) => return Err(SessionError::Transient(anyhow::anyhow!("replication stream ended"))),
+                    Some(Ok(None)) => {
+                        return Err(SessionError::Transient(anyhow::anyhow!(
+                            "replication stream ended"
+                        )))
+                    }
                     Some(Err(e)) => return Err(SessionError::from_wire(e)),
                     None => break,
                 }
@@ -323,7 +384,13 @@ pub async fn stream(ctx: &SourceCtx<'_>, tables: &[ResolvedTable], confirmed: Ls
                 st.lanes.busy[lane] = true;
                 st.stats.appends += 1;
                 st.stats.events += events.len() as u64;
-                tasks.spawn(lane_append(ctx.log.clone(), source.clone(), ctx.shutdown.clone(), lane, events));
+                tasks.spawn(lane_append(
+                    ctx.log.clone(),
+                    source.clone(),
+                    ctx.shutdown.clone(),
+                    lane,
+                    events,
+                ));
             }
         }
         st.confirm_ready(&client);
@@ -375,8 +442,11 @@ async fn stop(
     let confirmed = st.confirmed;
     if confirmed > start_confirmed {
         let metrics = client.metrics();
-        let deadline = tokio::time::Instant::now() + ctx.cfg.status_interval * 2 + Duration::from_secs(1);
-        while metrics.last_applied_lsn().as_u64() < confirmed.0 && tokio::time::Instant::now() < deadline {
+        let deadline =
+            tokio::time::Instant::now() + ctx.cfg.status_interval * 2 + Duration::from_secs(1);
+        while metrics.last_applied_lsn().as_u64() < confirmed.0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if metrics.last_applied_lsn().as_u64() < confirmed.0 {

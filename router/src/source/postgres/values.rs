@@ -139,7 +139,9 @@ fn scalar(type_oid: u32, text: &str) -> Value {
             .or_else(|_| text.parse::<u64>().map(|n| Value::Number(n.into())))
             .unwrap_or_else(|_| string()),
         oid::FLOAT4 | oid::FLOAT8 => match text.parse::<f64>() {
-            Ok(f) if f.is_finite() => Number::from_f64(f).map(Value::Number).unwrap_or_else(string),
+            Ok(f) if f.is_finite() => Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or_else(string),
             _ => string(),
         },
         oid::BOOL => match text {
@@ -166,7 +168,11 @@ fn timestamptz(text: &str) -> Option<String> {
     // Fast path: the sessions pin TimeZone = UTC, so the offset is `+00`.
     if b.len() >= 22 && b[10] == b' ' && b[4] == b'-' && b[7] == b'-' && text.ends_with("+00") {
         let time = &text[11..text.len() - 3];
-        if time.len() >= 8 && time.bytes().all(|c| c.is_ascii_digit() || c == b':' || c == b'.') {
+        if time.len() >= 8
+            && time
+                .bytes()
+                .all(|c| c.is_ascii_digit() || c == b':' || c == b'.')
+        {
             return Some(format!("{}T{time}Z", &text[..10]));
         }
     }
@@ -307,7 +313,9 @@ fn array_to_json(elem: u32, item: ArrayItem) -> Value {
     match item {
         ArrayItem::Null => Value::Null,
         ArrayItem::Value(s) => scalar(elem, &s),
-        ArrayItem::Array(v) => Value::Array(v.into_iter().map(|i| array_to_json(elem, i)).collect()),
+        ArrayItem::Array(v) => {
+            Value::Array(v.into_iter().map(|i| array_to_json(elem, i)).collect())
+        }
     }
 }
 
@@ -319,7 +327,10 @@ mod tests {
     #[test]
     fn integers_and_floats() {
         assert_eq!(text_to_json(oid::INT4, "-42"), json!(-42));
-        assert_eq!(text_to_json(oid::INT8, "9223372036854775807"), json!(9223372036854775807i64));
+        assert_eq!(
+            text_to_json(oid::INT8, "9223372036854775807"),
+            json!(9223372036854775807i64)
+        );
         assert_eq!(text_to_json(oid::INT2, "7"), json!(7));
         assert_eq!(text_to_json(oid::OID, "4294967295"), json!(4294967295u64));
         assert_eq!(text_to_json(oid::FLOAT8, "1.5"), json!(1.5));
@@ -333,36 +344,82 @@ mod tests {
 
     #[test]
     fn numeric_money_bool_text() {
-        assert_eq!(text_to_json(oid::NUMERIC, "12345678901234567890.000100"), json!("12345678901234567890.000100"));
+        assert_eq!(
+            text_to_json(oid::NUMERIC, "12345678901234567890.000100"),
+            json!("12345678901234567890.000100")
+        );
         assert_eq!(text_to_json(oid::NUMERIC, "NaN"), json!("NaN"));
         assert_eq!(text_to_json(oid::MONEY, "$1.00"), json!("$1.00"));
         assert_eq!(text_to_json(oid::BOOL, "t"), json!(true));
         assert_eq!(text_to_json(oid::BOOL, "f"), json!(false));
         assert_eq!(text_to_json(oid::TEXT, "hé \"x\""), json!("hé \"x\""));
-        assert_eq!(text_to_json(oid::UUID, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
-        assert_eq!(text_to_json(123456, "happy"), json!("happy"), "unknown types (enums) are strings");
+        assert_eq!(
+            text_to_json(oid::UUID, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+        );
+        assert_eq!(
+            text_to_json(123456, "happy"),
+            json!("happy"),
+            "unknown types (enums) are strings"
+        );
     }
 
     #[test]
     fn times() {
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 12:00:00+00"), json!("2024-05-01T12:00:00Z"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 12:00:00.123456+00"), json!("2024-05-01T12:00:00.123456Z"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 14:30:00.5+02:30"), json!("2024-05-01T12:00:00.5Z"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 00:30:00.25+02"), json!("2024-04-30T22:30:00.25Z"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "0044-03-15 00:00:00+00 BC"), json!("0044-03-15 00:00:00+00 BC"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "12345-01-01 00:00:00+00"), json!("12345-01-01 00:00:00+00"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "2024-05-01 10:00:00-02"), json!("2024-05-01T12:00:00Z"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "infinity"), json!("infinity"));
-        assert_eq!(text_to_json(oid::TIMESTAMPTZ, "-infinity"), json!("-infinity"));
-        assert_eq!(text_to_json(oid::TIMESTAMP, "2024-05-01 12:00:00.5"), json!("2024-05-01T12:00:00.5"));
-        assert_eq!(text_to_json(oid::TIMESTAMP, "0044-03-15 00:00:00 BC"), json!("0044-03-15 00:00:00 BC"));
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "2024-05-01 12:00:00+00"),
+            json!("2024-05-01T12:00:00Z")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "2024-05-01 12:00:00.123456+00"),
+            json!("2024-05-01T12:00:00.123456Z")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "2024-05-01 14:30:00.5+02:30"),
+            json!("2024-05-01T12:00:00.5Z")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "2024-05-01 00:30:00.25+02"),
+            json!("2024-04-30T22:30:00.25Z")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "0044-03-15 00:00:00+00 BC"),
+            json!("0044-03-15 00:00:00+00 BC")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "12345-01-01 00:00:00+00"),
+            json!("12345-01-01 00:00:00+00")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "2024-05-01 10:00:00-02"),
+            json!("2024-05-01T12:00:00Z")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "infinity"),
+            json!("infinity")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMPTZ, "-infinity"),
+            json!("-infinity")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMP, "2024-05-01 12:00:00.5"),
+            json!("2024-05-01T12:00:00.5")
+        );
+        assert_eq!(
+            text_to_json(oid::TIMESTAMP, "0044-03-15 00:00:00 BC"),
+            json!("0044-03-15 00:00:00 BC")
+        );
         assert_eq!(text_to_json(oid::DATE, "2024-05-01"), json!("2024-05-01"));
         assert_eq!(text_to_json(oid::INTERVAL, "P1DT2H"), json!("P1DT2H"));
     }
 
     #[test]
     fn json_and_bytea() {
-        assert_eq!(text_to_json(oid::JSONB, r#"{"a": [1, null]}"#), json!({"a": [1, null]}));
+        assert_eq!(
+            text_to_json(oid::JSONB, r#"{"a": [1, null]}"#),
+            json!({"a": [1, null]})
+        );
         assert_eq!(text_to_json(oid::JSON, "3"), json!(3));
         assert_eq!(text_to_json(oid::JSON, "{bad"), json!("{bad"));
         assert_eq!(text_to_json(oid::BYTEA, "\\xDEADbeef"), json!("deadbeef"));
@@ -374,16 +431,32 @@ mod tests {
     fn arrays() {
         assert_eq!(text_to_json(1007, "{1,2,NULL}"), json!([1, 2, null]));
         assert_eq!(text_to_json(1007, "{}"), json!([]));
-        assert_eq!(text_to_json(1009, r#"{a,"b c","NULL",NULL,"q\"x","back\\slash"}"#), json!(["a", "b c", "NULL", null, "q\"x", "back\\slash"]));
+        assert_eq!(
+            text_to_json(1009, r#"{a,"b c","NULL",NULL,"q\"x","back\\slash"}"#),
+            json!(["a", "b c", "NULL", null, "q\"x", "back\\slash"])
+        );
         assert_eq!(text_to_json(1016, "{{1,2},{3,4}}"), json!([[1, 2], [3, 4]]));
         assert_eq!(text_to_json(1007, "[0:1]={5,6}"), json!([5, 6]));
         assert_eq!(text_to_json(1000, "{t,f}"), json!([true, false]));
         assert_eq!(text_to_json(1022, "{1.5,NaN}"), json!([1.5, "NaN"]));
-        assert_eq!(text_to_json(1185, r#"{"2024-05-01 12:00:00+00"}"#), json!(["2024-05-01T12:00:00Z"]));
-        assert_eq!(text_to_json(3807, r#"{"{\"a\": 1}","[2]"}"#), json!([{"a": 1}, [2]]));
+        assert_eq!(
+            text_to_json(1185, r#"{"2024-05-01 12:00:00+00"}"#),
+            json!(["2024-05-01T12:00:00Z"])
+        );
+        assert_eq!(
+            text_to_json(3807, r#"{"{\"a\": 1}","[2]"}"#),
+            json!([{"a": 1}, [2]])
+        );
         assert_eq!(text_to_json(1231, "{1.10,2}"), json!(["1.10", "2"]));
         // malformed literals are kept as strings
-        for bad in ["{1,2", "1,2}", "{1}}", "{\"a}", "[0:1]", "{{{{{{{{1}}}}}}}}"] {
+        for bad in [
+            "{1,2",
+            "1,2}",
+            "{1}}",
+            "{\"a}",
+            "[0:1]",
+            "{{{{{{{{1}}}}}}}}",
+        ] {
             assert_eq!(text_to_json(1007, bad), json!(bad), "{bad}");
         }
     }
