@@ -47,6 +47,9 @@ fn main() {
     let secs = env_or("BENCH_SECS", 10);
     let conns = env_or("BENCH_CONNS", 8) as usize;
     let batch = env_or("BENCH_BATCH", 100) as usize;
+    // BENCH_CLIENT_IDS=1: every event carries a client id, so every event goes
+    // through the idempotency check (GET + SET per event) — the CDC path too.
+    let client_ids = env_or("BENCH_CLIENT_IDS", 0) == 1;
 
     let dir = tempfile::tempdir().unwrap();
     let rport = free_port();
@@ -156,7 +159,9 @@ fn main() {
                     let body: Vec<serde_json::Value> = (0..batch)
                         .map(|i| {
                             n += 1;
+                            let id = if client_ids { serde_json::json!(format!("c{c}-{n}")) } else { serde_json::Value::Null };
                             serde_json::json!({
+                                "id": id,
                                 "topic": "customer.banner-a.profile_updated",
                                 "account_id": format!("acct-{}", (n * 7919 + c as u64) % 100_000),
                                 "op": "update",
@@ -196,7 +201,10 @@ fn main() {
     let mut lat = lat;
     lat.sort();
     let rate = events as f64 / secs as f64;
-    println!("ingest: {events} events in {secs}s over {conns} connections, batches of {batch}");
+    println!(
+        "ingest: {events} events in {secs}s over {conns} connections, batches of {batch}, {} ids",
+        if client_ids { "client-given (checked)" } else { "router-generated" }
+    );
     println!(
         "ingest: {rate:.0} events/s, request latency p50 {:?} p99 {:?}",
         percentile(&lat, 0.5),

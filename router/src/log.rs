@@ -94,23 +94,34 @@ impl Keys {
     }
 }
 
-// KEYS[1] = stream; KEYS[2..n+1] = seen-keys, one per event.
+// KEYS[1] = stream; KEYS[2..] = seen-keys, one per event that needs the check.
 // ARGV[1] = idempotency window (s); ARGV[2] = MINID for trimming ("" = none);
-// ARGV[3] = format version; then (topic, body) per event.
+// ARGV[3] = format version; then (check, topic, body) per event, where check
+// is "1" when the id may repeat (client-given or CDC) and "0" for an id this
+// router just generated (a fresh UUIDv7 cannot be a duplicate: no lookup, no key).
 // Returns per event: the new stream id, or "!" .. original id for a duplicate.
 const APPEND_LUA: &str = r#"
 local out = {}
-local n = #KEYS - 1
-for i = 1, n do
-  local seen = redis.call('GET', KEYS[i + 1])
+local k = 2
+local i = 1
+local base = 4
+while base <= #ARGV do
+  local seen = false
+  local key = nil
+  if ARGV[base] == '1' then
+    key = KEYS[k]
+    k = k + 1
+    seen = redis.call('GET', key)
+  end
   if seen then
     out[i] = '!' .. seen
   else
-    local base = 4 + (i - 1) * 2
-    local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[3], 't', ARGV[base], 'e', ARGV[base + 1])
-    redis.call('SET', KEYS[i + 1], id, 'EX', ARGV[1])
+    local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[3], 't', ARGV[base + 1], 'e', ARGV[base + 2])
+    if key then redis.call('SET', key, id, 'EX', ARGV[1]) end
     out[i] = id
   end
+  i = i + 1
+  base = base + 3
 end
 if ARGV[2] ~= '' then
   redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2])
@@ -215,7 +226,19 @@ impl Log {
 
     /// Append events. Events of one account are appended in slice order. On
     /// `Ok`, Redis has acknowledged every event (or found it a duplicate).
+    /// Every id is checked against the idempotency window.
     pub async fn append(&self, events: &[Event]) -> Result<Vec<Appended>, LogError> {
+        self.append_checked(events, |_| true).await
+    }
+
+    /// Like [`Log::append`], but only events for which `check(i)` is true are
+    /// checked and remembered for deduplication (false: an id this router
+    /// generated just now, which cannot repeat).
+    pub async fn append_checked(
+        &self,
+        events: &[Event],
+        check: impl Fn(usize) -> bool,
+    ) -> Result<Vec<Appended>, LogError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -241,17 +264,18 @@ impl Log {
         for (p, idxs) in by_part.iter().enumerate() {
             for chunk in idxs.chunks(SCRIPT_CHUNK) {
                 let p = p as u32;
-                let cmd = pipe
-                    .cmd("EVAL")
-                    .arg(APPEND_LUA)
-                    .arg(chunk.len() + 1)
-                    .arg(inner.keys.stream(p));
-                for &i in chunk {
-                    cmd.arg(inner.keys.seen(p, &events[i].id));
+                // Keys: the stream, then one seen-key per checked event.
+                let checked: Vec<bool> = chunk.iter().map(|&i| check(i)).collect();
+                let nkeys = 1 + checked.iter().filter(|c| **c).count();
+                let cmd = pipe.cmd("EVAL").arg(APPEND_LUA).arg(nkeys).arg(inner.keys.stream(p));
+                for (&i, &c) in chunk.iter().zip(&checked) {
+                    if c {
+                        cmd.arg(inner.keys.seen(p, &events[i].id));
+                    }
                 }
                 cmd.arg(&window).arg(&minid).arg(&version);
-                for &i in chunk {
-                    cmd.arg(&events[i].topic).arg(event::encode(&events[i])?);
+                for (&i, &c) in chunk.iter().zip(&checked) {
+                    cmd.arg(if c { "1" } else { "0" }).arg(&events[i].topic).arg(event::encode(&events[i])?);
                 }
                 calls.push((p, chunk));
             }

@@ -231,7 +231,10 @@ async fn ingest_inner(state: &State, req: Request<Incoming>) -> Result<Value, Re
     let items = split_body(format, &body, state.server.max_batch)?;
     let now = Utc::now();
     let mut events = Vec::with_capacity(items.len());
+    // Ids the client gave may repeat (retries): those are checked. Ids generated here cannot.
+    let mut client_ids = Vec::with_capacity(items.len());
     for (label, v) in items {
+        client_ids.push(v.get("id").is_some_and(|id| !id.is_null()));
         let ev = to_event(&label, v, source.name(), trace.as_deref(), now)?;
         if !source.allows(&ev.topic) {
             return Err(Reject::new(
@@ -247,7 +250,7 @@ async fn ingest_inner(state: &State, req: Request<Incoming>) -> Result<Value, Re
         }
         events.push(ev);
     }
-    let appended = state.log.append(&events).await.map_err(|e| match e {
+    let appended = state.log.append_checked(&events, |i| client_ids[i]).await.map_err(|e| match e {
         LogError::Unavailable(_) => Reject::new(
             503,
             None,
