@@ -42,8 +42,7 @@ enum Mode {
 struct Entry {
     sid: String,
     ev: Event,
-    /// Holds one permit of the partition buffer. Also: read fresh from the
-    /// group (`>`), so never sent before by this consumer epoch — no dedup lookup.
+    /// Holds one permit of the partition buffer (read by the reader task).
     counted: bool,
 }
 
@@ -686,9 +685,9 @@ async fn deliver(
     check_dedup: bool,
     cancel: &CancellationToken,
 ) -> Outcome {
-    // Already acknowledged by the endpoint (redelivery after a crash, a reclaim,
-    // or from the defer list)? Entries read fresh from the group cannot be: the
-    // log holds an id once per idempotency window, and a rewind starts a new epoch.
+    // Already acknowledged by the endpoint? The record and the XACK are written
+    // together, so this catches a second copy of the same id in the log (a client
+    // retry beyond the ingest idempotency window, a CDC re-read), in this epoch.
     let mut delay = Duration::from_millis(50);
     if check_dedup {
         loop {
