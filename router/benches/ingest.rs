@@ -203,7 +203,11 @@ fn main() {
     let rate = events as f64 / secs as f64;
     println!(
         "ingest: {events} events in {secs}s over {conns} connections, batches of {batch}, {} ids",
-        if client_ids { "client-given (checked)" } else { "router-generated" }
+        if client_ids {
+            "client-given (checked)"
+        } else {
+            "router-generated"
+        }
     );
     println!(
         "ingest: {rate:.0} events/s, request latency p50 {:?} p99 {:?}",

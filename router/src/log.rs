@@ -267,7 +267,11 @@ impl Log {
                 // Keys: the stream, then one seen-key per checked event.
                 let checked: Vec<bool> = chunk.iter().map(|&i| check(i)).collect();
                 let nkeys = 1 + checked.iter().filter(|c| **c).count();
-                let cmd = pipe.cmd("EVAL").arg(APPEND_LUA).arg(nkeys).arg(inner.keys.stream(p));
+                let cmd = pipe
+                    .cmd("EVAL")
+                    .arg(APPEND_LUA)
+                    .arg(nkeys)
+                    .arg(inner.keys.stream(p));
                 for (&i, &c) in chunk.iter().zip(&checked) {
                     if c {
                         cmd.arg(inner.keys.seen(p, &events[i].id));
@@ -275,7 +279,9 @@ impl Log {
                 }
                 cmd.arg(&window).arg(&minid).arg(&version);
                 for (&i, &c) in chunk.iter().zip(&checked) {
-                    cmd.arg(if c { "1" } else { "0" }).arg(&events[i].topic).arg(event::encode(&events[i])?);
+                    cmd.arg(if c { "1" } else { "0" })
+                        .arg(&events[i].topic)
+                        .arg(event::encode(&events[i])?);
                 }
                 calls.push((p, chunk));
             }

@@ -250,14 +250,18 @@ async fn ingest_inner(state: &State, req: Request<Incoming>) -> Result<Value, Re
         }
         events.push(ev);
     }
-    let appended = state.log.append_checked(&events, |i| client_ids[i]).await.map_err(|e| match e {
-        LogError::Unavailable(_) => Reject::new(
-            503,
-            None,
-            format!("the log is unavailable, nothing was written; retry later ({e})"),
-        ),
-        other => Reject::new(500, None, format!("nothing was written: {other}")),
-    })?;
+    let appended = state
+        .log
+        .append_checked(&events, |i| client_ids[i])
+        .await
+        .map_err(|e| match e {
+            LogError::Unavailable(_) => Reject::new(
+                503,
+                None,
+                format!("the log is unavailable, nothing was written; retry later ({e})"),
+            ),
+            other => Reject::new(500, None, format!("nothing was written: {other}")),
+        })?;
     let mut duplicates = 0usize;
     let out: Vec<Value> = events
         .iter()
