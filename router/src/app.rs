@@ -42,6 +42,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
 
     let delivery = Arc::new(Delivery::start(&config, &log, &shutdown, &engine)?);
+    let fatal = crate::source::FatalError::default();
     let watcher = match spawn_watcher(delivery.chains()) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -54,7 +55,7 @@ pub async fn run(
         config_path,
         admin_token: config.server.admin_token.clone(),
         watcher: Mutex::new(watcher),
-        sources: crate::source::start(&config, &log, &shutdown)?,
+        sources: crate::source::start(&config, &log, &shutdown, &fatal)?,
     });
     spawn_sighup(runtime.clone(), shutdown.clone());
     tracing::info!(addr = %addr, "listening");
@@ -74,6 +75,9 @@ pub async fn run(
     drop(runtime);
     delivery.join().await;
     tracing::info!("stopped");
+    if let Some(e) = fatal.lock().unwrap().take() {
+        anyhow::bail!("{e}");
+    }
     Ok(())
 }
 

@@ -674,3 +674,36 @@ fn config_errors_are_reported_with_paths() {
         assert!(paths.contains(&p), "{p} not in {errs:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_exits_non_zero_when_a_source_cannot_run() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start_with(&["wal_level=replica"]);
+    pg.sql(ITEMS_DDL);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}",
+            base_config(&redis.url()),
+            source_toml(&pg.url(), ITEMS_TOML)
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::router::bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "a source that cannot run must fail the process"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wal_level"), "{err}");
+}

@@ -9,10 +9,14 @@ use crate::config::{Config, SourceConfig};
 use crate::log::Log;
 
 /// Start the sources that run as tasks (the HTTP source is served by the listener).
+/// A source that stopped for good records why here; `switchyard run` then exits non-zero.
+pub type FatalError = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
 pub fn start(
     config: &Config,
     log: &Log,
     shutdown: &CancellationToken,
+    fatal: &FatalError,
 ) -> anyhow::Result<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> {
     let mut tasks = Vec::new();
     for (name, src) in &config.sources {
@@ -21,6 +25,7 @@ pub fn start(
             SourceConfig::Postgres(pg) => {
                 let (name, pg, log, shutdown) =
                     (name.clone(), pg.clone(), log.clone(), shutdown.clone());
+                let fatal = fatal.clone();
                 tasks.push(tokio::spawn(async move {
                     // `run` returns Err only for problems a retry cannot fix
                     // (missing table, replica identity, wal_level, auth…): stop
@@ -29,6 +34,7 @@ pub fn start(
                     if let Err(e) = postgres::run(name.clone(), pg, log, shutdown.clone()).await {
                         tracing::error!(source = %name, error = %format!("{e:#}"),
                             "source stopped with an error that a retry cannot fix; shutting down");
+                        *fatal.lock().unwrap() = Some(format!("source {name}: {e:#}"));
                         shutdown.cancel();
                     }
                 }));
