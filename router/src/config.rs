@@ -233,30 +233,10 @@ fn default_topics() -> Vec<String> {
     vec!["*".into()]
 }
 
-/// Parse a byte size: `1048576`, `512KiB`, `1MiB`, `64MB`, `2GiB`.
+/// Parse a byte size: `1048576`, `512KiB`, `1MiB`, `64MB`, `2GiB` (one parser for the
+/// whole config: [`crate::transform::ByteSize`]).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 1048576, 512KiB, 64MiB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" => 1000,
-        "KiB" => 1024,
-        "MB" => 1000 * 1000,
-        "MiB" => 1024 * 1024,
-        "GB" => 1000 * 1000 * 1000,
-        "GiB" => 1024 * 1024 * 1024,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
+    s.parse::<crate::transform::ByteSize>().map(|b| b.0)
 }
 
 fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
