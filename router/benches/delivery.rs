@@ -9,8 +9,6 @@
 //! prints the sustained delivery rate (events/s per consumer).
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,35 +17,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-fn env_or(k: &str, d: u64) -> u64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[derive(Default)]
 struct Sink {
     /// (consumer index, latency µs) of each receipt while recording.
     lat: Mutex<Vec<(usize, u64)>>,
     count: [AtomicU64; 3],
 }
+
+mod common;
+use common::{env_or, free_port, start_redis, start_router};
 
 fn pct(v: &mut [u64], p: f64) -> f64 {
     if v.is_empty() {
@@ -73,25 +51,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let rport = free_port();
-    let _redis = Kill(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &rport.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _redis = start_redis(rport, dir.path());
 
     // The sink: one HTTP server, a path per consumer.
     let sink = Arc::new(Sink::default());
@@ -162,26 +122,7 @@ fn main() {
     }
     let cfg_path = dir.path().join("bench.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("SWITCHYARD_LOG_FORMAT", "json")
-        .env("SWITCHYARD_LOG", "warn,switchyard=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let router = Kill(child);
-    let mut lines = stderr.lines();
-    let mut addr = String::new();
-    for line in lines.by_ref() {
-        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
-        if v["message"] == "listening" {
-            addr = v["addr"].as_str().unwrap().to_string();
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let (router, addr) = start_router(&cfg_path);
     let url = format!("http://{addr}/v1/events");
     std::thread::sleep(Duration::from_millis(500)); // consumer groups created
 

@@ -9,32 +9,11 @@
 //! Environment: BENCH_SECS (default 10), BENCH_CONNS (default 8),
 //! BENCH_BATCH (default 100).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn env_or(k: &str, d: u64) -> u64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{env_or, free_port, start_redis, start_router};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -53,25 +32,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let rport = free_port();
-    let _redis = Kill(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &rport.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _redis = start_redis(rport, dir.path());
 
     // Ceiling: redis-benchmark XADD of a ~300 B event, pipelined.
     let payload = "x".repeat(300);
@@ -116,26 +77,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("SWITCHYARD_LOG_FORMAT", "json")
-        .env("SWITCHYARD_LOG", "warn,switchyard=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let _router = Kill(child);
-    let mut addr = String::new();
-    let mut lines = stderr.lines();
-    for line in lines.by_ref() {
-        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
-        if v["message"] == "listening" {
-            addr = v["addr"].as_str().unwrap().to_string();
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let (_router, addr) = start_router(&cfg);
     let url = format!("http://{addr}/v1/events");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
