@@ -17,7 +17,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::AsyncConnectionConfig;
 use redis::Value;
 use tokio::sync::OnceCell;
 
@@ -206,15 +207,18 @@ impl Log {
     }
 
     /// A connection of its own, for blocking reads (`XREADGROUP BLOCK` would
-    /// stall every other command on the shared multiplexed connection).
-    pub async fn blocking_conn(&self) -> Result<ConnectionManager, LogError> {
+    /// stall every other command on the shared multiplexed connection). It
+    /// does not reconnect by itself: the delivery reader must know when its
+    /// connection changed (see `delivery::partition::reader`).
+    pub async fn blocking_conn(&self) -> Result<MultiplexedConnection, LogError> {
         let inner = &self.inner;
-        let cfg = ConnectionManagerConfig::new()
+        let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(inner.timeout))
-            .set_response_timeout(Some(inner.timeout + Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        Ok(ConnectionManager::new_with_config(inner.client.clone(), cfg).await?)
+            .set_response_timeout(Some(inner.timeout + Duration::from_secs(2)));
+        Ok(inner
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?)
     }
 
     /// Whether Redis answers a PING now.

@@ -31,6 +31,11 @@ pub struct Received {
     pub key: String,
     /// `account_id` from the body (canonical JSON), if present.
     pub account: String,
+    /// The key had already been applied: answered 200 again, nothing applied.
+    pub repeat: bool,
+    /// The answer was delayed by the script (`Reply::Slow`): the client may
+    /// have given up before it arrived, even if it was applied.
+    pub delayed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +209,8 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         status: 0,
         key,
         account,
+        repeat: false,
+        delayed: false,
     };
 
     let reply = {
@@ -211,6 +218,7 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         if !rec.key.is_empty() && g.applied.contains_key(&rec.key) {
             // A repeat of an applied request: answer as before, apply nothing.
             rec.status = 200;
+            rec.repeat = true;
             g.requests.push(rec);
             return Response::builder()
                 .status(200)
@@ -223,6 +231,7 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         Reply::Status(s) => (s, None),
         Reply::RetryAfter(secs) => (429, Some(secs)),
         Reply::Slow(d, s) => {
+            rec.delayed = true;
             tokio::time::sleep(d).await;
             (s, None)
         }
