@@ -592,7 +592,7 @@ fn chaos() {
     );
     println!("{line}");
     eprintln!("{line}");
-    for d in report.details.iter().take(40) {
+    for d in report.details.iter().take(400) {
         eprintln!("chaos: {d}");
     }
     for e in &report.checkpoint_errors {

@@ -405,6 +405,18 @@ pub fn drain_and_check(
                     *n += 1;
                     if *n > 1 {
                         r.duplicated += 1;
+                        if r.duplicated == 1 {
+                            for o in requests.iter().filter(|o| by_id.get(o.key.as_str()).is_some_and(|l| l.account == account)) {
+                                r.details.push(format!(
+                                    "  timeline {account}: {} at {:+.3}s status {} repeat {} delayed {}",
+                                    o.key,
+                                    if o.at > kills[0] { o.at.duration_since(kills[0]).as_secs_f64() } else { -kills[0].duration_since(o.at).as_secs_f64() },
+                                    o.status,
+                                    o.repeat,
+                                    o.delayed
+                                ));
+                            }
+                        }
                         r.details.push(format!(
                             "{}: account {account} had {n} events resent after crash #{k}",
                             c.name
