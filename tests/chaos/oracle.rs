@@ -386,11 +386,26 @@ pub fn drain_and_check(
         // SIGKILLed between the first answer and the repeat (the documented crash
         // window: at most one event per account per crash).
         let mut per_kill: HashMap<(usize, &str), usize> = HashMap::new();
-        for q in requests.iter().filter(|q| q.repeat) {
-            let Some(a) = first.get(q.key.as_str()) else {
+        // Latest 2xx answer per key so far (the first application, then each repeat).
+        let mut last_ok: HashMap<&str, Instant> = HashMap::new();
+        let mut ordered: Vec<&crate::support::vendor::Received> = requests.iter().collect();
+        ordered.sort_by_key(|q| q.at);
+        let delayed_keys: HashSet<&str> = requests
+            .iter()
+            .filter(|o| o.delayed)
+            .map(|o| o.key.as_str())
+            .collect();
+        for q in ordered {
+            if !q.repeat {
+                if (200..300).contains(&q.status) {
+                    last_ok.entry(q.key.as_str()).or_insert(q.at);
+                }
                 continue;
-            };
-            if a.delayed || requests.iter().any(|o| o.key == q.key && o.delayed) {
+            }
+            let prev = last_ok.get(q.key.as_str()).copied();
+            last_ok.insert(q.key.as_str(), q.at);
+            let Some(prev) = prev else { continue };
+            if delayed_keys.contains(q.key.as_str()) {
                 r.resent += 1;
                 continue;
             }
@@ -398,28 +413,16 @@ pub fn drain_and_check(
                 .get(q.key.as_str())
                 .map(|l| l.account.as_str())
                 .unwrap_or("");
-            match kills.iter().position(|k| *k > a.at && *k < q.at) {
+            match kills.iter().rposition(|k| *k > prev && *k < q.at) {
                 Some(k) => {
                     r.resent += 1;
                     let n = per_kill.entry((k, account)).or_default();
                     *n += 1;
                     if *n > 1 {
                         r.duplicated += 1;
-                        if r.duplicated == 1 {
-                            for o in requests.iter().filter(|o| by_id.get(o.key.as_str()).is_some_and(|l| l.account == account)) {
-                                r.details.push(format!(
-                                    "  timeline {account}: {} at {:+.3}s status {} repeat {} delayed {}",
-                                    o.key,
-                                    if o.at > kills[0] { o.at.duration_since(kills[0]).as_secs_f64() } else { -kills[0].duration_since(o.at).as_secs_f64() },
-                                    o.status,
-                                    o.repeat,
-                                    o.delayed
-                                ));
-                            }
-                        }
                         r.details.push(format!(
-                            "{}: account {account} had {n} events resent after crash #{k}",
-                            c.name
+                            "{}: account {account} had {n} events resent after crash #{k} ({})",
+                            c.name, q.key
                         ));
                     }
                 }

@@ -335,12 +335,15 @@ impl Partition {
             .map(|a| a.mode)
             .unwrap_or(Mode::Normal);
         if mode == Mode::Deferred {
-            let tail = self
-                .store
-                .deferred_tail_sid(&ev.account_id)
-                .await
-                .ok()
-                .flatten();
+            // An error must not read as "no defer list": the entry would go behind newer ones.
+            let account = ev.account_id.clone();
+            let Some(tail) = persist!(
+                self,
+                "reading a defer list",
+                self.store.deferred_tail_sid(&account).await
+            ) else {
+                return;
+            };
             if tail.is_some_and(|t| stream_id_lt(&sid, &t)) {
                 self.enqueue(Entry {
                     sid,
@@ -594,13 +597,8 @@ impl Partition {
             (Outcome::NothingDeferred, _) => {
                 remaining_deferred = Some(0);
                 finished = false;
-                let key = self.ctx.keys.deferred_set(self.p);
-                let mut conn = self.store.conn.clone();
-                let _: Result<i64, _> = redis::cmd("SREM")
-                    .arg(key)
-                    .arg(&account)
-                    .query_async(&mut conn)
-                    .await;
+                // Only if the list is still empty (this may run late, after new deferrals).
+                let _ = self.store.forget_if_undeferred(&account).await;
             }
             _ => finished = false, // Cancelled
         }

@@ -274,6 +274,14 @@ if left == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
 return #held
 "#;
 
+// Take an account out of the deferred set if its defer list is empty.
+// KEYS: 1 defer list, 2 deferred set. ARGV: 1 account.
+const UNDEFER_LUA: &str = r#"
+if redis.call('LLEN', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], ARGV[1]) end
+return 0
+"#;
+static UNDEFER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(UNDEFER_LUA));
+
 /// Store operations for one (consumer, partition).
 #[derive(Clone)]
 pub struct PartitionStore {
@@ -464,6 +472,18 @@ impl PartitionStore {
                 Ok(Some((r, ev)))
             }
         }
+    }
+
+    /// Remove the account from the deferred set, unless its defer list has
+    /// elements again (a stale run of this after new deferrals changes nothing).
+    pub async fn forget_if_undeferred(&mut self, account: &str) -> Result<(), LogError> {
+        let _: i64 = UNDEFER_SCRIPT
+            .key(self.keys.defer_list(self.p, account))
+            .key(self.keys.deferred_set(self.p))
+            .arg(account)
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(())
     }
 
     /// Stream id of the newest element of an account's defer list.
