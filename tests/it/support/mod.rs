@@ -6,7 +6,11 @@
 pub mod postgres;
 pub mod redis;
 pub mod router;
+pub mod secrets;
+pub mod tls;
 pub mod vendor;
+
+pub use secrets::assert_no_secrets;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
