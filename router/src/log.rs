@@ -439,6 +439,40 @@ pub fn decode_entry(fields: &redis::streams::StreamId) -> Result<Event, event::C
 
 #[cfg(test)]
 mod tests {
+    /// Every Redis client is made by `redis_client` (so TLS settings reach all of
+    /// them): no other code in the crate opens one.
+    #[test]
+    fn redis_clients_come_from_one_constructor() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let needles = ["Client::open(", "Client::build_with_tls(", "ConnectionInfo"];
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| !f.ends_with("log.rs"))
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                needles.iter().any(|n| text.contains(n))
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(files.len() > 20, "scanned {} files", files.len());
+        assert!(
+            offenders.is_empty(),
+            "Redis clients made outside log::redis_client: {offenders:?}"
+        );
+    }
+
     use super::*;
 
     #[test]

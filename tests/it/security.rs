@@ -147,15 +147,18 @@ async fn tls_on_every_hop_end_to_end() {
         pg.port,
         pki.ca().display()
     );
+    let vendor = Vendor::start().await;
     let cfg = format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n[consumers.esp]\ntopics = [\"customer.*\"]\nstart = \"earliest\"\n\
+         [consumers.esp.endpoint]\nurl = \"{}\"\n",
         config_on_port(&redis.url(), port).replace(
             "[redis]",
             &format!("admin_token = \"{ADMIN_TOKEN}\"\n\n[redis]")
         ),
         server_tls_toml(&pki),
         redis_tls_toml(&pki),
-        pg_source(&pg_url)
+        pg_source(&pg_url),
+        vendor.url()
     );
     let router = Router::start(&cfg);
     assert_eq!(router.scheme, "https");
@@ -221,7 +224,24 @@ async fn tls_on_every_hop_end_to_end() {
         "t"
     );
 
-    // The CLI: Redis over TLS (tail) and the admin API over HTTPS with the admin token (status).
+    // Delivery: the consumer's readers (their own blocking connections) read over TLS too.
+    eventually(Duration::from_secs(30), "both events delivered", || {
+        let keys: HashSet<String> = vendor.applied().iter().map(|r| r.key.clone()).collect();
+        async move { (keys.len() == 2 && keys.contains("tls-1")).then_some(()) }
+    })
+    .await;
+
+    // The CLI: Redis over TLS (tail, status) and the admin API over HTTPS with the admin
+    // token (status's live counters, reload).
+    let (ok, out, err) = cli(&["status"], &router.config_path);
+    assert!(ok, "status failed: {err}");
+    let st: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (st["consumer"].as_str(), st["lag"].as_i64()),
+        (Some("esp"), Some(0)),
+        "{st}"
+    );
+    assert!(st["router"].is_object(), "live counters over HTTPS: {st}");
     let (ok, out, err) = cli(
         &["tail", "--from", "earliest", "--no-follow", "--limit", "2"],
         &router.config_path,

@@ -134,8 +134,13 @@ impl RedisServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not start; its log:\n{}",
+                "redis-server on port {} did not start{}; its log:\n{}",
                 self.port,
+                if self.tls.is_some() {
+                    " with TLS (it must be built with TLS support, as Debian's redis-server is)"
+                } else {
+                    ""
+                },
                 std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
