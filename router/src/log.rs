@@ -439,6 +439,8 @@ pub fn decode_entry(fields: &redis::streams::StreamId) -> Result<Event, event::C
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// Every Redis client is made by `redis_client` (so TLS settings reach all of
     /// them): no other code in the crate opens one.
     #[test]
@@ -472,8 +474,6 @@ mod tests {
             "Redis clients made outside log::redis_client: {offenders:?}"
         );
     }
-
-    use super::*;
 
     #[test]
     fn partition_is_stable_and_in_range() {
