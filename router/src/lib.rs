@@ -6,6 +6,8 @@ pub mod config;
 pub mod delivery;
 pub mod event;
 pub mod log;
+pub mod secret;
 pub mod server;
 pub mod source;
+pub mod tls;
 pub mod transform;

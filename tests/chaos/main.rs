@@ -571,10 +571,9 @@ fn chaos() {
         VENDOR_TOKEN.into(),
     ];
     secrets.extend(load::pii_samples(&accounts));
-    let leaked: Vec<&String> = secrets
-        .iter()
-        .filter(|s| logs.contains(s.as_str()))
-        .collect();
+    // Verbatim, JSON-escaped, percent-encoded and base64 forms (support/secrets.rs).
+    let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let leaked = support::secrets::find_secrets(&logs, &secret_refs);
 
     let line = format!(
         "events={} faults={} lost={} duplicated={} reordered={} misrouted={} filtered={} dead_lettered={} resent_in_crash_window={} checkpoint_errors={} leaked_secrets={}",

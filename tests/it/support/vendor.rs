@@ -44,6 +44,9 @@ pub enum Reply {
     RetryAfter(u64),
     /// Answer `status` after a delay.
     Slow(Duration, u16),
+    /// Answer `status` with the request body quoted back in the error, as
+    /// many APIs do (`{"error": "…", "request": <body>}`).
+    Echo(u16),
 }
 
 type Script = Box<dyn FnMut(&Received) -> Reply + Send>;
@@ -227,12 +230,19 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         }
         (g.script)(&rec)
     };
+    let mut answer = None;
     let (status, retry_after) = match reply {
         Reply::Status(s) => (s, None),
         Reply::RetryAfter(secs) => (429, Some(secs)),
         Reply::Slow(d, s) => {
             rec.delayed = true;
             tokio::time::sleep(d).await;
+            (s, None)
+        }
+        Reply::Echo(s) => {
+            answer = Some(
+                serde_json::json!({"error": "invalid profile", "request": rec.body}).to_string(),
+            );
             (s, None)
         }
     };
@@ -250,6 +260,6 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
     if let Some(s) = retry_after {
         b = b.header("retry-after", s.to_string());
     }
-    b.body(Full::new(Bytes::from(format!("{{\"status\":{status}}}"))))
-        .unwrap()
+    let answer = answer.unwrap_or_else(|| format!("{{\"status\":{status}}}"));
+    b.body(Full::new(Bytes::from(answer))).unwrap()
 }
