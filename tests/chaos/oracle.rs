@@ -383,7 +383,7 @@ pub fn drain_and_check(
 
         // Repeats of an applied event. Explained: the first answer was slower than
         // the consumer's timeout (the router never saw it), or the router was
-        // SIGKILLed between the first answer and the repeat (the documented crash
+        // stopped (SIGKILL, or SIGTERM) between the previous 2xx and the repeat (the documented crash
         // window: at most one event per account per crash).
         let mut per_kill: HashMap<(usize, &str), usize> = HashMap::new();
         // Latest 2xx answer per key so far (the first application, then each repeat).
@@ -421,7 +421,7 @@ pub fn drain_and_check(
                     if *n > 1 {
                         r.duplicated += 1;
                         r.details.push(format!(
-                            "{}: account {account} had {n} events resent after crash #{k} ({})",
+                            "{}: account {account} had {n} events resent after router stop #{k} ({})",
                             c.name, q.key
                         ));
                     }
@@ -429,7 +429,7 @@ pub fn drain_and_check(
                 None => {
                     r.duplicated += 1;
                     r.details.push(format!(
-                        "{}: {} sent again after a 2xx with no crash in between",
+                        "{}: {} sent again after a 2xx with no router stop in between",
                         c.name, q.key
                     ));
                 }
