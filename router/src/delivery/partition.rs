@@ -42,8 +42,12 @@ enum Mode {
 struct Entry {
     sid: String,
     ev: Event,
-    /// Holds one permit of the partition buffer (read by the reader task).
+    /// Holds one permit of the partition buffer.
     counted: bool,
+    /// Look the id up in the `acked` records before sending: for entries that
+    /// may have been delivered already (reclaimed after a restart, re-read
+    /// after a failed read, deferred).
+    check_dedup: bool,
 }
 
 struct Account {
@@ -206,7 +210,17 @@ impl Partition {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(batch) = batch_rx.recv() => self.on_batch(batch).await,
-                Some(done) = self.done_rx.recv() => self.on_done(done).await,
+                Some(done) = self.done_rx.recv() => {
+                    // Everything finished meanwhile is recorded together (one round trip).
+                    let mut batch = vec![done];
+                    while batch.len() < 512 {
+                        match self.done_rx.try_recv() {
+                            Ok(d) => batch.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_done_batch(batch).await;
+                }
                 _ = tick.tick() => {
                     if let Ok(e) = self.store.epoch().await {
                         self.epoch = e;
@@ -289,6 +303,9 @@ impl Partition {
     async fn reclaim_pending(&mut self) -> Option<()> {
         let mut cursor = "0-0".to_string();
         loop {
+            if self.cancel.is_cancelled() {
+                return None; // what is left stays pending for the next start
+            }
             let key = self.ctx.keys.stream(self.p);
             let consumer = self.ctx.name.clone();
             let c = cursor.clone();
@@ -345,20 +362,38 @@ impl Partition {
                 return;
             };
             if tail.is_some_and(|t| stream_id_lt(&sid, &t)) {
+                let counted = self.take_room();
                 self.enqueue(Entry {
                     sid,
                     ev,
-                    counted: false,
+                    counted,
+                    check_dedup: true,
                 });
                 return;
             }
         }
+        let counted = self.take_room();
         self.route(Entry {
             sid,
             ev,
-            counted: false,
+            counted,
+            check_dedup: true,
         })
         .await;
+    }
+
+    /// Take one permit of the partition buffer for an entry the reader did not
+    /// read (reclaimed): so the reader reads no more than the room left, and
+    /// memory stays bounded however many restarts left entries pending. None
+    /// left (the buffer was made smaller): the entry is held anyway.
+    fn take_room(&self) -> bool {
+        match self.room.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     async fn on_batch(&mut self, batch: Batch) {
@@ -385,7 +420,13 @@ impl Partition {
                         }
                         continue;
                     }
-                    self.route(Entry { sid, ev, counted }).await;
+                    self.route(Entry {
+                        sid,
+                        ev,
+                        counted,
+                        check_dedup: resync,
+                    })
+                    .await;
                 }
                 Err(err) => {
                     if counted {
@@ -480,7 +521,7 @@ impl Partition {
             (
                 Origin::Stream(head.sid.clone()),
                 Some(head.ev.clone()),
-                !head.counted,
+                head.check_dedup,
             )
         } else if acct.mode == Mode::Deferred {
             (Origin::Deferred(Vec::new()), None, true)
@@ -542,7 +583,58 @@ impl Partition {
         });
     }
 
+    /// Record the simple outcomes of `batch` (stream entries delivered or
+    /// filtered) in one atomic round trip, then handle each in order. An
+    /// account has at most one outcome in a batch (one task at a time), so
+    /// nothing of one account is reordered; each account still moves on only
+    /// after its outcome is recorded.
+    async fn on_done_batch(&mut self, batch: Vec<Done>) {
+        let simple = |d: &Done| {
+            matches!(d.origin, Origin::Stream(_))
+                && d.ev.is_some()
+                && matches!(d.outcome, Outcome::Delivered { .. } | Outcome::Filtered(_))
+        };
+        if batch.iter().filter(|d| simple(d)).count() > 1 {
+            let items: Vec<(String, Option<(u64, String)>)> = batch
+                .iter()
+                .filter(|d| simple(d))
+                .map(|d| {
+                    let Origin::Stream(sid) = &d.origin else {
+                        unreachable!("simple")
+                    };
+                    let acked = match (&d.outcome, &d.ev) {
+                        (Outcome::Delivered { .. }, Some(ev)) => Some((self.epoch, ev.id.clone())),
+                        _ => None,
+                    };
+                    (sid.clone(), acked)
+                })
+                .collect();
+            if persist!(
+                self,
+                "recording deliveries",
+                self.store.finish_stream_many(&items).await
+            )
+            .is_none()
+            {
+                return;
+            }
+            for d in batch {
+                let recorded = simple(&d);
+                self.on_done_recorded(d, recorded).await;
+            }
+        } else {
+            for d in batch {
+                self.on_done_recorded(d, false).await;
+            }
+        }
+    }
+
     async fn on_done(&mut self, done: Done) {
+        self.on_done_recorded(done, false).await
+    }
+
+    /// Handle one outcome; `recorded`: its Redis state change is already made.
+    async fn on_done_recorded(&mut self, done: Done, recorded: bool) {
         self.in_flight -= 1;
         let Done {
             account,
@@ -556,12 +648,17 @@ impl Partition {
         match (&outcome, &ev) {
             (Outcome::Delivered { skipped }, Some(ev)) => {
                 let acked = Some((self.epoch, ev.id.as_str()));
-                let Some(n) = persist!(
-                    self,
-                    "recording a delivery",
-                    self.store.finish(&origin, &account, acked).await
-                ) else {
-                    return;
+                let n = if recorded {
+                    0
+                } else {
+                    let Some(n) = persist!(
+                        self,
+                        "recording a delivery",
+                        self.store.finish(&origin, &account, acked).await
+                    ) else {
+                        return;
+                    };
+                    n
                 };
                 remaining_deferred = Some(n);
                 if *skipped {
@@ -572,12 +669,17 @@ impl Partition {
                 self.ctx.stats.observe_latency(ev);
             }
             (Outcome::Filtered(rule), Some(_)) => {
-                let Some(n) = persist!(
-                    self,
-                    "acknowledging a filtered event",
-                    self.store.finish(&origin, &account, None).await
-                ) else {
-                    return;
+                let n = if recorded {
+                    0
+                } else {
+                    let Some(n) = persist!(
+                        self,
+                        "acknowledging a filtered event",
+                        self.store.finish(&origin, &account, None).await
+                    ) else {
+                        return;
+                    };
+                    n
                 };
                 remaining_deferred = Some(n);
                 self.ctx.stats.filtered(rule);

@@ -367,6 +367,37 @@ impl PartitionStore {
         }
     }
 
+    /// Finish many stream entries at once, in one `MULTI`: for each, the
+    /// `acked` record (delivered events; `None` for filtered ones) and the `XACK`.
+    pub async fn finish_stream_many(
+        &mut self,
+        items: &[(String, Option<(u64, String)>)],
+    ) -> Result<(), LogError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (_, acked) in items {
+            if let Some((epoch, id)) = acked {
+                pipe.cmd("SET")
+                    .arg(self.keys.acked(self.p, *epoch, id))
+                    .arg(1)
+                    .arg("EX")
+                    .arg(self.dedup_ttl)
+                    .ignore();
+            }
+        }
+        let mut xack = redis::cmd("XACK");
+        xack.arg(self.keys.stream(self.p)).arg(&self.keys.consumer);
+        for (sid, _) in items {
+            xack.arg(sid);
+        }
+        pipe.add_command(xack).ignore();
+        let () = pipe.query_async(&mut self.conn).await?;
+        Ok(())
+    }
+
     /// Acknowledge many stream entries at once (filtered events).
     pub async fn ack_many(&mut self, sids: &[String]) -> Result<(), LogError> {
         if sids.is_empty() {
