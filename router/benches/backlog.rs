@@ -148,7 +148,18 @@ max_age = "24h"
             }
         })
     };
-    let (_, backlog_peak) = sample_until(pid, || ingest.is_finished());
+    // RSS as the backlog grows: flat means it does not grow with the backlog.
+    let mut next = events / 10;
+    let mut series = Vec::new();
+    let (_, backlog_peak) = sample_until(pid, || {
+        let n = posted.load(Ordering::Relaxed);
+        if n >= next {
+            series.push(format!("{}k:{:.0}", n / 1000, rss_kib(pid) as f64 / 1024.0));
+            next += events / 10;
+        }
+        ingest.is_finished()
+    });
+    println!("router RSS (MiB) by events accumulated: {}", series.join(" "));
     let ingest_secs = t0.elapsed().as_secs_f64();
     // Keep the endpoint down a while longer: the router works through the backlog
     // (setting it aside in Redis) while every send fails.
@@ -196,9 +207,17 @@ max_age = "24h"
     });
     let t1 = Instant::now();
     let total = posted.load(Ordering::Relaxed);
+    let mut series = Vec::new();
+    let mut next = total / 10;
     let (_, catchup_peak) = sample_until(pid, || {
-        delivered.load(Ordering::Relaxed) >= total || t1.elapsed() > Duration::from_secs(1800)
+        let n = delivered.load(Ordering::Relaxed);
+        if n >= next {
+            series.push(format!("{}k:{:.0}", n / 1000, rss_kib(pid) as f64 / 1024.0));
+            next += total / 10;
+        }
+        n >= total || t1.elapsed() > Duration::from_secs(1800)
     });
+    println!("router RSS (MiB) by events delivered: {}", series.join(" "));
     let catchup_secs = t1.elapsed().as_secs_f64();
     let got = delivered.load(Ordering::Relaxed);
     println!(
