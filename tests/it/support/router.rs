@@ -52,16 +52,22 @@ topics = ["order.*"]
 
 impl Router {
     pub fn start(config: &str) -> Router {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Router::start`], with extra environment variables for the process.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Router {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let path = dir.path().join("switchyard.toml");
         std::fs::write(&path, config).unwrap();
-        Self::start_at(path, dir)
+        Self::start_at(path, dir, env)
     }
 
-    fn start_at(config_path: PathBuf, dir: Arc<tempfile::TempDir>) -> Router {
+    fn start_at(config_path: PathBuf, dir: Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> Router {
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG_FORMAT", "json")
             .env("SWITCHYARD_LOG", "info,switchyard=debug")
             .stdout(Stdio::null())
@@ -111,7 +117,7 @@ impl Router {
             let st = self.terminate();
             assert!(st.success(), "graceful stop before restart: {st:?}");
         }
-        let next = Router::start_at(self.config_path.clone(), self._dir.clone());
+        let next = Router::start_at(self.config_path.clone(), self._dir.clone(), &[]);
         *self = next;
     }
 
