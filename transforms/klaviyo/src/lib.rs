@@ -1,9 +1,7 @@
 //! `klaviyo`: customer events → Klaviyo profile import requests
 //! (`POST /api/profile-import`, JSON:API). See README.md.
 
-use switchyard_guest::{
-    json, log, normalize, transform, Config, ConfigError, Error, Event, Op, Output, State, Value,
-};
+use switchyard_guest::{json, log, normalize, transform, Config, ConfigError, Error, Event, Op, Output, State, Value};
 
 static MAPPING: State<Mapping> = State::new();
 
@@ -78,16 +76,9 @@ const KNOWN: &[&str] = &[
 ];
 
 fn fields(cfg: &Config, key: &str, default: &str) -> Result<Vec<String>, ConfigError> {
-    let list = if cfg.get(key).is_some() {
-        cfg.list(key)
-    } else {
-        Config::from_pairs([(key, default)]).list(key)
-    };
+    let list = if cfg.get(key).is_some() { cfg.list(key) } else { Config::from_pairs([(key, default)]).list(key) };
     if let Some(bad) = list.iter().find(|f| f.split('.').any(str::is_empty)) {
-        return Err(ConfigError::new(
-            key,
-            format!("{bad:?} is not a field path"),
-        ));
+        return Err(ConfigError::new(key, format!("{bad:?} is not a field path")));
     }
     Ok(list)
 }
@@ -115,21 +106,13 @@ impl Mapping {
     /// Parse and check the config; errors name the offending key.
     pub fn from_config(cfg: &Config) -> Result<Mapping, ConfigError> {
         if let Some((key, _)) = cfg.iter().find(|(k, _)| !KNOWN.contains(k)) {
-            return Err(ConfigError::new(
-                key,
-                format!("unknown key; expected one of {}", KNOWN.join(", ")),
-            ));
+            return Err(ConfigError::new(key, format!("unknown key; expected one of {}", KNOWN.join(", "))));
         }
         let part = match cfg.get_or("source", "auto").trim() {
             "auto" => Part::Auto,
             "after" => Part::After,
             "data" => Part::Data,
-            other => {
-                return Err(ConfigError::new(
-                    "source",
-                    format!("{other:?}: expected auto, after or data"),
-                ))
-            }
+            other => return Err(ConfigError::new("source", format!("{other:?}: expected auto, after or data"))),
         };
         let properties = match cfg.get("properties").map(str::trim) {
             None | Some("") => Properties::None,
@@ -141,10 +124,7 @@ impl Mapping {
             Some(cc) => {
                 let d = cc.strip_prefix('+').unwrap_or(cc);
                 if d.is_empty() || d.len() > 3 || !d.chars().all(|c| c.is_ascii_digit()) {
-                    return Err(ConfigError::new(
-                        "phone_country_code",
-                        format!("{cc:?} is not a calling code like 1 or 44"),
-                    ));
+                    return Err(ConfigError::new("phone_country_code", format!("{cc:?} is not a calling code like 1 or 44")));
                 }
                 Some(d.to_string())
             }
@@ -175,10 +155,7 @@ impl Mapping {
     /// if the profile has no identifier at all.
     pub fn profile(&self, ev: &Event) -> Result<Outcome, Error> {
         if matches!(ev.op, Op::Delete | Op::SoftDelete) {
-            return Ok(Outcome::Skip(format!(
-                "{} events do not import profiles",
-                ev.op
-            )));
+            return Ok(Outcome::Skip(format!("{} events do not import profiles", ev.op)));
         }
         let payload = self.payload(ev);
         let email = first_text(payload, &self.email).filter(|e| {
@@ -197,10 +174,7 @@ impl Mapping {
             None => Some(ev.account_id.clone()).filter(|a| !a.is_empty()),
         };
         if email.is_none() && phone.is_none() && external_id.is_none() {
-            let ext = self
-                .external_id
-                .clone()
-                .unwrap_or_else(|| "account_id".into());
+            let ext = self.external_id.clone().unwrap_or_else(|| "account_id".into());
             return Err(Error::fatal(format!(
                 "no profile identifier: email ({}), phone ({}) and external id ({ext}) are all missing",
                 self.email.join(", "),
@@ -222,26 +196,20 @@ impl Mapping {
         if !props.is_empty() {
             attrs.insert("properties".into(), Value::Object(props));
         }
-        Ok(Outcome::Import(
-            json!({ "data": { "type": "profile", "attributes": attrs } }),
-        ))
+        Ok(Outcome::Import(json!({ "data": { "type": "profile", "attributes": attrs } })))
     }
 
-    fn properties(
-        &self,
-        payload: Option<&Value>,
-    ) -> switchyard_guest::serde_json::Map<String, Value> {
+    fn properties(&self, payload: Option<&Value>) -> switchyard_guest::serde_json::Map<String, Value> {
         let mut props = serde_json_map();
         let Some(payload) = payload else { return props };
         match &self.properties {
             Properties::None => {}
             Properties::All => {
-                let mapped: Vec<&String> =
-                    [&self.email, &self.phone, &self.first_name, &self.last_name]
-                        .into_iter()
-                        .flatten()
-                        .chain(self.external_id.as_ref())
-                        .collect();
+                let mapped: Vec<&String> = [&self.email, &self.phone, &self.first_name, &self.last_name]
+                    .into_iter()
+                    .flatten()
+                    .chain(self.external_id.as_ref())
+                    .collect();
                 if let Value::Object(m) = payload {
                     for (k, v) in m {
                         if !v.is_null() && !mapped.contains(&k) {
@@ -285,10 +253,7 @@ mod tests {
     }
 
     fn ev(op: &str, after: Value) -> Event {
-        let mut e = Event::from_json(&format!(
-            r#"{{"id":"e1","topic":"customer.updated","op":"{op}","account_id":"42"}}"#
-        ))
-        .unwrap();
+        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"customer.updated","op":"{op}","account_id":"42"}}"#)).unwrap();
         e.after = Some(after);
         e
     }
@@ -329,32 +294,21 @@ mod tests {
             ("phone_country_code", "44"),
         ]);
         let mut e = Event::new("signup", Op::Event);
-        e.data = Some(
-            json!({"customer_id": 9001, "tier": "gold", "contact": {"email": "a@b.c", "mobile": "07700 900123", "city": "Leeds"}}),
-        );
+        e.data = Some(json!({"customer_id": 9001, "tier": "gold", "contact": {"email": "a@b.c", "mobile": "07700 900123", "city": "Leeds"}}));
         let a = attrs(m.profile(&e).unwrap());
         assert_eq!(
             a,
             json!({"email":"a@b.c","phone_number":"+447700900123","external_id":"9001","properties":{"tier":"gold","contact.city":"Leeds"}})
         );
         let all = mapping(&[("properties", "*")]);
-        let a = attrs(
-            all.profile(&ev(
-                "insert",
-                json!({"email":"a@b.c","tier":"gold","n":null}),
-            ))
-            .unwrap(),
-        );
+        let a = attrs(all.profile(&ev("insert", json!({"email":"a@b.c","tier":"gold","n":null}))).unwrap());
         assert_eq!(a["properties"], json!({"tier":"gold"}));
     }
 
     #[test]
     fn request_shape() {
         let m = mapping(&[]);
-        let Outcome::Import(body) = m.profile(&ev("insert", json!({"email":"a@b.c"}))).unwrap()
-        else {
-            panic!()
-        };
+        let Outcome::Import(body) = m.profile(&ev("insert", json!({"email":"a@b.c"}))).unwrap() else { panic!() };
         let out = m.request(&body).unwrap();
         let r = out.as_request().unwrap();
         assert_eq!(r.method.as_deref(), Some("POST"));
@@ -369,10 +323,7 @@ mod tests {
     fn deletes_are_skipped() {
         let m = mapping(&[]);
         for op in ["delete", "soft_delete"] {
-            assert!(matches!(
-                m.profile(&ev(op, json!({"email":"a@b.c"}))).unwrap(),
-                Outcome::Skip(_)
-            ));
+            assert!(matches!(m.profile(&ev(op, json!({"email":"a@b.c"}))).unwrap(), Outcome::Skip(_)));
         }
     }
 
@@ -391,11 +342,7 @@ mod tests {
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |pairs: &[(&str, &str)]| {
-            Mapping::from_config(&Config::from_pairs(pairs.iter().copied()))
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |pairs: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(pairs.iter().copied())).unwrap_err().to_string();
         assert!(err(&[("source", "before")]).starts_with("config `source`"));
         assert!(err(&[("email_field", "a..b")]).starts_with("config `email_field`"));
         assert!(err(&[("phone_country_code", "x")]).starts_with("config `phone_country_code`"));

@@ -32,30 +32,17 @@ impl Settings {
     pub fn from_config(cfg: &Config) -> Result<Settings, ConfigError> {
         let known = ["source_prefix", "type_prefix", "method", "path"];
         if let Some((key, _)) = cfg.iter().find(|(k, _)| !known.contains(k)) {
-            return Err(ConfigError::new(
-                key,
-                format!("unknown key; expected one of {}", known.join(", ")),
-            ));
+            return Err(ConfigError::new(key, format!("unknown key; expected one of {}", known.join(", "))));
         }
         let method = match cfg.get("method").map(str::trim) {
             None | Some("") => None,
             Some(m) if m.chars().all(|c| c.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
-            Some(m) => {
-                return Err(ConfigError::new(
-                    "method",
-                    format!("{m:?} is not an HTTP method"),
-                ))
-            }
+            Some(m) => return Err(ConfigError::new("method", format!("{m:?} is not an HTTP method"))),
         };
         let path = match cfg.get("path").map(str::trim) {
             None | Some("") => None,
             Some(p) if p.starts_with('/') => Some(p.to_string()),
-            Some(p) => {
-                return Err(ConfigError::new(
-                    "path",
-                    format!("{p:?} must start with `/`"),
-                ))
-            }
+            Some(p) => return Err(ConfigError::new("path", format!("{p:?} must start with `/`"))),
         };
         Ok(Settings {
             source_prefix: cfg.get_or("source_prefix", "switchyard/").to_string(),
@@ -176,14 +163,9 @@ mod tests {
         e.id = "x".into();
         e.source = "shop".into();
         e.data = Some(json!({"total": 10}));
-        let out = settings(&[
-            ("method", "put"),
-            ("path", "/hooks/sy"),
-            ("source_prefix", "urn:acme:"),
-            ("type_prefix", "com.acme."),
-        ])
-        .request(&e)
-        .unwrap();
+        let out = settings(&[("method", "put"), ("path", "/hooks/sy"), ("source_prefix", "urn:acme:"), ("type_prefix", "com.acme.")])
+            .request(&e)
+            .unwrap();
         let req = out.as_request().unwrap();
         assert_eq!(req.method.as_deref(), Some("PUT"));
         assert_eq!(req.path.as_deref(), Some("/hooks/sy"));
@@ -200,11 +182,7 @@ mod tests {
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |pairs: &[(&str, &str)]| {
-            Settings::from_config(&Config::from_pairs(pairs.iter().copied()))
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |pairs: &[(&str, &str)]| Settings::from_config(&Config::from_pairs(pairs.iter().copied())).unwrap_err().to_string();
         assert!(err(&[("path", "hooks")]).starts_with("config `path`"));
         assert!(err(&[("method", "PO ST")]).starts_with("config `method`"));
         assert!(err(&[("url", "x")]).starts_with("config `url`: unknown key"));
