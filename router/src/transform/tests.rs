@@ -184,6 +184,19 @@ fn redact_then_canonical_json() {
     assert_eq!(back.after.as_ref().unwrap()["email"], "b@x.com");
 }
 
+/// A float crosses the host → guest → host boundary (JSON text both ways,
+/// parsed by the guest SDK and by the host) with its exact value.
+#[test]
+fn floats_survive_a_pass_through_module() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    let mut ev = sample();
+    ev.after =
+        Some(serde_json::json!({"a": 1.5000000001164153_f64, "b": 4.1844674407370955e21_f64}));
+    let r = requests(chain.run(&ev));
+    let back: Event = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(back.after, ev.after);
+}
+
 #[test]
 fn wit_conversion_round_trips() {
     let ev = sample();
