@@ -10,7 +10,10 @@
 #   FUZZ_SECONDS     time per target (default 30)
 #   FUZZ_TIMEOUT     seconds one input may take before it counts as a hang (default 10)
 #   FUZZ_RSS_MB      memory limit of the fuzzer process (default 2048)
-#   FUZZ_TARGET_DIR  cargo target dir of the fuzz build (default fuzz/target)
+#   FUZZ_TARGET_DIR  cargo target dir of the fuzz build (default
+#                    ${XDG_CACHE_HOME:-~/.cache}/switchyard-fuzz-target: outside
+#                    the clone, so a second run, another worktree or CI on the
+#                    same machine rebuilds only what changed)
 #
 # Build choices (measured, see README "Fuzzing"): no sanitizer (`-s none`:
 # the fuzzed code is safe Rust, ASan only slows it and the build), release
@@ -22,7 +25,7 @@
 # New inputs go to fuzz/corpus/<target>/ (not committed); the committed
 # seeds in fuzz/seeds/<target>/ are read only. A failing input is saved in
 # fuzz/artifacts/<target>/; reproduce it with
-#   cargo +nightly fuzz run -s none -O -a <target> fuzz/artifacts/<target>/<file>
+#   cargo +nightly fuzz run -s none -O -a --target-dir "$FUZZ_TARGET_DIR" <target> fuzz/artifacts/<target>/<file>
 # and add it as a regression unit test next to the parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +33,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH="${FUZZ_SECONDS:-30}"
 TIMEOUT="${FUZZ_TIMEOUT:-10}"
 RSS_MB="${FUZZ_RSS_MB:-2048}"
-TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/fuzz/target}"
+TARGET_DIR="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-fuzz-target}"
 ALL=(ingest_body pgoutput config event_decode)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
