@@ -28,7 +28,8 @@ pub async fn run(
     let log = Log::new(&config).context("opening the Redis client (redis.url)")?;
     match log.conn().await {
         Ok(_) => tracing::info!(partitions = log.partitions(), "connected to Redis"),
-        Err(e @ LogError::PartitionMismatch { .. }) => return Err(e.into()),
+        // Wrong partitions or certificates will not fix themselves: refuse to start.
+        Err(e @ (LogError::PartitionMismatch { .. } | LogError::Tls(_))) => return Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, "Redis is not reachable yet; ingest answers 503 until it is")
         }
@@ -40,6 +41,15 @@ pub async fn run(
         .await
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
     let addr = listener.local_addr()?;
+    let tls = match &config.server.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            "server.tls.cert_file",
+            &t.cert_file,
+            "server.tls.key_file",
+            &t.key_file,
+        )?)),
+        None => None,
+    };
 
     let delivery = Arc::new(Delivery::start(&config, &log, &shutdown, &engine)?);
     let fatal = crate::source::FatalError::default();
@@ -58,7 +68,7 @@ pub async fn run(
         sources: crate::source::start(&config, &log, &shutdown, &fatal)?,
     });
     spawn_sighup(runtime.clone(), shutdown.clone());
-    tracing::info!(addr = %addr, "listening");
+    tracing::info!(addr = %addr, tls = tls.is_some(), "listening");
 
     let admin: Arc<dyn Admin> = runtime.clone();
     let state = Arc::new(State {
@@ -67,7 +77,7 @@ pub async fn run(
         server: config.server.clone(),
         admin: Some(admin),
     });
-    server::serve(listener, state, shutdown.clone()).await;
+    server::serve(listener, tls, state, shutdown.clone()).await;
     let sources = std::mem::take(&mut *runtime.sources.lock().unwrap());
     for s in sources {
         let _ = s.await;
@@ -85,7 +95,7 @@ pub async fn run(
 struct Runtime {
     delivery: Arc<Delivery>,
     config_path: Option<PathBuf>,
-    admin_token: Option<String>,
+    admin_token: Option<crate::secret::Secret>,
     watcher: Mutex<Option<TransformWatcher>>,
     sources: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -180,7 +190,7 @@ impl Admin for Runtime {
                     .and_then(|h| h.strip_prefix("Bearer "))
                     .unwrap_or("");
                 let a = <sha2::Sha256 as sha2::Digest>::digest(presented.as_bytes());
-                let b = <sha2::Sha256 as sha2::Digest>::digest(t.as_bytes());
+                let b = <sha2::Sha256 as sha2::Digest>::digest(t.expose().as_bytes());
                 bool::from(a.ct_eq(&b))
             }
         }

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::{ConnUrl, Secret};
+
 /// One configuration problem, located by its TOML path (e.g. `log.partitions`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -110,7 +112,17 @@ pub struct ServerConfig {
     pub retry_after_secs: u64,
     /// Bearer token for `/admin/*` (status, reload). Unset: admin routes answer loopback only.
     #[serde(default)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// Serve HTTPS instead of HTTP (`[server.tls]`).
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`: the listener's certificate (PEM chain, leaf first) and key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -122,21 +134,40 @@ impl Default for ServerConfig {
             shutdown_grace: default_grace(),
             retry_after_secs: default_retry_after(),
             admin_token: None,
+            tls: None,
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://` for TLS).
+    /// `redis://host:port/db`, or `rediss://` for TLS (see `[redis.tls]`).
     #[serde(default = "default_redis_url")]
-    pub url: String,
+    pub url: ConnUrl,
     /// Prefix of every key, so two deployments can share one Redis.
     #[serde(default = "default_namespace")]
     pub namespace: String,
     /// Time allowed for one Redis command before it counts as a failure.
     #[serde(default = "default_redis_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Certificates for a `rediss://` URL.
+    #[serde(default)]
+    pub tls: Option<RedisTlsConfig>,
+}
+
+/// `[redis.tls]`: whom to trust, and an optional client certificate (for
+/// Redis' `tls-auth-clients yes`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RedisTlsConfig {
+    /// CA certificate(s) (PEM) that signed the Redis server's certificate.
+    /// Unset: the Mozilla root set (webpki-roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -145,6 +176,7 @@ impl Default for RedisConfig {
             url: default_redis_url(),
             namespace: default_namespace(),
             timeout: default_redis_timeout(),
+            tls: None,
         }
     }
 }
@@ -187,7 +219,7 @@ pub enum SourceConfig {
 pub struct HttpSourceConfig {
     /// Bearer token (use `${ENV_VAR}` rather than a literal secret).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// File holding the bearer token (trailing whitespace ignored).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -211,8 +243,8 @@ fn default_grace() -> Duration {
 fn default_retry_after() -> u64 {
     1
 }
-fn default_redis_url() -> String {
-    "redis://127.0.0.1:6379".into()
+fn default_redis_url() -> ConnUrl {
+    ConnUrl::new("redis://127.0.0.1:6379")
 }
 fn default_namespace() -> String {
     "sy".into()
@@ -336,6 +368,23 @@ impl Config {
                 *d = base.join(&*d);
             }
         }
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(t) = &mut self.server.tls {
+            abs(&mut t.cert_file);
+            abs(&mut t.key_file);
+        }
+        if let Some(t) = &mut self.redis.tls {
+            for p in [&mut t.ca_file, &mut t.cert_file, &mut t.key_file]
+                .into_iter()
+                .flatten()
+            {
+                abs(p);
+            }
+        }
         for src in self.sources.values_mut() {
             match src {
                 SourceConfig::Http(h) => {
@@ -364,17 +413,17 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        if !(self.redis.url.starts_with("redis://")
-            || self.redis.url.starts_with("rediss://")
-            || self.redis.url.starts_with("unix://"))
-        {
-            errors.push(ConfigError::new(
-                "redis.url",
-                "must start with redis://, rediss:// or unix://",
-            ));
-        } else if redis::Client::open(self.redis.url.as_str()).is_err() {
-            errors.push(ConfigError::new("redis.url", "is not a valid Redis URL"));
+        if let Some(t) = &self.server.tls {
+            if let Err(e) = crate::tls::server_config(
+                "server.tls.cert_file",
+                &t.cert_file,
+                "server.tls.key_file",
+                &t.key_file,
+            ) {
+                errors.push(tls_error(e));
+            }
         }
+        self.validate_redis(errors);
         if self.redis.namespace.is_empty()
             || !self
                 .redis
@@ -427,6 +476,59 @@ impl Config {
         }
     }
 
+    fn validate_redis(&self, errors: &mut Vec<ConfigError>) {
+        let url = &*self.redis.url;
+        let tls_url = url.starts_with("rediss://");
+        if !(url.starts_with("redis://") || tls_url || url.starts_with("unix://")) {
+            errors.push(ConfigError::new(
+                "redis.url",
+                "must start with redis://, rediss:// (TLS) or unix://",
+            ));
+            return;
+        }
+        let mut files_ok = true;
+        if let Some(t) = &self.redis.tls {
+            if !tls_url {
+                errors.push(ConfigError::new(
+                    "redis.tls",
+                    "is only used with TLS: make redis.url start with rediss://",
+                ));
+            }
+            if let Some(ca) = &t.ca_file {
+                if let Err(e) = crate::tls::load_roots("redis.tls.ca_file", ca) {
+                    errors.push(tls_error(e));
+                    files_ok = false;
+                }
+            }
+            match (&t.cert_file, &t.key_file) {
+                (Some(c), Some(k)) => {
+                    if let Err(e) = crate::tls::load_certs("redis.tls.cert_file", c) {
+                        errors.push(tls_error(e));
+                        files_ok = false;
+                    }
+                    if let Err(e) = crate::tls::load_key("redis.tls.key_file", k) {
+                        errors.push(tls_error(e));
+                        files_ok = false;
+                    }
+                }
+                (None, None) => {}
+                (Some(_), None) => errors.push(ConfigError::new(
+                    "redis.tls.key_file",
+                    "is required with redis.tls.cert_file (the client certificate's key)",
+                )),
+                (None, Some(_)) => errors.push(ConfigError::new(
+                    "redis.tls.cert_file",
+                    "is required with redis.tls.key_file (the client certificate)",
+                )),
+            }
+        }
+        if files_ok && (tls_url || self.redis.tls.is_none()) {
+            if let Err(e) = crate::log::redis_client(&self.redis) {
+                errors.push(ConfigError::new("redis.url", e.to_string()));
+            }
+        }
+    }
+
     /// Name and token of every HTTP source (tokens read from files now).
     pub fn http_sources(&self) -> impl Iterator<Item = (&String, &HttpSourceConfig)> {
         self.sources.iter().filter_map(|(n, s)| match s {
@@ -457,7 +559,7 @@ impl HttpSourceConfig {
                 format!("{path}.token_file"),
                 "set either `token` or `token_file`, not both",
             )),
-            (Some(t), None) if t.len() < 16 => errors.push(ConfigError::new(
+            (Some(t), None) if t.expose().len() < 16 => errors.push(ConfigError::new(
                 format!("{path}.token"),
                 "is shorter than 16 characters; use a long random secret",
             )),
@@ -490,11 +592,28 @@ impl HttpSourceConfig {
     /// The bearer token, read from `token_file` when that is how it is given.
     pub fn load_token(&self) -> std::io::Result<String> {
         match (&self.token, &self.token_file) {
-            (Some(t), _) => Ok(t.clone()),
+            (Some(t), _) => Ok(t.expose().to_string()),
             (None, Some(f)) => Ok(std::fs::read_to_string(f)?.trim_end().to_string()),
             (None, None) => Err(std::io::Error::other("no token configured")),
         }
     }
+}
+
+/// A TLS file problem as a config error at its setting's path.
+pub fn tls_error(e: crate::tls::TlsError) -> ConfigError {
+    use crate::tls::TlsError as T;
+    let setting = match &e {
+        T::Read { setting, .. }
+        | T::NoCertificate { setting, .. }
+        | T::NoKey { setting, .. }
+        | T::Invalid { setting, .. } => setting.clone(),
+    };
+    let full = e.to_string();
+    let message = full
+        .strip_prefix(&format!("{setting}: "))
+        .unwrap_or(&full)
+        .to_string();
+    ConfigError::new(setting, message)
 }
 
 /// Names of sources and consumers: used in Redis keys and metrics labels.
@@ -601,7 +720,10 @@ mod tests {
     fn env_interpolation() {
         let c = load("[sources.web]\ntype = \"http\"\ntoken = \"${TOKEN}\"\n").unwrap();
         let (_, h) = c.http_sources().next().unwrap();
-        assert_eq!(h.token.as_deref(), Some("0123456789abcdef0123"));
+        assert_eq!(
+            h.token.as_ref().map(|t| t.expose()),
+            Some("0123456789abcdef0123")
+        );
         assert_eq!(expand("a-${NOPE:-d}-$${X}", &env).unwrap(), "a-d-${X}");
     }
 
@@ -659,6 +781,101 @@ mod tests {
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let text = r#"
+            [server]
+            admin_token = "admin-secret-0123456789"
+            [redis]
+            url = "rediss://:redis-pass-0123@redis.example:6380/0"
+            [sources.web]
+            type = "http"
+            token = "ingest-secret-0123456789"
+            [sources.crm]
+            type = "postgres"
+            url = "postgres://sy:pg-pass-0123@db/crm?sslmode=require"
+            publication = "p"
+            slot = "s"
+            [[sources.crm.tables]]
+            table = "public.t"
+            topic = "t.{op}"
+            account_column = "a"
+            [consumers.esp]
+            topics = ["*"]
+            [consumers.esp.endpoint]
+            url = "https://api.example/v1?api_key=url-key-0123"
+            headers = { "X-Api-Key" = "header-key-0123" }
+            auth = { type = "hmac", secret = "whsec_aG1hYy1zZWNyZXQ=" }
+            [[consumers.esp.modules]]
+            path = "Cargo.toml"
+            config = { salt = "salt-secret-0123" }
+        "#;
+        let c = Config::from_toml_with_env(text, Path::new(env!("CARGO_MANIFEST_DIR")), &env)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let shown = format!("{c:?} {c:#?}");
+        for secret in [
+            "admin-secret",
+            "redis-pass",
+            "ingest-secret",
+            "pg-pass",
+            "url-key",
+            "header-key",
+            "aG1hYy1zZWNyZXQ",
+            "salt-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("redis.example:6380"), "hosts stay visible");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_with_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("c.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("k.pem"), key.serialize_pem()).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join("other.pem"), other.serialize_pem()).unwrap();
+        let load = |t: &str| Config::from_toml_with_env(t, dir.path(), &env);
+
+        // Relative paths resolve against the config's directory.
+        let c = load(
+            "[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n\
+             [redis]\nurl = \"rediss://localhost:6380\"\n\
+             [redis.tls]\nca_file = \"c.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.server.tls.unwrap().cert_file, dir.path().join("c.pem"));
+        crate::log::redis_client(&c.redis).unwrap();
+
+        let errs = load(
+            "[server.tls]\ncert_file = \"k.pem\"\nkey_file = \"other.pem\"\n\
+             [redis]\nurl = \"redis://localhost\"\n\
+             [redis.tls]\nca_file = \"missing.pem\"\ncert_file = \"c.pem\"\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.tls.cert_file",
+                "redis.tls",
+                "redis.tls.ca_file",
+                "redis.tls.key_file"
+            ],
+            "{errs:?}"
+        );
+        assert!(errs[0].message.contains("no PEM certificate"), "{errs:?}");
+        let errs =
+            load("[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"other.pem\"\n").unwrap_err();
+        assert_eq!(errs[0].path, "server.tls.key_file", "{errs:?}");
+        assert!(errs[0].message.contains("does not fit"), "{errs:?}");
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod log;
+pub mod secret;
 pub mod server;
 pub mod source;
+pub mod tls;
 pub mod transform;

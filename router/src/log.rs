@@ -17,11 +17,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::AsyncConnectionConfig;
 use redis::Value;
 use tokio::sync::OnceCell;
 
-use crate::config::Config;
+use crate::config::{Config, RedisConfig};
 use crate::event::{self, Event, FORMAT_VERSION};
 
 /// Most events one script call appends (bounds the time Redis spends in it).
@@ -31,6 +32,12 @@ const SCRIPT_CHUNK: usize = 256;
 pub enum LogError {
     #[error("Redis is unreachable: {0}")]
     Unavailable(String),
+    /// The TLS handshake with Redis failed; the message names the setting to fix.
+    #[error("{0}")]
+    Tls(String),
+    /// `[redis]` settings that cannot make a client.
+    #[error("{0}")]
+    Config(String),
     #[error(
         "the log in Redis was created with {existing} partitions but the config says {configured}; \
          partitions cannot change for a deployment (set log.partitions = {existing}, or use a new redis.namespace)"
@@ -44,6 +51,25 @@ pub enum LogError {
 
 impl From<redis::RedisError> for LogError {
     fn from(e: redis::RedisError) -> Self {
+        use crate::tls::TlsFailure;
+        if let Some(f) = crate::tls::tls_failure(&e) {
+            return LogError::Tls(match f {
+                TlsFailure::ServerCertificate => format!(
+                    "TLS to Redis failed: the server's certificate was rejected ({e}); set \
+                     redis.tls.ca_file to the CA certificate that signed it (unset: the Mozilla \
+                     roots), and use a host in redis.url that the certificate names"
+                ),
+                TlsFailure::ClientCertificate => format!(
+                    "TLS to Redis failed: Redis rejected the client certificate ({e}); set \
+                     redis.tls.cert_file and redis.tls.key_file to a certificate signed by the CA \
+                     in Redis' tls-ca-cert-file"
+                ),
+                TlsFailure::Handshake => format!(
+                    "TLS to Redis failed ({e}); check that redis.url uses rediss:// for Redis' \
+                     tls-port and redis:// for its plain port"
+                ),
+            });
+        }
         if e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
@@ -74,6 +100,50 @@ pub struct Appended {
 /// every existing account's history lives.
 pub fn partition_for(account_id: &str, partitions: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(account_id.as_bytes()) % partitions as u64) as u32
+}
+
+/// The one constructor of Redis clients: the log, the delivery readers'
+/// blocking connections and every CLI command get theirs from here (through
+/// [`Log`]), so `rediss://` and `[redis.tls]` apply to all of them.
+pub fn redis_client(cfg: &RedisConfig) -> Result<redis::Client, LogError> {
+    crate::tls::install_crypto_provider();
+    let bad_url = |e: redis::RedisError| {
+        LogError::Config(format!(
+            "redis.url: not a valid Redis URL ({}): {e}",
+            cfg.url
+        ))
+    };
+    let Some(t) = &cfg.tls else {
+        return redis::Client::open(&*cfg.url).map_err(bad_url);
+    };
+    let read = |setting: &str, p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| LogError::Config(format!("{setting}: cannot read {}: {e}", p.display())))
+    };
+    let root_cert = match &t.ca_file {
+        Some(p) => Some(read("redis.tls.ca_file", p)?),
+        None => None,
+    };
+    let client_tls = match (&t.cert_file, &t.key_file) {
+        (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+            client_cert: read("redis.tls.cert_file", c)?,
+            client_key: read("redis.tls.key_file", k)?,
+        }),
+        _ => None,
+    };
+    redis::Client::build_with_tls(
+        &*cfg.url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| {
+        LogError::Config(format!(
+            "redis.tls: cannot use these certificates with redis.url ({}): {e}",
+            cfg.url
+        ))
+    })
 }
 
 /// Key names, all under the deployment's namespace.
@@ -149,8 +219,7 @@ impl Log {
     /// Create a handle. Connects lazily: a Redis that is down now is not an
     /// error here; appends return [`LogError::Unavailable`] until it is back.
     pub fn new(config: &Config) -> Result<Log, LogError> {
-        let client = redis::Client::open(config.redis.url.as_str())
-            .map_err(|e| LogError::Protocol(e.to_string()))?;
+        let client = redis_client(&config.redis)?;
         Ok(Log {
             inner: Arc::new(Inner {
                 client,
@@ -206,15 +275,18 @@ impl Log {
     }
 
     /// A connection of its own, for blocking reads (`XREADGROUP BLOCK` would
-    /// stall every other command on the shared multiplexed connection).
-    pub async fn blocking_conn(&self) -> Result<ConnectionManager, LogError> {
+    /// stall every other command on the shared multiplexed connection). It
+    /// does not reconnect by itself: the delivery reader must know when its
+    /// connection changed (see `delivery::partition::reader`).
+    pub async fn blocking_conn(&self) -> Result<MultiplexedConnection, LogError> {
         let inner = &self.inner;
-        let cfg = ConnectionManagerConfig::new()
+        let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(inner.timeout))
-            .set_response_timeout(Some(inner.timeout + Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        Ok(ConnectionManager::new_with_config(inner.client.clone(), cfg).await?)
+            .set_response_timeout(Some(inner.timeout + Duration::from_secs(2)));
+        Ok(inner
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?)
     }
 
     /// Whether Redis answers a PING now.
@@ -368,6 +440,40 @@ pub fn decode_entry(fields: &redis::streams::StreamId) -> Result<Event, event::C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every Redis client is made by `redis_client` (so TLS settings reach all of
+    /// them): no other code in the crate opens one.
+    #[test]
+    fn redis_clients_come_from_one_constructor() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let needles = ["Client::open(", "Client::build_with_tls(", "ConnectionInfo"];
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| !f.ends_with("log.rs"))
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                needles.iter().any(|n| text.contains(n))
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(files.len() > 20, "scanned {} files", files.len());
+        assert!(
+            offenders.is_empty(),
+            "Redis clients made outside log::redis_client: {offenders:?}"
+        );
+    }
 
     #[test]
     fn partition_is_stable_and_in_range() {

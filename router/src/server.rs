@@ -69,9 +69,19 @@ fn reject(r: &Reject, retry_after: u64) -> Resp {
     resp
 }
 
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight
-/// requests finish (up to `server.shutdown_grace`) and return.
-pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+/// requests finish (up to `server.shutdown_grace`) and return. With `tls`,
+/// every connection is TLS (the handshake runs in the connection's task, so
+/// a slow client does not hold up `accept`).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
@@ -92,13 +102,39 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
             let state = state.clone();
             async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        let fut = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = fut.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                let fut = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let accept = acceptor.accept(stream);
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tracing::info!("listener closed; waiting for in-flight requests");
@@ -179,7 +215,10 @@ async fn ingest(state: &State, req: Request<Incoming>) -> Resp {
             if r.status >= 500 {
                 tracing::warn!(status = r.status, error = %r.message, "ingest failed");
             } else {
-                tracing::debug!(status = r.status, error = %r.message, field = ?r.field, "ingest rejected");
+                // Neither the message nor the field: both can quote what the
+                // client sent (a value, or a key like `attributes.<key>`), and
+                // that may be PII. The client gets them in the response.
+                tracing::debug!(status = r.status, "ingest rejected");
             }
             reject(&r, retry_after)
         }
@@ -255,7 +294,7 @@ async fn ingest_inner(state: &State, req: Request<Incoming>) -> Result<Value, Re
         .append_checked(&events, |i| client_ids[i])
         .await
         .map_err(|e| match e {
-            LogError::Unavailable(_) => Reject::new(
+            LogError::Unavailable(_) | LogError::Tls(_) => Reject::new(
                 503,
                 None,
                 format!("the log is unavailable, nothing was written; retry later ({e})"),

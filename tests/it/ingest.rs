@@ -199,15 +199,44 @@ async fn every_error_status_names_the_problem_and_writes_nothing() {
         "events[1].topic"
     );
 
-    // 413: body over server.max_body (64 KiB), and batch over server.max_batch (500).
+    // 413: body over server.max_body (64 KiB), and batch over server.max_batch (500);
+    // the message names the limit and the setting.
     let big = json!({"topic": "t.x", "account_id": "1", "data": {"blob": "x".repeat(70_000)}});
-    assert_eq!(post(&router, TOKEN, &big).await.status(), 413);
+    let resp = post(&router, TOKEN, &big).await;
+    assert_eq!(resp.status(), 413);
+    let msg = resp.json::<Value>().await.unwrap()["error"].to_string();
+    assert!(msg.contains("65536 bytes (server.max_body)"), "{msg}");
+    // Without Content-Length (chunked), the body is cut off at the limit too.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&router.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        for _ in 0..20 {
+            let chunk = format!("1000\r\n{}\r\n", " ".repeat(4096));
+            if s.write_all(chunk.as_bytes()).await.is_err() {
+                break; // the router may answer and close before the rest is sent
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("server.max_body"), "{answer}");
+    }
     let many: Vec<Value> = (0..501)
         .map(|_| json!({"topic": "t", "account_id": "1"}))
         .collect();
-    assert_eq!(
-        post(&router, TOKEN, &Value::Array(many)).await.status(),
-        413
+    let resp = post(&router, TOKEN, &Value::Array(many)).await;
+    assert_eq!(resp.status(), 413);
+    let msg = resp.json::<Value>().await.unwrap()["error"].to_string();
+    assert!(
+        msg.contains("batch of 501 events exceeds the limit of 500 (server.max_batch)"),
+        "{msg}"
     );
 
     // 415: wrong content type.

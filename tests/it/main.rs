@@ -7,4 +7,5 @@ mod support;
 mod cdc;
 mod delivery;
 mod ingest;
+mod security;
 mod transforms;

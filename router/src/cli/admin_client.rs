@@ -18,11 +18,31 @@ fn base(config: &Config) -> anyhow::Result<String> {
     } else {
         addr.ip().to_string()
     };
-    Ok(if addr.is_ipv6() {
-        format!("http://[{host}]:{}", addr.port())
+    let scheme = if config.server.tls.is_some() {
+        "https"
     } else {
-        format!("http://{host}:{}", addr.port())
+        "http"
+    };
+    Ok(if addr.is_ipv6() {
+        format!("{scheme}://[{host}]:{}", addr.port())
+    } else {
+        format!("{scheme}://{host}:{}", addr.port())
     })
+}
+
+/// With `[server.tls]`, the CLI trusts exactly the certificate the router
+/// serves (it reads the same `server.tls.cert_file`), whatever host name
+/// the certificate is for.
+fn client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let b = reqwest::Client::builder().timeout(Duration::from_secs(60));
+    let b = match &config.server.tls {
+        Some(t) => b.use_preconfigured_tls(crate::tls::pinned_client_config(
+            "server.tls.cert_file",
+            &t.cert_file,
+        )?),
+        None => b,
+    };
+    Ok(b.build()?)
 }
 
 pub async fn call(
@@ -31,12 +51,9 @@ pub async fn call(
     path: &str,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
     let url = format!("{}{path}", base(config)?);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let mut req = client.request(method, &url);
+    let mut req = client(config)?.request(method, &url);
     if let Some(t) = &config.server.admin_token {
-        req = req.bearer_auth(t);
+        req = req.bearer_auth(t.expose());
     }
     let resp = req
         .send()

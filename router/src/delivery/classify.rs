@@ -52,10 +52,10 @@ pub fn classify(a: &Attempt) -> Verdict {
             body,
         } if *status == 408 || *status == 429 || *status >= 500 => Verdict::Retry {
             after: *retry_after,
-            reason: format!("HTTP {status}: {}", snippet(body)),
+            reason: http_reason(*status, body),
         },
         Attempt::Response { status, body, .. } => Verdict::Fail {
-            reason: format!("HTTP {status}: {}", snippet(body)),
+            reason: http_reason(*status, body),
         },
         Attempt::Timeout => Verdict::Retry {
             after: None,
@@ -83,17 +83,11 @@ pub fn classify(a: &Attempt) -> Verdict {
     }
 }
 
-fn snippet(s: &str) -> String {
-    let s = s.trim();
-    if s.len() <= 200 {
-        s.to_string()
-    } else {
-        let mut end = 200;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    }
+/// The reason for an HTTP answer: the status only. Vendors echo the request
+/// (emails, phone numbers) in error bodies, and reasons are logged; the body
+/// itself is kept in the DLQ entry's `response` field (`switchyard dlq show`).
+fn http_reason(status: u16, _body: &str) -> String {
+    format!("HTTP {status}")
 }
 
 /// Parse `Retry-After`: delay-seconds or an HTTP date.

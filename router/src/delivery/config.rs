@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumerConfig {
@@ -54,7 +55,7 @@ pub enum OnFailure {
     Skip,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Base URL; a module's `path` is appended to it.
@@ -70,19 +71,38 @@ pub struct EndpointConfig {
     pub auth: Option<AuthConfig>,
 }
 
+/// The URL's password and query and the header values are not printed:
+/// vendors put API keys there.
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: BTreeMap<&str, &str> = self
+            .headers
+            .keys()
+            .map(|k| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("EndpointConfig")
+            .field("url", &crate::secret::redact_url(&self.url))
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field("idempotency_header", &self.idempotency_header)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     Bearer {
         #[serde(default)]
-        token: Option<String>,
+        token: Option<Secret>,
         #[serde(default)]
         token_file: Option<PathBuf>,
     },
     Basic {
         username: String,
         #[serde(default)]
-        password: Option<String>,
+        password: Option<Secret>,
         #[serde(default)]
         password_file: Option<PathBuf>,
     },
@@ -90,7 +110,7 @@ pub enum AuthConfig {
     /// The secret is `whsec_<base64>` (or raw text).
     Hmac {
         #[serde(default)]
-        secret: Option<String>,
+        secret: Option<Secret>,
         #[serde(default)]
         secret_file: Option<PathBuf>,
     },
@@ -277,7 +297,7 @@ impl ConsumerConfig {
             }
         }
         if let Some(a) = &self.endpoint.auth {
-            let one_of = |a: &Option<String>,
+            let one_of = |a: &Option<Secret>,
                           f: &Option<PathBuf>,
                           name: &str,
                           errors: &mut Vec<ConfigError>| match (a, f) {
@@ -344,9 +364,9 @@ impl ConsumerConfig {
 }
 
 /// Read a secret given inline or in a file (trailing whitespace trimmed).
-pub fn secret(inline: &Option<String>, file: &Option<PathBuf>) -> std::io::Result<String> {
+pub fn secret(inline: &Option<Secret>, file: &Option<PathBuf>) -> std::io::Result<String> {
     match (inline, file) {
-        (Some(s), _) => Ok(s.clone()),
+        (Some(s), _) => Ok(s.expose().to_string()),
         (None, Some(f)) => Ok(std::fs::read_to_string(f)?.trim_end().to_string()),
         (None, None) => Err(std::io::Error::other("no secret configured")),
     }

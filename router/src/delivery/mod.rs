@@ -219,7 +219,7 @@ impl Delivery {
                     shutdown.clone(),
                 )));
             }
-            tracing::info!(consumer = %name, topics = ?c.topics, url = %c.endpoint.url, "consumer started");
+            tracing::info!(consumer = %name, topics = ?c.topics, url = %crate::secret::redact_url(&c.endpoint.url), "consumer started");
             consumers.push(ctx);
         }
         Ok(Delivery {

@@ -42,8 +42,12 @@ enum Mode {
 struct Entry {
     sid: String,
     ev: Event,
-    /// Holds one permit of the partition buffer (read by the reader task).
+    /// Holds one permit of the partition buffer.
     counted: bool,
+    /// Look the id up in the `acked` records before sending: for entries that
+    /// may have been delivered already (reclaimed after a restart, re-read
+    /// after a failed read, deferred).
+    check_dedup: bool,
 }
 
 struct Account {
@@ -81,7 +85,12 @@ struct Done {
     outcome: Outcome,
 }
 
-type Batch = Vec<(String, Result<Event, event::CodecError>)>;
+/// Entries from the reader. `resync`: re-read from this consumer's pending
+/// list after a read failed (see [`reader`]); some may already be in memory.
+struct Batch {
+    resync: bool,
+    entries: Vec<(String, Result<Event, event::CodecError>)>,
+}
 
 pub(super) struct Partition {
     ctx: Arc<ConsumerCtx>,
@@ -94,6 +103,10 @@ pub(super) struct Partition {
     done_rx: mpsc::UnboundedReceiver<Done>,
     in_flight: usize,
     cancel: CancellationToken,
+    /// False until entries left pending by a previous run are back in line:
+    /// until then no account may start a delivery, or a deferred event could
+    /// overtake an older pending one of its account.
+    started: bool,
 }
 
 /// Retry a Redis operation until it succeeds or `cancel` fires.
@@ -148,6 +161,7 @@ pub(super) async fn run(ctx: Arc<ConsumerCtx>, p: u32, log: Log, shutdown: Cance
         done_rx,
         in_flight: 0,
         cancel: shutdown.clone(),
+        started: false,
     };
     part.main(log, shutdown).await;
 }
@@ -174,6 +188,11 @@ impl Partition {
         if self.reclaim_pending().await.is_none() {
             return;
         }
+        self.started = true;
+        let waiting: Vec<String> = self.accounts.keys().cloned().collect();
+        for a in waiting {
+            self.maybe_spawn(&a);
+        }
 
         let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(2);
         let reader_stop = CancellationToken::new();
@@ -191,7 +210,17 @@ impl Partition {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(batch) = batch_rx.recv() => self.on_batch(batch).await,
-                Some(done) = self.done_rx.recv() => self.on_done(done).await,
+                Some(done) = self.done_rx.recv() => {
+                    // Everything finished meanwhile is recorded together (one round trip).
+                    let mut batch = vec![done];
+                    while batch.len() < 512 {
+                        match self.done_rx.try_recv() {
+                            Ok(d) => batch.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_done_batch(batch).await;
+                }
                 _ = tick.tick() => {
                     if let Ok(e) = self.store.epoch().await {
                         self.epoch = e;
@@ -203,6 +232,9 @@ impl Partition {
         // Shutdown: stop reading, let account tasks finish what they are sending
         // (they stop before a new attempt or backoff), record their outcomes.
         reader_stop.cancel();
+        // Unread batches stay pending in Redis (reclaimed on the next start);
+        // closing the channel also frees a reader blocked on a full channel.
+        drop(batch_rx);
         let _ = reader.await;
         while self.in_flight > 0 {
             match tokio::time::timeout(
@@ -271,6 +303,9 @@ impl Partition {
     async fn reclaim_pending(&mut self) -> Option<()> {
         let mut cursor = "0-0".to_string();
         loop {
+            if self.cancel.is_cancelled() {
+                return None; // what is left stays pending for the next start
+            }
             let key = self.ctx.keys.stream(self.p);
             let consumer = self.ctx.name.clone();
             let c = cursor.clone();
@@ -317,49 +352,86 @@ impl Partition {
             .map(|a| a.mode)
             .unwrap_or(Mode::Normal);
         if mode == Mode::Deferred {
-            let tail = self
-                .store
-                .deferred_tail_sid(&ev.account_id)
-                .await
-                .ok()
-                .flatten();
+            // An error must not read as "no defer list": the entry would go behind newer ones.
+            let account = ev.account_id.clone();
+            let Some(tail) = persist!(
+                self,
+                "reading a defer list",
+                self.store.deferred_tail_sid(&account).await
+            ) else {
+                return;
+            };
             if tail.is_some_and(|t| stream_id_lt(&sid, &t)) {
+                let counted = self.take_room();
                 self.enqueue(Entry {
                     sid,
                     ev,
-                    counted: false,
+                    counted,
+                    check_dedup: true,
                 });
                 return;
             }
         }
+        let counted = self.take_room();
         self.route(Entry {
             sid,
             ev,
-            counted: false,
+            counted,
+            check_dedup: true,
         })
         .await;
     }
 
+    /// Take one permit of the partition buffer for an entry the reader did not
+    /// read (reclaimed): so the reader reads no more than the room left, and
+    /// memory stays bounded however many restarts left entries pending. None
+    /// left (the buffer was made smaller): the entry is held anyway.
+    fn take_room(&self) -> bool {
+        match self.room.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     async fn on_batch(&mut self, batch: Batch) {
+        let Batch { resync, entries } = batch;
+        // A resynced entry holds no buffer permit (the reader took none for it).
+        let counted = !resync;
         let mut filtered = Vec::new();
-        for (sid, res) in batch {
+        for (sid, res) in entries {
             match res {
                 Ok(ev) => {
+                    if resync
+                        && self
+                            .accounts
+                            .get(&ev.account_id)
+                            .is_some_and(|a| a.queue.iter().any(|e| e.sid == sid))
+                    {
+                        continue; // already in line
+                    }
                     if !self.ctx.topics.is_match(&ev.topic) {
                         self.ctx.stats.filtered("topics");
                         filtered.push(sid);
-                        self.room.add_permits(1);
+                        if counted {
+                            self.room.add_permits(1);
+                        }
                         continue;
                     }
                     self.route(Entry {
                         sid,
                         ev,
-                        counted: true,
+                        counted,
+                        check_dedup: resync,
                     })
                     .await;
                 }
                 Err(err) => {
-                    self.room.add_permits(1);
+                    if counted {
+                        self.room.add_permits(1);
+                    }
                     self.dead_letter_raw(&sid, &err.to_string()).await;
                 }
             }
@@ -436,6 +508,9 @@ impl Partition {
 
     /// Start the account's next delivery if it has work and none running.
     fn maybe_spawn(&mut self, account: &str) {
+        if !self.started {
+            return;
+        }
         let Some(acct) = self.accounts.get_mut(account) else {
             return;
         };
@@ -446,10 +521,10 @@ impl Partition {
             (
                 Origin::Stream(head.sid.clone()),
                 Some(head.ev.clone()),
-                !head.counted,
+                head.check_dedup,
             )
         } else if acct.mode == Mode::Deferred {
-            (Origin::Deferred, None, true)
+            (Origin::Deferred(Vec::new()), None, true)
         } else {
             return;
         };
@@ -462,11 +537,17 @@ impl Partition {
         let cancel = self.cancel.clone();
         let account = account.to_string();
         tokio::spawn(async move {
+            let mut origin = origin;
             let ev = match ev {
                 Some(ev) => Some(ev),
                 None => loop {
                     match store.deferred_head(&account).await {
-                        Ok(h) => break h.map(|(_, ev)| ev),
+                        Ok(h) => {
+                            break h.map(|(raw, ev)| {
+                                origin = Origin::Deferred(raw);
+                                ev
+                            })
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "reading a deferred event");
                             if cancel.is_cancelled() {
@@ -502,7 +583,58 @@ impl Partition {
         });
     }
 
+    /// Record the simple outcomes of `batch` (stream entries delivered or
+    /// filtered) in one atomic round trip, then handle each in order. An
+    /// account has at most one outcome in a batch (one task at a time), so
+    /// nothing of one account is reordered; each account still moves on only
+    /// after its outcome is recorded.
+    async fn on_done_batch(&mut self, batch: Vec<Done>) {
+        let simple = |d: &Done| {
+            matches!(d.origin, Origin::Stream(_))
+                && d.ev.is_some()
+                && matches!(d.outcome, Outcome::Delivered { .. } | Outcome::Filtered(_))
+        };
+        if batch.iter().filter(|d| simple(d)).count() > 1 {
+            let items: Vec<(String, Option<(u64, String)>)> = batch
+                .iter()
+                .filter(|d| simple(d))
+                .map(|d| {
+                    let Origin::Stream(sid) = &d.origin else {
+                        unreachable!("simple")
+                    };
+                    let acked = match (&d.outcome, &d.ev) {
+                        (Outcome::Delivered { .. }, Some(ev)) => Some((self.epoch, ev.id.clone())),
+                        _ => None,
+                    };
+                    (sid.clone(), acked)
+                })
+                .collect();
+            if persist!(
+                self,
+                "recording deliveries",
+                self.store.finish_stream_many(&items).await
+            )
+            .is_none()
+            {
+                return;
+            }
+            for d in batch {
+                let recorded = simple(&d);
+                self.on_done_recorded(d, recorded).await;
+            }
+        } else {
+            for d in batch {
+                self.on_done_recorded(d, false).await;
+            }
+        }
+    }
+
     async fn on_done(&mut self, done: Done) {
+        self.on_done_recorded(done, false).await
+    }
+
+    /// Handle one outcome; `recorded`: its Redis state change is already made.
+    async fn on_done_recorded(&mut self, done: Done, recorded: bool) {
         self.in_flight -= 1;
         let Done {
             account,
@@ -516,12 +648,17 @@ impl Partition {
         match (&outcome, &ev) {
             (Outcome::Delivered { skipped }, Some(ev)) => {
                 let acked = Some((self.epoch, ev.id.as_str()));
-                let Some(n) = persist!(
-                    self,
-                    "recording a delivery",
-                    self.store.finish(&origin, &account, acked).await
-                ) else {
-                    return;
+                let n = if recorded {
+                    0
+                } else {
+                    let Some(n) = persist!(
+                        self,
+                        "recording a delivery",
+                        self.store.finish(&origin, &account, acked).await
+                    ) else {
+                        return;
+                    };
+                    n
                 };
                 remaining_deferred = Some(n);
                 if *skipped {
@@ -532,12 +669,17 @@ impl Partition {
                 self.ctx.stats.observe_latency(ev);
             }
             (Outcome::Filtered(rule), Some(_)) => {
-                let Some(n) = persist!(
-                    self,
-                    "acknowledging a filtered event",
-                    self.store.finish(&origin, &account, None).await
-                ) else {
-                    return;
+                let n = if recorded {
+                    0
+                } else {
+                    let Some(n) = persist!(
+                        self,
+                        "acknowledging a filtered event",
+                        self.store.finish(&origin, &account, None).await
+                    ) else {
+                        return;
+                    };
+                    n
                 };
                 remaining_deferred = Some(n);
                 self.ctx.stats.filtered(rule);
@@ -557,13 +699,8 @@ impl Partition {
             (Outcome::NothingDeferred, _) => {
                 remaining_deferred = Some(0);
                 finished = false;
-                let key = self.ctx.keys.deferred_set(self.p);
-                let mut conn = self.store.conn.clone();
-                let _: Result<i64, _> = redis::cmd("SREM")
-                    .arg(key)
-                    .arg(&account)
-                    .query_async(&mut conn)
-                    .await;
+                // Only if the list is still empty (this may run late, after new deferrals).
+                let _ = self.store.forget_if_undeferred(&account).await;
             }
             _ => finished = false, // Cancelled
         }
@@ -584,7 +721,7 @@ impl Partition {
         if matches!(outcome, Outcome::Cancelled) {
             return;
         }
-        if origin == Origin::Deferred
+        if matches!(origin, Origin::Deferred(_))
             && remaining_deferred == Some(0)
             && acct.mode == Mode::Deferred
         {
@@ -807,6 +944,14 @@ async fn deliver(
 }
 
 /// Reads new entries for the actor, never more than the partition's free room.
+///
+/// A read whose reply is lost (a response timeout while Redis is paused, a
+/// connection cut) may still run in Redis, moving entries into this
+/// consumer's pending list that nobody delivers. So after any failed read the
+/// reader opens a new connection, kills the old one server-side (a read still
+/// queued there can no longer run later), and reads its pending list past the
+/// last entry it received, sending those (`resync`) before any newer entry:
+/// nothing is stranded and an account's order holds.
 async fn reader(
     log: Log,
     ctx: Arc<ConsumerCtx>,
@@ -816,74 +961,125 @@ async fn reader(
     stop: CancellationToken,
 ) {
     let key = ctx.keys.stream(p);
-    let mut conn = None;
+    let mut conn: Option<(redis::aio::MultiplexedConnection, i64)> = None;
+    let mut dead_client: Option<i64> = None;
+    let mut last_seen = "0-0".to_string();
+    let mut resync = false;
+    let decode =
+        |ids: Vec<redis::streams::StreamId>| -> Vec<(String, Result<Event, event::CodecError>)> {
+            ids.into_iter()
+                .map(|e| {
+                    let ev = decode_entry(&e);
+                    (e.id, ev)
+                })
+                .collect()
+        };
     loop {
         if stop.is_cancelled() {
             return;
         }
-        let want = room.available_permits().clamp(1, 500) as u32;
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = room.clone().acquire_many_owned(want) => p.expect("never closed"),
-        };
         if conn.is_none() {
-            match log.blocking_conn().await {
-                Ok(c) => conn = Some(c),
+            let c = async {
+                let mut c = log.blocking_conn().await?;
+                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await?;
+                if let Some(old) = dead_client {
+                    // "No such client" is fine: it is gone already.
+                    let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("ID")
+                        .arg(old)
+                        .query_async(&mut c)
+                        .await;
+                }
+                Ok::<_, LogError>((c, id))
+            }
+            .await;
+            match c {
+                Ok(c) => {
+                    dead_client = None;
+                    conn = Some(c);
+                }
                 Err(e) => {
                     tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "reader cannot connect; retrying");
-                    drop(permit);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
                     continue;
                 }
             }
         }
-        let c = conn.as_mut().expect("set above");
-        let opts = StreamReadOptions::default()
-            .group(&ctx.name, GROUP_CONSUMER)
-            .count(want as usize)
-            .block(1000);
-        let keys = [&key];
-        let r: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
+        let (c, client_id) = conn.as_mut().expect("set above");
+        let client_id = *client_id;
+
+        let r: redis::RedisResult<()> = async {
+            if resync {
+                loop {
+                    let opts = StreamReadOptions::default()
+                        .group(&ctx.name, GROUP_CONSUMER)
+                        .count(500);
+                    let reply: Option<StreamReadReply> =
+                        redis::AsyncCommands::xread_options(c, &[&key], &[&last_seen], &opts).await?;
+                    let ids: Vec<_> = reply.unwrap_or_default().keys.into_iter().flat_map(|k| k.ids).collect();
+                    let Some(last) = ids.last() else { break };
+                    last_seen = last.id.clone();
+                    tracing::info!(consumer = %ctx.name, partition = p, n = ids.len(), "re-read pending entries after a failed read");
+                    if tx.send(Batch { resync: true, entries: decode(ids) }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                resync = false;
+            }
+            let want = room.available_permits().clamp(1, 500) as u32;
+            let permit = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                p = room.clone().acquire_many_owned(want) => p.expect("never closed"),
+            };
+            let opts = StreamReadOptions::default()
+                .group(&ctx.name, GROUP_CONSUMER)
+                .count(want as usize)
+                .block(1000);
+            let (keys, from) = ([&key], [">"]);
+            let reply: Option<StreamReadReply> = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = redis::AsyncCommands::xread_options(c, &keys, &from, &opts) => r?,
+            };
+            let ids: Vec<_> = reply.unwrap_or_default().keys.into_iter().flat_map(|k| k.ids).collect();
+            if let Some(last) = ids.last() {
+                last_seen = last.id.clone();
+            }
+            permit.forget();
+            room.add_permits(want as usize - ids.len());
+            if !ids.is_empty() {
+                let _ = tx.send(Batch { resync: false, entries: decode(ids) }).await;
+            }
+            Ok(())
+        }
+        .await;
+        if tx.is_closed() {
+            return;
+        }
+        let Err(e) = r else { continue };
+        if e.code() == Some("NOGROUP") {
+            // The stream or group vanished (e.g. Redis lost its data): recreate it.
+            tracing::warn!(consumer = %ctx.name, partition = p, "consumer group missing; recreating it");
+            let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&key)
+                .arg(&ctx.name)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(c)
+                .await;
+            continue;
+        }
+        tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "read failed; reconnecting and re-reading pending entries");
+        dead_client = Some(client_id);
+        conn = None;
+        resync = true;
+        tokio::select! {
             _ = stop.cancelled() => return,
-            r = redis::AsyncCommands::xread_options(c, &keys, &[">"], &opts) => r,
-        };
-        match r {
-            Ok(reply) => {
-                let entries: Batch = reply
-                    .unwrap_or_default()
-                    .keys
-                    .into_iter()
-                    .flat_map(|k| k.ids)
-                    .map(|e| {
-                        let ev = decode_entry(&e);
-                        (e.id, ev)
-                    })
-                    .collect();
-                permit.forget();
-                let unused = want as usize - entries.len();
-                room.add_permits(unused);
-                if !entries.is_empty() && tx.send(entries).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                drop(permit);
-                if e.code() == Some("NOGROUP") {
-                    // The stream or group vanished (e.g. Redis lost its data): recreate it.
-                    tracing::warn!(consumer = %ctx.name, partition = p, "consumer group missing; recreating it");
-                    let _: redis::RedisResult<()> = redis::cmd("XGROUP")
-                        .arg("CREATE")
-                        .arg(&key)
-                        .arg(&ctx.name)
-                        .arg("0")
-                        .arg("MKSTREAM")
-                        .query_async(c)
-                        .await;
-                } else {
-                    tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "read failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
 }

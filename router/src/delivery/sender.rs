@@ -155,7 +155,8 @@ impl Sender {
                 }
             }
             Err(e) if e.is_timeout() => Attempt::Timeout,
-            Err(e) => Attempt::Connect(error_chain(&e)),
+            // Without the URL: its query may hold an API key.
+            Err(e) => Attempt::Connect(error_chain(&e.without_url())),
         }
     }
 }

@@ -148,8 +148,9 @@ impl DeadLetter {
 pub enum Origin {
     /// Pending in the consumer group under this stream id.
     Stream(String),
-    /// Head of the account's defer list.
-    Deferred,
+    /// Head of the account's defer list: the element as read (compared
+    /// before it is removed, so a repeated operation never removes another).
+    Deferred(Vec<u8>),
 }
 
 /// Result of routing an entry of an account that is not in the normal state.
@@ -163,7 +164,13 @@ pub enum Routed {
 
 // KEYS: 1 stream, 2 parked set, 3 deferred set, 4 defer list, 5 dlq
 // ARGV: 1 group, 2 sid, 3 account, 4 held element, 5 force defer ("1"/"0"), 6.. dlq field/value pairs
+// Idempotent: an entry no longer pending was routed by an earlier run of this same
+// operation (a retry after a timeout whose first attempt ran late); nothing is written twice.
 const ROUTE_LUA: &str = r#"
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
+  if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return 'parked' end
+  return 'deferred'
+end
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then
   local f = {}
   for i = 6, #ARGV do f[#f + 1] = ARGV[i] end
@@ -181,9 +188,10 @@ return 'free'
 "#;
 
 // Finish the head of a defer list. KEYS: 1 defer list, 2 deferred set, 3 acked key ("" none)
-// ARGV: 1 account, 2 acked ttl secs. Returns the remaining length.
+// ARGV: 1 account, 2 acked ttl secs, 3 the head element as read. Returns the remaining length.
+// The head is removed only if it is still that element: a repeated run removes nothing else.
 const DEFER_DONE_LUA: &str = r#"
-redis.call('LPOP', KEYS[1])
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[3] then redis.call('LPOP', KEYS[1]) end
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], '1', 'EX', ARGV[2]) end
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
@@ -192,13 +200,23 @@ return n
 
 // Dead-letter an event and (optionally) park its account.
 // KEYS: 1 stream, 2 dlq, 3 parked set, 4 defer list, 5 deferred set
-// ARGV: 1 group, 2 origin ("stream:<sid>" | "deferred"), 3 account, 4 park ("1"/"0"), 5.. fields
+// ARGV: 1 group, 2 origin ("stream:<sid>" | "deferred"), 3 account, 4 park ("1"/"0"),
+// 5 the defer list head as read ("" for stream), 6.. fields
 // When parking, whatever waits in the defer list moves to the DLQ as parked, in order.
+// Idempotent: if the event is no longer pending / no longer the head, an earlier run of
+// this operation already moved it, and nothing happens.
 const DEAD_LUA: &str = r#"
+local from_stream = string.sub(ARGV[2], 1, 7) == 'stream:'
+if from_stream then
+  local sid = string.sub(ARGV[2], 8)
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], sid, sid, 1) == 0 then return 0 end
+elseif redis.call('LINDEX', KEYS[4], 0) ~= ARGV[5] then
+  return 0
+end
 local f = {}
-for i = 5, #ARGV do f[#f + 1] = ARGV[i] end
+for i = 6, #ARGV do f[#f + 1] = ARGV[i] end
 local failed_id = redis.call('XADD', KEYS[2], '*', unpack(f))
-if string.sub(ARGV[2], 1, 7) == 'stream:' then
+if from_stream then
   redis.call('XACK', KEYS[1], ARGV[1], string.sub(ARGV[2], 8))
 else
   redis.call('LPOP', KEYS[4])
@@ -255,6 +273,14 @@ end
 if left == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
 return #held
 "#;
+
+// Take an account out of the deferred set if its defer list is empty.
+// KEYS: 1 defer list, 2 deferred set. ARGV: 1 account.
+const UNDEFER_LUA: &str = r#"
+if redis.call('LLEN', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], ARGV[1]) end
+return 0
+"#;
+static UNDEFER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(UNDEFER_LUA));
 
 /// Store operations for one (consumer, partition).
 #[derive(Clone)]
@@ -326,18 +352,50 @@ impl PartitionStore {
                 let () = pipe.query_async(&mut self.conn).await?;
                 Ok(0)
             }
-            Origin::Deferred => {
+            Origin::Deferred(head) => {
                 let n: u64 = DEFER_DONE_SCRIPT
                     .key(self.keys.defer_list(self.p, account))
                     .key(self.keys.deferred_set(self.p))
                     .key(acked_key.unwrap_or_default())
                     .arg(account)
                     .arg(self.dedup_ttl)
+                    .arg(head.as_slice())
                     .invoke_async(&mut self.conn)
                     .await?;
                 Ok(n)
             }
         }
+    }
+
+    /// Finish many stream entries at once, in one `MULTI`: for each, the
+    /// `acked` record (delivered events; `None` for filtered ones) and the `XACK`.
+    pub async fn finish_stream_many(
+        &mut self,
+        items: &[(String, Option<(u64, String)>)],
+    ) -> Result<(), LogError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (_, acked) in items {
+            if let Some((epoch, id)) = acked {
+                pipe.cmd("SET")
+                    .arg(self.keys.acked(self.p, *epoch, id))
+                    .arg(1)
+                    .arg("EX")
+                    .arg(self.dedup_ttl)
+                    .ignore();
+            }
+        }
+        let mut xack = redis::cmd("XACK");
+        xack.arg(self.keys.stream(self.p)).arg(&self.keys.consumer);
+        for (sid, _) in items {
+            xack.arg(sid);
+        }
+        pipe.add_command(xack).ignore();
+        let () = pipe.query_async(&mut self.conn).await?;
+        Ok(())
     }
 
     /// Acknowledge many stream entries at once (filtered events).
@@ -401,7 +459,7 @@ impl PartitionStore {
         let body = event::encode(ev)?;
         let sid = match origin {
             Origin::Stream(s) => s.clone(),
-            Origin::Deferred => String::new(),
+            Origin::Deferred(_) => String::new(),
         };
         let mut inv = DEAD_SCRIPT.prepare_invoke();
         inv.key(self.keys.stream(self.p))
@@ -412,10 +470,14 @@ impl PartitionStore {
             .arg(&self.keys.consumer)
             .arg(match origin {
                 Origin::Stream(s) => format!("stream:{s}"),
-                Origin::Deferred => "deferred".into(),
+                Origin::Deferred(_) => "deferred".into(),
             })
             .arg(&ev.account_id)
-            .arg(if park { "1" } else { "0" });
+            .arg(if park { "1" } else { "0" })
+            .arg(match origin {
+                Origin::Stream(_) => &[][..],
+                Origin::Deferred(head) => head.as_slice(),
+            });
         for (k, v) in dl.fields(&ev.account_id, &ev.id, &sid, &body) {
             inv.arg(k).arg(v);
         }
@@ -424,10 +486,11 @@ impl PartitionStore {
     }
 
     /// Head of an account's defer list.
+    /// The head of an account's defer list: the element as stored and its event.
     pub async fn deferred_head(
         &mut self,
         account: &str,
-    ) -> Result<Option<(String, Event)>, LogError> {
+    ) -> Result<Option<(Vec<u8>, Event)>, LogError> {
         let raw: Option<Vec<u8>> = redis::cmd("LINDEX")
             .arg(self.keys.defer_list(self.p, account))
             .arg(0)
@@ -435,8 +498,23 @@ impl PartitionStore {
             .await?;
         match raw {
             None => Ok(None),
-            Some(r) => Ok(Some(decode_held(&r)?)),
+            Some(r) => {
+                let (_, ev) = decode_held(&r)?;
+                Ok(Some((r, ev)))
+            }
         }
+    }
+
+    /// Remove the account from the deferred set, unless its defer list has
+    /// elements again (a stale run of this after new deferrals changes nothing).
+    pub async fn forget_if_undeferred(&mut self, account: &str) -> Result<(), LogError> {
+        let _: i64 = UNDEFER_SCRIPT
+            .key(self.keys.defer_list(self.p, account))
+            .key(self.keys.deferred_set(self.p))
+            .arg(account)
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(())
     }
 
     /// Stream id of the newest element of an account's defer list.

@@ -18,7 +18,7 @@ use crate::config::ConfigError;
 /// memory = "32MiB"
 /// config = { fields = "email,phone", strict = true }
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModuleConfig {
     /// Name used in logs, metrics and errors; defaults to the file stem.
@@ -36,6 +36,24 @@ pub struct ModuleConfig {
     /// turned into their text form).
     #[serde(default, deserialize_with = "de_string_map")]
     pub config: BTreeMap<String, String>,
+}
+
+/// `config` values are not printed: they may be secrets (`redact`'s `salt`).
+impl std::fmt::Debug for ModuleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config: BTreeMap<&str, &str> = self
+            .config
+            .keys()
+            .map(|k| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("ModuleConfig")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("deadline", &self.deadline)
+            .field("memory", &self.memory)
+            .field("config", &config)
+            .finish()
+    }
 }
 
 impl ModuleConfig {

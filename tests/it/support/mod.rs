@@ -6,7 +6,12 @@
 pub mod postgres;
 pub mod redis;
 pub mod router;
+pub mod secrets;
+pub mod tls;
 pub mod vendor;
+
+#[allow(unused_imports)] // the chaos binary uses `secrets::find_secrets` instead
+pub use secrets::assert_no_secrets;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -20,6 +20,8 @@ pub struct PgServer {
     child: Option<Child>,
     ids: Option<(u32, u32)>,
     extra: Vec<String>,
+    /// Certificates and pg_hba.conf of a TLS server (owned by the server's user).
+    tls_dir: Option<tempfile::TempDir>,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -52,6 +54,50 @@ impl PgServer {
         Self::start_with(&[])
     }
 
+    /// `ssl = on` with `pki`'s server certificate, and a pg_hba.conf that
+    /// accepts TCP connections only over TLS (`hostssl`; plain TCP is
+    /// refused), for SQL and replication alike.
+    pub fn start_tls(pki: &super::tls::Pki) -> PgServer {
+        let dir = tempfile::Builder::new()
+            .prefix("sy-pg-tls-")
+            .tempdir()
+            .unwrap();
+        for (from, to) in [
+            (pki.server_cert(), "server.crt"),
+            (pki.server_key(), "server.key"),
+        ] {
+            std::fs::copy(from, dir.path().join(to)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("pg_hba.conf"),
+            "local all all trust\nlocal replication all trust\n\
+             hostssl all all 127.0.0.1/32 trust\nhostssl replication all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if let Some((uid, gid)) = run_as() {
+            for f in ["", "server.crt", "server.key", "pg_hba.conf"] {
+                std::os::unix::fs::chown(dir.path().join(f), Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let settings = [
+            "ssl=on".to_string(),
+            format!("ssl_cert_file={}", p("server.crt")),
+            format!("ssl_key_file={}", p("server.key")),
+            format!("hba_file={}", p("pg_hba.conf")),
+        ];
+        let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+        let mut s = Self::start_with(&settings);
+        s.tls_dir = Some(dir);
+        s
+    }
+
     /// Start with extra `-c name=value` settings (later ones win).
     pub fn start_with(settings: &[&str]) -> PgServer {
         let dir = tempfile::Builder::new().prefix("sy-pg-").tempdir().unwrap();
@@ -65,6 +111,7 @@ impl PgServer {
             child: None,
             ids,
             extra: settings.iter().map(|s| s.to_string()).collect(),
+            tls_dir: None,
         };
         let mut initdb = s.command("initdb");
         initdb

@@ -1,4 +1,6 @@
-//! A private `redis-server` on a free port with its own data dir.
+//! A private `redis-server` on a free port with its own data dir; with
+//! [`RedisServer::start_tls`] it listens only on a TLS port and requires
+//! client certificates.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,6 +11,17 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra: Vec<String>,
+    tls: Option<TlsFiles>,
+}
+
+/// Certificate files of a TLS Redis (server side and the client's).
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl RedisServer {
@@ -24,13 +37,62 @@ impl RedisServer {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             extra: args.iter().map(|s| s.to_string()).collect(),
+            tls: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// TLS only (`--port 0 --tls-port P`), server certificate from `pki`,
+    /// client certificates required (`tls-auth-clients yes`).
+    pub fn start_tls(pki: &super::tls::Pki) -> RedisServer {
+        let mut s = RedisServer {
+            port: super::free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            extra: ["--save", "", "--appendonly", "no"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            tls: Some(TlsFiles {
+                ca: pki.ca(),
+                cert: pki.server_cert(),
+                key: pki.server_key(),
+                client_cert: pki.client_cert(),
+                client_key: pki.client_key(),
+            }),
         };
         s.spawn();
         s
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// A client for assertions (over TLS, with the client certificate, when
+    /// the server is TLS-only).
+    pub fn client(&self) -> redis::Client {
+        match &self.tls {
+            None => redis::Client::open(self.url()).unwrap(),
+            Some(t) => {
+                switchyard::tls::install_crypto_provider();
+                redis::Client::build_with_tls(
+                    self.url(),
+                    redis::TlsCertificates {
+                        client_tls: Some(redis::ClientTlsConfig {
+                            client_cert: std::fs::read(&t.client_cert).unwrap(),
+                            client_key: std::fs::read(&t.client_key).unwrap(),
+                        }),
+                        root_cert: Some(std::fs::read(&t.ca).unwrap()),
+                    },
+                )
+                .unwrap()
+            }
+        }
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -38,11 +100,25 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .arg("--port")
-            .arg(self.port.to_string())
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.arg("--port").arg(self.port.to_string()),
+            Some(t) => cmd
+                .args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&t.cert)
+                .arg("--tls-key-file")
+                .arg(&t.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&t.ca)
+                .args(["--tls-auth-clients", "yes"]),
+        };
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--daemonize", "no", "--dir"])
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -51,15 +127,21 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+            if let Ok(mut c) = self.client().get_connection() {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
                     return;
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not start",
-                self.port
+                "redis-server on port {} did not start{}; its log:\n{}",
+                self.port,
+                if self.tls.is_some() {
+                    " with TLS (it must be built with TLS support, as Debian's redis-server is)"
+                } else {
+                    ""
+                },
+                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -83,12 +165,52 @@ impl RedisServer {
         self.child.as_ref().expect("running").id()
     }
 
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} redis-server");
+    }
+
+    /// SIGTERM: Redis writes (and fsyncs) what it holds, then exits.
+    pub fn terminate(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.signal("TERM");
+        let mut c = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.wait();
+    }
+
+    /// Start again (after `kill()` or `terminate()`) on the same port and data dir.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        self.spawn();
+    }
+
+    /// SIGSTOP: connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after `pause()`.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
     /// A synchronous connection for assertions.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        self.client().get_connection().unwrap()
     }
 }
 

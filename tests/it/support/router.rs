@@ -10,8 +10,46 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchyard")
 }
 
+const DEFAULT_LOG_FILTER: &str = "info,switchyard=debug";
+
+/// `switchyard run` with `config`, expected to exit on its own within
+/// `timeout` (a config or certificate it must refuse). Returns the exit
+/// status and everything it wrote to stderr; panics if it keeps running.
+pub fn run_expecting_exit(config: &str, timeout: Duration) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", DEFAULT_LOG_FILTER)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("starting switchyard");
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return (st, std::fs::read_to_string(&err_path).unwrap_or_default());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "switchyard run kept running for {timeout:?}; it should have refused to start. stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub struct Router {
     pub addr: String,
+    /// `https` when the router reported a TLS listener.
+    pub scheme: &'static str,
+    log_filter: String,
     pub config_path: PathBuf,
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
@@ -52,24 +90,38 @@ topics = ["order.*"]
 
 impl Router {
     pub fn start(config: &str) -> Router {
-        Self::start_with_env(config, &[])
+        Self::start_logging(config, DEFAULT_LOG_FILTER)
+    }
+
+    /// Start with this `SWITCHYARD_LOG` filter (e.g. `trace`).
+    pub fn start_logging(config: &str, filter: &str) -> Router {
+        Self::start_with_env_and_filter(config, &[], filter)
     }
 
     /// Like [`Router::start`], with extra environment variables for the process.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Router {
+        Self::start_with_env_and_filter(config, env, DEFAULT_LOG_FILTER)
+    }
+
+    fn start_with_env_and_filter(config: &str, env: &[(&str, &str)], filter: &str) -> Router {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let path = dir.path().join("switchyard.toml");
         std::fs::write(&path, config).unwrap();
-        Self::start_at(path, dir, env)
+        Self::start_at(path, dir, filter, env)
     }
 
-    fn start_at(config_path: PathBuf, dir: Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> Router {
+    fn start_at(
+        config_path: PathBuf,
+        dir: Arc<tempfile::TempDir>,
+        filter: &str,
+        env: &[(&str, &str)],
+    ) -> Router {
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&config_path)
             .envs(env.iter().copied())
             .env("SWITCHYARD_LOG_FORMAT", "json")
-            .env("SWITCHYARD_LOG", "info,switchyard=debug")
+            .env("SWITCHYARD_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -84,14 +136,17 @@ impl Router {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["message"] == "listening" {
                         if let Some(tx) = tx.take() {
-                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                            let _ = tx.send((
+                                v["addr"].as_str().unwrap_or_default().to_string(),
+                                v["tls"] == true,
+                            ));
                         }
                     }
                 }
                 l.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        let (addr, tls) = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -103,6 +158,8 @@ impl Router {
         };
         Router {
             addr,
+            scheme: if tls { "https" } else { "http" },
+            log_filter: filter.to_string(),
             config_path,
             child: Some(child),
             logs,
@@ -117,12 +174,17 @@ impl Router {
             let st = self.terminate();
             assert!(st.success(), "graceful stop before restart: {st:?}");
         }
-        let next = Router::start_at(self.config_path.clone(), self._dir.clone(), &[]);
+        let next = Router::start_at(
+            self.config_path.clone(),
+            self._dir.clone(),
+            &self.log_filter.clone(),
+            &[],
+        );
         *self = next;
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     pub fn pid(&self) -> u32 {

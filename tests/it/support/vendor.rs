@@ -31,6 +31,11 @@ pub struct Received {
     pub key: String,
     /// `account_id` from the body (canonical JSON), if present.
     pub account: String,
+    /// The key had already been applied: answered 200 again, nothing applied.
+    pub repeat: bool,
+    /// The answer was delayed by the script (`Reply::Slow`): the client may
+    /// have given up before it arrived, even if it was applied.
+    pub delayed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +44,9 @@ pub enum Reply {
     RetryAfter(u64),
     /// Answer `status` after a delay.
     Slow(Duration, u16),
+    /// Answer `status` with the request body quoted back in the error, as
+    /// many APIs do (`{"error": "…", "request": <body>}`).
+    Echo(u16),
 }
 
 type Script = Box<dyn FnMut(&Received) -> Reply + Send>;
@@ -204,6 +212,8 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         status: 0,
         key,
         account,
+        repeat: false,
+        delayed: false,
     };
 
     let reply = {
@@ -211,6 +221,7 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         if !rec.key.is_empty() && g.applied.contains_key(&rec.key) {
             // A repeat of an applied request: answer as before, apply nothing.
             rec.status = 200;
+            rec.repeat = true;
             g.requests.push(rec);
             return Response::builder()
                 .status(200)
@@ -219,11 +230,19 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         }
         (g.script)(&rec)
     };
+    let mut answer = None;
     let (status, retry_after) = match reply {
         Reply::Status(s) => (s, None),
         Reply::RetryAfter(secs) => (429, Some(secs)),
         Reply::Slow(d, s) => {
+            rec.delayed = true;
             tokio::time::sleep(d).await;
+            (s, None)
+        }
+        Reply::Echo(s) => {
+            answer = Some(
+                serde_json::json!({"error": "invalid profile", "request": rec.body}).to_string(),
+            );
             (s, None)
         }
     };
@@ -241,6 +260,6 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
     if let Some(s) = retry_after {
         b = b.header("retry-after", s.to_string());
     }
-    b.body(Full::new(Bytes::from(format!("{{\"status\":{status}}}"))))
-        .unwrap()
+    let answer = answer.unwrap_or_else(|| format!("{{\"status\":{status}}}"));
+    b.body(Full::new(Bytes::from(answer))).unwrap()
 }

@@ -37,8 +37,9 @@ use super::mapping::Template;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSourceConfig {
-    /// libpq-style URL or key/value string (`${ENV}` already interpolated).
-    pub url: String,
+    /// libpq-style URL or key/value string (`${ENV}` already interpolated);
+    /// TLS via libpq's `sslmode`, `sslrootcert`, `sslcert`, `sslkey`.
+    pub url: crate::secret::ConnUrl,
     /// Publication the slot streams (pgoutput `publication_names`).
     pub publication: String,
     /// Create the publication for the listed tables when it is missing, and
@@ -201,11 +202,16 @@ impl PostgresSourceConfig {
 
         if self.url.trim().is_empty() {
             err(format!("{path}.url"), "must not be empty".into());
-        } else if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
-            err(
-                format!("{path}.url"),
-                format!("not a valid Postgres connection string: {e}"),
-            );
+        } else {
+            match super::ConnParams::from_url(&self.url) {
+                Err(e) => err(format!("{path}.url"), e),
+                Ok(c) => {
+                    if let Err(e) = c.tls.check_files(&format!("{path}.url")) {
+                        let e = crate::config::tls_error(e);
+                        err(e.path, e.message);
+                    }
+                }
+            }
         }
         if self.publication.is_empty() || self.publication.len() > 63 {
             err(

@@ -9,18 +9,21 @@ pub mod mapping;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod stream;
+pub mod tls;
 pub mod values;
 
 use std::time::{Duration, Instant};
 
-use pgwire_replication::{PgWireError, ReplicationConfig, TlsConfig};
+use pgwire_replication::{PgWireError, ReplicationConfig};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{PostgresSourceConfig, RuleConfig, TableConfig};
 
 use crate::event::Event;
 use crate::log::{Log, LogError};
+use crate::tls::TlsFailure;
 use pgoutput::Lsn;
+use tls::{PgTls, SslMode};
 
 /// Run the source until `shutdown`: reconnects by itself (warn + backoff)
 /// after Postgres or network failures; returns `Err` only for problems a
@@ -34,6 +37,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let path = format!("sources.{name}");
     let conn = ConnParams::from_url(&cfg.url).map_err(|e| anyhow::anyhow!("{path}.url: {e}"))?;
+    let sql_tls = match conn.tls.mode {
+        SslMode::Disable => None,
+        _ => Some(conn.tls.client_config(&format!("{path}.url"))?),
+    };
     let ctx = SourceCtx {
         source: &name,
         path,
@@ -41,6 +48,7 @@ pub async fn run(
         log: &log,
         shutdown: &shutdown,
         conn,
+        sql_tls,
     };
     let min_delay = Duration::from_millis(100);
     let mut delay = min_delay;
@@ -53,6 +61,11 @@ pub async fn run(
             Ok(()) | Err(SessionError::Shutdown) => return Ok(()),
             Err(SessionError::Fatal(e)) => {
                 tracing::error!(source = %name, error = %format!("{e:#}"), "postgres source stopped");
+                return Err(e);
+            }
+            Err(SessionError::Tls { failure, message }) => {
+                let e = anyhow::anyhow!("{}", tls_hint(&ctx.path, failure, &message));
+                tracing::error!(source = %name, error = %e, "postgres source stopped");
                 return Err(e);
             }
             Err(SessionError::Transient(e)) => {
@@ -73,16 +86,10 @@ pub async fn run(
 
 /// One connection attempt: checks, setup, optional snapshot, streaming.
 async fn session(ctx: &SourceCtx<'_>) -> Result<(), SessionError> {
-    let connect = tokio_postgres::connect(&ctx.cfg.url, tokio_postgres::NoTls);
-    let (client, connection) = tokio::select! {
-        r = connect => r.map_err(SessionError::from_pg)?,
+    let (client, conn_task) = tokio::select! {
+        r = connect_sql(ctx) => r?,
         _ = ctx.shutdown.cancelled() => return Err(SessionError::Shutdown),
     };
-    let conn_task = AbortOnDrop(tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres SQL connection ended");
-        }
-    }));
 
     catalog::set_session(&client).await?;
     catalog::check_wal_level(&client).await?;
@@ -105,11 +112,73 @@ async fn session(ctx: &SourceCtx<'_>) -> Result<(), SessionError> {
     stream::stream(ctx, &tables, confirmed).await
 }
 
+/// The SQL connection (TLS as the URL says), its connection task aborted on drop.
+async fn connect_sql(
+    ctx: &SourceCtx<'_>,
+) -> Result<(tokio_postgres::Client, AbortOnDrop), SessionError> {
+    fn spawn<F>(connection: F) -> AbortOnDrop
+    where
+        F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    {
+        AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres SQL connection ended");
+            }
+        }))
+    }
+    match &ctx.sql_tls {
+        None => {
+            let (client, connection) = ctx
+                .conn
+                .sql
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(SessionError::from_pg)?;
+            Ok((client, spawn(connection)))
+        }
+        Some(cfg) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(cfg.clone());
+            let (client, connection) = ctx
+                .conn
+                .sql
+                .connect(tls)
+                .await
+                .map_err(SessionError::from_pg)?;
+            Ok((client, spawn(connection)))
+        }
+    }
+}
+
+/// What to do about a TLS failure with Postgres, naming the setting.
+fn tls_hint(path: &str, failure: TlsFailure, message: &str) -> String {
+    match failure {
+        TlsFailure::ServerCertificate => format!(
+            "{path}.url: TLS to Postgres failed: the server's certificate was rejected ({message}); \
+             set sslrootcert in {path}.url to the CA certificate that signed it \
+             (sslmode=verify-full also requires the URL's host name in the certificate)"
+        ),
+        TlsFailure::ClientCertificate => format!(
+            "{path}.url: TLS to Postgres failed: the server rejected our client certificate ({message}); \
+             set sslcert and sslkey in {path}.url to a certificate the server trusts"
+        ),
+        TlsFailure::Handshake => format!(
+            "{path}.url: TLS to Postgres failed ({message}); check sslmode in {path}.url \
+             (sslmode=require and verify-* need `ssl = on` on the server; use sslmode=disable for a server without TLS)"
+        ),
+    }
+}
+
 /// How a session ended, when not by shutdown.
 #[derive(Debug)]
 pub enum SessionError {
     /// Retrying cannot help: `run` returns it.
     Fatal(anyhow::Error),
+    /// TLS with Postgres failed (certificates, or TLS refused): `run` stops
+    /// the source with a message naming the setting.
+    Tls {
+        failure: TlsFailure,
+        message: String,
+    },
     /// Reconnect with backoff.
     Transient(anyhow::Error),
     /// Shutdown was requested.
@@ -119,6 +188,16 @@ pub enum SessionError {
 impl SessionError {
     pub fn from_pg(e: tokio_postgres::Error) -> SessionError {
         let msg = catalog::pg_message(&e);
+        let tls = crate::tls::tls_failure(&e).or_else(|| {
+            msg.contains("error performing TLS handshake")
+                .then_some(TlsFailure::Handshake)
+        });
+        if let Some(failure) = tls {
+            return SessionError::Tls {
+                failure,
+                message: crate::tls::chain_text(&e),
+            };
+        }
         if let Some(db) = e.as_db_error() {
             let code = db.code().code();
             // 28xxx: authentication / authorization; 3D000: database does not exist;
@@ -134,6 +213,14 @@ impl SessionError {
 
     pub fn from_wire(e: PgWireError) -> SessionError {
         let msg = e.to_string();
+        let tls = crate::tls::tls_failure(&e)
+            .or_else(|| matches!(e, PgWireError::Tls(_)).then_some(TlsFailure::Handshake));
+        if let Some(failure) = tls {
+            return SessionError::Tls {
+                failure,
+                message: msg,
+            };
+        }
         let lower = msg.to_ascii_lowercase();
         if e.is_auth()
             || lower.contains("must be superuser or replication role")
@@ -149,24 +236,50 @@ impl SessionError {
     }
 }
 
-/// Connection parameters for the replication connection, from the URL.
-#[derive(Debug, Clone)]
+/// Connection settings of a source, from its URL: the SQL connection's
+/// config (TLS parameters taken out, see [`tls`]), the replication
+/// connection's parameters, and the TLS settings of both.
+#[derive(Clone)]
 pub struct ConnParams {
     pub host: String,
     pub port: u16,
     pub user: String,
     pub password: String,
     pub dbname: String,
+    /// TLS for both connections (disabled for a Unix socket).
+    pub tls: PgTls,
+    /// The SQL connection's config.
+    pub sql: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for ConnParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnParams")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("dbname", &self.dbname)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl ConnParams {
     pub fn from_url(url: &str) -> Result<ConnParams, String> {
-        let c: tokio_postgres::Config = url
+        let (rest, tls) = PgTls::split(url)?;
+        let mut c: tokio_postgres::Config = rest
             .parse()
             .map_err(|e| format!("not a valid Postgres connection string: {e}"))?;
-        if matches!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
-            return Err("sslmode=require is not supported by the CDC source yet (connections are unencrypted)".into());
-        }
+        #[cfg(unix)]
+        let unix_socket = matches!(
+            c.get_hosts().first(),
+            Some(tokio_postgres::config::Host::Unix(_))
+        );
+        #[cfg(not(unix))]
+        let unix_socket = false;
+        let tls = tls.for_host(unix_socket);
+        c.ssl_mode(tls.tokio_mode());
         let host = match c.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             #[cfg(unix)]
@@ -196,6 +309,8 @@ impl ConnParams {
             user,
             password,
             dbname,
+            tls,
+            sql: c,
         })
     }
 }
@@ -209,6 +324,8 @@ pub struct SourceCtx<'a> {
     pub log: &'a Log,
     pub shutdown: &'a CancellationToken,
     pub conn: ConnParams,
+    /// rustls config of the SQL connection (`None`: sslmode=disable).
+    pub sql_tls: Option<rustls::ClientConfig>,
 }
 
 impl SourceCtx<'_> {
@@ -224,7 +341,7 @@ impl SourceCtx<'_> {
             self.cfg.publication.clone(),
         )
         .with_port(self.conn.port)
-        .with_tls(TlsConfig::disabled())
+        .with_tls(self.conn.tls.replication(&self.conn.host))
         .with_start_lsn(pgwire_replication::Lsn::from_u64(start.0))
         .with_status_interval(self.cfg.status_interval)
         .with_wakeup_interval(Duration::from_secs(5))
@@ -264,7 +381,7 @@ pub async fn append_retry(
                 }
                 return Ok(());
             }
-            Err(LogError::Unavailable(e)) => {
+            Err(LogError::Unavailable(e) | LogError::Tls(e)) => {
                 tracing::warn!(source, error = %e, retry_in = ?delay, "log unavailable; retrying append");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -317,7 +434,21 @@ mod tests {
             (p.port, p.dbname.as_str(), p.password.as_str()),
             (5432, "u", "")
         );
-        assert!(ConnParams::from_url("postgres://u@h/db?sslmode=require").is_err());
+        let p = ConnParams::from_url("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem")
+            .unwrap();
+        assert_eq!(p.tls.mode, SslMode::VerifyFull);
+        assert_eq!(
+            p.sql.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert!(!format!(
+            "{:?}",
+            ConnParams::from_url("postgres://u:s3cret@h/db").unwrap()
+        )
+        .contains("s3cret"));
+        // A Unix socket never uses TLS (as in libpq).
+        let p = ConnParams::from_url("host=/tmp/pg user=bob sslmode=require").unwrap();
+        assert_eq!(p.tls.mode, SslMode::Disable);
         assert!(ConnParams::from_url("postgres://[::1").is_err());
     }
 }
