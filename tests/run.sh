@@ -2,7 +2,9 @@
 # Runs every test: installs what is missing, builds the WebAssembly transforms
 # (host-side tests load the built .wasm), then runs the Rust test suites:
 # router unit + integration tests (private Redis/Postgres per test), guest SDK
-# (incl. its README example), and the transforms' own logic tests.
+# (incl. its README example), the transforms' own logic tests, and every fuzz
+# target for a bounded time (tests/fuzz.sh: FUZZ_SECONDS each, default 30;
+# needs the nightly toolchain and fails, saying so, without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,3 +12,4 @@ bash tests/deps.sh
 bash transforms/build.sh
 cargo test --workspace --locked
 cargo test --manifest-path transforms/Cargo.toml --locked
+bash tests/fuzz.sh

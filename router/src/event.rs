@@ -113,16 +113,32 @@ pub struct Event {
     /// Partition key: every event of one account keeps its order.
     pub account_id: String,
     /// Primary key of the changed entity (JSON: a string or an object of key columns).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_non_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub key: Option<Value>,
     /// Row image before the change (CDC update/delete; optional for app events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_non_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub before: Option<Value>,
     /// Row image after the change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_non_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub after: Option<Value>,
     /// Application-event payload (`op = event`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de_non_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub data: Option<Value>,
     /// Names of the fields whose value changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -142,6 +158,16 @@ pub struct Event {
     /// Free-form string attributes (banner, location, schema version…).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+}
+
+/// `key`/`before`/`after`/`data`: a value that reads as JSON `null` is
+/// absent (`None`), whatever encoded it (MessagePack `nil`, or a NaN float,
+/// which JSON cannot hold). Without this a NaN decoded to `Some(Null)`,
+/// which re-encoded as `nil` and then decoded to `None`: the same stored
+/// event read differently after a rewrite (found by the `event_decode`
+/// fuzz target).
+fn de_non_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.filter(|v| !v.is_null()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +280,55 @@ mod tests {
         })
         .unwrap();
         assert_eq!(decode(FORMAT_VERSION, &bytes).unwrap(), ev);
+    }
+
+    /// Found by the `event_decode` fuzz target: `key` holding a NaN float
+    /// (JSON has no NaN) decoded as `Some(Null)` but re-encoded as `nil`,
+    /// which decodes as `None`.
+    #[test]
+    fn a_value_that_is_null_in_json_decodes_as_absent() {
+        #[derive(Serialize)]
+        struct Raw<'a> {
+            #[serde(flatten)]
+            ev: &'a Event,
+            key: f64,
+            data: (),
+        }
+        let mut ev = sample();
+        ev.key = None;
+        let bytes = rmp_serde::to_vec_named(&Raw {
+            ev: &ev,
+            key: f64::NAN,
+            data: (),
+        })
+        .unwrap();
+        let decoded = decode(FORMAT_VERSION, &bytes).unwrap();
+        assert_eq!(decoded.key, None);
+        assert_eq!(decoded.data, None);
+        assert_eq!(
+            decode(FORMAT_VERSION, &encode(&decoded).unwrap()).unwrap(),
+            decoded
+        );
+    }
+
+    /// Found by the `event_decode` and `ingest_body` fuzz targets: without
+    /// serde_json's `float_roundtrip` feature these floats came back one ULP
+    /// off after JSON (delivery bodies, the module boundary, ingest).
+    #[test]
+    fn floats_survive_json_exactly() {
+        for f in [
+            1.5000000001164153_f64,
+            4.1844674407370955e21,
+            5e-324,
+            f64::MAX,
+        ] {
+            let text = serde_json::to_string(&f).unwrap();
+            assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), f, "{text}");
+            let mut ev = sample();
+            ev.data = Some(serde_json::json!({ "n": f }));
+            let back: Event = serde_json::from_slice(&serde_json::to_vec(&ev).unwrap()).unwrap();
+            assert_eq!(back, ev);
+        }
     }
 
     #[test]

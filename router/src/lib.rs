@@ -5,6 +5,11 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod event;
+/// Invariants checked by the fuzz targets (`fuzz/`) and the property tests;
+/// built only for tests and `--cfg fuzzing` (cargo-fuzz).
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod secret;
 pub mod server;

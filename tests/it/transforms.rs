@@ -432,3 +432,220 @@ fn transform_test_cli_runs_a_chain_on_one_event() {
     );
     assert!(body["data"]["after"].get("ssn").is_none());
 }
+
+async fn admin_status(router: &Router) -> Value {
+    client()
+        .get(router.url("/admin/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A running router is pointed at each malformed module in turn (config
+/// change + `switchyard reload`): the reload is refused naming the file and
+/// the reason, `switchyard status` shows it, the old chain keeps delivering
+/// and ingest keeps answering 202. A router *started* with a bad module
+/// refuses to start (exit 1, the same message): it never runs without the
+/// chain its config asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_modules_are_refused_and_the_router_keeps_serving() {
+    let redis = RedisServer::start();
+    let vendor = Vendor::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, wat::parse_str("(module (memory 1))").unwrap()).unwrap();
+    let port = free_port();
+    let good = format!(
+        "[[consumers.esp.modules]]\npath = \"{}\"\nconfig = {{ version = \"a\" }}\n",
+        wasm("sy_test_version").display()
+    );
+    let base = base_config(&redis.url()).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let router = Router::start(&(base.clone() + &consumer("esp", &vendor.url(), &good)));
+
+    let badinit = wasm("sy_test_badinit");
+    let bigmem = wasm("sy_test_bigmem");
+    let cases: [(String, String); 4] = [
+        (
+            module("esp", &core, ""),
+            format!(
+                "module {} is a core WebAssembly module, not a component",
+                core.display()
+            ),
+        ),
+        (
+            module("esp", &badinit, "config = { mode = \"loop\" }"),
+            format!(
+                "module {}: init failed: timed out after 100ms",
+                badinit.display()
+            ),
+        ),
+        (
+            module("esp", &badinit, "config = { mode = \"trap\" }"),
+            format!("module {}: init failed: trapped: ", badinit.display()),
+        ),
+        (
+            module("esp", &bigmem, ""),
+            format!(
+                "module {}: instantiation failed: exceeded memory cap 64 MiB",
+                bigmem.display()
+            ),
+        ),
+    ];
+    for (i, (modules, want)) in cases.iter().enumerate() {
+        std::fs::write(
+            &router.config_path,
+            base.clone() + &consumer("esp", &vendor.url(), modules),
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new(bin())
+            .args(["reload", "--config"])
+            .arg(&router.config_path)
+            .output()
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "reload returned in {:?}",
+            t.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(1), "case {i}: reload must fail");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], false, "{report}");
+        let err = report["consumers"]["esp"]["error"].as_str().unwrap();
+        assert!(err.starts_with(want.as_str()), "case {i}: {err}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("the previous chains keep running"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let st = admin_status(&router).await;
+        let tr = &st["consumers"]["esp"]["transforms"];
+        assert_eq!(tr["reload_failures"], i as u64 + 1, "{st}");
+        assert_eq!(tr["generation"], 1, "{st}");
+        assert!(
+            tr["last_reload_error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(want.as_str()),
+            "{st}"
+        );
+        // Ingest answers and the old chain ("a") still transforms.
+        let id = format!("m{i}");
+        post(
+            &router,
+            json!({"id": id, "topic": "customer.a.updated", "account_id": "1"}),
+        )
+        .await;
+        let body = eventually(
+            Duration::from_secs(20),
+            &format!("{id} delivered by the old chain"),
+            || async {
+                vendor
+                    .requests()
+                    .iter()
+                    .find(|r| r.key == id)
+                    .map(|r| r.body.clone())
+            },
+        )
+        .await;
+        assert_eq!(body, "a");
+    }
+    assert!(
+        router
+            .logs()
+            .contains("transform reload failed; the previous version keeps running"),
+        "reload failures are logged"
+    );
+    assert_eq!(
+        client()
+            .get(router.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Starting with a bad module: the router refuses to start, naming it.
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        base_config(&redis.url()) + &consumer("esp", &vendor.url(), &cases[1].0),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&cases[1].1), "{stderr}");
+}
+
+/// sy_test_escape inside the real router, whose environment holds a secret:
+/// the report the vendor receives shows every attempt denied, and the
+/// test's TCP listener never sees a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cannot_escape_the_sandbox_of_the_running_router() {
+    let redis = RedisServer::start();
+    let vendor = Vendor::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "sy-file-secret-7f3a").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let modules = module("esc", &wasm("sy_test_escape"), "deadline = \"5s\"");
+    let router = Router::start_with_env(
+        &(base_config(&redis.url()) + &consumer("esc", &vendor.url(), &modules)),
+        &[("SWITCHYARD_SECRET_PROBE", "sy-env-secret-91c2")],
+    );
+    post(
+        &router,
+        json!({"id": "esc1", "topic": "customer.a.updated", "account_id": "1",
+               "data": {"path": secret.display().to_string(), "env": "SWITCHYARD_SECRET_PROBE",
+                        "tcp": listener.local_addr().unwrap().to_string()}}),
+    )
+    .await;
+    let report = eventually(Duration::from_secs(20), "the escape report", || async {
+        vendor
+            .requests()
+            .into_iter()
+            .find(|r| r.key == "esc1")
+            .map(|r| r.body)
+    })
+    .await;
+    let text = report.to_string();
+    assert!(!text.contains("sy-file-secret-7f3a"), "{report:#}");
+    assert!(!text.contains("sy-env-secret-91c2"), "{report:#}");
+    assert!(!text.contains("root:x:0:0"), "{report:#}");
+    for key in [
+        "read_etc_passwd",
+        "read_path",
+        "open_path",
+        "write_next_to_path",
+        "env_var",
+        "tcp_connect",
+        "dns_lookup",
+        "spawn_process",
+    ] {
+        assert_eq!(report[key]["ok"], false, "{key}: {report:#}");
+    }
+    assert_eq!(report["env_var"]["error"], "environment variable not found");
+    assert_eq!(
+        report["tcp_connect"]["error"],
+        "Permission denied (os error 2)"
+    );
+    assert_eq!(report["env_vars"]["count"], 0, "{report:#}");
+    assert!(!dir.path().join("secret.txt.escaped").exists());
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the guest reached the test's listener"
+    );
+}

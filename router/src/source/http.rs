@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -320,14 +320,26 @@ pub fn to_event(
     };
     let occurred_at = match m.remove("occurred_at") {
         None | Some(Value::Null) => now,
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s)
-            .map_err(|e| {
-                Reject::bad(
+        Some(Value::String(s)) => {
+            let t = DateTime::parse_from_rfc3339(&s)
+                .map_err(|e| {
+                    Reject::bad(
+                        f("occurred_at"),
+                        format!("`{s}` is not an RFC 3339 time: {e}"),
+                    )
+                })?
+                .with_timezone(&Utc);
+            // The event carries the time in UTC, and RFC 3339 has only
+            // years 0000-9999: `9999-12-31T23:59:59-01:00` would become
+            // year 10000, which no consumer or module could parse back.
+            if !(0..=9999).contains(&t.year()) {
+                return Err(Reject::bad(
                     f("occurred_at"),
-                    format!("`{s}` is not an RFC 3339 time: {e}"),
-                )
-            })?
-            .with_timezone(&Utc),
+                    format!("`{s}` is outside the years 0000-9999 once converted to UTC"),
+                ));
+            }
+            t
+        }
         Some(_) => return Err(Reject::bad(f("occurred_at"), "must be an RFC 3339 string")),
     };
     let consent = match m.remove("consent") {
@@ -498,6 +510,49 @@ mod tests {
             assert_eq!(r.status, 400);
             assert_eq!(r.field.as_deref(), Some(field), "{v} → {r:?}");
         }
+    }
+
+    /// Found by the `ingest_body` fuzz target: these were accepted (202),
+    /// stored as year 10000 / year -1 in UTC, and then failed the module
+    /// boundary and reached consumers as non-RFC-3339 text.
+    #[test]
+    fn occurred_at_outside_rfc3339_years_in_utc_is_refused() {
+        for t in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"] {
+            let r = ev(json!({"topic": "t", "account_id": "1", "occurred_at": t})).unwrap_err();
+            assert_eq!(r.status, 400);
+            assert_eq!(r.field.as_deref(), Some("event.occurred_at"));
+            assert_eq!(
+                r.message,
+                format!("`{t}` is outside the years 0000-9999 once converted to UTC")
+            );
+        }
+        for t in [
+            "9999-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:00:00-00:59",
+        ] {
+            let e = ev(json!({"topic": "t", "account_id": "1", "occurred_at": t})).unwrap();
+            let back =
+                crate::transform::event_from_wit(crate::transform::event_to_wit(&e)).unwrap();
+            assert_eq!(back, e, "{t} crosses the module boundary");
+        }
+    }
+
+    /// Found by the `ingest_body` fuzz target: without serde_json's
+    /// `float_roundtrip` these were stored one ULP off what the client sent
+    /// (and the stored value changed again at every JSON hop).
+    #[test]
+    fn numbers_keep_their_exact_value() {
+        let b = Bytes::from_static(
+            br#"{"topic":"t","account_id":"1","data":{"big":4184467440737095516152,"f":1.5000000001164153}}"#,
+        );
+        let (label, v) = split_body(BodyFormat::Json, &b, 1).unwrap().remove(0);
+        let e = to_event(&label, v, "w", None, Utc::now()).unwrap();
+        let data = e.data.as_ref().unwrap();
+        assert_eq!(data["big"].as_f64(), Some(4.1844674407370955e21));
+        assert_eq!(data["f"].as_f64(), Some(1.5000000001164153));
+        let back: Event = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
 
-use super::bindings::{self as wit, Transformer, TransformerPre};
+use super::bindings::{self as wit, Transformer, TransformerIndices, TransformerPre};
 use super::convert;
 use super::engine::{State, TransformEngine};
 use super::limits::fmt_bytes;
@@ -111,6 +111,7 @@ pub struct Module {
     name_arc: Arc<str>,
     engine: TransformEngine,
     pre: TransformerPre<State>,
+    indices: TransformerIndices,
     deadline_ticks: u64,
     idle: Mutex<Vec<Instance>>,
 }
@@ -161,6 +162,12 @@ impl Module {
                     format!("module {fname} needs imports this router does not provide: {e:#}"),
                 )
             })?;
+        let indices = TransformerIndices::new(&pre).map_err(|e| {
+            LoadError::new(&fname, format!(
+                "module {fname} does not implement world switchyard:transform/transformer@{}: {e:#}",
+                wit::CONTRACT_VERSION
+            ))
+        })?;
         let pre = TransformerPre::new(pre).map_err(|e| {
             LoadError::new(&fname, format!(
                 "module {fname} does not implement world switchyard:transform/transformer@{}: {e:#}",
@@ -185,6 +192,7 @@ impl Module {
             stats: stats.unwrap_or_default(),
             engine: engine.clone(),
             pre,
+            indices,
             deadline_ticks: limits.deadline_ticks(deadline),
             idle: Mutex::new(Vec::new()),
         };
@@ -253,13 +261,23 @@ impl Module {
         // Instantiation runs guest code (start functions) and counts against
         // the deadline: set it right before.
         store.set_epoch_deadline(self.deadline_ticks);
-        let guest = match self.pre.instantiate(&mut store) {
-            Ok(g) => g,
+        // Two steps, so a failure is named for what it is: instantiating
+        // runs guest code (start functions: traps, deadline, memory cap);
+        // looking up the typed exports checks the function types against
+        // the contract (TransformerPre::new only checked the names).
+        let instance = match self.pre.instance_pre().instantiate(&mut store) {
+            Ok(i) => i,
             Err(e) => {
                 let msg = self.classify(&store, &e);
                 return Err(format!("instantiation failed: {msg}"));
             }
         };
+        let guest = self.indices.load(&mut store, &instance).map_err(|e| {
+            format!(
+                "does not implement world switchyard:transform/transformer@{}: {e:#}",
+                wit::CONTRACT_VERSION
+            )
+        })?;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         store.set_epoch_deadline(self.deadline_ticks);
         match guest

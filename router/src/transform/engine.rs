@@ -345,6 +345,17 @@ impl TransformEngine {
         let component = match cached {
             Some(c) => c,
             None => {
+                // A core module (wasm32-unknown-unknown, wasm32-wasip1, a
+                // hand-written .wat) is the most common wrong file: say so
+                // instead of wasmparser's "unknown binary version".
+                if bytes.starts_with(b"\0asm\x01\0\0\0") {
+                    return Err(LoadError::new(
+                        &name,
+                        format!(
+                            "module {name} is a core WebAssembly module, not a component: build it for wasm32-wasip2 with switchyard-guest (see guest-sdk/README.md)"
+                        ),
+                    ));
+                }
                 let c = Component::from_binary(engine, &bytes).map_err(|e| {
                     LoadError::new(
                         &name,

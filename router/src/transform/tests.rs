@@ -184,6 +184,19 @@ fn redact_then_canonical_json() {
     assert_eq!(back.after.as_ref().unwrap()["email"], "b@x.com");
 }
 
+/// A float crosses the host → guest → host boundary (JSON text both ways,
+/// parsed by the guest SDK and by the host) with its exact value.
+#[test]
+fn floats_survive_a_pass_through_module() {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    let mut ev = sample();
+    ev.after =
+        Some(serde_json::json!({"a": 1.5000000001164153_f64, "b": 4.1844674407370955e21_f64}));
+    let r = requests(chain.run(&ev));
+    let back: Event = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(back.after, ev.after);
+}
+
 #[test]
 fn wit_conversion_round_trips() {
     let ev = sample();
@@ -810,4 +823,340 @@ async fn run_inline_on_a_current_thread_runtime() {
     let chain = Chain::load(engine(), "t", &[module("sy_test_trap")]).unwrap();
     let (_, msg, _) = failed(chain.run(&sample()));
     assert!(msg.contains("deliberate panic"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------
+// Malformed modules: each is refused at load with an error that names the
+// file and the reason, and the engine keeps loading and running good ones.
+// (Truncated files, garbage bytes, a missing file: `corrupt_truncated_or_
+// missing_files_fail_naming_the_file`; an older contract: `old_contract_
+// version_is_refused_with_a_clear_message`; an empty component:
+// `component_of_another_world_is_refused`.)
+
+/// Write `wat` (text format, core module or component) as a binary file.
+fn wat_file(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, wat::parse_str(wat).unwrap()).unwrap();
+    p
+}
+
+/// The engine still loads and runs a good module after a refused one.
+fn engine_still_works() {
+    let echo = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    requests(echo.run(&sample()));
+}
+
+#[test]
+fn core_module_is_refused_as_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = wat_file(
+        dir.path(),
+        "core.wasm",
+        r#"(module (memory (export "memory") 1) (func (export "transform") (result i32) i32.const 0))"#,
+    );
+    let e = load_err(&[ModuleConfig::new(&p)]);
+    assert_eq!(e.file, p.display().to_string());
+    assert_eq!(
+        e.message,
+        format!(
+            "module {} is a core WebAssembly module, not a component: build it for wasm32-wasip2 with switchyard-guest (see guest-sdk/README.md)",
+            p.display()
+        )
+    );
+    engine_still_works();
+}
+
+#[test]
+fn random_bytes_after_a_component_header_are_refused() {
+    // Pseudo-random (xorshift) bodies behind a valid component preamble: the
+    // parser, not the loader, must be what fails, and fail cleanly.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..20 {
+        let mut bytes = b"\0asm\x0d\x00\x01\x00".to_vec();
+        for _ in 0..(16 + i * 37) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            bytes.push(s as u8);
+        }
+        let p = dir.path().join(format!("random{i}.wasm"));
+        std::fs::write(&p, &bytes).unwrap();
+        let e = load_err(&[ModuleConfig::new(&p)]);
+        assert!(
+            e.message.starts_with(&format!(
+                "module {} is not a valid WebAssembly component: ",
+                p.display()
+            )),
+            "{}",
+            e.message
+        );
+    }
+    engine_still_works();
+}
+
+/// A component that exports the guest interface under the right name but
+/// with the wrong shape (`init` and `transform` take nothing), optionally
+/// importing `extra_import` as well.
+fn wrong_shape_component(extra_import: &str) -> String {
+    format!(
+        r#"(component
+  {extra_import}
+  (core module $m (func (export "f")))
+  (core instance $i (instantiate $m))
+  (func $f (canon lift (core func $i "f")))
+  (instance $g (export "init" (func $f)) (export "transform" (func $f)))
+  (export "switchyard:transform/guest@0.1.0" (instance $g))
+)"#
+    )
+}
+
+#[test]
+fn right_interface_name_with_the_wrong_function_types_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = wat_file(dir.path(), "shape.wasm", &wrong_shape_component(""));
+    let e = load_err(&[ModuleConfig::new(&p)]);
+    // The names match (the contract check passes); the types do not, which
+    // shows when the first instance's exports are looked up, before any
+    // guest function runs.
+    assert_eq!(
+        e.message,
+        format!(
+            "module {}: does not implement world switchyard:transform/transformer@0.1.0: failed to convert function to given type: type mismatch with parameters: expected 1-tuple, found 0-tuple",
+            p.display()
+        )
+    );
+    engine_still_works();
+}
+
+#[test]
+fn component_importing_what_the_router_does_not_provide_is_refused() {
+    // e.g. outgoing HTTP: guests get no network (see the sandbox tests).
+    let dir = tempfile::tempdir().unwrap();
+    let p = wat_file(
+        dir.path(),
+        "http.wasm",
+        &wrong_shape_component(
+            r#"(import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))"#,
+        ),
+    );
+    let e = load_err(&[ModuleConfig::new(&p)]);
+    let want = format!(
+        "module {} needs imports this router does not provide: ",
+        p.display()
+    );
+    assert!(e.message.starts_with(&want), "{}", e.message);
+    assert!(
+        e.message.contains("wasi:http/outgoing-handler@0.2.0"),
+        "names the import: {}",
+        e.message
+    );
+    engine_still_works();
+}
+
+#[test]
+fn memory_minimum_above_the_cap_fails_instantiation_naming_the_cap() {
+    // sy_test_bigmem declares a 128 MiB minimum memory (its build.rs).
+    let e = load_err(&[module("sy_test_bigmem")]);
+    let f = wasm("sy_test_bigmem").display().to_string();
+    assert_eq!(e.file, f);
+    assert_eq!(
+        e.message,
+        format!("module {f}: instantiation failed: exceeded memory cap 64 MiB")
+    );
+    let mut cfg = module("sy_test_bigmem");
+    cfg.memory = Some(ByteSize(100 * limits::MIB));
+    assert_eq!(
+        load_err(&[cfg]).message,
+        format!("module {f}: instantiation failed: exceeded memory cap 100 MiB")
+    );
+    // Control: the same file loads and runs under a cap that fits it.
+    let mut cfg = module("sy_test_bigmem");
+    cfg.memory = Some(ByteSize(256 * limits::MIB));
+    let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
+    requests(chain.run(&sample()));
+    engine_still_works();
+}
+
+fn badinit(mode: &str) -> ModuleConfig {
+    bare("sy_test_badinit").with_config([("mode", mode)])
+}
+
+#[test]
+fn init_that_never_returns_hits_the_deadline() {
+    let f = wasm("sy_test_badinit").display().to_string();
+    let t = Instant::now();
+    let e = load_err(&[badinit("loop")]);
+    let took = t.elapsed();
+    assert_eq!(e.file, f);
+    assert_eq!(
+        e.message,
+        format!("module {f}: init failed: timed out after 100ms")
+    );
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
+    // A custom deadline applies to init as well.
+    let mut cfg = badinit("loop");
+    cfg.deadline = Some(Duration::from_millis(30));
+    assert_eq!(
+        load_err(&[cfg]).message,
+        format!("module {f}: init failed: timed out after 30ms")
+    );
+    engine_still_works();
+}
+
+#[test]
+fn init_that_traps_fails_the_load_with_the_panic_message() {
+    let f = wasm("sy_test_badinit").display().to_string();
+    let e = load_err(&[badinit("trap")]);
+    assert!(
+        e.message
+            .starts_with(&format!("module {f}: init failed: trapped: ")),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .contains("sy-test-badinit: deliberate panic in init"),
+        "the guest's panic message is reported: {}",
+        e.message
+    );
+    // Control: the same module with an init that returns loads and runs.
+    let mut ok = badinit("ok");
+    ok.deadline = Some(RELAXED_DEADLINE);
+    let chain = Chain::load(engine(), "t", &[ok]).unwrap();
+    requests(chain.run(&sample()));
+}
+
+#[test]
+fn a_bad_module_reload_keeps_the_working_chain() {
+    // Every malformed kind, as a hot reload of a running chain.
+    let dir = tempfile::tempdir().unwrap();
+    let core = wat_file(dir.path(), "core.wasm", "(module)");
+    let h = ChainHandle::new(engine(), "t", vec![version_cfg("a")]).unwrap();
+    let bad = [
+        ModuleConfig::new(&core),
+        badinit("loop"),
+        badinit("trap"),
+        bare("sy_test_bigmem"),
+    ];
+    for (i, cfg) in bad.into_iter().enumerate() {
+        let file = cfg.path.display().to_string();
+        let e = h.reconfigure(vec![cfg]).unwrap_err();
+        assert_eq!(e.file, file);
+        assert_eq!(body(h.run(&sample())), "a", "old chain still runs");
+        let st = h.status();
+        assert_eq!(st.reload_failures, i as u64 + 1);
+        assert_eq!(st.generation, 1);
+        assert_eq!(st.last_reload_error.unwrap().message, e.message);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sandbox: sy_test_escape tries files, environment, network and processes
+// on every event and reports what it got. Every attempt must be denied.
+
+/// Run sy_test_escape once and return its report.
+fn escape_report(data: serde_json::Value) -> serde_json::Value {
+    let chain = Chain::load(engine(), "t", &[module("sy_test_escape")]).unwrap();
+    let mut ev = sample();
+    ev.data = Some(data);
+    let r = requests(chain.run(&ev));
+    assert_eq!(r.len(), 1);
+    serde_json::from_slice(&r[0].body).unwrap()
+}
+
+/// `report[key]` is a denial: `{"ok": false, "error": <want>}`.
+fn denied(report: &serde_json::Value, key: &str, want: &str) {
+    assert_eq!(
+        report[key],
+        serde_json::json!({"ok": false, "error": want}),
+        "{key}: {report:#}"
+    );
+}
+
+#[test]
+fn guest_cannot_read_files_env_or_reach_the_network() {
+    use std::net::{TcpListener, UdpSocket};
+    let dir = tempfile::tempdir().unwrap();
+    let secret_text = format!("sy-secret-{}", std::process::id());
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, &secret_text).unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    // An env var that is certainly set in this process (cargo sets it).
+    assert!(std::env::var("CARGO_PKG_NAME").is_ok());
+
+    let report = escape_report(serde_json::json!({
+        "path": secret.display().to_string(),
+        "env": "CARGO_PKG_NAME",
+        "tcp": tcp.local_addr().unwrap().to_string(),
+        "udp": udp.local_addr().unwrap().to_string(),
+    }));
+    let text = report.to_string();
+    eprintln!("sy_test_escape report: {report:#}");
+
+    // Files: no preopened directory, so no path resolves.
+    let no_fs = "No such file or directory (os error 44)";
+    denied(&report, "read_etc_passwd", no_fs);
+    denied(&report, "read_dir_root", no_fs);
+    denied(&report, "read_dir_cwd", no_fs);
+    denied(&report, "read_path", no_fs);
+    denied(&report, "open_path", no_fs);
+    denied(&report, "write_next_to_path", no_fs);
+    assert!(!text.contains(&secret_text) && !text.contains("root:x:0:0"));
+    assert!(!dir.path().join("secret.txt.escaped").exists());
+    // Environment and arguments: empty.
+    assert_eq!(
+        report["env_vars"],
+        serde_json::json!({"count": 0, "vars": []})
+    );
+    denied(&report, "env_var", "environment variable not found");
+    assert_eq!(report["args"], serde_json::json!([]));
+    // No preopened directory, so the working directory is WASI's "/" (not
+    // the router's, which would tell the guest where it runs).
+    assert_eq!(
+        report["current_dir"],
+        serde_json::json!({"ok": true, "value": "\"/\""})
+    );
+    // Network: denied by the host before any packet leaves.
+    denied(&report, "tcp_connect", "Permission denied (os error 2)");
+    denied(&report, "udp_send", "Permission denied (os error 2)");
+    denied(
+        &report,
+        "dns_lookup",
+        "failed to lookup address information: Non-recoverable error",
+    );
+    assert_eq!(
+        tcp.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the test's TCP listener accepted a connection from the guest"
+    );
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        udp.recv_from(&mut buf).map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the test's UDP socket received a datagram from the guest"
+    );
+    // Processes: none.
+    denied(
+        &report,
+        "spawn_process",
+        "operation not supported on this platform",
+    );
+    // Granted by design: the wall clock (real time) and randomness.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let guest_ms = report["wall_clock_ms"].as_i64().unwrap();
+    assert!(
+        (now_ms - guest_ms).abs() < 60_000,
+        "guest clock {guest_ms} vs {now_ms}"
+    );
+    assert!(report["random"].is_string());
 }

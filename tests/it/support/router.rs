@@ -95,16 +95,31 @@ impl Router {
 
     /// Start with this `SWITCHYARD_LOG` filter (e.g. `trace`).
     pub fn start_logging(config: &str, filter: &str) -> Router {
+        Self::start_with_env_and_filter(config, &[], filter)
+    }
+
+    /// Like [`Router::start`], with extra environment variables for the process.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Router {
+        Self::start_with_env_and_filter(config, env, DEFAULT_LOG_FILTER)
+    }
+
+    fn start_with_env_and_filter(config: &str, env: &[(&str, &str)], filter: &str) -> Router {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let path = dir.path().join("switchyard.toml");
         std::fs::write(&path, config).unwrap();
-        Self::start_at(path, dir, filter)
+        Self::start_at(path, dir, filter, env)
     }
 
-    fn start_at(config_path: PathBuf, dir: Arc<tempfile::TempDir>, filter: &str) -> Router {
+    fn start_at(
+        config_path: PathBuf,
+        dir: Arc<tempfile::TempDir>,
+        filter: &str,
+        env: &[(&str, &str)],
+    ) -> Router {
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG_FORMAT", "json")
             .env("SWITCHYARD_LOG", filter)
             .stdout(Stdio::null())
@@ -163,6 +178,7 @@ impl Router {
             self.config_path.clone(),
             self._dir.clone(),
             &self.log_filter.clone(),
+            &[],
         );
         *self = next;
     }
