@@ -159,7 +159,10 @@ max_age = "24h"
         }
         ingest.is_finished()
     });
-    println!("router RSS (MiB) by events accumulated: {}", series.join(" "));
+    println!(
+        "router RSS (MiB) by events accumulated: {}",
+        series.join(" ")
+    );
     let ingest_secs = t0.elapsed().as_secs_f64();
     // Keep the endpoint down a while longer: the router works through the backlog
     // (setting it aside in Redis) while every send fails.
