@@ -11,8 +11,10 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod log;
+pub mod logging;
 pub mod secret;
 pub mod server;
 pub mod source;
 pub mod tls;
+pub mod token;
 pub mod transform;
