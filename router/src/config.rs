@@ -446,12 +446,18 @@ impl Config {
             ));
         }
         for (path, d) in [
-            ("server.header_read_timeout", self.server.header_read_timeout),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
             ("server.body_read_timeout", self.server.body_read_timeout),
             ("server.idle_timeout", self.server.idle_timeout),
         ] {
             if d.is_zero() {
-                errors.push(ConfigError::new(path, "must be greater than 0 (e.g. \"10s\")"));
+                errors.push(ConfigError::new(
+                    path,
+                    "must be greater than 0 (e.g. \"10s\")",
+                ));
             }
         }
         if self.server.max_connections == 0 {

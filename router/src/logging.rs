@@ -25,7 +25,11 @@ pub fn ansi() -> bool {
 pub struct EscapedFields;
 
 impl<'writer> FormatFields<'writer> for EscapedFields {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
         let mut v = Visitor {
             writer: &mut writer,
             separate: false,
@@ -107,7 +111,10 @@ mod tests {
             Escaped("a\nb\r\tc\u{1b}[31m\0d\u{7f}\u{9b}é\u{2028}").to_string(),
             "a\\nb\\r\\tc\\u{1b}[31m\\u{0}d\\u{7f}\\u{9b}é\\u{2028}"
         );
-        assert_eq!(Escaped("plain text, ünïcode").to_string(), "plain text, ünïcode");
+        assert_eq!(
+            Escaped("plain text, ünïcode").to_string(),
+            "plain text, ünïcode"
+        );
     }
 
     /// A field value or message with a newline or ESC stays on its line.
@@ -149,6 +156,8 @@ mod tests {
             "{}",
             lines[0]
         );
-        assert!(lines[1].ends_with("message 42\\n2026-01-01T00:00:00Z  INFO forged: admin logged in\\u{1b}[2J"));
+        assert!(lines[1].ends_with(
+            "message 42\\n2026-01-01T00:00:00Z  INFO forged: admin logged in\\u{1b}[2J"
+        ));
     }
 }

@@ -25,7 +25,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::log::{Log, LogError};
-use crate::source::http::{self as http_source, split_body, to_event, Auth, BodyFormat, Encoding, Reject};
+use crate::source::http::{
+    self as http_source, split_body, to_event, Auth, BodyFormat, Encoding, Reject,
+};
 
 /// Extra routes served under `/admin/` (reload, status…), provided by the
 /// runtime. Kept behind a trait so the listener doesn't depend on delivery.
@@ -75,8 +77,10 @@ fn reject(r: &Reject, retry_after: u64) -> Resp {
     }
     if r.status == 408 {
         // The rest of the body may still come: don't read it as a request.
-        resp.headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
     resp
 }
@@ -407,10 +411,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(
@@ -503,14 +504,15 @@ async fn route(
                         0,
                     );
                 }
-                let body = match read_body(req.into_body(), 1 << 20, &state.server, shutdown, || {
-                    Reject::new(413, None, "admin request body too large")
-                })
-                .await
-                {
-                    Ok(b) => b,
-                    Err(r) => return reject(&r, state.server.retry_after_secs),
-                };
+                let body =
+                    match read_body(req.into_body(), 1 << 20, &state.server, shutdown, || {
+                        Reject::new(413, None, "admin request body too large")
+                    })
+                    .await
+                    {
+                        Ok(b) => b,
+                        Err(r) => return reject(&r, state.server.retry_after_secs),
+                    };
                 let (status, v) = admin.handle(m, p.to_string(), body).await;
                 json_response(status, &v)
             }
@@ -535,8 +537,10 @@ async fn route(
     };
     if h1 && shutdown.is_cancelled() {
         // HTTP/2 says so with GOAWAY (graceful_shutdown).
-        resp.headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
     resp
 }
@@ -586,9 +590,8 @@ async fn ingest_inner(
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     let encoding = Encoding::from_header(&codings.join(","))?;
-    let idempotency_key = http_source::idempotency_key(
-        headers.get("idempotency-key").map(|v| v.as_bytes()),
-    )?;
+    let idempotency_key =
+        http_source::idempotency_key(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
     let max = state.server.max_body;
     let too_large = || {
         Reject::new(

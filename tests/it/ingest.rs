@@ -613,11 +613,15 @@ async fn idempotency_key_makes_a_retry_without_ids_a_duplicate() {
     assert_eq!(total_entries(&redis), 3);
 
     // Another key, or the same body without a key, is new.
-    let other: Value = post_with(&router, &[("idempotency-key", "checkout-8842")], batch.clone())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let other: Value = post_with(
+        &router,
+        &[("idempotency-key", "checkout-8842")],
+        batch.clone(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(other["accepted"], 2, "{other}");
     assert_eq!(other["duplicates"], 1, "own-id-1 again: {other}");
     let none: Value = post_with(&router, &[], batch).await.json().await.unwrap();
@@ -627,7 +631,10 @@ async fn idempotency_key_makes_a_retry_without_ids_a_duplicate() {
     // A key that is not 1-255 visible ASCII characters is a 400 naming the header.
     let resp = post_with(&router, &[("idempotency-key", "has space")], "{}").await;
     assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["field"], "Idempotency-Key");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["field"],
+        "Idempotency-Key"
+    );
 }
 
 /// Issue 11, item 4: while Redis was paused, ingest answered 503 "nothing was
@@ -638,10 +645,16 @@ async fn idempotency_key_makes_a_retry_without_ids_a_duplicate() {
 async fn a_503_after_a_timeout_says_the_outcome_is_unknown() {
     let redis = RedisServer::start();
     let router = Router::start(&base_config(&redis.url()));
-    let body = json!({"topic": "order.placed", "account_id": "71", "data": {"total": 5}}).to_string();
+    let body =
+        json!({"topic": "order.placed", "account_id": "71", "data": {"total": 5}}).to_string();
     let key = [("idempotency-key", "paused-redis-1")];
     // One request first, so the connection to Redis is up.
-    assert_eq!(post_with(&router, &[], "{\"topic\":\"t\",\"account_id\":\"0\"}").await.status(), 202);
+    assert_eq!(
+        post_with(&router, &[], "{\"topic\":\"t\",\"account_id\":\"0\"}")
+            .await
+            .status(),
+        202
+    );
 
     redis.pause();
     let resp = post_with(&router, &key, body.clone()).await;
@@ -721,7 +734,13 @@ async fn gzip_bodies_are_decoded_and_limited_after_decompression() {
     assert_eq!(resp.status(), 202);
     assert_eq!(resp.json::<Value>().await.unwrap()["accepted"], 2);
     let stored = read_partition(&redis, partition_for("g1", PARTITIONS));
-    assert_eq!(stored[0].data.as_ref().unwrap()["pad"].as_str().unwrap().len(), 5000);
+    assert_eq!(
+        stored[0].data.as_ref().unwrap()["pad"]
+            .as_str()
+            .unwrap()
+            .len(),
+        5000
+    );
 
     // A plain body labelled gzip.
     let resp = post_with(&router, &gz, body.clone()).await;
@@ -735,7 +754,10 @@ async fn gzip_bodies_are_decoded_and_limited_after_decompression() {
     let resp = post_with(&router, &gz, bomb).await;
     assert_eq!(resp.status(), 413);
     let msg = resp.json::<Value>().await.unwrap()["error"].to_string();
-    assert!(msg.contains("65536 bytes once decompressed (server.max_body)"), "{msg}");
+    assert!(
+        msg.contains("65536 bytes once decompressed (server.max_body)"),
+        "{msg}"
+    );
 
     // Other encodings: 415 naming the encoding.
     let resp = post_with(&router, &[("content-encoding", "br")], body.clone()).await;
@@ -757,13 +779,34 @@ async fn control_characters_and_non_integer_account_ids_are_refused() {
     let redis = RedisServer::start();
     let router = Router::start(&base_config(&redis.url()));
     for (body, field) in [
-        (r#"[{"topic":"t","account_id":"42\n2026-01-01 INFO forged"}]"#, "events[0].account_id"),
-        (r#"[{"topic":"t","account_id":"a\u0000"}]"#, "events[0].account_id"),
-        (r#"[{"topic":"t","account_id":"\u001b[2J"}]"#, "events[0].account_id"),
-        (r#"[{"topic":"t","account_id":"1","attributes":{"k\r":"v"}}]"#, "events[0].attributes"),
-        (r#"[{"topic":"t","account_id":"1","key":"k\n"}]"#, "events[0].key"),
-        (r#"[{"topic":"t","account_id":1.0}]"#, "events[0].account_id"),
-        (r#"[{"topic":"t","account_id":1e0}]"#, "events[0].account_id"),
+        (
+            r#"[{"topic":"t","account_id":"42\n2026-01-01 INFO forged"}]"#,
+            "events[0].account_id",
+        ),
+        (
+            r#"[{"topic":"t","account_id":"a\u0000"}]"#,
+            "events[0].account_id",
+        ),
+        (
+            r#"[{"topic":"t","account_id":"\u001b[2J"}]"#,
+            "events[0].account_id",
+        ),
+        (
+            r#"[{"topic":"t","account_id":"1","attributes":{"k\r":"v"}}]"#,
+            "events[0].attributes",
+        ),
+        (
+            r#"[{"topic":"t","account_id":"1","key":"k\n"}]"#,
+            "events[0].key",
+        ),
+        (
+            r#"[{"topic":"t","account_id":1.0}]"#,
+            "events[0].account_id",
+        ),
+        (
+            r#"[{"topic":"t","account_id":1e0}]"#,
+            "events[0].account_id",
+        ),
     ] {
         let resp = post_with(&router, &[], body).await;
         assert_eq!(resp.status(), 400, "{body}");
@@ -772,7 +815,12 @@ async fn control_characters_and_non_integer_account_ids_are_refused() {
     }
     assert_eq!(total_entries(&redis), 0);
     // An integer is its decimal text: `1` and `"1"` are one account.
-    let resp = post_with(&router, &[], r#"[{"topic":"t","account_id":1},{"topic":"t","account_id":"1"}]"#).await;
+    let resp = post_with(
+        &router,
+        &[],
+        r#"[{"topic":"t","account_id":1},{"topic":"t","account_id":"1"}]"#,
+    )
+    .await;
     assert_eq!(resp.status(), 202);
     let evs = read_partition(&redis, partition_for("1", PARTITIONS));
     assert_eq!(evs.len(), 2);

@@ -798,7 +798,11 @@ async fn bearer_scheme_is_case_insensitive_on_ingest_and_admin() {
             .unwrap();
         assert_eq!(resp.status(), 200, "admin with `{scheme}`");
     }
-    for bad in [format!("Basic {TOKEN}"), format!("Bearer{TOKEN}"), TOKEN.to_string()] {
+    for bad in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        TOKEN.to_string(),
+    ] {
         let resp = c
             .post(router.url("/v1/events"))
             .header("authorization", &bad)
@@ -866,7 +870,9 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed() {
     let slowloris = async {
         let mut s = connect(&router).await;
         let start = Instant::now();
-        s.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\nx-slow: ").await.unwrap();
+        s.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\nx-slow: ")
+            .await
+            .unwrap();
         loop {
             if s.write_all(b"a").await.is_err() {
                 break;
@@ -915,17 +921,33 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed() {
         let (_, closed) = read_until_closed(&mut s, Duration::from_secs(8)).await;
         (answer, closed, served.elapsed())
     };
-    let (slow, (ch_answer, ch_closed, ch_took), (sh_answer, sh_closed, sh_took), (idle_answer, idle_closed, idle_took)) =
-        tokio::join!(slowloris, chunked, short, idle);
+    let (
+        slow,
+        (ch_answer, ch_closed, ch_took),
+        (sh_answer, sh_closed, sh_took),
+        (idle_answer, idle_closed, idle_took),
+    ) = tokio::join!(slowloris, chunked, short, idle);
 
-    assert!(slow < Duration::from_millis(2500), "slowloris held for {slow:?}");
-    for (answer, closed, took) in [(ch_answer, ch_closed, ch_took), (sh_answer, sh_closed, sh_took)] {
+    assert!(
+        slow < Duration::from_millis(2500),
+        "slowloris held for {slow:?}"
+    );
+    for (answer, closed, took) in [
+        (ch_answer, ch_closed, ch_took),
+        (sh_answer, sh_closed, sh_took),
+    ] {
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("server.body_read_timeout"), "{answer}");
         assert!(closed, "the connection is closed after the 408");
-        assert!(took < Duration::from_millis(2500), "stalled body held for {took:?}");
+        assert!(
+            took < Duration::from_millis(2500),
+            "stalled body held for {took:?}"
+        );
     }
-    assert!(idle_answer.starts_with("HTTP/1.1 200"), "idle connection served at 2 s: {idle_answer}");
+    assert!(
+        idle_answer.starts_with("HTTP/1.1 200"),
+        "idle connection served at 2 s: {idle_answer}"
+    );
     assert!(idle_closed, "idle keep-alive connection was not closed");
     assert!(
         idle_took > Duration::from_millis(2500) && idle_took < Duration::from_millis(4500),
@@ -934,7 +956,9 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed() {
     // The router still serves.
     let mut s = connect(&router).await;
     s.write_all(HEALTHZ).await.unwrap();
-    assert!(read_until(&mut s, "\"ok\"", Duration::from_secs(2)).await.starts_with("HTTP/1.1 200"));
+    assert!(read_until(&mut s, "\"ok\"", Duration::from_secs(2))
+        .await
+        .starts_with("HTTP/1.1 200"));
 }
 
 /// Issue 11, item 5: 2,000 idle connections were all accepted. With
@@ -959,10 +983,16 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     let mut fourth = connect(&router).await;
     fourth.write_all(HEALTHZ).await.unwrap();
     let early = read_until(&mut fourth, "\"ok\"", Duration::from_millis(1500)).await;
-    assert_eq!(early, "", "a fourth connection was served while three were open");
+    assert_eq!(
+        early, "",
+        "a fourth connection was served while three were open"
+    );
     drop(held.pop());
     let answer = read_until(&mut fourth, "\"ok\"", Duration::from_secs(3)).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "served once a slot freed: {answer:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "served once a slot freed: {answer:?}"
+    );
     let logs = router.logs();
     assert!(logs.contains("connection limit reached"), "{logs}");
 }
@@ -982,10 +1012,17 @@ async fn sigterm_is_not_held_up_by_slow_or_idle_connections() {
     let mut router = Router::start(&cfg);
     let idle = connect(&router).await;
     let mut partial = connect(&router).await;
-    partial.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    partial
+        .write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     let mut keep_alive = connect(&router).await;
     keep_alive.write_all(HEALTHZ).await.unwrap();
-    assert!(read_until(&mut keep_alive, "\"ok\"", Duration::from_secs(2)).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        read_until(&mut keep_alive, "\"ok\"", Duration::from_secs(2))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     let mut body = connect(&router).await;
     body.write_all(
         format!(
@@ -1007,7 +1044,11 @@ async fn sigterm_is_not_held_up_by_slow_or_idle_connections() {
     .unwrap();
     let took = start.elapsed();
     assert!(status.success(), "{status:?}");
-    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}; logs:\n{}", router.logs());
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?}; logs:\n{}",
+        router.logs()
+    );
     let (answer, closed) = read_until_closed(&mut body, Duration::from_secs(2)).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("shutting down"), "{answer}");
@@ -1053,15 +1094,22 @@ max_attempts = 1
     pg.sql(&format!(
         "INSERT INTO customers VALUES (7, E'acct-7\\n{FORGED}\\x1b[2J', 'b', NULL, NULL)"
     ));
-    eventually(Duration::from_secs(30), "the CDC event dead-lettered", || {
-        let logs = router.logs();
-        async move { logs.contains("event dead-lettered").then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the CDC event dead-lettered",
+        || {
+            let logs = router.logs();
+            async move { logs.contains("event dead-lettered").then_some(()) }
+        },
+    )
     .await;
     assert!(router.terminate().success());
     let logs = router.logs();
     assert!(!logs.contains('\u{1b}'), "ESC in the log:\n{logs:?}");
-    let dead: Vec<&str> = logs.lines().filter(|l| l.contains("event dead-lettered")).collect();
+    let dead: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("event dead-lettered"))
+        .collect();
     assert_eq!(dead.len(), 1, "{logs}");
     assert!(
         dead[0].contains(&format!("account=acct-7\\n{FORGED}\\u{{1b}}[2J")),

@@ -2,9 +2,12 @@
 //! events and appends them to the log.
 //!
 //! Answers (see ARCHITECTURE.md, "Ingest contract"):
-//! 202 after Redis acknowledged every event; 400 naming the element and field;
-//! 401 no/unknown token; 403 topic not allowed for the source; 413 body or
-//! batch too large; 415 content type; 503 + Retry-After while Redis is down.
+//! 202 after Redis acknowledged every event; 400 naming the element and field
+//! (or the `Idempotency-Key` header, or a body that is not valid gzip);
+//! 401 no/unknown token; 403 topic not allowed for the source; 408 body too
+//! slow; 413 body (also decompressed) or batch too large; 415 content type or
+//! encoding; 503 + Retry-After while Redis is down or slow (outcome unknown:
+//! retry with the same ids or `Idempotency-Key`).
 
 use std::collections::BTreeMap;
 
@@ -169,8 +172,13 @@ pub fn decode_body(encoding: Encoding, body: Bytes, max: u64) -> Result<Bytes, R
     if encoding == Encoding::Identity {
         return Ok(body);
     }
-    let not_gzip =
-        |e: String| Reject::new(400, None, format!("body is not valid gzip (Content-Encoding: gzip): {e}"));
+    let not_gzip = |e: String| {
+        Reject::new(
+            400,
+            None,
+            format!("body is not valid gzip (Content-Encoding: gzip): {e}"),
+        )
+    };
     if body.is_empty() {
         return Err(not_gzip("the body is empty".into()));
     }
@@ -643,8 +651,14 @@ mod tests {
             (with("key", json!({"id\n": 1})), "event.key"),
             (with("key", json!({"id": "1\t"})), "event.key.id"),
             (with("changed", json!(["a", "b\n"])), "event.changed[1]"),
-            (with("consent", json!({"email\n": "granted"})), "event.consent"),
-            (with("attributes", json!({"a\u{1b}": "x"})), "event.attributes"),
+            (
+                with("consent", json!({"email\n": "granted"})),
+                "event.consent",
+            ),
+            (
+                with("attributes", json!({"a\u{1b}": "x"})),
+                "event.attributes",
+            ),
         ];
         for (v, field) in cases {
             let r = ev(v.clone()).unwrap_err();
@@ -653,8 +667,10 @@ mod tests {
             assert!(r.message.contains("control characters"), "{r:?}");
         }
         // Values that are data, not identifiers, may hold anything.
-        let e = ev(json!({"topic": "t", "account_id": "ü 1", "data": {"note": "a\nb"},
-            "attributes": {"k": "line\nbreak"}, "key": {"id": 5}}))
+        let e = ev(
+            json!({"topic": "t", "account_id": "ü 1", "data": {"note": "a\nb"},
+            "attributes": {"k": "line\nbreak"}, "key": {"id": 5}}),
+        )
         .unwrap();
         assert_eq!(e.account_id, "ü 1");
     }
@@ -668,22 +684,37 @@ mod tests {
             Bytes::from(e.finish().unwrap())
         };
         for h in ["", "identity", " Identity ", "identity, identity"] {
-            assert_eq!(Encoding::from_header(h).unwrap(), Encoding::Identity, "{h:?}");
+            assert_eq!(
+                Encoding::from_header(h).unwrap(),
+                Encoding::Identity,
+                "{h:?}"
+            );
         }
         for h in ["gzip", "GZIP", "x-gzip", "identity, gzip", "gzip,identity"] {
             assert_eq!(Encoding::from_header(h).unwrap(), Encoding::Gzip, "{h:?}");
         }
-        for (h, named) in [("br", "`br`"), ("deflate", "`deflate`"), ("gzip, gzip", "`gzip`"), ("gzip, br", "`br`")] {
+        for (h, named) in [
+            ("br", "`br`"),
+            ("deflate", "`deflate`"),
+            ("gzip, gzip", "`gzip`"),
+            ("gzip, br", "`br`"),
+        ] {
             let r = Encoding::from_header(h).unwrap_err();
             assert_eq!(r.status, 415, "{h}");
             assert!(r.message.contains(named), "{h}: {r:?}");
         }
         let body = br#"[{"topic":"t","account_id":"1"}]"#;
-        assert_eq!(decode_body(Encoding::Gzip, gz(body), 1000).unwrap(), &body[..]);
+        assert_eq!(
+            decode_body(Encoding::Gzip, gz(body), 1000).unwrap(),
+            &body[..]
+        );
         // Two gzip members, one after the other, are one body (RFC 1952).
         let mut two = gz(b"[{\"topic\":\"t\",").to_vec();
         two.extend_from_slice(&gz(b"\"account_id\":\"1\"}]"));
-        assert_eq!(decode_body(Encoding::Gzip, Bytes::from(two), 1000).unwrap(), &body[..]);
+        assert_eq!(
+            decode_body(Encoding::Gzip, Bytes::from(two), 1000).unwrap(),
+            &body[..]
+        );
         assert_eq!(
             decode_body(Encoding::Identity, Bytes::from_static(body), 1).unwrap(),
             &body[..]
@@ -695,24 +726,36 @@ mod tests {
         }
         // The limit is on the decompressed size: exactly `max` passes, one more is 413.
         let exact = gz(&vec![b' '; 1000]);
-        assert_eq!(decode_body(Encoding::Gzip, exact, 1000).unwrap().len(), 1000);
+        assert_eq!(
+            decode_body(Encoding::Gzip, exact, 1000).unwrap().len(),
+            1000
+        );
         let bomb = gz(&vec![0u8; 10 << 20]);
         assert!(bomb.len() < 20_000, "{}", bomb.len());
         let r = decode_body(Encoding::Gzip, bomb, 1000).unwrap_err();
         assert_eq!(r.status, 413);
-        assert!(r.message.contains("1000 bytes once decompressed (server.max_body)"), "{r:?}");
+        assert!(
+            r.message
+                .contains("1000 bytes once decompressed (server.max_body)"),
+            "{r:?}"
+        );
     }
 
     #[test]
     fn idempotency_keys_and_derived_ids() {
         assert_eq!(idempotency_key(None).unwrap(), None);
         assert_eq!(
-            idempotency_key(Some(b"order-7/retry:1")).unwrap().as_deref(),
+            idempotency_key(Some(b"order-7/retry:1"))
+                .unwrap()
+                .as_deref(),
             Some("order-7/retry:1")
         );
         for bad in [&b""[..], b"a b", b"a\x01", b"\xc3\xa9", &[b'k'; 256][..]] {
             let r = idempotency_key(Some(bad)).unwrap_err();
-            assert_eq!((r.status, r.field.as_deref()), (400, Some("Idempotency-Key")));
+            assert_eq!(
+                (r.status, r.field.as_deref()),
+                (400, Some("Idempotency-Key"))
+            );
         }
         let id = idempotent_id("web", "k1", 0);
         assert_eq!(id, idempotent_id("web", "k1", 0), "deterministic");
