@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -227,6 +227,7 @@ impl Conn {
         let io = TokioIo::new(Tracked {
             inner: stream,
             activity: activity.clone(),
+            start: Vec::with_capacity(3),
         });
         let conn = builder.serve_connection_with_upgrades(io, svc);
         tokio::pin!(conn);
@@ -301,6 +302,10 @@ struct Activity {
     idle_since: AtomicU64,
     /// 0: nothing received since `idle_since`; else that time + 1.
     first_byte: AtomicU64,
+    /// An HTTP/2 connection (it began with the preface). Its frames (PING,
+    /// WINDOW_UPDATE…) arrive between requests, so bytes do not start a
+    /// header deadline: only `idle_timeout` applies between requests.
+    h2: AtomicBool,
     changed: Notify,
 }
 
@@ -326,6 +331,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -341,6 +347,7 @@ impl Activity {
 
     fn received(&self) {
         if self.in_flight.load(Ordering::SeqCst) == 0
+            && !self.h2.load(Ordering::SeqCst)
             && self
                 .first_byte
                 .compare_exchange(0, self.now() + 1, Ordering::SeqCst, Ordering::SeqCst)
@@ -379,10 +386,13 @@ impl Activity {
     }
 }
 
-/// The connection's stream, telling [`Activity`] when bytes arrive.
+/// The connection's stream, telling [`Activity`] when bytes arrive and
+/// whether the connection is HTTP/2 (it starts with `PRI`, the preface).
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// The first bytes received, until there are 3 of them.
+    start: Vec<u8>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -394,6 +404,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            if self.start.len() < 3 {
+                let take = (3 - self.start.len()).min(buf.filled().len() - before);
+                let new = buf.filled()[before..before + take].to_vec();
+                self.start.extend_from_slice(&new);
+                if self.start == b"PRI" {
+                    self.activity.h2.store(true, Ordering::SeqCst);
+                }
+            }
             self.activity.received();
         }
         r

@@ -1127,3 +1127,46 @@ max_attempts = 1
         );
     }
 }
+
+/// HTTP/2 sends frames between requests (PING, WINDOW_UPDATE): they must not
+/// start the header deadline, so an HTTP/2 connection is closed by
+/// `idle_timeout` (with GOAWAY), not by the shorter `header_read_timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_connections_are_closed_by_the_idle_timeout() {
+    use std::time::Instant;
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let cfg = base_config(&redis.url()).replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"3s\"",
+    );
+    let router = Router::start(&cfg);
+    let mut s = connect(&router).await;
+    let opened = Instant::now();
+    // Preface, an empty SETTINGS frame; at 1.5 s a PING.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"\0\0\x08\x06\0\0\0\0\0pingpong")
+        .await
+        .unwrap();
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(8)).await;
+    let took = opened.elapsed();
+    let got = got.into_bytes();
+    let ping_ack = b"\0\0\x08\x06\x01\0\0\0\0pingpong";
+    assert!(
+        got.windows(ping_ack.len()).any(|w| w == ping_ack),
+        "no PING ACK at 1.5 s: {got:?}"
+    );
+    assert!(closed);
+    assert!(
+        took > Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "closed after {took:?}; idle_timeout is 3 s"
+    );
+    // GOAWAY (type 7) before the close.
+    assert!(
+        got.windows(4).any(|w| w[3] == 0x07 && w[..3] == [0, 0, 8]),
+        "{got:?}"
+    );
+}
