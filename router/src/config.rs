@@ -770,6 +770,31 @@ mod tests {
     }
 
     #[test]
+    fn listener_limits_have_defaults_and_must_be_positive() {
+        let c = load("").unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.server.max_connections, 512);
+        let errs = load(
+            "[server]\nheader_read_timeout = \"0s\"\nbody_read_timeout = \"0s\"\n\
+             idle_timeout = \"0s\"\nmax_connections = 0\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.header_read_timeout",
+                "server.body_read_timeout",
+                "server.idle_timeout",
+                "server.max_connections"
+            ],
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn env_interpolation() {
         let c = load("[sources.web]\ntype = \"http\"\ntoken = \"${TOKEN}\"\n").unwrap();
         let (_, h) = c.http_sources().next().unwrap();
