@@ -210,6 +210,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    switchyard::panic::install_hook();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

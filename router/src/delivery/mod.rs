@@ -154,11 +154,12 @@ impl ConsumerCtx {
         })
     }
 
-    /// Turn an event into the requests to send: the module chain, or the
+    /// Turn an event into the requests to send: the module chain (run on the
+    /// transform engine's guest threads, never on this async worker), or the
     /// canonical event as JSON when the consumer has no modules.
-    pub fn prepare(&self, ev: &Event) -> ChainOutcome {
+    pub async fn prepare(&self, ev: &Event) -> ChainOutcome {
         match &self.chain {
-            Some(c) => c.run(ev),
+            Some(c) => c.run_async(ev.clone()).await,
             None => ChainOutcome::Requests(vec![default_request(ev)]),
         }
     }
