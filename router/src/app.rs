@@ -181,17 +181,12 @@ impl Admin for Runtime {
     }
 
     fn token_ok(&self, authorization: Option<&str>, peer_is_loopback: bool) -> bool {
-        use subtle::ConstantTimeEq;
         match &self.admin_token {
             // Without an admin token, admin routes answer only on loopback.
             None => peer_is_loopback,
             Some(t) => {
-                let presented = authorization
-                    .and_then(|h| h.strip_prefix("Bearer "))
-                    .unwrap_or("");
-                let a = <sha2::Sha256 as sha2::Digest>::digest(presented.as_bytes());
-                let b = <sha2::Sha256 as sha2::Digest>::digest(t.expose().as_bytes());
-                bool::from(a.ct_eq(&b))
+                crate::token::check(authorization, [&crate::token::TokenDigest::of(t.expose())])
+                    .is_ok()
             }
         }
     }

@@ -110,6 +110,22 @@ pub struct ServerConfig {
     /// `Retry-After` (seconds) sent with 503 while Redis is unreachable.
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u64,
+    /// Longest time from a request's first byte to the end of its headers;
+    /// the connection is closed after it (slow-header clients).
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time from the end of a request's headers to the end of its
+    /// body; 408 and the connection is closed after it.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A connection with no request in progress and nothing received for
+    /// this long is closed (keep-alive, or never used).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; at the limit the listener stops
+    /// accepting until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Bearer token for `/admin/*` (status, reload). Unset: admin routes answer loopback only.
     #[serde(default)]
     pub admin_token: Option<Secret>,
@@ -133,6 +149,10 @@ impl Default for ServerConfig {
             max_batch: default_max_batch(),
             shutdown_grace: default_grace(),
             retry_after_secs: default_retry_after(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
             admin_token: None,
             tls: None,
         }
@@ -242,6 +262,18 @@ fn default_grace() -> Duration {
 }
 fn default_retry_after() -> u64 {
     1
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(75)
+}
+fn default_max_connections() -> usize {
+    512
 }
 fn default_redis_url() -> ConnUrl {
     ConnUrl::new("redis://127.0.0.1:6379")
@@ -410,6 +442,27 @@ impl Config {
         if self.server.max_batch == 0 {
             errors.push(ConfigError::new(
                 "server.max_batch",
+                "must be greater than 0",
+            ));
+        }
+        for (path, d) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.body_read_timeout", self.server.body_read_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+        ] {
+            if d.is_zero() {
+                errors.push(ConfigError::new(
+                    path,
+                    "must be greater than 0 (e.g. \"10s\")",
+                ));
+            }
+        }
+        if self.server.max_connections == 0 {
+            errors.push(ConfigError::new(
+                "server.max_connections",
                 "must be greater than 0",
             ));
         }

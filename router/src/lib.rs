@@ -11,9 +11,11 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod log;
+pub mod logging;
 pub mod panic;
 pub mod secret;
 pub mod server;
 pub mod source;
 pub mod tls;
+pub mod token;
 pub mod transform;

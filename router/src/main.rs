@@ -192,11 +192,13 @@ fn init_tracing() {
         EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(switchyard::logging::ansi());
     if std::env::var("SWITCHYARD_LOG_FORMAT").as_deref() == Ok("json") {
         b.json().flatten_event(true).init();
     } else {
-        b.init();
+        // Values escaped: a client's newline or ESC cannot forge a line.
+        b.fmt_fields(switchyard::logging::EscapedFields).init();
     }
 }
 

@@ -119,8 +119,8 @@ impl Router {
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&config_path)
-            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -141,6 +141,12 @@ impl Router {
                                 v["tls"] == true,
                             ));
                         }
+                    }
+                } else if let Some((_, rest)) = line.split_once(" listening addr=") {
+                    // The text format (`SWITCHYARD_LOG_FORMAT=text`).
+                    if let Some(tx) = tx.take() {
+                        let addr = rest.split(' ').next().unwrap_or_default().to_string();
+                        let _ = tx.send((addr, rest.contains("tls=true")));
                     }
                 }
                 l.lock().unwrap().push(line);
