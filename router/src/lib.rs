@@ -11,6 +11,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod log;
+pub mod log_filter;
 pub mod secret;
 pub mod server;
 pub mod source;

@@ -8,4 +8,5 @@ mod cdc;
 mod delivery;
 mod ingest;
 mod security;
+mod startup;
 mod transforms;
