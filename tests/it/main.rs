@@ -7,6 +7,7 @@ mod support;
 mod cdc;
 mod delivery;
 mod ingest;
+mod redis_loss;
 mod security;
 mod startup;
 mod transforms;

@@ -1,0 +1,138 @@
+//! Redis restarts empty (no persistence) under a running router: the
+//! partition-count guard comes back, a deployment with another count is
+//! refused again, and `switchyard status` reports what is true.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::redis::RedisServer;
+use crate::support::router::{base_config, bin, run_expecting_exit, Router};
+use crate::support::vendor::Vendor;
+use crate::support::{eventually, TOKEN};
+
+fn consumer(url: &str) -> String {
+    format!(
+        r#"
+[consumers.esp]
+topics = ["*"]
+start = "earliest"
+[consumers.esp.endpoint]
+url = "{url}"
+[consumers.esp.retry]
+initial = "20ms"
+max_delay = "200ms"
+max_attempts = 100
+max_age = "60s"
+"#
+    )
+}
+
+async fn post(router: &Router, from: usize, n: usize) {
+    let events: Vec<Value> = (from..from + n)
+        .map(|i| json!({"id": format!("ev-{i}"), "topic": "customer.x", "account_id": format!("a{}", i % 7)}))
+        .collect();
+    // Redis may still be coming back: retry 503s like a client would.
+    eventually(Duration::from_secs(20), "ingest accepted the batch", || {
+        let body = json!(events);
+        let url = router.url("/v1/events");
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 202).then_some(())
+        }
+    })
+    .await;
+}
+
+async fn delivered(vendor: &Vendor, n: usize) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} distinct events delivered"),
+        || {
+            let ids: HashSet<String> = vendor
+                .requests()
+                .iter()
+                .map(|r| r.key.clone())
+                .collect();
+            async move { (ids.len() >= n).then_some(()) }
+        },
+    )
+    .await;
+}
+
+fn status(router: &Router) -> Value {
+    let out = std::process::Command::new(bin())
+        .args(["status", "--config"])
+        .arg(&router.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn meta(redis: &RedisServer) -> Option<String> {
+    let mut c = redis.client().get_connection().ok()?;
+    redis::cmd("HGET")
+        .arg("sy:meta")
+        .arg("partitions")
+        .query(&mut c)
+        .ok()?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_gets_its_partition_guard_back_and_status_tells_the_truth() {
+    let mut redis = RedisServer::start();
+    let vendor = Vendor::start().await;
+    let router = Router::start(&(base_config(&redis.url()) + &consumer(&vendor.url())));
+    post(&router, 0, 20).await;
+    delivered(&vendor, 20).await;
+    assert_eq!(meta(&redis).as_deref(), Some("8"));
+
+    // Redis comes back empty: the guard is gone with everything else.
+    redis.restart();
+    assert_eq!(meta(&redis), None);
+
+    // The running router writes it again by itself (no ingest needed).
+    eventually(Duration::from_secs(10), "sy:meta written again", || {
+        let m = meta(&redis);
+        async move { (m.as_deref() == Some("8")).then_some(()) }
+    })
+    .await;
+    assert!(
+        router.logs().contains("the partition count was missing from Redis"),
+        "{}",
+        router.logs()
+    );
+
+    // So a deployment with another partition count is refused again.
+    let other = base_config(&redis.url()).replace("partitions = 8", "partitions = 4");
+    let (st, err) = run_expecting_exit(&other, Duration::from_secs(20));
+    assert!(!st.success(), "{err}");
+    assert!(
+        err.contains("created with 8 partitions but the config says 4"),
+        "{err}"
+    );
+
+    // Delivery goes on, and status shows no invented lag.
+    post(&router, 20, 30).await;
+    delivered(&vendor, 50).await;
+    let s = eventually(Duration::from_secs(10), "status settles", || {
+        let s = status(&router);
+        async move { (s["pending"] == 0).then_some(s) }
+    })
+    .await;
+    assert_eq!(s["lag"], 0, "{s}");
+    assert_eq!(s["pending"], 0, "{s}");
+    assert_eq!(s["dlq"], 0, "{s}");
+}
