@@ -56,11 +56,7 @@ async fn delivered(vendor: &Vendor, n: usize) {
         Duration::from_secs(30),
         &format!("{n} distinct events delivered"),
         || {
-            let ids: HashSet<String> = vendor
-                .requests()
-                .iter()
-                .map(|r| r.key.clone())
-                .collect();
+            let ids: HashSet<String> = vendor.requests().iter().map(|r| r.key.clone()).collect();
             async move { (ids.len() >= n).then_some(()) }
         },
     )
@@ -110,7 +106,9 @@ async fn redis_restarted_empty_gets_its_partition_guard_back_and_status_tells_th
     })
     .await;
     assert!(
-        router.logs().contains("the partition count was missing from Redis"),
+        router
+            .logs()
+            .contains("the partition count was missing from Redis"),
         "{}",
         router.logs()
     );
@@ -135,4 +133,79 @@ async fn redis_restarted_empty_gets_its_partition_guard_back_and_status_tells_th
     assert_eq!(s["lag"], 0, "{s}");
     assert_eq!(s["pending"], 0, "{s}");
     assert_eq!(s["dlq"], 0, "{s}");
+}
+
+fn status_of(config: &std::path::Path) -> Value {
+    let out = std::process::Command::new(bin())
+        .args(["status", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Without a group (Redis lost it and no reader made it again) or with a
+/// lag Redis cannot count (a group placed mid-stream), status says so
+/// instead of reporting a number it does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_which_partitions_have_no_group_or_an_unknown_lag() {
+    let redis = RedisServer::start();
+    // Ingest only: nothing reads the log.
+    let router = Router::start(&base_config(&redis.url()));
+    post(&router, 0, 40).await;
+    let mut c = redis.conn();
+    let with_events: Vec<u64> = (0..8u64)
+        .filter(|p| {
+            redis::cmd("XLEN")
+                .arg(format!("sy:log:{{p{p}}}"))
+                .query::<u64>(&mut c)
+                .unwrap()
+                > 0
+        })
+        .collect();
+    assert!(with_events.len() > 1, "{with_events:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &cfg,
+        base_config(&redis.url()) + &consumer("http://127.0.0.1:9/"),
+    )
+    .unwrap();
+
+    let s = status_of(&cfg);
+    assert_eq!(s["lag"], 0, "{s}");
+    assert_eq!(s["partitions_without_group"], json!(with_events), "{s}");
+    assert_eq!(s["lag_unknown_partitions"], json!([]), "{s}");
+
+    // A group placed after an entry in the middle: Redis cannot count its
+    // lag (it can for the first and the last entry).
+    let p = with_events[0];
+    let ids: Vec<String> = redis::cmd("XRANGE")
+        .arg(format!("sy:log:{{p{p}}}"))
+        .arg("-")
+        .arg("+")
+        .query::<redis::streams::StreamRangeReply>(&mut c)
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(format!("sy:log:{{p{p}}}"))
+        .arg("esp")
+        .arg(&ids[1])
+        .query(&mut c)
+        .unwrap();
+    let s = status_of(&cfg);
+    assert_eq!(s["lag_unknown_partitions"], json!([p]), "{s}");
+    assert_eq!(s["lag"], 0, "{s}");
+    let without: Vec<u64> = with_events[1..].to_vec();
+    assert_eq!(s["partitions_without_group"], json!(without), "{s}");
 }
