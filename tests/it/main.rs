@@ -5,6 +5,7 @@
 mod support;
 
 mod cdc;
+mod contract;
 mod delivery;
 mod ingest;
 mod redis_loss;
