@@ -539,6 +539,24 @@ impl Chain {
             return Step::Ok;
         }
         for o in outputs {
+            // An emitted event enters the next module or becomes the body
+            // sent as the canonical event: its topic must obey the event
+            // contract like one that entered the log. (Not quoted: a
+            // module may build topics from payload values.)
+            if let wit::Output::Event(e) = &o {
+                if !crate::event::valid_topic(&e.topic) {
+                    m.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return Step::Fail {
+                        module: m.name.clone(),
+                        message: format!(
+                            "returned an event whose topic ({} bytes) breaks the event contract: topics {}",
+                            e.topic.len(),
+                            crate::event::TOPIC_RULE
+                        ),
+                        retryable: false,
+                    };
+                }
+            }
             match o {
                 wit::Output::Request(r) => out.push(convert::request_from_wit(r, &m.name)),
                 wit::Output::Event(e) if last => match convert::event_request(e, &m.name) {

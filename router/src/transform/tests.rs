@@ -1228,3 +1228,34 @@ fn guest_cannot_read_files_env_or_reach_the_network() {
     );
     assert!(report["random"].is_string());
 }
+
+/// An event a module emits must have a valid topic, whether it goes on to
+/// the next module or is sent as the canonical event: otherwise the event
+/// fails (not retryable) naming the module.
+#[test]
+fn an_emitted_event_with_an_invalid_topic_fails_naming_the_module() {
+    let bad = module("sy_test_echo").with_config([("topic", "not a topic")]);
+    let mut named = module("sy_test_echo").with_config([("topic", "x".repeat(257))]);
+    named.name = Some("renamer".into());
+    for (chain, who) in [
+        (vec![bad.clone()], "sy_test_echo"),
+        (vec![bad, module("sy_test_echo")], "sy_test_echo"),
+        (vec![named], "renamer"),
+    ] {
+        let chain = Chain::load(engine(), "t", &chain).unwrap();
+        let (module, message, retryable) = failed(chain.run(&sample()));
+        assert_eq!(module, who);
+        assert!(
+            message.contains("topic") && message.contains("1-256"),
+            "{message}"
+        );
+        assert!(!message.contains("not a topic"), "not quoted: {message}");
+        assert!(!retryable);
+    }
+    // A valid one passes.
+    let ok = module("sy_test_echo").with_config([("topic", "customer.renamed")]);
+    let chain = Chain::load(engine(), "t", &[ok]).unwrap();
+    let r = requests(chain.run(&sample()));
+    let v: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(v["topic"], "customer.renamed");
+}
