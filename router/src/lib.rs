@@ -11,7 +11,9 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod log;
+pub mod log_filter;
 pub mod logging;
+pub mod panic;
 pub mod secret;
 pub mod server;
 pub mod source;

@@ -187,9 +187,8 @@ enum ConsumerAction {
 }
 
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // A bare level is the router's; other crates stay at warn unless named.
+    let filter = switchyard::log_filter::filter(std::env::var("SWITCHYARD_LOG").ok().as_deref());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -212,6 +211,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    switchyard::panic::install_hook();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -47,7 +47,32 @@ pub struct State {
     pub log: Log,
     pub auth: Auth,
     pub server: ServerConfig,
-    pub admin: Option<Arc<dyn Admin>>,
+    /// Set once start-up has built the runtime that serves `/admin/*`.
+    pub admin: std::sync::OnceLock<Arc<dyn Admin>>,
+    pub startup: Startup,
+}
+
+/// Start-up progress. The listener is up before modules are compiled, so
+/// `/healthz` (the process is alive) answers at once; until [`Startup::ready`]
+/// `/readyz`, ingest and admin routes answer 503 with the reason.
+#[derive(Debug, Default)]
+pub struct Startup(std::sync::Mutex<Option<String>>);
+
+impl Startup {
+    pub fn starting(reason: impl Into<String>) -> Startup {
+        Startup(std::sync::Mutex::new(Some(reason.into())))
+    }
+    /// Still starting, now for this reason (e.g. `starting: compiling modules`).
+    pub fn set(&self, reason: impl Into<String>) {
+        *self.0.lock().unwrap() = Some(reason.into());
+    }
+    pub fn ready(&self) {
+        *self.0.lock().unwrap() = None;
+    }
+    /// Why the router is not serving yet; `None` once it is.
+    pub fn pending(&self) -> Option<String> {
+        self.0.lock().unwrap().clone()
+    }
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -492,6 +517,11 @@ async fn route(
     shutdown: &CancellationToken,
 ) -> Resp {
     let path = req.uri().path().to_string();
+    if path != "/healthz" {
+        if let Some(reason) = state.startup.pending() {
+            return not_ready(state, &path, &reason);
+        }
+    }
     let h1 = req.version() < http::Version::HTTP_2;
     let mut resp = match (req.method().clone(), path.as_str()) {
         (Method::POST, "/v1/events") => ingest(state, req, shutdown).await,
@@ -510,7 +540,7 @@ async fn route(
                 r
             }
         },
-        (m, p) if p.starts_with("/admin/") => match &state.admin {
+        (m, p) if p.starts_with("/admin/") => match state.admin.get() {
             Some(admin) => {
                 let auth = req
                     .headers()
@@ -561,6 +591,21 @@ async fn route(
         );
     }
     resp
+}
+
+/// While start-up runs: `/readyz` says why, everything else is refused (nothing is written).
+fn not_ready(state: &State, path: &str, reason: &str) -> Resp {
+    let body = if path == "/readyz" {
+        json!({"status": "not ready", "reason": reason})
+    } else {
+        json!({"error": format!("the router is not ready yet ({reason}); nothing was done, retry later")})
+    };
+    let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(state.server.retry_after_secs),
+    );
+    r
 }
 
 async fn ingest(state: &State, req: Request<Incoming>, shutdown: &CancellationToken) -> Resp {

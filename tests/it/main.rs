@@ -5,7 +5,10 @@
 mod support;
 
 mod cdc;
+mod contract;
 mod delivery;
 mod ingest;
+mod redis_loss;
 mod security;
+mod startup;
 mod transforms;

@@ -2,12 +2,14 @@
 //! soft deletes, deterministic ids.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
-use crate::event::{Commit, Event, Op};
+use crate::event::{self, Commit, Event, Op};
 
 use super::config::TableConfig;
 use super::pgoutput::{Datum, Lsn, OldTuple, Relation, Tuple};
@@ -97,6 +99,20 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// The literal text has a character no topic may contain (a config
+    /// error: every rendered topic would be refused).
+    pub fn literal_error(&self) -> Option<String> {
+        self.parts.iter().find_map(|p| match p {
+            Part::Lit(l) => l.chars().find(|c| !event::topic_char(*c)).map(|c| {
+                format!(
+                    "the text `{l}` has {c:?}, which no topic may contain (topics {})",
+                    event::TOPIC_RULE
+                )
+            }),
+            Part::Var(_) => None,
+        })
+    }
+
     /// Column names the template reads (built-ins excluded).
     pub fn columns(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
@@ -166,6 +182,9 @@ pub struct TableMapping {
     pub emit_default: bool,
     pub rules: Vec<Rule>,
     pub soft_delete_column: Option<String>,
+    /// Events not emitted because their rendered topic broke the event
+    /// contract (see [`change_events`]).
+    pub invalid_topics: Arc<AtomicU64>,
 }
 
 impl TableMapping {
@@ -187,7 +206,7 @@ impl TableMapping {
             rules.push(Rule {
                 matcher: b.build().map_err(|e| e.to_string())?,
                 topic: Template::parse(&r.topic)?,
-                ops: r.ops.clone(),
+                ops: r.ops_for(cfg.soft_delete_column.is_some()),
             });
         }
         Ok(TableMapping {
@@ -202,6 +221,7 @@ impl TableMapping {
             emit_default: cfg.emit_default,
             rules,
             soft_delete_column: cfg.soft_delete_column.clone(),
+            invalid_topics: Arc::default(),
         })
     }
 
@@ -461,6 +481,33 @@ pub fn change_events(
             topics.push((i + 1, r.topic.render(&vars, &lookup)));
         }
     }
+    // A topic made from column values must obey the event contract like any
+    // other. One that does not is not written (the row's other events are,
+    // and the source goes on: it must not stall on one row); it is logged
+    // with the source, table, key and template, and counted. The topic
+    // itself is not logged: it is made of column values.
+    topics.retain(|(sub, topic)| {
+        if event::valid_topic(topic) {
+            return true;
+        }
+        let n = t.invalid_topics.fetch_add(1, Ordering::Relaxed) + 1;
+        let template = match sub {
+            0 => "topic".to_string(),
+            i => format!("rules[{}].topic", i - 1),
+        };
+        tracing::warn!(
+            source = %t.source,
+            table = %t.qualified,
+            key = %key,
+            account = %account_id,
+            template = %template,
+            topic_len = topic.len(),
+            dropped_for_table = n,
+            "CDC event not written: its topic, made from column values, is not a valid topic ({}); fix the row or the template",
+            event::TOPIC_RULE
+        );
+        false
+    });
 
     let n = topics.len();
     let commit_id = pos.commit_lsn.to_string();
@@ -577,12 +624,12 @@ mod tests {
             RuleConfig {
                 when_changed: vec!["email".into()],
                 topic: "customer.{banner}.email_changed".into(),
-                ops: crate::source::postgres::config::default_rule_ops(),
+                ops: None,
             },
             RuleConfig {
                 when_changed: vec!["consent_*".into()],
                 topic: "customer.{banner}.consent_changed".into(),
-                ops: crate::source::postgres::config::default_rule_ops(),
+                ops: None,
             },
         ]
     }
@@ -647,6 +694,62 @@ mod tests {
         for bad in ["", "a{", "a}", "{}", "{a{b}}", "x.{ }"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A topic rendered from a column value that breaks the topic rule is
+    /// not emitted (and counted); the row's other events still are.
+    #[test]
+    fn an_invalid_rendered_topic_drops_that_event_only() {
+        let t = table(
+            vec![RuleConfig {
+                when_changed: vec!["email".into()],
+                topic: "customer.email_changed".into(),
+                ops: Some(vec![Op::Insert]),
+            }],
+            true,
+        );
+        let mut cols = FULL;
+        cols[2] = Col::Text("banner a\n");
+        let evs = change_events(
+            &t,
+            ChangeKind::Insert,
+            None,
+            BeforeImage::None,
+            Some(row(&cols, false)),
+            &pos(3, &["id".into()]),
+        );
+        let topics: Vec<&str> = evs.iter().map(|e| e.topic.as_str()).collect();
+        assert_eq!(topics, ["customer.email_changed"]);
+        // Its id is the one the rule's event always has (sub 1).
+        assert_eq!(evs[0].id, change_id("slot1", Lsn(0x16B3748), 3, 1));
+        assert_eq!(t.invalid_topics.load(Ordering::Relaxed), 1);
+        // Too long counts too.
+        cols[2] = Col::Text(Box::leak("b".repeat(300).into_boxed_str()));
+        let evs = change_events(
+            &t,
+            ChangeKind::Insert,
+            None,
+            BeforeImage::None,
+            Some(row(&cols, false)),
+            &pos(4, &["id".into()]),
+        );
+        assert_eq!(evs.len(), 1);
+        assert_eq!(t.invalid_topics.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn template_text_must_fit_a_topic() {
+        assert_eq!(
+            Template::parse("customer.{banner}.{op}")
+                .unwrap()
+                .literal_error(),
+            None
+        );
+        let e = Template::parse("customer events/{op}")
+            .unwrap()
+            .literal_error()
+            .unwrap();
+        assert!(e.contains("`customer events/`") && e.contains("' '"), "{e}");
     }
 
     #[test]
