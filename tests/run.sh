@@ -5,8 +5,8 @@
 # (incl. its README example), the transforms' own logic tests, and every fuzz
 # target for a bounded time (tests/fuzz.sh: FUZZ_SECONDS each, default 30;
 # needs the nightly toolchain and fails, saying so, without it). Every
-# benchmark binary is built too (dev profile, not run), so a bench that stops compiling
-# fails here rather than rotting unnoticed.
+# benchmark binary is built too (dev profile, not run), so a bench that
+# stops compiling fails here rather than rotting unnoticed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -331,6 +331,26 @@ impl Config {
         Config::from_toml(&text, base).map_err(|errors| ConfigErrors { file, errors })
     }
 
+    /// Like [`Config::load`], but also hands back the config when it
+    /// deserialized and only failed validation (so `switchyard check` can
+    /// go on to load the modules and report everything at once).
+    pub fn load_all(path: &Path) -> (Option<Config>, ConfigErrors) {
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let errors = vec![ConfigError::new(
+                    "",
+                    format!("cannot read the config file: {e}"),
+                )];
+                return (None, ConfigErrors { file, errors });
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let (config, errors) = Config::parse_all(&text, base, &|k| std::env::var(k).ok());
+        (config, ConfigErrors { file, errors })
+    }
+
     /// Parse a config from TOML text; relative file paths resolve against `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
         Self::from_toml_with_env(text, base, &|k| std::env::var(k).ok())
@@ -341,17 +361,34 @@ impl Config {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<ConfigError>> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            let loc = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            vec![ConfigError::new("", format!("invalid TOML{loc}: {msg}"))]
-        })?;
+        match Config::parse_all(text, base, env) {
+            (Some(c), errors) if errors.is_empty() => Ok(c),
+            (_, errors) => Err(errors),
+        }
+    }
+
+    /// Every error of `text`, and the config itself when it deserialized
+    /// (validation errors do not drop it).
+    fn parse_all(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Option<Config>, Vec<ConfigError>) {
+        let mut table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = e.message().to_string();
+                let loc = e
+                    .span()
+                    .map(|s| {
+                        let line = text[..s.start].matches('\n').count() + 1;
+                        format!(" (line {line})")
+                    })
+                    .unwrap_or_default();
+                let err = ConfigError::new("", format!("invalid TOML{loc}: {msg}"));
+                return (None, vec![err]);
+            }
+        };
 
         let mut errors = Vec::new();
         for (k, v) in table.iter_mut() {
@@ -375,16 +412,12 @@ impl Config {
                 let path = e.path().to_string();
                 let path = if path == "." { String::new() } else { path };
                 errors.push(ConfigError::new(path, e.into_inner().message().to_string()));
-                return Err(errors);
+                return (None, errors);
             }
         };
         config.resolve_paths(base);
         config.validate(&mut errors);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        (Some(config), errors)
     }
 
     fn resolve_paths(&mut self, base: &Path) {

@@ -59,7 +59,8 @@ enum Command {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
-    /// Check a config file; prints every error with its TOML path.
+    /// Check a config file: prints every error with its TOML path, including
+    /// modules that do not load or whose `init` refuses their config.
     Check {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
@@ -219,7 +220,9 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         let result: anyhow::Result<()> = match cli.command {
             Command::Check { config } => {
-                return match Config::load(&config) {
+                // Loads every module (compiling it, blocking): off the async workers.
+                return match tokio::task::block_in_place(|| switchyard::cli::check::check(&config))
+                {
                     Ok(_) => {
                         println!("{}: ok", config.display());
                         ExitCode::SUCCESS

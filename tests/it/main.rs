@@ -5,6 +5,7 @@
 mod support;
 
 mod cdc;
+mod check;
 mod contract;
 mod delivery;
 mod ingest;

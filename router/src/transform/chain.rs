@@ -24,6 +24,10 @@ pub struct LoadError {
     /// The module file.
     pub file: String,
     pub message: String,
+    /// The module loaded but its `init` refused the configured values; this
+    /// is what it said (`message` has it too, with context). `switchyard
+    /// check` reports it at `consumers.<c>.modules[i].config`.
+    pub init_refused: Option<String>,
 }
 
 impl LoadError {
@@ -31,9 +35,13 @@ impl LoadError {
         LoadError {
             file: file.to_string(),
             message,
+            init_refused: None,
         }
     }
 }
+
+/// How `instantiate` words a refusal by `init` (followed by the guest's message).
+const INIT_REFUSED: &str = "init refused the config: ";
 
 /// A request for the consumer's endpoint produced by a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +215,10 @@ impl Module {
                 (module, first)
             })
             .map_err(|m| LoadError::new(&fname, format!("module {fname}: the host failed: {m}")))?;
-        let first = first.map_err(|m| LoadError::new(&fname, format!("module {fname}: {m}")))?;
+        let first = first.map_err(|m| LoadError {
+            init_refused: m.strip_prefix(INIT_REFUSED).map(str::to_string),
+            ..LoadError::new(&fname, format!("module {fname}: {m}"))
+        })?;
         module.idle.lock().unwrap().push(first);
         Ok(module)
     }
@@ -310,7 +321,7 @@ impl Module {
                 guest,
                 calls: 0,
             }),
-            Ok(Err(msg)) => Err(format!("init refused the config: {msg}")),
+            Ok(Err(msg)) => Err(format!("{INIT_REFUSED}{msg}")),
             Err(e) => Err(format!("init failed: {}", self.classify(&store, &e))),
         }
     }
