@@ -68,9 +68,14 @@ pub async fn run(
         sources: crate::source::start(&config, &log, &shutdown, &fatal)?,
     });
     spawn_sighup(runtime.clone(), shutdown.clone());
+    let admin: Arc<dyn Admin> = runtime.clone();
+    crate::monitor::start(&config, &log, delivery.clone(), &shutdown)?;
+    if let Some(a) = &config.admin {
+        crate::admin_listener::start(a, &config, &log, &delivery, Some(admin.clone()), &shutdown)
+            .await?;
+    }
     tracing::info!(addr = %addr, tls = tls.is_some(), "listening");
 
-    let admin: Arc<dyn Admin> = runtime.clone();
     let state = Arc::new(State {
         log: log.clone(),
         auth,

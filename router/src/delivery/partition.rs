@@ -573,7 +573,12 @@ impl Partition {
                 });
                 return;
             };
-            let outcome = deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel).await;
+            let span = crate::tracectx::delivery_span(&ctx.name, store.p, &ev);
+            let outcome = tracing::Instrument::instrument(
+                deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel),
+                span,
+            )
+            .await;
             let _ = tx.send(Done {
                 account,
                 origin,
@@ -861,7 +866,7 @@ async fn deliver(
     };
 
     // Transform; a retryable module error is retried like a failed send.
-    let requests = loop {
+    let mut requests = loop {
         match ctx.prepare(ev) {
             ChainOutcome::Requests(r) => break r,
             ChainOutcome::Dropped { module } => return Outcome::Filtered(module),
@@ -899,6 +904,7 @@ async fn deliver(
         }
     };
 
+    crate::tracectx::inject(&mut requests, ev);
     for req in &requests {
         loop {
             if cancel.is_cancelled() {
@@ -909,6 +915,7 @@ async fn deliver(
                 let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
                 ctx.sender.send(&ev.id, req).await
             };
+            crate::metrics::response(&ctx.name, &a);
             if let Attempt::Response { status, body, .. } = &a {
                 last_status = Some(*status);
                 last_response = body.clone();
@@ -940,6 +947,7 @@ async fn deliver(
             }
         }
     }
+    crate::metrics::delivered(&ctx.name, ev);
     Outcome::Delivered { skipped: false }
 }
 
