@@ -7,5 +7,6 @@ mod support;
 mod cdc;
 mod delivery;
 mod ingest;
+mod ops;
 mod security;
 mod transforms;
