@@ -900,5 +900,11 @@ mod tests {
         };
         let c = Config::from_toml_with_env(&text, &dir, &env).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(!c.sources.is_empty());
+        assert!(c.admin.is_some());
+        let esp = &c.consumers["esp"];
+        assert_eq!(
+            esp.sla.as_ref().and_then(|s| s.max_lag),
+            Some(Duration::from_secs(300))
+        );
     }
 }
