@@ -131,6 +131,11 @@ pub async fn run(
     });
     spawn_sighup(runtime.clone(), shutdown.clone());
     let admin: Arc<dyn Admin> = runtime.clone();
+    crate::monitor::start(&config, &log, delivery.clone(), &shutdown)?;
+    if let Some(a) = &config.admin {
+        crate::admin_listener::start(a, &config, &log, &delivery, Some(admin.clone()), &shutdown)
+            .await?;
+    }
     let _ = state.admin.set(admin);
     state.startup.ready();
     tracing::info!(addr = %addr, "ready");

@@ -66,6 +66,15 @@ pub struct Config {
     pub consumers: BTreeMap<String, crate::delivery::config::ConsumerConfig>,
     #[serde(default)]
     pub transforms: TransformsConfig,
+    /// `[admin]`: the admin listener (`/metrics`, admin routes); none without it.
+    #[serde(default)]
+    pub admin: Option<crate::admin_listener::AdminConfig>,
+    /// `[monitor]`: how often lag, DLQ depth and CDC slots are read.
+    #[serde(default)]
+    pub monitor: crate::monitor::MonitorConfig,
+    /// `[alerts]`: where SLA breaches are posted.
+    #[serde(default)]
+    pub alerts: crate::sla::AlertsConfig,
 }
 
 /// Settings shared by every consumer's WebAssembly modules. Per-module limits
@@ -510,6 +519,8 @@ impl Config {
             }
         }
         self.validate_redis(errors);
+        self.monitor.validate(errors);
+        self.alerts.validate(errors);
         if self.redis.namespace.is_empty()
             || !self
                 .redis
@@ -1000,5 +1011,11 @@ mod tests {
         };
         let c = Config::from_toml_with_env(&text, &dir, &env).unwrap_or_else(|e| panic!("{e:?}"));
         assert!(!c.sources.is_empty());
+        assert!(c.admin.is_some());
+        let esp = &c.consumers["esp"];
+        assert_eq!(
+            esp.sla.as_ref().and_then(|s| s.max_lag),
+            Some(Duration::from_secs(300))
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Switchyard: a real-time customer-event router. See ARCHITECTURE.md for the
 //! bird's-eye view, the code map and the invariants.
+pub mod admin_listener;
+pub mod admin_routes;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -10,13 +12,18 @@ pub mod event;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod log;
 pub mod log_filter;
 pub mod logging;
 pub mod panic;
+pub mod metrics;
+pub mod monitor;
 pub mod secret;
 pub mod server;
+pub mod sla;
 pub mod source;
 pub mod tls;
 pub mod token;
+pub mod tracectx;
 pub mod transform;

@@ -390,6 +390,7 @@ impl Log {
     /// Like [`Log::append`], but only events for which `check(i)` is true are
     /// checked and remembered for deduplication (false: an id this router
     /// generated just now, which cannot repeat).
+    #[tracing::instrument(level = "debug", name = "log_append", skip_all, fields(events = events.len()))]
     pub async fn append_checked(
         &self,
         events: &[Event],

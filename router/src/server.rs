@@ -526,20 +526,17 @@ async fn route(
     let mut resp = match (req.method().clone(), path.as_str()) {
         (Method::POST, "/v1/events") => ingest(state, req, shutdown).await,
         (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (Method::GET, "/readyz") => match state.log.ping().await {
-            Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
-            Err(e) => {
-                let mut r = json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "not ready", "error": e.to_string()}),
-                );
+        (Method::GET, "/readyz") => {
+            let (status, body) = crate::health::readyz(&state.log).await;
+            let mut r = json_response(status, &body);
+            if status != StatusCode::OK {
                 r.headers_mut().insert(
                     header::RETRY_AFTER,
                     header::HeaderValue::from(state.server.retry_after_secs),
                 );
-                r
             }
-        },
+            r
+        }
         (m, p) if p.starts_with("/admin/") => match state.admin.get() {
             Some(admin) => {
                 let auth = req
@@ -610,9 +607,21 @@ fn not_ready(state: &State, path: &str, reason: &str) -> Resp {
 
 async fn ingest(state: &State, req: Request<Incoming>, shutdown: &CancellationToken) -> Resp {
     let retry_after = state.server.retry_after_secs;
-    match ingest_inner(state, req, shutdown).await {
-        Ok(v) => json_response(StatusCode::ACCEPTED, &v),
+    let mut source = None;
+    let span = tracing::debug_span!(
+        "ingest",
+        source = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
+    let result = tracing::Instrument::instrument(ingest_inner(state, req, shutdown, &mut source), span).await;
+    match result {
+        Ok(v) => {
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            crate::metrics::ingest_request(source, 202, n("accepted"), n("duplicates"));
+            json_response(StatusCode::ACCEPTED, &v)
+        }
         Err(r) => {
+            crate::metrics::ingest_request(source, r.status, 0, 0);
             if r.status >= 500 {
                 tracing::warn!(status = r.status, error = %r.message, "ingest failed");
             } else {
@@ -632,16 +641,18 @@ const UNKNOWN_OUTCOME: &str = "the outcome is unknown: some or all events may ha
      Retry with the same ids, or with the same Idempotency-Key header: events already \
      written are then reported as duplicates, not written again";
 
-async fn ingest_inner(
-    state: &State,
+async fn ingest_inner<'a>(
+    state: &'a State,
     req: Request<Incoming>,
     shutdown: &CancellationToken,
+    source_name: &mut Option<&'a str>,
 ) -> Result<Value, Reject> {
     let headers = req.headers();
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let source = state.auth.authenticate(auth)?;
+    *source_name = Some(source.name());
     let format = BodyFormat::from_content_type(
         headers
             .get(header::CONTENT_TYPE)
@@ -671,10 +682,16 @@ async fn ingest_inner(
             return Err(too_large());
         }
     }
+    // A valid `traceparent` is kept; without one the trace starts here.
     let trace = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .filter(|t| crate::event::valid_traceparent(t))
+        .map(str::to_string)
+        .or_else(|| Some(crate::tracectx::new_traceparent()));
+    let span = tracing::Span::current();
+    span.record("source", source.name());
+    span.record("trace_id", crate::tracectx::trace_id(trace.as_deref()));
     let body = read_body(req.into_body(), max, &state.server, shutdown, too_large).await?;
     let body = http_source::decode_body(encoding, body, max)?;
     let items = split_body(format, &body, state.server.max_batch)?;
@@ -725,7 +742,11 @@ async fn ingest_inner(
         .iter()
         .zip(&appended)
         .map(|(ev, a)| match &a.stream_id {
-            Some(sid) => json!({"id": ev.id, "partition": a.partition, "stream_id": sid}),
+            Some(sid) => {
+                tracing::debug_span!("event", id = %ev.id, trace_id = crate::tracectx::trace_id(ev.trace.as_deref()))
+                    .in_scope(|| tracing::debug!(partition = a.partition, stream_id = %sid, "appended"));
+                json!({"id": ev.id, "partition": a.partition, "stream_id": sid})
+            }
             None => {
                 duplicates += 1;
                 json!({"id": ev.id, "partition": a.partition, "duplicate": true, "stream_id": a.original})

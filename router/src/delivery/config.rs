@@ -43,6 +43,12 @@ pub struct ConsumerConfig {
     /// The transform chain, in order. Without modules the canonical event is sent as JSON.
     #[serde(default)]
     pub modules: Vec<crate::transform::ModuleConfig>,
+    /// `[consumers.<name>.sla]`: limits that raise alerts (`sla.rs`).
+    #[serde(default)]
+    pub sla: Option<crate::sla::SlaConfig>,
+    /// A critical consumer in breach of its SLA makes `/readyz` fail.
+    #[serde(default)]
+    pub critical: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -242,6 +248,14 @@ impl ConsumerConfig {
         let e = |p: &str, m: String| ConfigError::new(format!("{path}.{p}"), m);
         if self.topics.is_empty() {
             errors.push(e("topics", "must list at least one topic glob".into()));
+        }
+        match &self.sla {
+            Some(s) => s.validate(&format!("{path}.sla"), errors),
+            None if self.critical => errors.push(e(
+                "critical",
+                "a critical consumer needs an SLA: set sla.max_lag and/or sla.max_dlq".into(),
+            )),
+            None => {}
         }
         for (i, t) in self.topics.iter().enumerate() {
             if let Err(err) = globset::Glob::new(t) {

@@ -78,6 +78,10 @@ impl Stats {
             .entry(rule.to_string())
             .or_default() += 1;
     }
+    /// Events filtered by any rule.
+    pub fn filtered_total(&self) -> u64 {
+        self.filtered.lock().unwrap().values().sum()
+    }
     fn observe_latency(&self, ev: &Event) {
         let us = (chrono::Utc::now() - ev.ingested_at)
             .num_microseconds()
@@ -159,7 +163,10 @@ impl ConsumerCtx {
     /// canonical event as JSON when the consumer has no modules.
     pub async fn prepare(&self, ev: &Event) -> ChainOutcome {
         match &self.chain {
-            Some(c) => c.run_async(ev.clone()).await,
+            Some(c) => {
+                let span = tracing::debug_span!("transform", consumer = %self.name);
+                tracing::Instrument::instrument(c.run_async(ev.clone()), span).await
+            }
             None => ChainOutcome::Requests(vec![default_request(ev)]),
         }
     }

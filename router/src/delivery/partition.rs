@@ -580,9 +580,13 @@ impl Partition {
                 });
                 return;
             };
+            let span = crate::tracectx::delivery_span(&ctx.name, store.p, &ev);
             let outcome = guarded(
                 &ctx.name,
-                deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel),
+                tracing::Instrument::instrument(
+                    deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel),
+                    span,
+                ),
                 || ctx.module_versions(),
             )
             .await;
@@ -903,7 +907,7 @@ async fn deliver(
     // Transform (off the async workers); a retryable module error is
     // retried like a failed send. A module at its deadline (up to 10 s) does
     // not hold up shutdown: the event stays pending for the next start.
-    let requests = loop {
+    let mut requests = loop {
         let prepared = tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
             p = ctx.prepare(ev) => p,
@@ -945,6 +949,7 @@ async fn deliver(
         }
     };
 
+    crate::tracectx::inject(&mut requests, ev);
     for req in &requests {
         loop {
             if cancel.is_cancelled() {
@@ -955,6 +960,7 @@ async fn deliver(
                 let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
                 ctx.sender.send(&ev.id, req).await
             };
+            crate::metrics::response(&ctx.name, &a);
             if let Attempt::Response { status, body, .. } = &a {
                 last_status = Some(*status);
                 last_response = body.clone();
@@ -986,6 +992,7 @@ async fn deliver(
             }
         }
     }
+    crate::metrics::delivered(&ctx.name, ev);
     Outcome::Delivered { skipped: false }
 }
 

@@ -528,7 +528,10 @@ impl Chain {
     ) -> Step {
         let m = &self.modules[i];
         let last = i + 1 == self.modules.len();
-        let outputs = match m.call(ev) {
+        let started = std::time::Instant::now();
+        let called = m.call(ev);
+        crate::metrics::module_call(&self.consumer, &m.name, started.elapsed());
+        let outputs = match called {
             Ok(o) => o,
             Err(e) => {
                 m.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -229,6 +229,18 @@ impl Router {
         format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
+    /// `http://<admin listener>/<path>` (from the `admin listening` log line; needs `[admin]`).
+    pub fn admin_url(&self, path: &str) -> String {
+        let logs = self.logs.lock().unwrap();
+        let addr = logs
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "admin listening")
+            .and_then(|v| v["addr"].as_str().map(str::to_string))
+            .expect("the router logged no `admin listening` (is [admin] configured?)");
+        format!("http://{addr}{path}")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }

@@ -554,7 +554,10 @@ pub fn change_events(
                 id: commit_id.clone(),
                 seq: pos.seq,
             }),
-            trace: None,
+            trace: Some(crate::tracectx::from_commit(
+                &format!("{}/{commit_id}", t.source),
+                pos.seq,
+            )),
             consent: BTreeMap::new(),
             attributes: take(&mut attributes, last),
         });

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod config;
 pub mod mapping;
+pub mod monitor;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod stream;
@@ -372,6 +373,7 @@ pub async fn append_retry(
         match log.append(events).await {
             Ok(appended) => {
                 let dups = appended.iter().filter(|a| a.stream_id.is_none()).count();
+                crate::metrics::ingest_events(source, (appended.len() - dups) as u64, dups as u64);
                 if dups > 0 {
                     tracing::debug!(
                         source,
