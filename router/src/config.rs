@@ -212,6 +212,8 @@ pub enum SourceConfig {
     Http(HttpSourceConfig),
     /// Row changes captured from Postgres by logical replication.
     Postgres(crate::source::postgres::PostgresSourceConfig),
+    /// Row changes captured from MySQL/MariaDB's binlog.
+    Mysql(crate::source::mysql::MysqlSourceConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,7 +396,7 @@ impl Config {
                         }
                     }
                 }
-                SourceConfig::Postgres(_) => {}
+                SourceConfig::Postgres(_) | SourceConfig::Mysql(_) => {}
             }
         }
     }
@@ -472,6 +474,7 @@ impl Config {
             match src {
                 SourceConfig::Http(h) => h.validate(&path, errors),
                 SourceConfig::Postgres(p) => p.validate(&path, errors),
+                SourceConfig::Mysql(m) => m.validate(&path, errors),
             }
         }
     }

@@ -7,5 +7,6 @@ mod support;
 mod cdc;
 mod delivery;
 mod ingest;
+mod mysql;
 mod security;
 mod transforms;
