@@ -230,16 +230,18 @@ async fn mysql_insert_update_delete_with_before_after_rules_and_soft_delete() {
         f.next().unwrap().to_string(),
         f.next().unwrap().parse::<u64>().unwrap(),
     );
-    eventually(
-        Duration::from_secs(10),
-        "position at the binlog end",
-        || {
-            let p = stored_position(&redis).unwrap();
-            let ok = p["file"] == file.as_str() && p["pos"] == pos;
-            async move { ok.then_some(()) }
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = stored_position(&redis).unwrap();
+        if p["file"] == file.as_str() && p["pos"] == pos {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stored position {p} is not the binlog's end {file}:{pos}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 const TYPED_DDL: &str = "CREATE TABLE typed (

@@ -17,6 +17,8 @@ pub struct ServerInfo {
     pub version: String,
     pub mariadb: bool,
     pub server_id: u32,
+    /// Binlog events carry a CRC32 (`binlog_checksum` is not NONE).
+    pub checksum: bool,
 }
 
 /// A captured table, resolved against the catalog.
@@ -50,7 +52,7 @@ pub async fn check_server(
     let row: Option<Row> = conn
         .query_first(
             "SELECT @@version, CAST(@@global.log_bin AS CHAR), @@global.binlog_format, \
-             @@global.binlog_row_image, CAST(@@global.server_id AS CHAR)",
+             @@global.binlog_row_image, CAST(@@global.server_id AS CHAR), @@global.binlog_checksum",
         )
         .await
         .map_err(SessionError::from_my)?;
@@ -61,6 +63,7 @@ pub async fn check_server(
     let format = text(&row, 2).unwrap_or_default();
     let image = text(&row, 3).unwrap_or_default();
     let server_id: u32 = text(&row, 4).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let checksum = !text(&row, 5).unwrap_or_default().eq_ignore_ascii_case("NONE");
     let mariadb = version.to_ascii_lowercase().contains("mariadb");
     let problems = server_problems(&log_bin, &format, &image, server_id, ctx.cfg.server_id);
     if !problems.is_empty() {
@@ -74,6 +77,7 @@ pub async fn check_server(
         version,
         mariadb,
         server_id,
+        checksum,
     })
 }
 

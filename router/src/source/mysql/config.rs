@@ -386,6 +386,35 @@ key_columns = ["id"]
         );
     }
 
+    /// The commented example in config/switchyard.toml parses and validates.
+    #[test]
+    fn reference_config_example() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/switchyard.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut block = String::new();
+        let mut inside = false;
+        for line in text.lines() {
+            if line.starts_with("# [sources.shop]") {
+                inside = true;
+            }
+            if inside {
+                let Some(l) = line.strip_prefix('#') else {
+                    break;
+                };
+                block.push_str(l.strip_prefix(' ').unwrap_or(l));
+                block.push('\n');
+            }
+        }
+        let block = block.replace("${SHOP_DB_PASSWORD}", "pw");
+        let c = parse(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert_eq!(c.server_id, 4242);
+        assert_eq!(c.tables[0].rules.len(), 1);
+        let mut e = Vec::new();
+        c.validate("sources.shop", &mut e);
+        // The CA file of the example does not exist here; everything else is valid.
+        assert!(e.iter().all(|e| e.path == "sources.shop.url" && e.message.contains("db-ca.pem")), "{e:?}");
+    }
+
     #[test]
     fn table_names() {
         assert_eq!(split_table_name("a").unwrap(), (None, "a".into()));

@@ -53,6 +53,8 @@ struct Txn {
 struct State {
     tables: HashMap<(String, String), (usize, Arc<TableMapping>)>,
     file: String,
+    /// A format description event was read: the reader strips checksums from here on.
+    seen_fde: bool,
     txn: Option<Txn>,
     last_gtid: Option<String>,
     pending: Vec<Event>,
@@ -157,6 +159,7 @@ pub async fn stream(
             })
             .collect(),
         file: start.file.clone(),
+        seen_fde: false,
         txn: None,
         last_gtid: start.gtid.clone(),
         pending: Vec::new(),
@@ -287,9 +290,16 @@ async fn handle(
         return Ok(()); // other MariaDB events: annotate, checkpoint, GTID list
     };
     match kind {
+        EventType::FORMAT_DESCRIPTION_EVENT => st.seen_fde = true,
         EventType::ROTATE_EVENT => {
             let r: RotateEvent<'_> = ev.read_event().map_err(|e| bad("rotate", e))?;
-            st.file = r.name().into_owned();
+            let mut name = r.name_raw().to_vec();
+            // The first (artificial) rotate comes before any format
+            // description, so the reader does not know to strip its CRC32.
+            if !st.seen_fde && server.checksum && name.len() > 4 {
+                name.truncate(name.len() - 4);
+            }
+            st.file = String::from_utf8_lossy(&name).into_owned();
             if st.txn.is_none() {
                 st.commit(r.position());
             }
