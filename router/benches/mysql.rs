@@ -155,12 +155,16 @@ fn cpu_secs(pid: u32) -> f64 {
 fn mysqlbinlog(db: &MariaDb, file: &str, pos: &str, verbose: bool) -> f64 {
     let t = Instant::now();
     let mut cmd = Command::new("mysqlbinlog");
-    cmd.args(["--no-defaults", "--read-from-remote-server", "--host=127.0.0.1"])
-        .arg(format!("--port={}", db.port))
-        .arg(format!("--user={CDC_USER}"))
-        .arg(format!("--password={CDC_PASSWORD}"))
-        .arg(format!("--start-position={pos}"))
-        .arg("--to-last-log");
+    cmd.args([
+        "--no-defaults",
+        "--read-from-remote-server",
+        "--host=127.0.0.1",
+    ])
+    .arg(format!("--port={}", db.port))
+    .arg(format!("--user={CDC_USER}"))
+    .arg(format!("--password={CDC_PASSWORD}"))
+    .arg(format!("--start-position={pos}"))
+    .arg("--to-last-log");
     if verbose {
         cmd.arg("--verbose");
     }

@@ -63,7 +63,9 @@ pub async fn check_server(
     let format = text(&row, 2).unwrap_or_default();
     let image = text(&row, 3).unwrap_or_default();
     let server_id: u32 = text(&row, 4).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let checksum = !text(&row, 5).unwrap_or_default().eq_ignore_ascii_case("NONE");
+    let checksum = !text(&row, 5)
+        .unwrap_or_default()
+        .eq_ignore_ascii_case("NONE");
     let mariadb = version.to_ascii_lowercase().contains("mariadb");
     let problems = server_problems(&log_bin, &format, &image, server_id, ctx.cfg.server_id);
     if !problems.is_empty() {
@@ -225,7 +227,7 @@ pub async fn table_columns(
 ) -> Result<Vec<(String, ColKind)>, SessionError> {
     let rows: Vec<Row> = conn
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS \
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (db, name),
         )
@@ -255,6 +257,7 @@ pub async fn table_columns(
             let kind = ColKind::from_catalog(
                 &text(r, 1).unwrap_or_default(),
                 &text(r, 2).unwrap_or_default(),
+                &text(r, 3).unwrap_or_default(),
                 json_checked.contains(&col),
             );
             (col, kind)

@@ -389,7 +389,8 @@ key_columns = ["id"]
     /// The commented example in config/switchyard.toml parses and validates.
     #[test]
     fn reference_config_example() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/switchyard.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/switchyard.toml");
         let text = std::fs::read_to_string(path).unwrap();
         let mut block = String::new();
         let mut inside = false;
@@ -412,7 +413,11 @@ key_columns = ["id"]
         let mut e = Vec::new();
         c.validate("sources.shop", &mut e);
         // The CA file of the example does not exist here; everything else is valid.
-        assert!(e.iter().all(|e| e.path == "sources.shop.url" && e.message.contains("db-ca.pem")), "{e:?}");
+        assert!(
+            e.iter()
+                .all(|e| e.path.starts_with("sources.shop.url") && e.message.contains("db-ca.pem")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -162,7 +162,12 @@ impl SessionError {
         use mysql_async::Error as E;
         match &e {
             E::Server(s) => match s.code {
-                ER_ACCESS_DENIED | ER_DBACCESS_DENIED | ER_BAD_DB => {
+                ER_DBACCESS_DENIED => SessionError::Fatal(anyhow::anyhow!(
+                    "MySQL refused the source's connection: {} (error {}); the source's user needs \
+                     GRANT SELECT ON the url's database (or on each captured table in it)",
+                    s.message, s.code
+                )),
+                ER_ACCESS_DENIED | ER_BAD_DB => {
                     SessionError::Fatal(anyhow::anyhow!(
                         "MySQL refused the source's connection: {} (error {}); check the url's user, password and database",
                         s.message, s.code

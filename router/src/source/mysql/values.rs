@@ -54,13 +54,18 @@ pub enum ColKind {
         pad: Option<usize>,
     },
     Bit,
-    Text,
+    /// Character data; `latin1`: the column's character set is latin1
+    /// (MySQL's latin1 is cp1252), other sets are read as UTF-8.
+    Text {
+        latin1: bool,
+    },
 }
 
 impl ColKind {
-    /// From information_schema's `DATA_TYPE` and `COLUMN_TYPE`; `json`: the
-    /// column has a `json_valid(col)` check (MariaDB's JSON alias).
-    pub fn from_catalog(data_type: &str, column_type: &str, json: bool) -> ColKind {
+    /// From information_schema's `DATA_TYPE`, `COLUMN_TYPE` and
+    /// `CHARACTER_SET_NAME`; `json`: the column has a `json_valid(col)`
+    /// check (MariaDB's JSON alias).
+    pub fn from_catalog(data_type: &str, column_type: &str, charset: &str, json: bool) -> ColKind {
         let dt = data_type.to_ascii_lowercase();
         let unsigned = column_type.to_ascii_lowercase().contains("unsigned");
         match dt.as_str() {
@@ -90,7 +95,9 @@ impl ColKind {
             }
             "bit" => ColKind::Bit,
             _ if json => ColKind::Json,
-            _ => ColKind::Text,
+            _ => ColKind::Text {
+                latin1: charset.eq_ignore_ascii_case("latin1"),
+            },
         }
     }
 }
@@ -135,6 +142,21 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(H[(b & 15) as usize] as char);
     }
     s
+}
+
+/// cp1252 bytes 0x80–0x9F (MySQL's latin1); the rest is ISO-8859-1.
+const CP1252_HIGH: [char; 32] = [
+    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}',
+    '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+];
+
+fn latin1(b: &[u8]) -> String {
+    b.iter()
+        .map(|&c| match c {
+            0x80..=0x9f => CP1252_HIGH[(c - 0x80) as usize],
+            c => c as char,
+        })
+        .collect()
 }
 
 fn text_or_hex(b: &[u8]) -> Value {
@@ -302,6 +324,8 @@ fn binlog_scalar(kind: &ColKind, v: &MyValue) -> Value {
             serde_json::from_slice(b).unwrap_or_else(|_| text_or_hex(b))
         }
         (ColKind::Binary { pad }, MyValue::Bytes(b)) => Value::String(padded_hex(b, *pad)),
+        // The binlog carries text in the column's character set.
+        (ColKind::Text { latin1: true }, MyValue::Bytes(b)) => Value::String(latin1(b)),
         (_, MyValue::Bytes(b)) => text_or_hex(b),
     }
 }
@@ -355,7 +379,8 @@ pub fn text_to_json(kind: &ColKind, v: &MyValue) -> Value {
         ColKind::Json => serde_json::from_slice(b).unwrap_or_else(|_| text_or_hex(b)),
         ColKind::Binary { pad } => Value::String(padded_hex(b, *pad)),
         ColKind::Bit => Value::Number(be_uint(b).into()),
-        ColKind::Text => text_or_hex(b),
+        // The connection's character set (utf8mb4) is used for results.
+        ColKind::Text { .. } => text_or_hex(b),
     }
 }
 
@@ -374,26 +399,30 @@ mod tests {
     #[test]
     fn kinds_from_catalog() {
         assert_eq!(
-            ColKind::from_catalog("bigint", "bigint(20) unsigned", false),
+            ColKind::from_catalog("bigint", "bigint(20) unsigned", "", false),
             ColKind::Int {
                 unsigned: true,
                 bytes: 8
             }
         );
         assert_eq!(
-            ColKind::from_catalog("longtext", "longtext", true),
+            ColKind::from_catalog("longtext", "longtext", "utf8mb4", true),
             ColKind::Json
         );
         assert_eq!(
-            ColKind::from_catalog("longtext", "longtext", false),
-            ColKind::Text
+            ColKind::from_catalog("longtext", "longtext", "utf8mb4", false),
+            ColKind::Text { latin1: false }
         );
         assert_eq!(
-            ColKind::from_catalog("enum", "enum('a','b''c','d\\\\e')", false),
+            ColKind::from_catalog("varchar", "varchar(8)", "latin1", false),
+            ColKind::Text { latin1: true }
+        );
+        assert_eq!(
+            ColKind::from_catalog("enum", "enum('a','b''c','d\\\\e')", "utf8mb4", false),
             ColKind::Enum(vec!["a".into(), "b'c".into(), "d\\e".into()])
         );
         assert_eq!(
-            ColKind::from_catalog("binary", "binary(4)", false),
+            ColKind::from_catalog("binary", "binary(4)", "", false),
             ColKind::Binary { pad: Some(4) }
         );
     }
@@ -503,21 +532,27 @@ mod tests {
             text_to_json(&bin, &MyValue::Bytes(vec![0xde, 0xad, 0, 0])),
             json!("dead0000")
         );
+        let text = ColKind::Text { latin1: false };
         assert_eq!(
-            both(
-                &ColKind::Text,
-                MyValue::Bytes("héllo".as_bytes().to_vec()),
-                "héllo"
-            ),
+            both(&text, MyValue::Bytes("héllo".as_bytes().to_vec()), "héllo"),
             json!("héllo")
         );
         assert_eq!(
-            binlog_to_json(&ColKind::Text, &BinlogValue::Value(MyValue::NULL)),
+            binlog_to_json(&text, &BinlogValue::Value(MyValue::NULL)),
             Value::Null
         );
         assert_eq!(
-            text_to_json(&ColKind::Text, &MyValue::Bytes(vec![0xff])),
+            text_to_json(&text, &MyValue::Bytes(vec![0xff])),
             json!("ff")
+        );
+        // latin1 (cp1252) in the binlog, UTF-8 over the connection.
+        let l1 = ColKind::Text { latin1: true };
+        assert_eq!(
+            binlog_to_json(
+                &l1,
+                &BinlogValue::Value(MyValue::Bytes(vec![b'h', 0xe9, 0x80]))
+            ),
+            text_to_json(&l1, &MyValue::Bytes("hé€".as_bytes().to_vec()))
         );
     }
 }
