@@ -576,3 +576,53 @@ async fn mysql_missing_grants_are_reported() {
     let mut conn = db2.admin().await;
     let _: Vec<String> = conn.query("SELECT 'ok'").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_tls_verify_identity_streams_and_a_wrong_ca_is_named() {
+    let pki = crate::support::tls::Pki::new();
+    let redis = RedisServer::start();
+    let db = MariaDb::start_with(&[
+        &format!("--ssl-cert={}", pki.server_cert().display()),
+        &format!("--ssl-key={}", pki.server_key().display()),
+        &format!("--ssl-ca={}", pki.ca().display()),
+        "--require-secure-transport=ON",
+    ]);
+    db.create_cdc_user();
+    db.sql(ITEMS_DDL);
+    let tls_url = |ca: &std::path::Path| {
+        format!(
+            "{}?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+            db.url(),
+            ca.display()
+        )
+    };
+    let cfg = |url: &str| {
+        format!(
+            "{}{}",
+            base_config(&redis.url()),
+            source_toml(url, &items_toml(false))
+        )
+    };
+    // A CA that did not sign the server's certificate: refused, naming the setting.
+    let (st, err) = run_expecting_exit(&cfg(&tls_url(&pki.other_ca())), Duration::from_secs(30));
+    assert!(!st.success());
+    assert!(
+        err.contains("TLS to MySQL failed") && err.contains("ssl-ca"),
+        "{err}"
+    );
+    // The right CA: both connections (SQL and binlog) work over TLS.
+    let router = Router::start(&cfg(&tls_url(&pki.ca())));
+    wait_streaming(&redis).await;
+    db.sql("INSERT INTO items VALUES (1, 'acct-1', 1, 'x')");
+    let evs = wait_events(
+        &redis,
+        "the insert over TLS",
+        Duration::from_secs(20),
+        |e| !e.is_empty(),
+    )
+    .await;
+    assert_eq!(evs[0].key, Some(json!({"id": 1})), "{}", router.logs());
+    // The server refuses unencrypted TCP connections: both of the source's
+    // connections were TLS.
+    assert_eq!(db.sql("SELECT @@global.require_secure_transport"), "1");
+}

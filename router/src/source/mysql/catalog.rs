@@ -121,10 +121,14 @@ pub async fn current_position(
     ctx: &SourceCtx<'_>,
     _server: &ServerInfo,
 ) -> Result<BinlogPos, SessionError> {
-    let row: Option<Row> = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .map_err(SessionError::from_my)?;
+    let row: Option<Row> = match conn.query_first("SHOW MASTER STATUS").await {
+        // MySQL 8.4 removed the old name.
+        Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
+            .query_first("SHOW BINARY LOG STATUS")
+            .await
+            .map_err(SessionError::from_my)?,
+        r => r.map_err(SessionError::from_my)?,
+    };
     let row = row.ok_or_else(|| {
         SessionError::Fatal(anyhow::anyhow!(
             "{}: SHOW MASTER STATUS returned nothing: the server's binary log is off (start it with --log-bin)",
