@@ -626,3 +626,29 @@ async fn mysql_tls_verify_identity_streams_and_a_wrong_ca_is_named() {
     // connections were TLS.
     assert_eq!(db.sql("SELECT @@global.require_secure_transport"), "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_db_frozen_is_detected_and_resumed() {
+    let redis = RedisServer::start();
+    let db = MariaDb::start();
+    db.create_cdc_user();
+    db.sql(ITEMS_DDL);
+    // heartbeat = 500ms: silence for 5 heartbeats (+1 s) is a dead connection.
+    let router = Router::start(&config(&redis, &db, &items_toml(false)));
+    wait_streaming(&redis).await;
+    db.sql("INSERT INTO items VALUES (1, 'acct-1', 1, 'x')");
+    wait_events(&redis, "first row", Duration::from_secs(20), |e| {
+        e.len() == 1
+    })
+    .await;
+    db.pause();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    db.resume();
+    db.sql("INSERT INTO items VALUES (2, 'acct-1', 2, 'x')");
+    assert_items_exactly_once(&redis, &db).await;
+    assert!(
+        router.logs().contains("no binlog event or heartbeat"),
+        "a silent server is noticed (heartbeats stop):\n{}",
+        router.logs()
+    );
+}

@@ -208,6 +208,23 @@ impl MariaDb {
         )
     }
 
+    /// SIGSTOP: the server stays connected but silent (a frozen host or a
+    /// network partition, as its clients see it).
+    pub fn pause(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let _ = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+    }
+
+    /// SIGCONT after [`MariaDb::pause`].
+    pub fn resume(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let _ = Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status();
+    }
+
     /// SIGKILL (a crash; the next start recovers).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

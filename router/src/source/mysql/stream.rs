@@ -174,7 +174,8 @@ pub async fn stream(
     let source: Arc<str> = Arc::from(ctx.source);
     let max_pending = ctx.cfg.batch_size * 2;
     let silence = ctx.cfg.heartbeat * 5 + Duration::from_secs(1);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_event = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Dropping the set (on error) aborts an append in flight: harmless, its
     // events are re-read and carry the same ids.
@@ -199,12 +200,10 @@ pub async fn stream(
             }
             _ = ctx.shutdown.cancelled() => Step::Shutdown,
             _ = tick.tick() => Step::Tick,
-            next = tokio::time::timeout(silence, binlog.next()), if receiving => match next {
-                Err(_) => return Err(SessionError::Transient(anyhow::anyhow!(
-                    "no binlog event or heartbeat for {silence:?}: the connection is dead"))),
-                Ok(None) => return Err(SessionError::Transient(anyhow::anyhow!("the binlog stream ended"))),
-                Ok(Some(Err(e))) => return Err(my(e)),
-                Ok(Some(Ok(ev))) => Step::Event(ev),
+            next = binlog.next(), if receiving => match next {
+                None => return Err(SessionError::Transient(anyhow::anyhow!("the binlog stream ended"))),
+                Some(Err(e)) => return Err(my(e)),
+                Some(Ok(ev)) => Step::Event(ev),
             },
         };
         match step {
@@ -219,13 +218,26 @@ pub async fn stream(
                 }
             }
             Step::Tick => {
+                // Checked here, not with a timeout around each read: the
+                // loop also wakes for ticks and appends.
+                if !receiving {
+                    // Paused by us (appends behind), not by the server.
+                    last_event = tokio::time::Instant::now();
+                } else if last_event.elapsed() > silence {
+                    return Err(SessionError::Transient(anyhow::anyhow!(
+                        "no binlog event or heartbeat for {silence:?}: the connection is dead"
+                    )));
+                }
                 st.confirm();
                 if st.confirmed != st.stored && inflight.is_empty() && st.pending.is_empty() {
                     store_position(ctx, &st.confirmed).await?;
                     st.stored = st.confirmed.clone();
                 }
             }
-            Step::Event(ev) => handle(ctx, &mut sql, server, &binlog, &mut st, ev).await?,
+            Step::Event(ev) => {
+                last_event = tokio::time::Instant::now();
+                handle(ctx, &mut sql, server, &binlog, &mut st, ev).await?
+            }
             Step::Shutdown => {
                 // Finish what is in flight, append what is pending, store.
                 while let Some(j) = inflight.join_next().await {
@@ -398,7 +410,6 @@ async fn reload(
         "table columns changed; decoding with the new columns from here on");
     let mut m = (*old).clone();
     m.columns = columns;
-    let _ = index;
     st.tables
         .insert((db.to_string(), name.to_string()), (index, Arc::new(m)));
     Ok(())
