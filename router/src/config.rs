@@ -241,6 +241,8 @@ pub enum SourceConfig {
     Http(HttpSourceConfig),
     /// Row changes captured from Postgres by logical replication.
     Postgres(crate::source::postgres::PostgresSourceConfig),
+    /// Row changes captured from MySQL/MariaDB's binlog.
+    Mysql(crate::source::mysql::MysqlSourceConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -468,7 +470,7 @@ impl Config {
                         }
                     }
                 }
-                SourceConfig::Postgres(_) => {}
+                SourceConfig::Postgres(_) | SourceConfig::Mysql(_) => {}
             }
         }
     }
@@ -569,6 +571,7 @@ impl Config {
             match src {
                 SourceConfig::Http(h) => h.validate(&path, errors),
                 SourceConfig::Postgres(p) => p.validate(&path, errors),
+                SourceConfig::Mysql(m) => m.validate(&path, errors),
             }
         }
     }

@@ -613,7 +613,9 @@ async fn ingest(state: &State, req: Request<Incoming>, shutdown: &CancellationTo
         source = tracing::field::Empty,
         trace_id = tracing::field::Empty
     );
-    let result = tracing::Instrument::instrument(ingest_inner(state, req, shutdown, &mut source), span).await;
+    let result =
+        tracing::Instrument::instrument(ingest_inner(state, req, shutdown, &mut source), span)
+            .await;
     match result {
         Ok(v) => {
             let n = |k: &str| v[k].as_u64().unwrap_or(0);

@@ -9,6 +9,7 @@ mod check;
 mod contract;
 mod delivery;
 mod ingest;
+mod mysql;
 mod ops;
 mod redis_loss;
 mod security;

@@ -336,55 +336,15 @@ impl PostgresSourceConfig {
                     "is false and the table has no rules: it would emit nothing".into(),
                 );
             }
-            for (j, r) in t.rules.iter().enumerate() {
-                let rp = format!("{tp}.rules[{j}]");
-                if r.when_changed.is_empty() {
-                    err(
-                        format!("{rp}.when_changed"),
-                        "list at least one column or pattern".into(),
-                    );
-                }
-                for (k, pat) in r.when_changed.iter().enumerate() {
-                    if pat.is_empty() {
-                        err(
-                            format!("{rp}.when_changed[{k}]"),
-                            "must not be empty".into(),
-                        );
-                    } else if let Err(e) = globset::Glob::new(pat) {
-                        err(
-                            format!("{rp}.when_changed[{k}]"),
-                            format!("invalid pattern: {e}"),
-                        );
-                    }
-                }
-                match Template::parse(&r.topic) {
-                    Err(e) => err(format!("{rp}.topic"), e),
-                    Ok(tpl) => {
-                        if let Some(e) = tpl.literal_error() {
-                            err(format!("{rp}.topic"), e);
-                        }
-                    }
-                }
-                // Only operations the user wrote are checked: the default fits the table.
-                let ops = r.ops.as_deref().unwrap_or_default();
-                if r.ops.is_some() && ops.is_empty() {
-                    err(format!("{rp}.ops"), "list at least one operation".into());
-                }
-                for (k, op) in ops.iter().enumerate() {
-                    if matches!(op, Op::Event | Op::Snapshot) {
-                        err(
-                            format!("{rp}.ops[{k}]"),
-                            format!("`{op}` has no changed columns; use insert, update, delete, soft_delete or restore"),
-                        );
-                    }
-                    if matches!(op, Op::SoftDelete | Op::Restore) && t.soft_delete_column.is_none()
-                    {
-                        err(
-                            format!("{rp}.ops[{k}]"),
-                            format!("`{op}` needs `soft_delete_column` on the table"),
-                        );
-                    }
-                }
+            let mut rule_errors = Vec::new();
+            crate::source::cdc_rules::validate_rules(
+                &tp,
+                &t.rules,
+                t.soft_delete_column.is_some(),
+                &mut rule_errors,
+            );
+            for e in rule_errors {
+                err(e.path, e.message);
             }
         }
     }

@@ -2,18 +2,20 @@
 //! soft deletes, deterministic ids.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
-use crate::event::{self, Commit, Event, Op};
+use crate::event::{Commit, Event, Op};
 
 use super::config::TableConfig;
 use super::pgoutput::{Datum, Lsn, OldTuple, Relation, Tuple};
 use super::values;
+pub use crate::source::cdc_rules::{
+    compile_rules, retain_valid_topics, topics_for, Rule, Template, Vars, BUILTIN_VARS,
+};
 
 /// Namespace of CDC event ids (UUIDv5).
 pub const ID_NAMESPACE: uuid::Uuid =
@@ -37,134 +39,6 @@ pub fn snapshot_id(slot: &str, table: &str, key: &Value, sub: usize) -> String {
         format!("{slot}/snapshot/{table}/{key}/{sub}").as_bytes(),
     )
     .to_string()
-}
-
-/// A topic template: literal text and `{name}` placeholders.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Template {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Lit(String),
-    Var(String),
-}
-
-/// Placeholders that are not columns.
-pub const BUILTIN_VARS: [&str; 4] = ["op", "table", "schema", "source"];
-
-impl Template {
-    pub fn parse(s: &str) -> Result<Template, String> {
-        if s.is_empty() {
-            return Err("topic template must not be empty".into());
-        }
-        let mut parts = Vec::new();
-        let mut lit = String::new();
-        let mut it = s.chars();
-        while let Some(c) = it.next() {
-            match c {
-                '{' => {
-                    let mut name = String::new();
-                    let mut closed = false;
-                    for c in it.by_ref() {
-                        match c {
-                            '}' => {
-                                closed = true;
-                                break;
-                            }
-                            '{' => return Err(format!("`{s}`: nested `{{` in a placeholder")),
-                            c => name.push(c),
-                        }
-                    }
-                    if !closed {
-                        return Err(format!("`{s}`: `{{` without a closing `}}`"));
-                    }
-                    let name = name.trim().to_owned();
-                    if name.is_empty() {
-                        return Err(format!("`{s}`: empty placeholder `{{}}`"));
-                    }
-                    if !lit.is_empty() {
-                        parts.push(Part::Lit(std::mem::take(&mut lit)));
-                    }
-                    parts.push(Part::Var(name));
-                }
-                '}' => return Err(format!("`{s}`: `}}` without an opening `{{`")),
-                c => lit.push(c),
-            }
-        }
-        if !lit.is_empty() {
-            parts.push(Part::Lit(lit));
-        }
-        Ok(Template { parts })
-    }
-
-    /// The literal text has a character no topic may contain (a config
-    /// error: every rendered topic would be refused).
-    pub fn literal_error(&self) -> Option<String> {
-        self.parts.iter().find_map(|p| match p {
-            Part::Lit(l) => l.chars().find(|c| !event::topic_char(*c)).map(|c| {
-                format!(
-                    "the text `{l}` has {c:?}, which no topic may contain (topics {})",
-                    event::TOPIC_RULE
-                )
-            }),
-            Part::Var(_) => None,
-        })
-    }
-
-    /// Column names the template reads (built-ins excluded).
-    pub fn columns(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Var(v) if !BUILTIN_VARS.contains(&v.as_str()) => Some(v.as_str()),
-            _ => None,
-        })
-    }
-
-    /// Render: built-ins from `vars`, columns from `row`. A NULL renders as
-    /// `null`, a column with no known value as `unknown`.
-    pub fn render<'v>(&self, vars: &Vars<'_>, row: &dyn Fn(&str) -> Option<&'v Value>) -> String {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Lit(l) => out.push_str(l),
-                Part::Var(v) => match v.as_str() {
-                    "op" => out.push_str(vars.op.as_str()),
-                    "table" => out.push_str(vars.table),
-                    "schema" => out.push_str(vars.schema),
-                    "source" => out.push_str(vars.source),
-                    col => match row(col) {
-                        Some(v) => push_value(&mut out, v),
-                        None => out.push_str("unknown"),
-                    },
-                },
-            }
-        }
-        out
-    }
-}
-
-pub struct Vars<'a> {
-    pub op: Op,
-    pub table: &'a str,
-    pub schema: &'a str,
-    pub source: &'a str,
-}
-
-fn push_value(out: &mut String, v: &Value) {
-    match v {
-        Value::String(s) => out.push_str(s),
-        Value::Null => out.push_str("null"),
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// A compiled rule.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub matcher: GlobSet,
-    pub topic: Template,
-    pub ops: Vec<Op>,
 }
 
 /// Everything needed to turn one table's changes into events.
@@ -197,18 +71,7 @@ impl TableMapping {
         key_columns: Vec<String>,
         cfg: &TableConfig,
     ) -> Result<TableMapping, String> {
-        let mut rules = Vec::new();
-        for r in &cfg.rules {
-            let mut b = GlobSetBuilder::new();
-            for p in &r.when_changed {
-                b.add(Glob::new(p).map_err(|e| e.to_string())?);
-            }
-            rules.push(Rule {
-                matcher: b.build().map_err(|e| e.to_string())?,
-                topic: Template::parse(&r.topic)?,
-                ops: r.ops_for(cfg.soft_delete_column.is_some()),
-            });
-        }
+        let rules = compile_rules(&cfg.rules, cfg.soft_delete_column.is_some())?;
         Ok(TableMapping {
             source: source.to_owned(),
             slot: slot.to_owned(),
@@ -472,42 +335,21 @@ pub fn change_events(
         source: &t.source,
     };
 
-    let mut topics: Vec<(usize, String)> = Vec::new();
-    if t.emit_default {
-        topics.push((0, t.topic.render(&vars, &lookup)));
-    }
-    for (i, r) in t.rules.iter().enumerate() {
-        if r.ops.contains(&op) && changed.iter().any(|c| r.matcher.is_match(c)) {
-            topics.push((i + 1, r.topic.render(&vars, &lookup)));
-        }
-    }
-    // A topic made from column values must obey the event contract like any
-    // other. One that does not is not written (the row's other events are,
-    // and the source goes on: it must not stall on one row); it is logged
-    // with the source, table, key and template, and counted. The topic
-    // itself is not logged: it is made of column values.
-    topics.retain(|(sub, topic)| {
-        if event::valid_topic(topic) {
-            return true;
-        }
-        let n = t.invalid_topics.fetch_add(1, Ordering::Relaxed) + 1;
-        let template = match sub {
-            0 => "topic".to_string(),
-            i => format!("rules[{}].topic", i - 1),
-        };
-        tracing::warn!(
-            source = %t.source,
-            table = %t.qualified,
-            key = %key,
-            account = %account_id,
-            template = %template,
-            topic_len = topic.len(),
-            dropped_for_table = n,
-            "CDC event not written: its topic, made from column values, is not a valid topic ({}); fix the row or the template",
-            event::TOPIC_RULE
-        );
-        false
-    });
+    let mut topics = topics_for(
+        t.emit_default.then_some(&t.topic),
+        &t.rules,
+        &vars,
+        &changed,
+        &lookup,
+    );
+    retain_valid_topics(
+        &mut topics,
+        &t.source,
+        &t.qualified,
+        &key,
+        &account_id,
+        &t.invalid_topics,
+    );
 
     let n = topics.len();
     let commit_id = pos.commit_lsn.to_string();
@@ -725,7 +567,10 @@ mod tests {
         assert_eq!(topics, ["customer.email_changed"]);
         // Its id is the one the rule's event always has (sub 1).
         assert_eq!(evs[0].id, change_id("slot1", Lsn(0x16B3748), 3, 1));
-        assert_eq!(t.invalid_topics.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            t.invalid_topics.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         // Too long counts too.
         cols[2] = Col::Text(Box::leak("b".repeat(300).into_boxed_str()));
         let evs = change_events(
@@ -737,7 +582,10 @@ mod tests {
             &pos(4, &["id".into()]),
         );
         assert_eq!(evs.len(), 1);
-        assert_eq!(t.invalid_topics.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            t.invalid_topics.load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
     }
 
     #[test]
