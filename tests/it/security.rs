@@ -621,7 +621,15 @@ max_attempts = 3
             pki.ca().display()
         )),
     );
-    let router = Router::start_logging(&cfg, "trace");
+    // A bare `trace` is the router's own level (other crates stay at warn,
+    // `log_filter.rs`): name every crate that handles tokens, passwords or
+    // payloads, so their trace output is scanned too.
+    let router = Router::start_logging(
+        &cfg,
+        "trace,hyper=trace,hyper_util=trace,h2=trace,reqwest=trace,rustls=trace,\
+         tokio_rustls=trace,tokio_postgres=trace,postgres_protocol=trace,\
+         pgwire_replication=trace,redis=trace",
+    );
     let https = pki.https_client();
     let post = |token: &str, body: String| {
         https
