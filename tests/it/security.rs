@@ -621,7 +621,15 @@ max_attempts = 3
             pki.ca().display()
         )),
     );
-    let router = Router::start_logging(&cfg, "trace");
+    // A bare level is the router's own; name the crates that see tokens,
+    // passwords and payloads so they log at trace too (only the WebAssembly
+    // compiler stays quiet, as it would for an operator).
+    let router = Router::start_logging(
+        &cfg,
+        "trace,hyper=trace,hyper_util=trace,h2=trace,reqwest=trace,rustls=trace,\
+         tokio_rustls=trace,tokio_postgres=trace,postgres_protocol=trace,\
+         pgwire_replication=trace,redis=trace",
+    );
     let https = pki.https_client();
     let post = |token: &str, body: String| {
         https
