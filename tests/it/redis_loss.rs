@@ -209,3 +209,82 @@ async fn status_says_which_partitions_have_no_group_or_an_unknown_lag() {
     let without: Vec<u64> = with_events[1..].to_vec();
     assert_eq!(s["partitions_without_group"], json!(without), "{s}");
 }
+
+/// While running, a partition count in Redis that disagrees (another
+/// deployment wrote it after Redis lost its data) stops appends and
+/// readiness until it agrees again: nothing is written with the wrong
+/// partitioning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disagreeing_partition_count_found_while_running_stops_appends() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    post(&router, 0, 5).await;
+    let mut c = redis.conn();
+    let _: () = redis::cmd("HSET")
+        .arg("sy:meta")
+        .arg("partitions")
+        .arg(4)
+        .query(&mut c)
+        .unwrap();
+    let client = reqwest::Client::new();
+    let body = eventually(Duration::from_secs(10), "ingest refused", || {
+        let req = client
+            .post(router.url("/v1/events"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"id": "late", "topic": "t", "account_id": "1"}))
+            .send();
+        async move {
+            let r = req.await.ok()?;
+            (r.status().is_server_error()).then_some(r.text().await.ok()?)
+        }
+    })
+    .await;
+    assert!(body.contains("4 partitions"), "{body}");
+    let r = client.get(router.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("4 partitions"));
+    assert!(
+        router.logs().contains("refusing to append"),
+        "{}",
+        router.logs()
+    );
+    // Found within a second (log::META_CHECK_INTERVAL; an append in that
+    // second may still go through); from then on nothing is written.
+    let total = |c: &mut redis::Connection| -> u64 {
+        (0..8)
+            .map(|p| {
+                redis::cmd("XLEN")
+                    .arg(format!("sy:log:{{p{p}}}"))
+                    .query::<u64>(c)
+                    .unwrap()
+            })
+            .sum()
+    };
+    let before = total(&mut c);
+    for i in 0..5 {
+        let r = client
+            .post(router.url("/v1/events"))
+            .bearer_auth(TOKEN)
+            .json(
+                &json!({"id": format!("refused-{i}"), "topic": "t", "account_id": format!("{i}")}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_server_error(), "{}", r.status());
+    }
+    assert_eq!(
+        total(&mut c),
+        before,
+        "nothing written while the count disagrees"
+    );
+
+    // Agreeing again, it appends again.
+    let _: () = redis::cmd("HSET")
+        .arg("sy:meta")
+        .arg("partitions")
+        .arg(8)
+        .query(&mut c)
+        .unwrap();
+    post(&router, 5, 1).await;
+}

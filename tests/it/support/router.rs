@@ -175,7 +175,9 @@ impl Router {
                 l.lock().unwrap().push(line);
             }
         });
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // Start-up compiles modules that are not in the compile cache yet:
+        // seconds each in the dev build, longer on a loaded machine.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let (addr, tls) = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
             Err(_) => {
