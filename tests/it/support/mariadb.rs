@@ -24,19 +24,26 @@ pub struct MariaDb {
     extra: Vec<String>,
 }
 
-/// A data dir initialised once per process (install takes a few seconds).
+/// A data dir initialised once (install takes a few seconds), kept in
+/// cargo's target tmp dir and reused by later runs; built in a temp dir and
+/// renamed into place, so concurrent test binaries never see half of one.
 fn template() -> &'static Path {
     static T: OnceLock<PathBuf> = OnceLock::new();
     T.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("sy-mariadb-template-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let data = dir.join("data");
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let data = root.join("mariadb-template");
+        if data.join("mysql").is_dir() {
+            return data;
+        }
+        std::fs::create_dir_all(&root).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("mariadb-template-")
+            .tempdir_in(&root)
+            .unwrap();
+        let fresh = tmp.path().join("data");
         let out = Command::new("mariadb-install-db")
             .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--datadir={}", fresh.display()))
             .args([
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
@@ -49,6 +56,13 @@ fn template() -> &'static Path {
             "mariadb-install-db failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+        // Another process may have won the race: then use its copy.
+        let _ = std::fs::rename(&fresh, &data);
+        assert!(
+            data.join("mysql").is_dir(),
+            "no MariaDB template at {}",
+            data.display()
         );
         data
     })
