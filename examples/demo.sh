@@ -43,8 +43,10 @@ export SWITCHYARD_LOG_FORMAT=json
 PIDS+=($!)
 ADDR=""
 # First start compiles the modules (cached afterwards): allow up to 2 minutes.
+# The listener is up at once (/healthz 200, /readyz 503); `ready` is logged
+# when the modules are loaded and delivery runs.
 for _ in $(seq 1200); do
-  ADDR=$(grep -o '"message":"listening","addr":"[^"]*"' "$WORK/router.log" 2>/dev/null | sed 's/.*"addr":"\([^"]*\)"/\1/' || true)
+  ADDR=$(grep -o '"message":"ready","addr":"[^"]*"' "$WORK/router.log" 2>/dev/null | sed 's/.*"addr":"\([^"]*\)"/\1/' || true)
   [ -n "$ADDR" ] && break; sleep 0.1
 done
 [ -n "$ADDR" ] || { echo "router did not start:"; cat "$WORK/router.log"; exit 1; }

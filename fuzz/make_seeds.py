@@ -3,7 +3,7 @@
 and a few near-miss inputs per target). Re-run after changing an input
 format; `cargo test -p switchyard --lib fuzzing::tests::seeds` checks that
 every seed satisfies its target's invariants."""
-import json, os, struct
+import gzip, json, os, struct
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
 
@@ -13,10 +13,11 @@ def write(target, name, data):
     with open(os.path.join(d, name), "wb") as f:
         f.write(data if isinstance(data, bytes) else data.encode())
 
-# ingest_body: selector byte (bits 0-2 content type, 3-5 batch limit, 6 traceparent) + body
+# ingest_body: selector byte (bits 0-2 content type, 3-5 batch limit, 6 traceparent, 7 gzip) + body
 JSON, NDJSON, TEXT = 0, 1, 5
 B16, B1000 = 5 << 3, 7 << 3
 TRACE = 0x40
+GZIP = 0x80
 full = {"id": "ord-1", "topic": "customer.banner-a.email_changed", "account_id": "42", "op": "update",
         "key": {"id": 42}, "before": {"email": "a@x.com", "n": 1}, "after": {"email": "b@x.com", "n": 1.5},
         "occurred_at": "2026-11-23T09:00:00.5+01:00", "consent": {"email": "granted", "sms": "denied"},
@@ -32,6 +33,12 @@ write("ingest_body", "invalid_fields", bytes([JSON | B16]) + json.dumps(
     [{"topic": "has space", "account_id": 1}, {"topic": "t"}, {"topic": "t", "account_id": "1", "acount": 1},
      {"topic": "t", "account_id": "1", "occurred_at": "yesterday"}]).encode())
 write("ingest_body", "text_plain", bytes([TEXT]) + b'{"topic":"t","account_id":"1"}')
+write("ingest_body", "identifiers", bytes([JSON | B16]) + json.dumps(
+    [{"topic": "t", "account_id": "42\n2026-01-01 INFO forged\u001b[2J"}, {"topic": "t", "account_id": 1.0},
+     {"topic": "t", "account_id": -7, "key": {"id\u0000": 1}, "attributes": {"a\r": "b"}}]).encode())
+write("ingest_body", "gzip_array", bytes([JSON | B16 | GZIP]) + gzip.compress(json.dumps(
+    [full, {"topic": "t", "account_id": 7}]).encode(), mtime=0))
+write("ingest_body", "gzip_not_gzip", bytes([NDJSON | B16 | GZIP]) + json.dumps(full).encode())
 
 # pgoutput: one message each (protocol version 1)
 def cstr(s): return s.encode() + b"\0"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine with Rust:
-# redis-server (+ redis-tools), PostgreSQL 15 server binaries, curl, and the
+# redis-server (+ redis-tools), PostgreSQL 15 server binaries, MariaDB (mariadb-server, with mysqlbinlog:
+# the MySQL source's tests and bench), curl, and the
 # wasm32-wasip2 Rust target. Idempotent; quiet when everything is present.
 set -euo pipefail
 
@@ -14,6 +15,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ! -x /usr/lib/postgresql/15/bin/postgres ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+command -v mysqlbinlog >/dev/null 2>&1 || missing+=(mariadb-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   $SUDO apt-get update -qq

@@ -24,11 +24,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-// The integration-test harness, shared (its modules call `super::free_port`).
+// The integration-test harness, shared (its modules call `super::free_port`
+// and name `super::tls::Pki` for their TLS-only variants).
 #[path = "../../tests/it/support/postgres.rs"]
 mod pgserver;
 #[path = "../../tests/it/support/redis.rs"]
 mod redisserver;
+#[path = "../../tests/it/support/tls.rs"]
+mod tls;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,6 +1,8 @@
-//! The `switchyard run` runtime: binds the listener, starts sources and
+//! The `switchyard run` runtime: binds the listener (healthy at once, ready
+//! once start-up is done), compiles module chains, starts sources and
 //! consumers, reloads transform chains (file watch, SIGHUP, `POST
-//! /admin/reload`) and shuts down gracefully on SIGTERM/SIGINT.
+//! /admin/reload`) and shuts down gracefully on SIGTERM/SIGINT, also during
+//! start-up.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,11 +17,17 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::log::{Log, LogError};
-use crate::server::{self, Admin, State};
+use crate::server::{self, Admin, Startup, State};
 use crate::source::http::Auth;
 use crate::transform::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
 
 /// Run the router until `shutdown` is cancelled. `config_path` is re-read on reload.
+///
+/// Start-up order: Redis (a partition mismatch or a bad certificate refuses
+/// to start before anything listens) → the listener, serving `/healthz` at
+/// once and `/readyz` = 503 "starting: …" → module chains compiled on a
+/// thread of their own (a cold cache takes seconds per module; SIGTERM
+/// meanwhile abandons it and exits) → delivery, sources, admin → ready.
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
@@ -34,9 +42,8 @@ pub async fn run(
             tracing::warn!(error = %e, "Redis is not reachable yet; ingest answers 503 until it is")
         }
     }
+    let meta_guard = log.spawn_meta_guard(shutdown.clone());
     let auth = Auth::from_config(&config)?;
-    let engine = TransformEngine::new(EngineLimits::default(), config.transforms.cache_dir())
-        .context("starting the WebAssembly engine")?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
@@ -50,8 +57,63 @@ pub async fn run(
         )?)),
         None => None,
     };
+    let state = Arc::new(State {
+        log: log.clone(),
+        auth,
+        server: config.server.clone(),
+        admin: std::sync::OnceLock::new(),
+        startup: Startup::starting("starting: compiling modules"),
+    });
+    // The listener stops on shutdown, or when start-up fails.
+    let stop_listener = shutdown.child_token();
+    let tls_on = tls.is_some();
+    let server = tokio::spawn(server::serve(
+        listener,
+        tls,
+        state.clone(),
+        stop_listener.clone(),
+    ));
+    tracing::info!(addr = %addr, tls = tls_on, "listening");
 
-    let delivery = Arc::new(Delivery::start(&config, &log, &shutdown, &engine)?);
+    // Compiling is blocking and may take long: a thread of its own, which
+    // SIGTERM abandons (the process exits without waiting for it; the
+    // compile cache writes whole files by rename, so nothing half-written
+    // is ever read).
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (cfg, handle) = (config.clone(), tokio::runtime::Handle::current());
+    std::thread::Builder::new()
+        .name("startup-compile".into())
+        .spawn(move || {
+            let _rt = handle.enter();
+            let r = TransformEngine::new(EngineLimits::default(), cfg.transforms.cache_dir())
+                .context("starting the WebAssembly engine")
+                .and_then(|engine| Delivery::load(&cfg, &engine));
+            let _ = tx.send(r);
+        })
+        .context("starting the start-up thread")?;
+    let loaded = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = rx => Some(r.map_err(|_| anyhow::anyhow!("the start-up thread died"))?),
+    };
+    let consumers = match loaded {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            stop_listener.cancel();
+            let _ = server.await;
+            meta_guard.abort();
+            return Err(e);
+        }
+        None => {
+            tracing::info!(
+                "shutdown requested during start-up; stopping before delivery and sources start"
+            );
+            let _ = server.await;
+            tracing::info!("stopped");
+            return Ok(());
+        }
+    };
+
+    let delivery = Arc::new(Delivery::spawn(consumers, &log, &shutdown));
     let fatal = crate::source::FatalError::default();
     let watcher = match spawn_watcher(delivery.chains()) {
         Ok(w) => Some(w),
@@ -74,21 +136,18 @@ pub async fn run(
         crate::admin_listener::start(a, &config, &log, &delivery, Some(admin.clone()), &shutdown)
             .await?;
     }
-    tracing::info!(addr = %addr, tls = tls.is_some(), "listening");
+    let _ = state.admin.set(admin);
+    state.startup.ready();
+    tracing::info!(addr = %addr, "ready");
 
-    let state = Arc::new(State {
-        log: log.clone(),
-        auth,
-        server: config.server.clone(),
-        admin: Some(admin),
-    });
-    server::serve(listener, tls, state, shutdown.clone()).await;
+    let _ = server.await;
     let sources = std::mem::take(&mut *runtime.sources.lock().unwrap());
     for s in sources {
         let _ = s.await;
     }
     drop(runtime);
     delivery.join().await;
+    let _ = meta_guard.await;
     tracing::info!("stopped");
     if let Some(e) = fatal.lock().unwrap().take() {
         anyhow::bail!("{e}");
@@ -186,17 +245,12 @@ impl Admin for Runtime {
     }
 
     fn token_ok(&self, authorization: Option<&str>, peer_is_loopback: bool) -> bool {
-        use subtle::ConstantTimeEq;
         match &self.admin_token {
             // Without an admin token, admin routes answer only on loopback.
             None => peer_is_loopback,
             Some(t) => {
-                let presented = authorization
-                    .and_then(|h| h.strip_prefix("Bearer "))
-                    .unwrap_or("");
-                let a = <sha2::Sha256 as sha2::Digest>::digest(presented.as_bytes());
-                let b = <sha2::Sha256 as sha2::Digest>::digest(t.expose().as_bytes());
-                bool::from(a.ct_eq(&b))
+                crate::token::check(authorization, [&crate::token::TokenDigest::of(t.expose())])
+                    .is_ok()
             }
         }
     }

@@ -119,6 +119,22 @@ pub struct ServerConfig {
     /// `Retry-After` (seconds) sent with 503 while Redis is unreachable.
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u64,
+    /// Longest time from a request's first byte to the end of its headers;
+    /// the connection is closed after it (slow-header clients).
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time from the end of a request's headers to the end of its
+    /// body; 408 and the connection is closed after it.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A connection with no request in progress and nothing received for
+    /// this long is closed (keep-alive, or never used).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; at the limit the listener stops
+    /// accepting until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Bearer token for `/admin/*` (status, reload). Unset: admin routes answer loopback only.
     #[serde(default)]
     pub admin_token: Option<Secret>,
@@ -142,6 +158,10 @@ impl Default for ServerConfig {
             max_batch: default_max_batch(),
             shutdown_grace: default_grace(),
             retry_after_secs: default_retry_after(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
             admin_token: None,
             tls: None,
         }
@@ -221,6 +241,8 @@ pub enum SourceConfig {
     Http(HttpSourceConfig),
     /// Row changes captured from Postgres by logical replication.
     Postgres(crate::source::postgres::PostgresSourceConfig),
+    /// Row changes captured from MySQL/MariaDB's binlog.
+    Mysql(crate::source::mysql::MysqlSourceConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +273,18 @@ fn default_grace() -> Duration {
 }
 fn default_retry_after() -> u64 {
     1
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(75)
+}
+fn default_max_connections() -> usize {
+    512
 }
 fn default_redis_url() -> ConnUrl {
     ConnUrl::new("redis://127.0.0.1:6379")
@@ -308,6 +342,26 @@ impl Config {
         Config::from_toml(&text, base).map_err(|errors| ConfigErrors { file, errors })
     }
 
+    /// Like [`Config::load`], but also hands back the config when it
+    /// deserialized and only failed validation (so `switchyard check` can
+    /// go on to load the modules and report everything at once).
+    pub fn load_all(path: &Path) -> (Option<Config>, ConfigErrors) {
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let errors = vec![ConfigError::new(
+                    "",
+                    format!("cannot read the config file: {e}"),
+                )];
+                return (None, ConfigErrors { file, errors });
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let (config, errors) = Config::parse_all(&text, base, &|k| std::env::var(k).ok());
+        (config, ConfigErrors { file, errors })
+    }
+
     /// Parse a config from TOML text; relative file paths resolve against `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
         Self::from_toml_with_env(text, base, &|k| std::env::var(k).ok())
@@ -318,17 +372,34 @@ impl Config {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<ConfigError>> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            let loc = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            vec![ConfigError::new("", format!("invalid TOML{loc}: {msg}"))]
-        })?;
+        match Config::parse_all(text, base, env) {
+            (Some(c), errors) if errors.is_empty() => Ok(c),
+            (_, errors) => Err(errors),
+        }
+    }
+
+    /// Every error of `text`, and the config itself when it deserialized
+    /// (validation errors do not drop it).
+    fn parse_all(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Option<Config>, Vec<ConfigError>) {
+        let mut table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = e.message().to_string();
+                let loc = e
+                    .span()
+                    .map(|s| {
+                        let line = text[..s.start].matches('\n').count() + 1;
+                        format!(" (line {line})")
+                    })
+                    .unwrap_or_default();
+                let err = ConfigError::new("", format!("invalid TOML{loc}: {msg}"));
+                return (None, vec![err]);
+            }
+        };
 
         let mut errors = Vec::new();
         for (k, v) in table.iter_mut() {
@@ -352,16 +423,12 @@ impl Config {
                 let path = e.path().to_string();
                 let path = if path == "." { String::new() } else { path };
                 errors.push(ConfigError::new(path, e.into_inner().message().to_string()));
-                return Err(errors);
+                return (None, errors);
             }
         };
         config.resolve_paths(base);
         config.validate(&mut errors);
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        (Some(config), errors)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -403,7 +470,7 @@ impl Config {
                         }
                     }
                 }
-                SourceConfig::Postgres(_) => {}
+                SourceConfig::Postgres(_) | SourceConfig::Mysql(_) => {}
             }
         }
     }
@@ -419,6 +486,27 @@ impl Config {
         if self.server.max_batch == 0 {
             errors.push(ConfigError::new(
                 "server.max_batch",
+                "must be greater than 0",
+            ));
+        }
+        for (path, d) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.body_read_timeout", self.server.body_read_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+        ] {
+            if d.is_zero() {
+                errors.push(ConfigError::new(
+                    path,
+                    "must be greater than 0 (e.g. \"10s\")",
+                ));
+            }
+        }
+        if self.server.max_connections == 0 {
+            errors.push(ConfigError::new(
+                "server.max_connections",
                 "must be greater than 0",
             ));
         }
@@ -483,6 +571,7 @@ impl Config {
             match src {
                 SourceConfig::Http(h) => h.validate(&path, errors),
                 SourceConfig::Postgres(p) => p.validate(&path, errors),
+                SourceConfig::Mysql(m) => m.validate(&path, errors),
             }
         }
     }
@@ -725,6 +814,31 @@ mod tests {
         assert_eq!(c.log.retention, Duration::from_secs(30 * 86400));
         assert_eq!(c.log.idempotency_window, Duration::from_secs(86400));
         assert_eq!(c.server.max_body, 1024 * 1024);
+    }
+
+    #[test]
+    fn listener_limits_have_defaults_and_must_be_positive() {
+        let c = load("").unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.server.max_connections, 512);
+        let errs = load(
+            "[server]\nheader_read_timeout = \"0s\"\nbody_read_timeout = \"0s\"\n\
+             idle_timeout = \"0s\"\nmax_connections = 0\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.header_read_timeout",
+                "server.body_read_timeout",
+                "server.idle_timeout",
+                "server.max_connections"
+            ],
+            "{errs:?}"
+        );
     }
 
     #[test]

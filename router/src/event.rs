@@ -200,6 +200,24 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Longest topic.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+/// The topic rule of the event contract, as said in errors.
+pub const TOPIC_RULE: &str = "must be 1-256 characters of letters, digits, '.', '_' or '-'";
+
+/// Whether `c` may appear in a topic.
+pub fn topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._-".contains(c)
+}
+
+/// Whether `topic` obeys the event contract ([`TOPIC_RULE`]). Every entry
+/// into the log or into a module chain checks it: HTTP ingest, CDC topic
+/// templates rendered from column values, events that modules emit.
+pub fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && topic.len() <= MAX_TOPIC_LEN && topic.chars().all(topic_char)
+}
+
 /// Whether `s` is a syntactically valid W3C traceparent (version 00).
 pub fn valid_traceparent(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();

@@ -9,7 +9,7 @@
 //!
 //! | target | input | invariant |
 //! |---|---|---|
-//! | [`ingest_body`] | 1 selector byte (content type, batch limit, traceparent) + a `POST /v1/events` body | a 415/400/413 names what is wrong; an accepted event is valid (topic, id, account_id rules, `changed`), and survives MessagePack (the log) and JSON (what consumers get) and the WIT record (what modules get) unchanged |
+//! | [`ingest_body`] | 1 selector byte (content type, batch limit, traceparent, gzip) + a `POST /v1/events` body | a 415/400/413 names what is wrong; a gzip body decodes to at most the limit, or is a 400 "not valid gzip" / 413 "once decompressed"; an accepted event is valid (topic, id, account_id rules, no control characters in identifiers, a numeric account id is an integer in decimal, `changed`), and survives MessagePack (the log) and JSON (what consumers get) and the WIT record (what modules get) unchanged |
 //! | [`pgoutput`] | one pgoutput message | a decoded message re-encodes to the same length and decodes to the same value; every strict prefix is an error; errors say `pgoutput: …` |
 //! | [`config`] | TOML text | a loaded config validates clean again; every error has a message, and a path that starts at a key the text has (or, for syntax errors, a line in the text) |
 //! | [`event_decode`] | 1 version byte + a MessagePack body | unknown versions say "upgrade"; a decoded event re-encodes and decodes to the same value, serialises to JSON, and crosses the WIT boundary unchanged |
@@ -36,6 +36,9 @@ const CONTENT_TYPES: [Option<&str>; 8] = [
     None,
 ];
 
+/// The decompressed-size limit of gzip bodies in [`ingest_body`].
+pub const GZIP_LIMIT: u64 = 64 * 1024;
+
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// A fixed "now", so failures reproduce.
@@ -48,7 +51,8 @@ fn now() -> DateTime<Utc> {
 ///
 /// Selector byte: bits 0–2 content type, bits 3–5 batch limit
 /// (1, 2, 3, 4, 8, 16, 64, 1000), bit 6 a valid traceparent (else junk),
-/// bit 7 unused.
+/// bit 7 `Content-Encoding: gzip` (decoded with a limit of [`GZIP_LIMIT`]
+/// bytes before it is parsed).
 pub fn ingest_body(data: &[u8]) {
     let Some((&sel, body)) = data.split_first() else {
         return;
@@ -70,6 +74,28 @@ pub fn ingest_body(data: &[u8]) {
         }
     };
     let body = Bytes::copy_from_slice(body);
+    let body = if sel & 0x80 == 0 {
+        body
+    } else {
+        match http::decode_body(http::Encoding::Gzip, body, GZIP_LIMIT) {
+            Ok(b) => {
+                assert!(b.len() as u64 <= GZIP_LIMIT, "decoded {} bytes", b.len());
+                b
+            }
+            Err(r) => {
+                assert!(r.field.is_none(), "{r:?}");
+                match r.status {
+                    400 => assert!(r.message.contains("not valid gzip"), "{r:?}"),
+                    413 => assert!(
+                        r.message.contains("once decompressed (server.max_body)"),
+                        "{r:?}"
+                    ),
+                    _ => panic!("a gzip body is 400 or 413: {r:?}"),
+                }
+                return;
+            }
+        }
+    };
     let items = match http::split_body(format, &body, max_batch) {
         Ok(items) => items,
         Err(r) => {
@@ -92,8 +118,18 @@ pub fn ingest_body(data: &[u8]) {
             "label {label} at {i}"
         );
         let sent_changed = v.get("changed").is_some_and(|c| !c.is_null());
+        let sent_number = v.get("account_id").and_then(|a| a.as_number()).cloned();
         match http::to_event(&label, v, "web", Some(trace), now()) {
-            Ok(ev) => check_accepted(&ev, sent_changed, trace),
+            Ok(ev) => {
+                if let Some(n) = sent_number {
+                    assert!(
+                        n.is_i64() || n.is_u64(),
+                        "non-integer account id {n} accepted"
+                    );
+                    assert_eq!(ev.account_id, n.to_string());
+                }
+                check_accepted(&ev, sent_changed, trace)
+            }
             Err(r) => {
                 assert_eq!(r.status, 400, "{r:?}");
                 assert!(!r.message.is_empty(), "{r:?}");
@@ -118,6 +154,23 @@ fn check_accepted(ev: &Event, sent_changed: bool, trace: &str) {
     assert!(!ev.topic.is_empty() && ev.topic.len() <= 256 && ok_chars(&ev.topic, "._-"));
     assert!(!ev.id.is_empty() && ev.id.len() <= 128 && ok_chars(&ev.id, "._:-"));
     assert!(!ev.account_id.is_empty(), "{ev:?}");
+    // Identifiers never hold control characters (they reach log lines).
+    let no_controls = |s: &str| assert!(http::control_char(s).is_none(), "{s:?} in {ev:?}");
+    no_controls(&ev.account_id);
+    if let Some(serde_json::Value::String(k)) = &ev.key {
+        no_controls(k);
+    }
+    if let Some(serde_json::Value::Object(cols)) = &ev.key {
+        for (c, v) in cols {
+            no_controls(c);
+            if let Some(v) = v.as_str() {
+                no_controls(v);
+            }
+        }
+    }
+    ev.changed.iter().for_each(|c| no_controls(c));
+    ev.consent.keys().for_each(|c| no_controls(c));
+    ev.attributes.keys().for_each(|k| no_controls(k));
     assert_eq!(ev.source, "web");
     assert_eq!(ev.ingested_at, now());
     assert!(ev.commit.is_none());
@@ -316,6 +369,13 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
     fn cfg(cases: u32) -> ProptestConfig {
         ProptestConfig {
             cases,
@@ -353,6 +413,8 @@ mod tests {
         let account = prop_oneof![
             "[0-9a-z]{1,8}".prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
+            Just(json!(1.0)),
+            "[a-z]{0,3}[\\x00-\\x1f\\x7f][a-z]{0,3}".prop_map(Value::from),
             json_leaf()
         ];
         let id = prop_oneof![
@@ -436,11 +498,25 @@ mod tests {
             } else {
                 events[0].to_string().into_bytes()
             };
-            // Content type: an NDJSON or JSON one matching the body, other bits random.
+            // Content type: an NDJSON or JSON one matching the body, other bits random;
+            // with bit 7 (gzip) the body is gzipped.
             let ct = if ndjson { 1 } else { 0 };
             let mut input = vec![(sel & !7) | ct];
-            input.extend_from_slice(&body);
+            if sel & 0x80 == 0 {
+                input.extend_from_slice(&body);
+            } else {
+                input.extend_from_slice(&gzip(&body));
+            }
             ingest_body(&input);
+        }
+
+        #[test]
+        fn gzip_bodies_decode_exactly_up_to_the_limit(data in prop::collection::vec(any::<u8>(), 0..4096),
+                                                       max in 0u64..5000) {
+            match http::decode_body(http::Encoding::Gzip, Bytes::from(gzip(&data)), max) {
+                Ok(b) => prop_assert!(b == data && data.len() as u64 <= max),
+                Err(r) => prop_assert!(r.status == 413 && data.len() as u64 > max, "{:?}", r),
+            }
         }
 
         #[test]

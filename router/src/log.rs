@@ -207,7 +207,15 @@ struct Inner {
     retention: Duration,
     idem_window: Duration,
     timeout: Duration,
+    /// The partition count `<ns>:meta` holds when it disagrees with ours
+    /// (found after start, e.g. another deployment wrote it after Redis lost
+    /// its data): appends are refused while it does.
+    mismatch: std::sync::Mutex<Option<u32>>,
 }
+
+/// How often a running router makes sure `<ns>:meta` is still there
+/// ([`Log::spawn_meta_guard`]).
+pub const META_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Handle to the log. Cheap to clone.
 #[derive(Clone)]
@@ -231,6 +239,7 @@ impl Log {
                 retention: config.log.retention,
                 idem_window: config.log.idempotency_window,
                 timeout: config.redis.timeout,
+                mismatch: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -267,7 +276,13 @@ impl Log {
                     .set_max_delay(Duration::from_secs(1));
                 let mut conn =
                     ConnectionManager::new_with_config(inner.client.clone(), cfg).await?;
-                check_meta(&mut conn, &inner.keys, inner.partitions).await?;
+                let (_, existing) = check_meta(&mut conn, &inner.keys, inner.partitions).await?;
+                if existing != inner.partitions {
+                    return Err(LogError::PartitionMismatch {
+                        existing,
+                        configured: inner.partitions,
+                    });
+                }
                 Ok::<_, LogError>(conn)
             })
             .await?;
@@ -289,11 +304,80 @@ impl Log {
             .await?)
     }
 
-    /// Whether Redis answers a PING now.
+    /// Whether Redis answers a PING now (and `<ns>:meta` agrees with us).
     pub async fn ping(&self) -> Result<(), LogError> {
+        self.refuse_on_mismatch()?;
         let mut c = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut c).await?;
         Ok(())
+    }
+
+    fn refuse_on_mismatch(&self) -> Result<(), LogError> {
+        match *self.inner.mismatch.lock().unwrap() {
+            Some(existing) => Err(LogError::PartitionMismatch {
+                existing,
+                configured: self.inner.partitions,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Keep the partition-count guard in place while the router runs: every
+    /// [`META_CHECK_INTERVAL`], write `<ns>:meta` if it is missing (Redis
+    /// restarted without its data: the check at start ran against a Redis
+    /// that is gone) and compare it. A count that disagrees (another
+    /// deployment wrote it first) makes appends fail with
+    /// [`LogError::PartitionMismatch`] until it agrees again. Appends also
+    /// write it if missing (see [`Log::append_checked`]).
+    pub fn spawn_meta_guard(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(META_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Ok(mut conn) = log.conn().await else {
+                    continue; // not connected yet: conn() checks meta when it connects
+                };
+                let inner = &log.inner;
+                match check_meta(&mut conn, &inner.keys, inner.partitions).await {
+                    Ok((written, existing)) => {
+                        if written {
+                            tracing::warn!(key = %inner.keys.meta(), partitions = inner.partitions,
+                                "the partition count was missing from Redis (did it restart without its data?); wrote it again");
+                        }
+                        log.note_meta(existing);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "checking the partition count failed"),
+                }
+            }
+        })
+    }
+
+    /// Record what `<ns>:meta` says; log when agreement changes.
+    fn note_meta(&self, existing: u32) {
+        let inner = &self.inner;
+        let mut m = inner.mismatch.lock().unwrap();
+        let now = (existing != inner.partitions).then_some(existing);
+        if now != *m {
+            match now {
+                Some(existing) => tracing::error!(
+                    error = %LogError::PartitionMismatch { existing, configured: inner.partitions },
+                    "refusing to append"
+                ),
+                None => tracing::info!(
+                    partitions = inner.partitions,
+                    "the partition count in Redis agrees again"
+                ),
+            }
+            *m = now;
+        }
     }
 
     /// Append events. Events of one account are appended in slice order. On
@@ -315,6 +399,7 @@ impl Log {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.refuse_on_mismatch()?;
         let inner = &self.inner;
         // Group by partition, keeping order within each partition.
         let mut by_part: Vec<Vec<usize>> = vec![Vec::new(); inner.partitions as usize];
@@ -333,6 +418,13 @@ impl Log {
         let version = FORMAT_VERSION.to_string();
 
         let mut pipe = redis::pipe();
+        // First, the partition count if it is missing (Redis lost its data
+        // since start): the first write after such a restart puts the guard
+        // back, before any event (same connection, in order).
+        pipe.cmd("HSETNX")
+            .arg(inner.keys.meta())
+            .arg("partitions")
+            .arg(inner.partitions);
         let mut calls: Vec<(u32, &[usize])> = Vec::new();
         for (p, idxs) in by_part.iter().enumerate() {
             for chunk in idxs.chunks(SCRIPT_CHUNK) {
@@ -360,14 +452,23 @@ impl Log {
             }
         }
         let mut conn = self.conn().await?;
-        let replies: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
-        if replies.len() != calls.len() {
+        let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        if replies.len() != calls.len() + 1 {
             return Err(LogError::Protocol(format!(
                 "expected {} replies, got {}",
-                calls.len(),
+                calls.len() + 1,
                 replies.len()
             )));
         }
+        if replies.remove(0) == Value::Int(1) {
+            tracing::warn!(key = %inner.keys.meta(), partitions = inner.partitions,
+                "the partition count was missing from Redis (did it restart without its data?); wrote it again");
+        }
+        let replies = replies
+            .into_iter()
+            .map(redis::from_redis_value::<Vec<String>>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LogError::Protocol(format!("append script reply: {e}")))?;
         let mut out: Vec<Option<Appended>> = vec![None; events.len()];
         for ((p, chunk), reply) in calls.into_iter().zip(replies) {
             if reply.len() != chunk.len() {
@@ -397,12 +498,14 @@ impl Log {
     }
 }
 
+/// Write the partition count to `<ns>:meta` unless it is there; returns
+/// whether it was written now and the count it holds.
 async fn check_meta(
     conn: &mut ConnectionManager,
     keys: &Keys,
     partitions: u32,
-) -> Result<(), LogError> {
-    let (_, existing): (i64, u32) = redis::pipe()
+) -> Result<(bool, u32), LogError> {
+    let (written, existing): (i64, u32) = redis::pipe()
         .cmd("HSETNX")
         .arg(keys.meta())
         .arg("partitions")
@@ -412,13 +515,7 @@ async fn check_meta(
         .arg("partitions")
         .query_async(conn)
         .await?;
-    if existing != partitions {
-        return Err(LogError::PartitionMismatch {
-            existing,
-            configured: partitions,
-        });
-    }
-    Ok(())
+    Ok((written == 1, existing))
 }
 
 /// Decode one stream entry (fields `v`, `t`, `e`) into an event.

@@ -59,7 +59,8 @@ enum Command {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
-    /// Check a config file; prints every error with its TOML path.
+    /// Check a config file: prints every error with its TOML path, including
+    /// modules that do not load or whose `init` refuses their config.
     Check {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
@@ -187,16 +188,17 @@ enum ConsumerAction {
 }
 
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // A bare level is the router's; other crates stay at warn unless named.
+    let filter = switchyard::log_filter::filter(std::env::var("SWITCHYARD_LOG").ok().as_deref());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(switchyard::logging::ansi());
     if std::env::var("SWITCHYARD_LOG_FORMAT").as_deref() == Ok("json") {
         b.json().flatten_event(true).init();
     } else {
-        b.init();
+        // Values escaped: a client's newline or ESC cannot forge a line.
+        b.fmt_fields(switchyard::logging::EscapedFields).init();
     }
 }
 
@@ -210,6 +212,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    switchyard::panic::install_hook();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,7 +220,9 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         let result: anyhow::Result<()> = match cli.command {
             Command::Check { config } => {
-                return match Config::load(&config) {
+                // Loads every module (compiling it, blocking): off the async workers.
+                return match tokio::task::block_in_place(|| switchyard::cli::check::check(&config))
+                {
                     Ok(_) => {
                         println!("{}: ok", config.display());
                         ExitCode::SUCCESS

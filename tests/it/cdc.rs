@@ -203,6 +203,86 @@ async fn insert_update_delete_with_before_after_changed_rules_and_soft_delete() 
     assert_eq!(ids.len(), evs.len());
 }
 
+/// A rule without `ops` on a table without `soft_delete_column` is valid
+/// (its default ops fit the table); a topic rendered from a column value
+/// that breaks the topic rule is not written, is logged with the source,
+/// table and key, and does not stop the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_rule_ops_fit_the_table_and_invalid_rendered_topics_are_dropped_visibly() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    pg.sql(CUSTOMERS_DDL);
+    let router = start_router(
+        &redis,
+        &pg,
+        r#"
+[[sources.crm.tables]]
+table = "public.customers"
+topic = "customer.{banner}.{op}"
+account_column = "account_id"
+
+[[sources.crm.tables.rules]]
+when_changed = ["email"]
+topic = "customer.email_changed"
+"#,
+    );
+    wait_slot(&pg).await;
+
+    pg.sql("INSERT INTO customers VALUES (1, 'acct-1', 'banner-a', 'a@x.com', false, false, 'bio', NULL)");
+    pg.sql("INSERT INTO customers VALUES (2, 'acct-2', 'bad banner', 'b@x.com', false, false, 'bio', NULL)");
+    pg.sql("UPDATE customers SET email = 'c@x.com' WHERE id = 2");
+    pg.sql("UPDATE customers SET email = 'd@x.com' WHERE id = 1");
+    pg.sql("INSERT INTO customers VALUES (3, 'acct-3', 'banner-c', 'e@x.com', false, false, 'bio', NULL)");
+
+    let evs = wait_events(&redis, "the last insert", Duration::from_secs(20), |e| {
+        e.iter().any(|e| e.topic == "customer.banner-c.insert")
+    })
+    .await;
+    let mut got: Vec<(String, String)> = evs
+        .iter()
+        .map(|e| (e.account_id.clone(), e.topic.clone()))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("acct-1", "customer.banner-a.insert"),
+        ("acct-1", "customer.banner-a.update"),
+        ("acct-1", "customer.email_changed"),
+        ("acct-2", "customer.email_changed"),
+        ("acct-3", "customer.banner-c.insert"),
+    ]
+    .iter()
+    .map(|(a, t)| (a.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    for e in &evs {
+        assert!(switchyard::event::valid_topic(&e.topic), "{}", e.topic);
+    }
+
+    // Both of row 2's default-topic events were dropped visibly.
+    let dropped: Vec<serde_json::Value> = router
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("CDC event not written"))
+        })
+        .collect();
+    assert_eq!(dropped.len(), 2, "{}", router.logs());
+    for (i, v) in dropped.iter().enumerate() {
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["source"], "crm");
+        assert_eq!(v["table"], "public.customers");
+        assert_eq!(v["key"], r#"{"id":2}"#);
+        assert_eq!(v["account"], "acct-2");
+        assert_eq!(v["template"], "topic");
+        assert_eq!(v["dropped_for_table"], i as u64 + 1);
+        // The topic is made of column values: not logged.
+        assert!(!v.to_string().contains("bad banner"), "{v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn types_map_to_json() {
     let redis = RedisServer::start();

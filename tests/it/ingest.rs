@@ -547,3 +547,282 @@ async fn tail_prints_matching_events_as_json_lines() {
     assert_eq!(lines[1]["data"]["n"], 2);
     assert_eq!(lines[0]["log"]["partition"], partition_for("1", PARTITIONS));
 }
+
+async fn post_with(
+    r: &Router,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut req = client()
+        .post(r.url("/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(body).send().await.unwrap()
+}
+
+fn ids_of(body: &Value) -> Vec<String> {
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 11, item 4: a retry of a body without ids created second copies.
+/// With `Idempotency-Key`, ids derive from the key, the source and the
+/// element's index, so the retry is reported as duplicates and not written.
+#[tokio::test]
+async fn idempotency_key_makes_a_retry_without_ids_a_duplicate() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let batch = json!([
+        {"topic": "order.placed", "account_id": "31", "data": {"n": 1}},
+        {"topic": "order.placed", "account_id": "32", "data": {"n": 2}},
+        {"id": "own-id-1", "topic": "order.placed", "account_id": "31"},
+    ])
+    .to_string();
+    let key = [("idempotency-key", "checkout-8841")];
+    let first = post_with(&router, &key, batch.clone()).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["accepted"], 3, "{first}");
+    let ids = ids_of(&first);
+    assert_eq!(ids[2], "own-id-1", "an explicit id is kept");
+
+    let second: Value = post_with(&router, &key, batch.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["accepted"], 0, "{second}");
+    assert_eq!(second["duplicates"], 3);
+    assert_eq!(ids_of(&second), ids);
+    for (a, b) in first["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(second["events"].as_array().unwrap())
+    {
+        assert_eq!(b["duplicate"], true, "{second}");
+        assert_eq!(a["stream_id"], b["stream_id"]);
+    }
+    assert_eq!(total_entries(&redis), 3);
+
+    // Another key, or the same body without a key, is new.
+    let other: Value = post_with(
+        &router,
+        &[("idempotency-key", "checkout-8842")],
+        batch.clone(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(other["accepted"], 2, "{other}");
+    assert_eq!(other["duplicates"], 1, "own-id-1 again: {other}");
+    let none: Value = post_with(&router, &[], batch).await.json().await.unwrap();
+    assert_eq!(none["accepted"], 2, "{none}");
+    assert_eq!(total_entries(&redis), 7);
+
+    // A key that is not 1-255 visible ASCII characters is a 400 naming the header.
+    let resp = post_with(&router, &[("idempotency-key", "has space")], "{}").await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["field"],
+        "Idempotency-Key"
+    );
+}
+
+/// Issue 11, item 4: while Redis was paused, ingest answered 503 "nothing was
+/// written", but the events were written once Redis resumed. The 503 now
+/// says the outcome is unknown and how to retry; a retry with the same
+/// Idempotency-Key then finds them.
+#[tokio::test]
+async fn a_503_after_a_timeout_says_the_outcome_is_unknown() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let body =
+        json!({"topic": "order.placed", "account_id": "71", "data": {"total": 5}}).to_string();
+    let key = [("idempotency-key", "paused-redis-1")];
+    // One request first, so the connection to Redis is up.
+    assert_eq!(
+        post_with(&router, &[], "{\"topic\":\"t\",\"account_id\":\"0\"}")
+            .await
+            .status(),
+        202
+    );
+
+    redis.pause();
+    let resp = post_with(&router, &key, body.clone()).await;
+    redis.resume();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let msg = resp.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!msg.contains("nothing was written"), "{msg}");
+    for needle in [
+        "the outcome is unknown",
+        "some or all events may have been written",
+        "same ids",
+        "Idempotency-Key",
+    ] {
+        assert!(msg.contains(needle), "missing `{needle}` in: {msg}");
+    }
+
+    // The request had reached Redis: it ran once Redis resumed.
+    let p = partition_for("71", PARTITIONS);
+    let written = eventually(
+        Duration::from_secs(10),
+        "the timed-out append to run after Redis resumed",
+        || {
+            let evs = read_partition(&redis, p);
+            async move { evs.into_iter().find(|e| e.account_id == "71") }
+        },
+    )
+    .await;
+    let retry = eventually(Duration::from_secs(10), "a 202 for the retry", || {
+        let body = body.clone();
+        let router = &router;
+        async move {
+            let r = post_with(router, &key, body).await;
+            if r.status() == 202 {
+                Some(r.json::<Value>().await.unwrap())
+            } else {
+                None
+            }
+        }
+    })
+    .await;
+    assert_eq!(retry["duplicates"], 1, "{retry}");
+    assert_eq!(retry["events"][0]["id"], written.id.as_str());
+    assert_eq!(
+        read_partition(&redis, p)
+            .iter()
+            .filter(|e| e.account_id == "71")
+            .count(),
+        1
+    );
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// Issue 11, item 7: a gzip body got 400 "not valid JSON", and a plain body
+/// labelled gzip got 202. Now gzip is decoded, with `server.max_body`
+/// applied to the decompressed size, and other encodings are 415.
+#[tokio::test]
+async fn gzip_bodies_are_decoded_and_limited_after_decompression() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    let body = json!([
+        {"topic": "order.placed", "account_id": "g1", "data": {"pad": "x".repeat(5000)}},
+        {"topic": "order.placed", "account_id": "g2"},
+    ])
+    .to_string();
+    let gz = [("content-encoding", "gzip")];
+    let resp = post_with(&router, &gz, gzip(body.as_bytes())).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.json::<Value>().await.unwrap()["accepted"], 2);
+    let stored = read_partition(&redis, partition_for("g1", PARTITIONS));
+    assert_eq!(
+        stored[0].data.as_ref().unwrap()["pad"]
+            .as_str()
+            .unwrap()
+            .len(),
+        5000
+    );
+
+    // A plain body labelled gzip.
+    let resp = post_with(&router, &gz, body.clone()).await;
+    assert_eq!(resp.status(), 400);
+    let msg = resp.json::<Value>().await.unwrap()["error"].to_string();
+    assert!(msg.contains("not valid gzip"), "{msg}");
+
+    // A gzip bomb: 10 MiB of zeros in ~10 KiB, against max_body = 64 KiB.
+    let bomb = gzip(&vec![0u8; 10 << 20]);
+    assert!(bomb.len() < 64 * 1024);
+    let resp = post_with(&router, &gz, bomb).await;
+    assert_eq!(resp.status(), 413);
+    let msg = resp.json::<Value>().await.unwrap()["error"].to_string();
+    assert!(
+        msg.contains("65536 bytes once decompressed (server.max_body)"),
+        "{msg}"
+    );
+
+    // Other encodings: 415 naming the encoding.
+    let resp = post_with(&router, &[("content-encoding", "br")], body.clone()).await;
+    assert_eq!(resp.status(), 415);
+    let msg = resp.json::<Value>().await.unwrap()["error"].to_string();
+    assert!(msg.contains("`br`"), "{msg}");
+    // `identity` is no encoding.
+    let resp = post_with(&router, &[("content-encoding", "identity")], body).await;
+    assert_eq!(resp.status(), 202);
+
+    assert_eq!(total_entries(&redis), 4);
+}
+
+/// Issue 11, items 6 and 9: identifiers with control characters were
+/// accepted (and forged lines in the text log), and `1.0`, `1e0` and `1`
+/// were three accounts.
+#[tokio::test]
+async fn control_characters_and_non_integer_account_ids_are_refused() {
+    let redis = RedisServer::start();
+    let router = Router::start(&base_config(&redis.url()));
+    for (body, field) in [
+        (
+            r#"[{"topic":"t","account_id":"42\n2026-01-01 INFO forged"}]"#,
+            "events[0].account_id",
+        ),
+        (
+            r#"[{"topic":"t","account_id":"a\u0000"}]"#,
+            "events[0].account_id",
+        ),
+        (
+            r#"[{"topic":"t","account_id":"\u001b[2J"}]"#,
+            "events[0].account_id",
+        ),
+        (
+            r#"[{"topic":"t","account_id":"1","attributes":{"k\r":"v"}}]"#,
+            "events[0].attributes",
+        ),
+        (
+            r#"[{"topic":"t","account_id":"1","key":"k\n"}]"#,
+            "events[0].key",
+        ),
+        (
+            r#"[{"topic":"t","account_id":1.0}]"#,
+            "events[0].account_id",
+        ),
+        (
+            r#"[{"topic":"t","account_id":1e0}]"#,
+            "events[0].account_id",
+        ),
+    ] {
+        let resp = post_with(&router, &[], body).await;
+        assert_eq!(resp.status(), 400, "{body}");
+        let b: Value = resp.json().await.unwrap();
+        assert_eq!(b["field"], field, "{body}: {b}");
+    }
+    assert_eq!(total_entries(&redis), 0);
+    // An integer is its decimal text: `1` and `"1"` are one account.
+    let resp = post_with(
+        &router,
+        &[],
+        r#"[{"topic":"t","account_id":1},{"topic":"t","account_id":"1"}]"#,
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+    let evs = read_partition(&redis, partition_for("1", PARTITIONS));
+    assert_eq!(evs.len(), 2);
+    assert!(evs.iter().all(|e| e.account_id == "1"));
+}

@@ -5,8 +5,13 @@
 mod support;
 
 mod cdc;
+mod check;
+mod contract;
 mod delivery;
 mod ingest;
+mod mysql;
 mod ops;
+mod redis_loss;
 mod security;
+mod startup;
 mod transforms;

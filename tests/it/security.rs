@@ -768,3 +768,405 @@ max_attempts = 3
         ],
     );
 }
+
+/// Issue 11, item 8: ingest accepted `Bearer` and `bearer` but not `BEARER`;
+/// admin accepted only `Bearer`. One check now serves both, and the scheme
+/// is case-insensitive (RFC 9110).
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_scheme_is_case_insensitive_on_ingest_and_admin() {
+    let redis = RedisServer::start();
+    let cfg = base_config(&redis.url()).replace(
+        "[redis]",
+        &format!("admin_token = \"{ADMIN_TOKEN}\"\n\n[redis]"),
+    );
+    let router = Router::start(&cfg);
+    let c = reqwest::Client::new();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = c
+            .post(router.url("/v1/events"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .json(&json!({"topic": "t.x", "account_id": "1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "ingest with `{scheme}`");
+        let resp = c
+            .get(router.url("/admin/status"))
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "admin with `{scheme}`");
+    }
+    for bad in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        TOKEN.to_string(),
+    ] {
+        let resp = c
+            .post(router.url("/v1/events"))
+            .header("authorization", &bad)
+            .json(&json!({"topic": "t.x", "account_id": "1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{bad}");
+    }
+}
+
+/// Read from `s` until the peer closes the connection or `within` passes.
+/// Returns what was read and whether the connection was closed.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Read until `needle` has arrived (or the connection closes, or `within`).
+async fn read_until(s: &mut tokio::net::TcpStream, needle: &str, within: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+async fn connect(r: &Router) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(&r.addr).await.unwrap()
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+
+/// Issue 11, item 5: slow headers, bodies that never end and idle
+/// connections were held for 65 s and more. Each is now closed after its
+/// timeout, and an idle connection is not cut by the (shorter) header
+/// timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_headers_stalled_bodies_and_idle_connections_are_closed() {
+    use std::time::Instant;
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let cfg = base_config(&redis.url()).replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\nidle_timeout = \"3s\"",
+    );
+    let router = Router::start(&cfg);
+
+    // Slowloris: one header byte every 300 ms, never finishing the headers.
+    let slowloris = async {
+        let mut s = connect(&router).await;
+        let start = Instant::now();
+        s.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\nx-slow: ")
+            .await
+            .unwrap();
+        loop {
+            if s.write_all(b"a").await.is_err() {
+                break;
+            }
+            let (_, closed) = read_until_closed(&mut s, Duration::from_millis(300)).await;
+            if closed || start.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+        }
+        start.elapsed()
+    };
+    // A chunked body that never ends, and a Content-Length never reached.
+    let stalled = |head: String, part: &'static [u8]| {
+        let router = &router;
+        async move {
+            let mut s = connect(router).await;
+            let start = Instant::now();
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(part).await.unwrap();
+            let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(8)).await;
+            (answer, closed, start.elapsed())
+        }
+    };
+    let chunked = stalled(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        ),
+        b"5\r\n[{\"to\r\n",
+    );
+    let short = stalled(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n"
+        ),
+        b"[{\"topic\":",
+    );
+    // Idle: a connection that sends nothing outlives the header timeout
+    // (it is served at 2 s), then is closed once idle for 3 s.
+    let idle = async {
+        let mut s = connect(&router).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        s.write_all(HEALTHZ).await.unwrap();
+        let answer = read_until(&mut s, "\"ok\"", Duration::from_secs(2)).await;
+        let served = Instant::now();
+        let (_, closed) = read_until_closed(&mut s, Duration::from_secs(8)).await;
+        (answer, closed, served.elapsed())
+    };
+    let (
+        slow,
+        (ch_answer, ch_closed, ch_took),
+        (sh_answer, sh_closed, sh_took),
+        (idle_answer, idle_closed, idle_took),
+    ) = tokio::join!(slowloris, chunked, short, idle);
+
+    assert!(
+        slow < Duration::from_millis(2500),
+        "slowloris held for {slow:?}"
+    );
+    for (answer, closed, took) in [
+        (ch_answer, ch_closed, ch_took),
+        (sh_answer, sh_closed, sh_took),
+    ] {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("server.body_read_timeout"), "{answer}");
+        assert!(closed, "the connection is closed after the 408");
+        assert!(
+            took < Duration::from_millis(2500),
+            "stalled body held for {took:?}"
+        );
+    }
+    assert!(
+        idle_answer.starts_with("HTTP/1.1 200"),
+        "idle connection served at 2 s: {idle_answer}"
+    );
+    assert!(idle_closed, "idle keep-alive connection was not closed");
+    assert!(
+        idle_took > Duration::from_millis(2500) && idle_took < Duration::from_millis(4500),
+        "closed {idle_took:?} after its last request; idle_timeout is 3 s"
+    );
+    // The router still serves.
+    let mut s = connect(&router).await;
+    s.write_all(HEALTHZ).await.unwrap();
+    assert!(read_until(&mut s, "\"ok\"", Duration::from_secs(2))
+        .await
+        .starts_with("HTTP/1.1 200"));
+}
+
+/// Issue 11, item 5: 2,000 idle connections were all accepted. With
+/// `max_connections = 3`, a fourth waits until one of three closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let cfg = base_config(&redis.url()).replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_connections = 3",
+    );
+    let router = Router::start(&cfg);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect(&router).await;
+        s.write_all(HEALTHZ).await.unwrap();
+        let answer = read_until(&mut s, "\"ok\"", Duration::from_secs(2)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        held.push(s); // kept open (keep-alive)
+    }
+    let mut fourth = connect(&router).await;
+    fourth.write_all(HEALTHZ).await.unwrap();
+    let early = read_until(&mut fourth, "\"ok\"", Duration::from_millis(1500)).await;
+    assert_eq!(
+        early, "",
+        "a fourth connection was served while three were open"
+    );
+    drop(held.pop());
+    let answer = read_until(&mut fourth, "\"ok\"", Duration::from_secs(3)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "served once a slot freed: {answer:?}"
+    );
+    let logs = router.logs();
+    assert!(logs.contains("connection limit reached"), "{logs}");
+}
+
+/// Issue 11, item 5: slow and idle connections must not hold shutdown for
+/// the grace period. With a 30 s grace and 60 s timeouts, SIGTERM exits
+/// within seconds; a body still arriving gets 503 (nothing was written).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_not_held_up_by_slow_or_idle_connections() {
+    use std::time::Instant;
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let cfg = base_config(&redis.url()).replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"30s\"\nheader_read_timeout = \"60s\"\nbody_read_timeout = \"60s\"\nidle_timeout = \"60s\"",
+    );
+    let mut router = Router::start(&cfg);
+    let idle = connect(&router).await;
+    let mut partial = connect(&router).await;
+    partial
+        .write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut keep_alive = connect(&router).await;
+    keep_alive.write_all(HEALTHZ).await.unwrap();
+    assert!(
+        read_until(&mut keep_alive, "\"ok\"", Duration::from_secs(2))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut body = connect(&router).await;
+    body.write_all(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n[{{\"topic\":"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let start = Instant::now();
+    let (status, router) = tokio::task::spawn_blocking(move || {
+        let st = router.terminate();
+        (st, router)
+    })
+    .await
+    .unwrap();
+    let took = start.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM took {took:?}; logs:\n{}",
+        router.logs()
+    );
+    let (answer, closed) = read_until_closed(&mut body, Duration::from_secs(2)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("shutting down"), "{answer}");
+    assert!(closed);
+    drop(idle);
+    assert_eq!(total_entries_in(&redis), 0);
+}
+
+fn total_entries_in(redis: &RedisServer) -> usize {
+    read_log(redis, "sy", 8).len()
+}
+
+/// Issue 11, item 6: in the text log format, "event dead-lettered" printed
+/// `account=…` raw, so an account id with a newline forged log lines and one
+/// with ESC wrote terminal escapes; colour codes were written to a pipe too.
+/// HTTP ingest now refuses such ids; CDC rows may still carry them, and the
+/// text log escapes every value.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_logs_escape_client_values_and_have_no_colour_codes() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    pg.sql(CUSTOMERS_DDL);
+    let vendor = Vendor::start().await;
+    vendor.script(|_| Reply::Status(422));
+    let cfg = format!(
+        r#"{}
+[consumers.crm]
+topics = ["customer.*"]
+start = "earliest"
+[consumers.crm.endpoint]
+url = "{}"
+[consumers.crm.retry]
+initial = "10ms"
+max_attempts = 1
+{}"#,
+        base_config(&redis.url()),
+        vendor.url(),
+        pg_source(&pg.url()),
+    );
+    let mut router = Router::start_with_env(&cfg, &[("SWITCHYARD_LOG_FORMAT", "text")]);
+    wait_slot(&pg).await;
+    const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO switchyard::app: forged line";
+    pg.sql(&format!(
+        "INSERT INTO customers VALUES (7, E'acct-7\\n{FORGED}\\x1b[2J', 'b', NULL, NULL)"
+    ));
+    eventually(
+        Duration::from_secs(30),
+        "the CDC event dead-lettered",
+        || {
+            let logs = router.logs();
+            async move { logs.contains("event dead-lettered").then_some(()) }
+        },
+    )
+    .await;
+    assert!(router.terminate().success());
+    let logs = router.logs();
+    assert!(!logs.contains('\u{1b}'), "ESC in the log:\n{logs:?}");
+    let dead: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("event dead-lettered"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{logs}");
+    assert!(
+        dead[0].contains(&format!("account=acct-7\\n{FORGED}\\u{{1b}}[2J")),
+        "{}",
+        dead[0]
+    );
+    let forged: Vec<&str> = logs.lines().filter(|l| l.starts_with(FORGED)).collect();
+    assert!(forged.is_empty(), "forged lines: {forged:?}");
+    // Every line is a real log line: a timestamp, then a level.
+    for l in logs.lines() {
+        let level = l.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            l.starts_with("20") && ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level),
+            "not a log line: {l:?}"
+        );
+    }
+}
+
+/// HTTP/2 sends frames between requests (PING, WINDOW_UPDATE): they must not
+/// start the header deadline, so an HTTP/2 connection is closed by
+/// `idle_timeout` (with GOAWAY), not by the shorter `header_read_timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_connections_are_closed_by_the_idle_timeout() {
+    use std::time::Instant;
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let cfg = base_config(&redis.url()).replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"3s\"",
+    );
+    let router = Router::start(&cfg);
+    let mut s = connect(&router).await;
+    let opened = Instant::now();
+    // Preface, an empty SETTINGS frame; at 1.5 s a PING.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"\0\0\x08\x06\0\0\0\0\0pingpong")
+        .await
+        .unwrap();
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(8)).await;
+    let took = opened.elapsed();
+    let got = got.into_bytes();
+    let ping_ack = b"\0\0\x08\x06\x01\0\0\0\0pingpong";
+    assert!(
+        got.windows(ping_ack.len()).any(|w| w == ping_ack),
+        "no PING ACK at 1.5 s: {got:?}"
+    );
+    assert!(closed);
+    assert!(
+        took > Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "closed after {took:?}; idle_timeout is 3 s"
+    );
+    // GOAWAY (type 7) before the close.
+    assert!(
+        got.windows(4).any(|w| w[3] == 0x07 && w[..3] == [0, 0, 8]),
+        "{got:?}"
+    );
+}

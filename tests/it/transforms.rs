@@ -590,7 +590,13 @@ async fn malformed_modules_are_refused_and_the_router_keeps_serving() {
 
 /// sy_test_escape inside the real router, whose environment holds a secret:
 /// the report the vendor receives shows every attempt denied, and the
-/// test's TCP listener never sees a connection.
+/// test's TCP listener and UDP socket never see the guest. The UDP attempt
+/// used to panic the account's delivery task inside wasmtime-wasi's
+/// synchronous binding ("Cannot start a runtime from within a runtime"):
+/// the event was never delivered nor dead-lettered, the account's next event
+/// waited forever, SIGTERM took the whole grace period and the backtrace
+/// broke the JSON log. Now the account keeps flowing, shutdown is prompt and
+/// every log line is JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_cannot_escape_the_sandbox_of_the_running_router() {
     let redis = RedisServer::start();
@@ -600,16 +606,19 @@ async fn a_module_cannot_escape_the_sandbox_of_the_running_router() {
     std::fs::write(&secret, "sy-file-secret-7f3a").unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
     let modules = module("esc", &wasm("sy_test_escape"), "deadline = \"5s\"");
-    let router = Router::start_with_env(
+    let mut router = Router::start_with_env(
         &(base_config(&redis.url()) + &consumer("esc", &vendor.url(), &modules)),
         &[("SWITCHYARD_SECRET_PROBE", "sy-env-secret-91c2")],
     );
+    let probe = json!({"path": secret.display().to_string(), "env": "SWITCHYARD_SECRET_PROBE",
+                       "tcp": listener.local_addr().unwrap().to_string(),
+                       "udp": udp.local_addr().unwrap().to_string()});
     post(
         &router,
-        json!({"id": "esc1", "topic": "customer.a.updated", "account_id": "1",
-               "data": {"path": secret.display().to_string(), "env": "SWITCHYARD_SECRET_PROBE",
-                        "tcp": listener.local_addr().unwrap().to_string()}}),
+        json!({"id": "esc1", "topic": "customer.a.updated", "account_id": "1", "data": probe}),
     )
     .await;
     let report = eventually(Duration::from_secs(20), "the escape report", || async {
@@ -631,6 +640,7 @@ async fn a_module_cannot_escape_the_sandbox_of_the_running_router() {
         "write_next_to_path",
         "env_var",
         "tcp_connect",
+        "udp_send",
         "dns_lookup",
         "spawn_process",
     ] {
@@ -641,6 +651,10 @@ async fn a_module_cannot_escape_the_sandbox_of_the_running_router() {
         report["tcp_connect"]["error"],
         "Permission denied (os error 2)"
     );
+    assert_eq!(
+        report["udp_send"]["error"],
+        "Permission denied (os error 2)"
+    );
     assert_eq!(report["env_vars"]["count"], 0, "{report:#}");
     assert!(!dir.path().join("secret.txt.escaped").exists());
     assert_eq!(
@@ -648,4 +662,238 @@ async fn a_module_cannot_escape_the_sandbox_of_the_running_router() {
         std::io::ErrorKind::WouldBlock,
         "the guest reached the test's listener"
     );
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        udp.recv_from(&mut buf).map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the guest's datagram reached the test's UDP socket"
+    );
+
+    // The account's next event flows (the same probe again: same result).
+    post(
+        &router,
+        json!({"id": "esc2", "topic": "customer.a.updated", "account_id": "1", "data": probe}),
+    )
+    .await;
+    let second = eventually(
+        Duration::from_secs(20),
+        "the account's next event",
+        || async {
+            vendor
+                .requests()
+                .into_iter()
+                .find(|r| r.key == "esc2")
+                .map(|r| r.body)
+        },
+    )
+    .await;
+    assert_eq!(
+        second["udp_send"]["error"],
+        "Permission denied (os error 2)"
+    );
+
+    // SIGTERM is acted on at once, and the log is JSON throughout.
+    let t = std::time::Instant::now();
+    let st = router.terminate();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
+    let logs = router.logs();
+    for line in logs.lines() {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "a log line that is not JSON: {line:?}\n{logs}"
+        );
+    }
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// Guest code runs off the async workers: while modules of one consumer sit
+/// at their 10 s deadline (more of them than the machine has cores), ingest
+/// answers and another consumer's events go out at once, and SIGTERM does
+/// not wait for the stuck calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_at_their_deadline_stall_neither_ingest_nor_other_consumers() {
+    let redis = RedisServer::start();
+    let slow_vendor = Vendor::start().await;
+    let fast_vendor = Vendor::start().await;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cfg = base_config(&redis.url())
+        + &consumer(
+            "slow",
+            &slow_vendor.url(),
+            &module("slow", &wasm("sy_test_loop"), "deadline = \"10s\""),
+        )
+        + &consumer("fast", &fast_vendor.url(), "");
+    let mut router = Router::start(&cfg);
+    // More looping calls than there are threads of any kind.
+    let stuck = 2 * cores + 2;
+    let batch: Vec<Value> = (0..stuck)
+        .map(|i| json!({"id": format!("loop{i}"), "topic": "customer.a.updated", "account_id": format!("l{i}")}))
+        .collect();
+    post(&router, Value::Array(batch)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the fast consumer got the first batch",
+        || async { (fast_vendor.applied().len() == stuck).then_some(()) },
+    )
+    .await;
+    // The slow consumer's calls are now looping (or queued behind ones that are).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..3 {
+        let t = std::time::Instant::now();
+        let id = format!("probe{i}");
+        post(
+            &router,
+            json!({"id": id, "topic": "customer.a.updated", "account_id": format!("p{i}")}),
+        )
+        .await;
+        let accepted = t.elapsed();
+        eventually(
+            Duration::from_secs(30),
+            "the probe is delivered",
+            || async {
+                fast_vendor
+                    .applied()
+                    .iter()
+                    .any(|r| r.key == id)
+                    .then_some(())
+            },
+        )
+        .await;
+        let delivered = t.elapsed();
+        assert!(
+            accepted < Duration::from_secs(1) && delivered < Duration::from_secs(2),
+            "probe {i}: accepted after {accepted:?}, delivered after {delivered:?}"
+        );
+    }
+    assert!(slow_vendor.requests().is_empty());
+    let t = std::time::Instant::now();
+    let st = router.terminate();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "SIGTERM took {:?} with modules at their deadline",
+        t.elapsed()
+    );
+}
+
+/// `switchyard dlq show` of one event.
+fn dlq_show(router: &Router, consumer: &str, id: &str) -> Option<Value> {
+    let out = std::process::Command::new(bin())
+        .args(["dlq", "show", "--config"])
+        .arg(&router.config_path)
+        .args(["--consumer", consumer, id])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// The contract: a module's headers replace configured headers of the same
+/// name (case-insensitive) — endpoint headers, the content type, the
+/// `authorization` of `endpoint.auth` — instead of being sent next to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_headers_replace_configured_ones_of_the_same_name() {
+    let redis = RedisServer::start();
+    let vendor = Vendor::start().await;
+    let modules = module("hdr", &wasm("sy_test_headers"), "");
+    let cfg = base_config(&redis.url())
+        + &consumer("hdr", &vendor.url(), &modules)
+        + "[consumers.hdr.endpoint.headers]\n\"X-Source\" = \"config\"\n\"X-Kept\" = \"config\"\n"
+        + "[consumers.hdr.endpoint.auth]\ntype = \"bearer\"\ntoken = \"config-token\"\n";
+    let router = Router::start(&cfg);
+    post(
+        &router,
+        json!([
+            {"id": "h1", "topic": "customer.a.updated", "account_id": "1",
+             "data": {"content_type": "application/x-module",
+                      "headers": [["Authorization", "Bearer module-token"], ["x-source", "module"],
+                                  ["Content-Type", "application/x-module-header"]]}},
+            {"id": "h2", "topic": "customer.a.updated", "account_id": "2", "data": {}},
+        ]),
+    )
+    .await;
+    eventually(Duration::from_secs(20), "both events delivered", || async {
+        (vendor.applied().len() == 2).then_some(())
+    })
+    .await;
+    let reqs = vendor.requests();
+    let lines = |id: &str, name: &str| -> Vec<String> {
+        let r = reqs.iter().find(|r| r.key == id).unwrap();
+        r.header_lines
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(lines("h1", "authorization"), ["Bearer module-token"]);
+    assert_eq!(lines("h1", "x-source"), ["module"]);
+    assert_eq!(lines("h1", "content-type"), ["application/x-module-header"]);
+    assert_eq!(lines("h1", "x-kept"), ["config"]);
+    assert_eq!(lines("h1", "idempotency-key"), ["h1"]);
+    // Without module headers the configured ones go out, once each.
+    assert_eq!(lines("h2", "authorization"), ["Bearer config-token"]);
+    assert_eq!(lines("h2", "x-source"), ["config"]);
+    assert_eq!(lines("h2", "content-type"), ["text/plain"]);
+}
+
+/// A header name or value from a module that is not valid HTTP can never be
+/// sent: the event goes to the DLQ on the first attempt, with a reason naming
+/// the module and the header (not its value), and nothing reaches the vendor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_header_from_a_module_is_dead_lettered_at_once() {
+    let redis = RedisServer::start();
+    let vendor = Vendor::start().await;
+    let modules = module("hdr", &wasm("sy_test_headers"), "");
+    let router =
+        Router::start(&(base_config(&redis.url()) + &consumer("hdr", &vendor.url(), &modules)));
+    post(
+        &router,
+        json!([
+            {"id": "bad-name", "topic": "customer.a.updated", "account_id": "1",
+             "data": {"headers": [["x bad name", "v"]]}},
+            {"id": "bad-value", "topic": "customer.a.updated", "account_id": "2",
+             "data": {"headers": [["x-note", "line\nbreak-sy-secret"]]}},
+            {"id": "bad-type", "topic": "customer.a.updated", "account_id": "3",
+             "data": {"content_type": "text/plain\r\nx-injected: 1"}},
+            {"id": "fine", "topic": "customer.a.updated", "account_id": "4",
+             "data": {"headers": [["x-note", "ok"]]}},
+        ]),
+    )
+    .await;
+    for (id, needle) in [
+        ("bad-name", "\"x bad name\""),
+        ("bad-value", "\"x-note\""),
+        ("bad-type", "content-type"),
+    ] {
+        let e = eventually(
+            Duration::from_secs(20),
+            &format!("{id} in the DLQ"),
+            || async { dlq_show(&router, "hdr", id) },
+        )
+        .await;
+        let reason = e["fields"]["reason"].as_str().unwrap();
+        assert!(reason.contains("module sy_test_headers"), "{id}: {reason}");
+        assert!(reason.contains(needle), "{id}: {reason}");
+        assert!(!reason.contains("sy-secret"), "{id}: {reason}");
+        assert_eq!(e["fields"]["attempts"], "1", "{id}: not retried: {e}");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the valid event is delivered",
+        || async {
+            vendor
+                .applied()
+                .iter()
+                .any(|r| r.key == "fine")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(vendor.requests().len(), 1, "only the valid event was sent");
 }

@@ -71,8 +71,12 @@ pub fn start_router(cfg: &Path) -> (Kill, String) {
     let mut addr = String::new();
     for line in lines.by_ref() {
         let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+        // `listening` comes first; `ready` once modules are compiled and
+        // delivery runs (the listener answers 503 until then).
         if v["message"] == "listening" {
             addr = v["addr"].as_str().unwrap().to_string();
+        }
+        if v["message"] == "ready" {
             break;
         }
     }

@@ -209,16 +209,28 @@ impl ConsumerAdmin {
     }
 
     /// Lag, pending, DLQ and parked counts per partition and in total.
+    ///
+    /// `lag` is what Redis counts for the consumer's group: entries not yet
+    /// read by it. Partitions where Redis cannot count it (the group was
+    /// placed mid-stream by `start = <time>` or a rewind, and has not
+    /// caught up yet) are listed in `lag_unknown_partitions` rather than
+    /// counted as 0; partitions whose stream exists but has no group for the
+    /// consumer (Redis lost its data and no reader has recreated it yet, or
+    /// the consumer never ran) in `partitions_without_group`. Neither adds
+    /// to `lag`: nothing is invented.
     pub async fn status(&mut self) -> anyhow::Result<Value> {
         let (mut lag, mut pending, mut dlq, mut parked, mut deferred) =
             (0i64, 0i64, 0i64, 0i64, 0i64);
         let mut oldest_dlq: Option<u64> = None;
+        let (mut lag_unknown, mut without_group) = (Vec::new(), Vec::new());
         for p in 0..self.log.partitions() {
             let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
                 .arg("GROUPS")
                 .arg(self.keys.stream(p))
                 .query_async(&mut self.conn)
                 .await;
+            let stream_exists = groups.is_ok();
+            let mut found = false;
             for g in groups.unwrap_or_default() {
                 let map: std::collections::HashMap<String, redis::Value> =
                     redis::FromRedisValue::from_redis_value(g)?;
@@ -229,13 +241,19 @@ impl ConsumerAdmin {
                 if name != self.keys.consumer {
                     continue;
                 }
-                let num = |k: &str| -> i64 {
+                found = true;
+                let num = |k: &str| -> Option<i64> {
                     map.get(k)
                         .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                        .unwrap_or(0)
                 };
-                lag += num("lag");
-                pending += num("pending");
+                match num("lag") {
+                    Some(l) => lag += l,
+                    None => lag_unknown.push(p),
+                }
+                pending += num("pending").unwrap_or(0);
+            }
+            if stream_exists && !found {
+                without_group.push(p);
             }
             let (l, pk, df, first): (i64, i64, i64, redis::streams::StreamRangeReply) =
                 redis::pipe()
@@ -264,6 +282,8 @@ impl ConsumerAdmin {
         Ok(json!({
             "consumer": self.keys.consumer,
             "lag": lag,
+            "lag_unknown_partitions": lag_unknown,
+            "partitions_without_group": without_group,
             "pending": pending,
             "dlq": dlq,
             "parked_accounts": parked,

@@ -24,6 +24,9 @@ pub enum Attempt {
         message: String,
         retryable: bool,
     },
+    /// The request a module built cannot be sent as it is (a header name or
+    /// value, a method that is not valid HTTP): nothing went out.
+    Unsendable { module: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +45,8 @@ pub enum Verdict {
 
 /// 2xx delivered; 408, 429, 5xx, timeouts and connection errors retried
 /// (honouring `Retry-After`); other 4xx dead-lettered at once; module errors
-/// as the module says.
+/// as the module says; a request a module built that cannot be sent
+/// dead-lettered at once (the same request would fail the same way).
 pub fn classify(a: &Attempt) -> Verdict {
     match a {
         Attempt::Response { status, .. } if (200..300).contains(status) => Verdict::Delivered,
@@ -79,6 +83,9 @@ pub fn classify(a: &Attempt) -> Verdict {
             retryable: false,
         } => Verdict::Fail {
             reason: format!("module {module}: {message}"),
+        },
+        Attempt::Unsendable { module, reason } => Verdict::Fail {
+            reason: format!("module {module}: {reason}"),
         },
     }
 }
@@ -176,6 +183,20 @@ mod tests {
         assert!(matches!(classify(&m(true)), Verdict::Retry { .. }));
         assert!(
             matches!(classify(&m(false)), Verdict::Fail { reason } if reason.contains("klaviyo"))
+        );
+    }
+
+    #[test]
+    fn an_unsendable_request_is_dead_lettered_naming_the_module() {
+        let a = Attempt::Unsendable {
+            module: "klaviyo".into(),
+            reason: "invalid header name \"a b\" in its request".into(),
+        };
+        assert_eq!(
+            classify(&a),
+            Verdict::Fail {
+                reason: "module klaviyo: invalid header name \"a b\" in its request".into()
+            }
         );
     }
 

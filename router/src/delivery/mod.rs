@@ -158,12 +158,14 @@ impl ConsumerCtx {
         })
     }
 
-    /// Turn an event into the requests to send: the module chain, or the
+    /// Turn an event into the requests to send: the module chain (run on the
+    /// transform engine's guest threads, never on this async worker), or the
     /// canonical event as JSON when the consumer has no modules.
-    pub fn prepare(&self, ev: &Event) -> ChainOutcome {
+    pub async fn prepare(&self, ev: &Event) -> ChainOutcome {
         match &self.chain {
             Some(c) => {
-                tracing::debug_span!("transform", consumer = %self.name).in_scope(|| c.run(ev))
+                let span = tracing::debug_span!("transform", consumer = %self.name);
+                tracing::Instrument::instrument(c.run_async(ev.clone()), span).await
             }
             None => ChainOutcome::Requests(vec![default_request(ev)]),
         }
@@ -203,20 +205,33 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Start every consumer × partition.
-    pub fn start(
+    /// Build every consumer, compiling and initialising its module chain.
+    /// Slow on a cold compile cache (seconds per module) and blocking: the
+    /// router runs it on a thread of its own, so that SIGTERM can stop
+    /// start-up without waiting for it.
+    pub fn load(
         config: &Config,
+        engine: &TransformEngine,
+    ) -> anyhow::Result<Vec<Arc<ConsumerCtx>>> {
+        config
+            .consumers
+            .iter()
+            .map(|(name, c)| {
+                ConsumerCtx::new(name, c, &config.redis.namespace, engine)
+                    .map(Arc::new)
+                    .with_context(|| format!("consumers.{name}"))
+            })
+            .collect()
+    }
+
+    /// Start every consumer × partition.
+    pub fn spawn(
+        consumers: Vec<Arc<ConsumerCtx>>,
         log: &Log,
         shutdown: &CancellationToken,
-        engine: &TransformEngine,
-    ) -> anyhow::Result<Delivery> {
-        let mut consumers = Vec::new();
+    ) -> Delivery {
         let mut tasks = Vec::new();
-        for (name, c) in &config.consumers {
-            let ctx = Arc::new(
-                ConsumerCtx::new(name, c, &config.redis.namespace, engine)
-                    .with_context(|| format!("consumers.{name}"))?,
-            );
+        for ctx in &consumers {
             for p in 0..log.partitions() {
                 tasks.push(tokio::spawn(partition::run(
                     ctx.clone(),
@@ -225,13 +240,12 @@ impl Delivery {
                     shutdown.clone(),
                 )));
             }
-            tracing::info!(consumer = %name, topics = ?c.topics, url = %crate::secret::redact_url(&c.endpoint.url), "consumer started");
-            consumers.push(ctx);
+            tracing::info!(consumer = %ctx.name, topics = ?ctx.cfg.topics, url = %crate::secret::redact_url(&ctx.cfg.endpoint.url), "consumer started");
         }
-        Ok(Delivery {
+        Delivery {
             consumers,
             tasks: Mutex::new(tasks),
-        })
+        }
     }
 
     pub fn status(&self) -> serde_json::Value {

@@ -8,6 +8,10 @@
 //!                            └─▶ Redis: XACK / defer / park / DLQ (store.rs)
 //! ```
 //!
+//! An account task that panics (of any cause) dead-letters its event with
+//! the panic's message ([`guarded`]): the account moves on, nothing is
+//! wedged.
+//!
 //! Ordering: an account has at most one task, and its events are taken from
 //! its queue (then its defer list) front to back, so they are sent in log
 //! order. Accounts proceed independently: a slow or failing account only
@@ -17,9 +21,12 @@
 //! `max_partition_buffer` events: the backlog stays in Redis.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use redis::streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -574,9 +581,13 @@ impl Partition {
                 return;
             };
             let span = crate::tracectx::delivery_span(&ctx.name, store.p, &ev);
-            let outcome = tracing::Instrument::instrument(
-                deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel),
-                span,
+            let outcome = guarded(
+                &ctx.name,
+                tracing::Instrument::instrument(
+                    deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel),
+                    span,
+                ),
+                || ctx.module_versions(),
             )
             .await;
             let _ = tx.send(Done {
@@ -818,6 +829,34 @@ fn stream_id_lt(a: &str, b: &str) -> bool {
     parse(a) < parse(b)
 }
 
+/// Run an account task's delivery; if it panics (a bug, of any cause), the
+/// event is dead-lettered with the panic's message instead of the task
+/// dying with the account still marked busy (which would hold the account's
+/// events, and every later one, forever). The panic itself is logged by the
+/// panic hook (`crate::panic`).
+async fn guarded(
+    consumer: &str,
+    delivery: impl Future<Output = Outcome>,
+    modules: impl FnOnce() -> String,
+) -> Outcome {
+    match AssertUnwindSafe(delivery).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(p) => {
+            let msg = crate::panic::message(&*p);
+            tracing::error!(consumer, error = %msg, "a delivery task panicked; its event goes to the DLQ");
+            Outcome::Dead(DeadLetter {
+                kind: "failed",
+                reason: format!("internal error while delivering (the router panicked): {msg}"),
+                attempts: 0,
+                last_status: None,
+                last_response: String::new(),
+                modules: modules(),
+                behind: None,
+            })
+        }
+    }
+}
+
 /// Deliver one event: dedup check, transform chain, send with retries.
 async fn deliver(
     ctx: &ConsumerCtx,
@@ -865,9 +904,15 @@ async fn deliver(
         })
     };
 
-    // Transform; a retryable module error is retried like a failed send.
+    // Transform (off the async workers); a retryable module error is
+    // retried like a failed send. A module at its deadline (up to 10 s) does
+    // not hold up shutdown: the event stays pending for the next start.
     let mut requests = loop {
-        match ctx.prepare(ev) {
+        let prepared = tokio::select! {
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+            p = ctx.prepare(ev) => p,
+        };
+        match prepared {
             ChainOutcome::Requests(r) => break r,
             ChainOutcome::Dropped { module } => return Outcome::Filtered(module),
             ChainOutcome::Failed {
@@ -1094,6 +1139,34 @@ async fn reader(
 
 #[cfg(test)]
 mod tests {
+    use super::{guarded, Outcome};
+
+    #[tokio::test]
+    async fn a_panicking_delivery_dead_letters_its_event_with_the_message() {
+        let o = guarded(
+            "crm",
+            async { panic!("Cannot start a runtime from within a runtime") },
+            || "esc@0123".to_string(),
+        )
+        .await;
+        let Outcome::Dead(dl) = o else {
+            panic!("expected a dead letter")
+        };
+        assert_eq!(dl.kind, "failed");
+        assert!(
+            dl.reason.contains("the router panicked")
+                && dl
+                    .reason
+                    .contains("Cannot start a runtime from within a runtime"),
+            "{}",
+            dl.reason
+        );
+        assert_eq!(dl.modules, "esc@0123");
+        // A delivery that does not panic keeps its outcome.
+        let o = guarded("crm", async { Outcome::Cancelled }, String::new).await;
+        assert!(matches!(o, Outcome::Cancelled));
+    }
+
     #[test]
     fn stream_ids_compare_numerically() {
         assert!(super::stream_id_lt("9-0", "10-0"));

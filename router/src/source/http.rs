@@ -2,9 +2,12 @@
 //! events and appends them to the log.
 //!
 //! Answers (see ARCHITECTURE.md, "Ingest contract"):
-//! 202 after Redis acknowledged every event; 400 naming the element and field;
-//! 401 no/unknown token; 403 topic not allowed for the source; 413 body or
-//! batch too large; 415 content type; 503 + Retry-After while Redis is down.
+//! 202 after Redis acknowledged every event; 400 naming the element and field
+//! (or the `Idempotency-Key` header, or a body that is not valid gzip);
+//! 401 no/unknown token; 403 topic not allowed for the source; 408 body too
+//! slow; 413 body (also decompressed) or batch too large; 415 content type or
+//! encoding; 503 + Retry-After while Redis is down or slow (outcome unknown:
+//! retry with the same ids or `Idempotency-Key`).
 
 use std::collections::BTreeMap;
 
@@ -12,11 +15,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::event::{self, ConsentState, Event, Op};
+use crate::token::{self, TokenDigest};
 
 /// A rejected request: status and a message that names the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +49,15 @@ impl Reject {
     }
 }
 
-/// Token → source mapping, compared in constant time.
+/// Token → source mapping (the check is [`crate::token::check`], shared with
+/// the admin routes).
 pub struct Auth {
     sources: Vec<AuthSource>,
 }
 
 pub struct AuthSource {
     name: String,
-    token_sha: [u8; 32],
+    token: TokenDigest,
     topics: GlobSet,
 }
 
@@ -72,7 +75,7 @@ impl Auth {
             }
             sources.push(AuthSource {
                 name: name.clone(),
-                token_sha: Sha256::digest(token.as_bytes()).into(),
+                token: TokenDigest::of(&token),
                 topics: b.build()?,
             });
         }
@@ -80,28 +83,10 @@ impl Auth {
     }
 
     /// The source whose token matches `authorization` (the header value).
-    /// Every configured token is compared, each in constant time, on the
-    /// SHA-256 of the presented token (so lengths leak nothing either).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<&AuthSource, Reject> {
-        let presented = authorization
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                Reject::new(401, None, "missing `Authorization: Bearer <token>` header")
-            })?;
-        let sha: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found: Option<usize> = None;
-        for (i, s) in self.sources.iter().enumerate() {
-            if bool::from(s.token_sha.ct_eq(&sha)) {
-                found = Some(i);
-            }
-        }
-        match found {
-            Some(i) => Ok(&self.sources[i]),
-            None => Err(Reject::new(401, None, "unknown token")),
+        match token::check(authorization, self.sources.iter().map(|s| &s.token)) {
+            Ok(i) => Ok(&self.sources[i]),
+            Err(e) => Err(Reject::new(401, None, e.to_string())),
         }
     }
 }
@@ -143,6 +128,99 @@ impl BodyFormat {
             )),
         }
     }
+}
+
+/// `Content-Encoding` of a `POST /v1/events` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+}
+
+impl Encoding {
+    /// From the `Content-Encoding` header value (all of its lines joined
+    /// with `,`; empty when absent). `identity` and `gzip` (`x-gzip`), once;
+    /// anything else is 415 naming the coding.
+    pub fn from_header(value: &str) -> Result<Encoding, Reject> {
+        let mut out = Encoding::Identity;
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            match coding.to_ascii_lowercase().as_str() {
+                "identity" => {}
+                "gzip" | "x-gzip" if out == Encoding::Identity => out = Encoding::Gzip,
+                _ => {
+                    return Err(Reject::new(
+                        415,
+                        None,
+                        format!(
+                            "unsupported Content-Encoding `{}`; send the body with `gzip` \
+                             (once) or uncompressed",
+                            coding.escape_default()
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Undo the body's `Content-Encoding`. A gzip body is decompressed as a
+/// stream that stops at `max` bytes: `server.max_body` limits the
+/// decompressed size (413 above it), whatever the compressed size was.
+pub fn decode_body(encoding: Encoding, body: Bytes, max: u64) -> Result<Bytes, Reject> {
+    use std::io::Read;
+    if encoding == Encoding::Identity {
+        return Ok(body);
+    }
+    let not_gzip = |e: String| {
+        Reject::new(
+            400,
+            None,
+            format!("body is not valid gzip (Content-Encoding: gzip): {e}"),
+        )
+    };
+    if body.is_empty() {
+        return Err(not_gzip("the body is empty".into()));
+    }
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max as usize));
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| not_gzip(e.to_string()))?;
+    if out.len() as u64 > max {
+        return Err(Reject::new(
+            413,
+            None,
+            format!("body exceeds {max} bytes once decompressed (server.max_body)"),
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The `Idempotency-Key` request header: 1-255 visible ASCII characters.
+pub fn idempotency_key(value: Option<&[u8]>) -> Result<Option<String>, Reject> {
+    let Some(v) = value else { return Ok(None) };
+    if v.is_empty() || v.len() > 255 || !v.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(Reject::new(
+            400,
+            Some("Idempotency-Key".into()),
+            "must be 1-255 visible ASCII characters (no spaces or control characters)",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(v).into_owned()))
+}
+
+/// The id of the `index`-th element (0 for a single object) of a request
+/// from `source` with `Idempotency-Key: key`, for an element without an id:
+/// a UUIDv5 of the three, so a retry of the same body gets the same ids and
+/// is deduplicated like ids the client sent.
+pub fn idempotent_id(source: &str, key: &str, index: usize) -> String {
+    /// The namespace of these UUIDv5s (random, fixed forever: changing it
+    /// would change every derived id).
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5d1c_3a6e_94b2_4f0e_8c77_2e1b_9a40_d6f3);
+    // Length-prefixed source, so (source, key, index) → name is one-to-one.
+    let name = format!("{}:{source}{key}/{index}", source.len());
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
 }
 
 /// Split a body into JSON values, each with the label used in error messages.
@@ -258,12 +336,35 @@ pub fn to_event(
         ));
     }
     let account_id = match m.remove("account_id") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s,
-        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => {
+            identifier(&s, || f("account_id"))?;
+            s
+        }
+        // One account, one text: only integers, in their decimal form (`1`,
+        // `-7`). `1.0` or `1e0` would be other accounts than `1`, and big
+        // integers beyond 64 bits are not exact: both are refused.
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.to_string(),
+            (_, Some(i)) => i.to_string(),
+            _ => {
+                return Err(Reject::bad(
+                    f("account_id"),
+                    format!(
+                        "`{n}` is not an integer: a numeric account id must be an integer \
+                         between -2^63 and 2^64-1 (send any other id as a string)"
+                    ),
+                ))
+            }
+        },
         Some(Value::String(_)) => {
             return Err(Reject::bad(f("account_id"), "must be 1-256 characters"))
         }
-        Some(_) => return Err(Reject::bad(f("account_id"), "must be a string or a number")),
+        Some(_) => {
+            return Err(Reject::bad(
+                f("account_id"),
+                "must be a string or an integer",
+            ))
+        }
         None => {
             return Err(Reject::bad(
                 f("account_id"),
@@ -300,6 +401,18 @@ pub fn to_event(
         Some(_) => return Err(Reject::bad(f("op"), "must be a string")),
     };
     let key = non_null(m.remove("key"));
+    match &key {
+        Some(Value::String(k)) => identifier(k, || f("key"))?,
+        Some(Value::Object(cols)) => {
+            for (col, v) in cols {
+                identifier(col, || f("key"))?;
+                if let Value::String(v) = v {
+                    identifier(v, || format!("{label}.key.{col}"))?;
+                }
+            }
+        }
+        _ => {}
+    }
     let before = opt_object(&mut m, "before", &f("before"))?;
     let after = opt_object(&mut m, "after", &f("after"))?;
     let data = non_null(m.remove("data"));
@@ -309,7 +422,10 @@ pub fn to_event(
             .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::String(s) => Ok(s),
+                Value::String(s) => {
+                    identifier(&s, || format!("{label}.changed[{i}]"))?;
+                    Ok(s)
+                }
                 _ => Err(Reject::bad(
                     format!("{label}.changed[{i}]"),
                     "must be a string",
@@ -347,6 +463,7 @@ pub fn to_event(
         Some(Value::Object(c)) => c
             .into_iter()
             .map(|(ch, v)| match v.as_str().and_then(ConsentState::parse) {
+                _ if control_char(&ch).is_some() => Err(control_reject(&ch, f("consent"))),
                 Some(s) => Ok((ch, s)),
                 None => Err(Reject::bad(
                     format!("{label}.consent.{ch}"),
@@ -366,6 +483,7 @@ pub fn to_event(
         Some(Value::Object(a)) => a
             .into_iter()
             .map(|(k, v)| match v {
+                _ if control_char(&k).is_some() => Err(control_reject(&k, f("attributes"))),
                 Value::String(s) => Ok((k, s)),
                 _ => Err(Reject::bad(
                     format!("{label}.attributes.{k}"),
@@ -395,6 +513,34 @@ pub fn to_event(
         consent,
         attributes,
     })
+}
+
+/// The first control character in `s` (U+0000-U+001F, U+007F-U+009F), with
+/// its byte offset.
+pub fn control_char(s: &str) -> Option<(usize, char)> {
+    s.char_indices().find(|(_, c)| c.is_control())
+}
+
+/// Identifiers (account ids, keys, field and channel names, attribute keys)
+/// end up in log lines, Redis keys and vendors' URLs: control characters
+/// (newline, NUL, ESC…) are refused with a 400 naming `field`.
+fn identifier(s: &str, field: impl FnOnce() -> String) -> Result<(), Reject> {
+    match control_char(s) {
+        None => Ok(()),
+        Some(_) => Err(control_reject(s, field())),
+    }
+}
+
+fn control_reject(s: &str, field: String) -> Reject {
+    let (at, c) = control_char(s).unwrap_or((0, '\0'));
+    Reject::bad(
+        field,
+        format!(
+            "must not contain control characters such as newline, NUL or ESC \
+             (found U+{:04X} at byte {at})",
+            c as u32
+        ),
+    )
 }
 
 fn req_string(m: &mut Map<String, Value>, name: &str, path: &str) -> Result<String, Reject> {
@@ -457,10 +603,175 @@ mod tests {
     }
 
     #[test]
-    fn client_id_is_kept_and_numbers_are_account_ids() {
+    fn client_id_is_kept_and_integers_are_account_ids() {
         let e = ev(json!({"id": "ord-1", "topic": "t", "account_id": 42})).unwrap();
         assert_eq!(e.id, "ord-1");
         assert_eq!(e.account_id, "42");
+    }
+
+    /// Found by a hostile client: `1.0`, `1e0` and `1` were three accounts.
+    #[test]
+    fn numeric_account_ids_must_be_integers() {
+        for (v, want) in [
+            (json!(1), "1"),
+            (json!(-7), "-7"),
+            (json!(u64::MAX), "18446744073709551615"),
+            (json!(i64::MIN), "-9223372036854775808"),
+        ] {
+            let e = ev(json!({"topic": "t", "account_id": v})).unwrap();
+            assert_eq!(e.account_id, want);
+        }
+        for text in ["1.0", "1e0", "1.5", "-0.0", "18446744073709551616", "1E2"] {
+            let v: Value =
+                serde_json::from_str(&format!(r#"{{"topic":"t","account_id":{text}}}"#)).unwrap();
+            let r = ev(v).unwrap_err();
+            assert_eq!(r.status, 400, "{text}");
+            assert_eq!(r.field.as_deref(), Some("event.account_id"), "{text}");
+            assert!(r.message.contains("is not an integer"), "{text}: {r:?}");
+        }
+    }
+
+    /// Found by a hostile client: account ids with newline, NUL or ESC were
+    /// accepted, and forged lines in the text log.
+    #[test]
+    fn control_characters_in_identifiers_are_refused() {
+        let base = || json!({"topic": "t", "account_id": "1"});
+        let with = |k: &str, v: Value| {
+            let mut e = base();
+            e[k] = v;
+            e
+        };
+        let cases = [
+            (with("account_id", json!("42\nforged")), "event.account_id"),
+            (with("account_id", json!("a\u{0}")), "event.account_id"),
+            (with("account_id", json!("\u{1b}[31m")), "event.account_id"),
+            (with("account_id", json!("x\u{7f}")), "event.account_id"),
+            (with("account_id", json!("x\u{9b}")), "event.account_id"),
+            (with("key", json!("k\r")), "event.key"),
+            (with("key", json!({"id\n": 1})), "event.key"),
+            (with("key", json!({"id": "1\t"})), "event.key.id"),
+            (with("changed", json!(["a", "b\n"])), "event.changed[1]"),
+            (
+                with("consent", json!({"email\n": "granted"})),
+                "event.consent",
+            ),
+            (
+                with("attributes", json!({"a\u{1b}": "x"})),
+                "event.attributes",
+            ),
+        ];
+        for (v, field) in cases {
+            let r = ev(v.clone()).unwrap_err();
+            assert_eq!(r.status, 400, "{v}");
+            assert_eq!(r.field.as_deref(), Some(field), "{v} → {r:?}");
+            assert!(r.message.contains("control characters"), "{r:?}");
+        }
+        // Values that are data, not identifiers, may hold anything.
+        let e = ev(
+            json!({"topic": "t", "account_id": "ü 1", "data": {"note": "a\nb"},
+            "attributes": {"k": "line\nbreak"}, "key": {"id": 5}}),
+        )
+        .unwrap();
+        assert_eq!(e.account_id, "ü 1");
+    }
+
+    #[test]
+    fn content_encoding_gzip_identity_and_others() {
+        use std::io::Write;
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b).unwrap();
+            Bytes::from(e.finish().unwrap())
+        };
+        for h in ["", "identity", " Identity ", "identity, identity"] {
+            assert_eq!(
+                Encoding::from_header(h).unwrap(),
+                Encoding::Identity,
+                "{h:?}"
+            );
+        }
+        for h in ["gzip", "GZIP", "x-gzip", "identity, gzip", "gzip,identity"] {
+            assert_eq!(Encoding::from_header(h).unwrap(), Encoding::Gzip, "{h:?}");
+        }
+        for (h, named) in [
+            ("br", "`br`"),
+            ("deflate", "`deflate`"),
+            ("gzip, gzip", "`gzip`"),
+            ("gzip, br", "`br`"),
+        ] {
+            let r = Encoding::from_header(h).unwrap_err();
+            assert_eq!(r.status, 415, "{h}");
+            assert!(r.message.contains(named), "{h}: {r:?}");
+        }
+        let body = br#"[{"topic":"t","account_id":"1"}]"#;
+        assert_eq!(
+            decode_body(Encoding::Gzip, gz(body), 1000).unwrap(),
+            &body[..]
+        );
+        // Two gzip members, one after the other, are one body (RFC 1952).
+        let mut two = gz(b"[{\"topic\":\"t\",").to_vec();
+        two.extend_from_slice(&gz(b"\"account_id\":\"1\"}]"));
+        assert_eq!(
+            decode_body(Encoding::Gzip, Bytes::from(two), 1000).unwrap(),
+            &body[..]
+        );
+        assert_eq!(
+            decode_body(Encoding::Identity, Bytes::from_static(body), 1).unwrap(),
+            &body[..]
+        );
+        for bad in [Bytes::from_static(body), Bytes::new(), gz(body).slice(..20)] {
+            let r = decode_body(Encoding::Gzip, bad, 1000).unwrap_err();
+            assert_eq!(r.status, 400);
+            assert!(r.message.contains("not valid gzip"), "{r:?}");
+        }
+        // The limit is on the decompressed size: exactly `max` passes, one more is 413.
+        let exact = gz(&vec![b' '; 1000]);
+        assert_eq!(
+            decode_body(Encoding::Gzip, exact, 1000).unwrap().len(),
+            1000
+        );
+        let bomb = gz(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 20_000, "{}", bomb.len());
+        let r = decode_body(Encoding::Gzip, bomb, 1000).unwrap_err();
+        assert_eq!(r.status, 413);
+        assert!(
+            r.message
+                .contains("1000 bytes once decompressed (server.max_body)"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_and_derived_ids() {
+        assert_eq!(idempotency_key(None).unwrap(), None);
+        assert_eq!(
+            idempotency_key(Some(b"order-7/retry:1"))
+                .unwrap()
+                .as_deref(),
+            Some("order-7/retry:1")
+        );
+        for bad in [&b""[..], b"a b", b"a\x01", b"\xc3\xa9", &[b'k'; 256][..]] {
+            let r = idempotency_key(Some(bad)).unwrap_err();
+            assert_eq!(
+                (r.status, r.field.as_deref()),
+                (400, Some("Idempotency-Key"))
+            );
+        }
+        let id = idempotent_id("web", "k1", 0);
+        assert_eq!(id, idempotent_id("web", "k1", 0), "deterministic");
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 5);
+        let all = [
+            id.clone(),
+            idempotent_id("web", "k1", 1),
+            idempotent_id("web", "k2", 0),
+            idempotent_id("partner", "k1", 0),
+            idempotent_id("web", "k1/1", 0),
+            idempotent_id("webk", "1", 0),
+        ];
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+        // A derived id is a valid event id.
+        assert!(ev(json!({"id": id, "topic": "t", "account_id": "1"})).is_ok());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Sources of events. One module per kind, registered in
 //! [`crate::config::SourceConfig`].
+pub mod cdc_rules;
 pub mod http;
+pub mod mysql;
 pub mod postgres;
 
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,19 @@ pub fn start(
                     // the router so the operator sees it rather than a source
                     // silently not capturing.
                     if let Err(e) = postgres::run(name.clone(), pg, log, shutdown.clone()).await {
+                        tracing::error!(source = %name, error = %format!("{e:#}"),
+                            "source stopped with an error that a retry cannot fix; shutting down");
+                        *fatal.lock().unwrap() = Some(format!("source {name}: {e:#}"));
+                        shutdown.cancel();
+                    }
+                }));
+            }
+            SourceConfig::Mysql(my) => {
+                let (name, my, log, shutdown) =
+                    (name.clone(), my.clone(), log.clone(), shutdown.clone());
+                let fatal = fatal.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = mysql::run(name.clone(), my, log, shutdown.clone()).await {
                         tracing::error!(source = %name, error = %format!("{e:#}"),
                             "source stopped with an error that a retry cannot fix; shutting down");
                         *fatal.lock().unwrap() = Some(format!("source {name}: {e:#}"));

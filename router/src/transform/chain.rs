@@ -1,9 +1,10 @@
 //! Loaded modules, their instance pools, and running a chain.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
@@ -13,6 +14,7 @@ use super::convert;
 use super::engine::{State, TransformEngine};
 use super::limits::fmt_bytes;
 use super::module_config::ModuleConfig;
+use super::threads::{self, panic_message};
 use crate::event::Event;
 
 /// A module could not be loaded (bad file, wrong contract, init refused…).
@@ -22,6 +24,10 @@ pub struct LoadError {
     /// The module file.
     pub file: String,
     pub message: String,
+    /// The module loaded but its `init` refused the configured values; this
+    /// is what it said (`message` has it too, with context). `switchyard
+    /// check` reports it at `consumers.<c>.modules[i].config`.
+    pub init_refused: Option<String>,
 }
 
 impl LoadError {
@@ -29,9 +35,13 @@ impl LoadError {
         LoadError {
             file: file.to_string(),
             message,
+            init_refused: None,
         }
     }
 }
+
+/// How `instantiate` words a refusal by `init` (followed by the guest's message).
+const INIT_REFUSED: &str = "init refused the config: ";
 
 /// A request for the consumer's endpoint produced by a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,9 +206,19 @@ impl Module {
             deadline_ticks: limits.deadline_ticks(deadline),
             idle: Mutex::new(Vec::new()),
         };
-        let first = module
-            .instantiate()
-            .map_err(|m| LoadError::new(&fname, format!("module {fname}: {m}")))?;
+        // `init` is guest code: off the async workers (threads.rs).
+        let (module, first) = engine
+            .inner
+            .threads
+            .run_blocking(move || {
+                let first = module.instantiate();
+                (module, first)
+            })
+            .map_err(|m| LoadError::new(&fname, format!("module {fname}: the host failed: {m}")))?;
+        let first = first.map_err(|m| LoadError {
+            init_refused: m.strip_prefix(INIT_REFUSED).map(str::to_string),
+            ..LoadError::new(&fname, format!("module {fname}: {m}"))
+        })?;
         module.idle.lock().unwrap().push(first);
         Ok(module)
     }
@@ -209,7 +229,8 @@ impl Module {
     }
 
     /// Create and initialise an instance, then drop it (benchmarks:
-    /// instantiation + `init` cost).
+    /// instantiation + `init` cost). Runs guest code on the calling thread:
+    /// call it outside any Tokio runtime.
     #[doc(hidden)]
     pub fn instantiate_and_drop(&self) -> Result<(), String> {
         self.instantiate().map(drop)
@@ -220,11 +241,22 @@ impl Module {
         self.idle.lock().unwrap().len()
     }
 
+    /// Arm the limits right before a guest entry: the epoch deadline (guest
+    /// code), the same deadline for host-side waits, fresh failure flags.
+    fn arm(&self, store: &mut Store<State>) {
+        store.set_epoch_deadline(self.deadline_ticks);
+        let d = store.data_mut();
+        d.limiter.exceeded = false;
+        d.wait_timed_out = false;
+        d.deadline = Instant::now() + self.deadline;
+    }
+
     fn classify(&self, store: &Store<State>, e: &wasmtime::Error) -> String {
         if store.data().limiter.exceeded {
             return format!("exceeded memory cap {}", fmt_bytes(self.memory_cap));
         }
-        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        let timed_out = store.data().wait_timed_out;
+        if timed_out || matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return format!(
                 "timed out after {}",
                 humantime::format_duration(self.deadline)
@@ -260,7 +292,7 @@ impl Module {
         store.limiter(|s| &mut s.limiter);
         // Instantiation runs guest code (start functions) and counts against
         // the deadline: set it right before.
-        store.set_epoch_deadline(self.deadline_ticks);
+        self.arm(&mut store);
         // Two steps, so a failure is named for what it is: instantiating
         // runs guest code (start functions: traps, deadline, memory cap);
         // looking up the typed exports checks the function types against
@@ -279,7 +311,7 @@ impl Module {
             )
         })?;
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
-        store.set_epoch_deadline(self.deadline_ticks);
+        self.arm(&mut store);
         match guest
             .switchyard_transform_guest()
             .call_init(&mut store, &self.init_config)
@@ -289,20 +321,30 @@ impl Module {
                 guest,
                 calls: 0,
             }),
-            Ok(Err(msg)) => Err(format!("init refused the config: {msg}")),
+            Ok(Err(msg)) => Err(format!("{INIT_REFUSED}{msg}")),
             Err(e) => Err(format!("init failed: {}", self.classify(&store, &e))),
         }
     }
 
     fn call(&self, ev: &wit::Event) -> Result<Vec<wit::Output>, CallError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        // A panic in the host (wasmtime, WASI, our imports) fails this call
+        // like a trap: the instance unwinds with it and is never reused.
+        catch_unwind(AssertUnwindSafe(|| self.call_instance(ev))).unwrap_or_else(|p| {
+            Err(CallError::Fatal(format!(
+                "the host failed during the call: {}",
+                panic_message(&*p)
+            )))
+        })
+    }
+
+    fn call_instance(&self, ev: &wit::Event) -> Result<Vec<wit::Output>, CallError> {
         let pooled = self.idle.lock().unwrap().pop();
         let mut inst = match pooled {
             Some(i) => i,
             None => self.instantiate().map_err(CallError::Instantiate)?,
         };
-        inst.store.data_mut().limiter.exceeded = false;
-        inst.store.set_epoch_deadline(self.deadline_ticks);
+        self.arm(&mut inst.store);
         let r = inst
             .guest
             .switchyard_transform_guest()
@@ -336,13 +378,23 @@ impl Module {
     }
 }
 
-/// The ordered modules of one consumer.
-#[derive(Debug)]
+/// The ordered modules of one consumer. Cloning shares the modules.
+#[derive(Debug, Clone)]
 pub struct Chain {
     pub consumer: String,
     pub modules: Vec<Arc<Module>>,
     /// Increases with every successful (re)load of a [`ChainHandle`](super::ChainHandle).
     pub generation: u64,
+}
+
+/// The host panicked outside any one module's call (not expected: calls
+/// catch their own).
+fn host_failure(message: String) -> ChainOutcome {
+    ChainOutcome::Failed {
+        module: "(host)".into(),
+        message: format!("the transform host failed: {message}"),
+        retryable: false,
+    }
 }
 
 enum Step {
@@ -390,12 +442,13 @@ impl Chain {
             .map(|m| m.stats.clone())
     }
 
-    /// Run the chain on one event.
+    /// Run the chain on one event, blocking the calling thread.
     ///
-    /// Synchronous and `Send + Sync`: call it from many threads at once. A
-    /// Rust guest call costs ~1 µs, so async callers may call it inline;
-    /// with slow guests (Python, JS) or long deadlines use
-    /// `tokio::task::spawn_blocking` (a call can block up to its deadline).
+    /// `Send + Sync`: call it from many threads at once. Guest code runs on
+    /// this thread if it has no Tokio context (CLI, benchmarks, tests), else
+    /// on the engine's guest threads while this one waits (see
+    /// `threads.rs`): it never panics inside a runtime, but it blocks. Async
+    /// code uses [`Chain::run_async`] instead.
     ///
     /// Semantics: an `event` output goes to the next module; a `request`
     /// output ends the chain for that output; several outputs fan out (in
@@ -405,6 +458,38 @@ impl Chain {
     /// the whole event fails (outputs of other branches are discarded: the
     /// event is retried or dead-lettered as a unit).
     pub fn run(&self, ev: &Event) -> ChainOutcome {
+        let Some(first) = self.modules.first() else {
+            return self.run_here(ev);
+        };
+        if threads::can_run_here() {
+            return self.run_here(ev);
+        }
+        let (chain, ev) = (self.clone(), ev.clone());
+        first
+            .engine
+            .inner
+            .threads
+            .run_blocking(move || chain.run_here(&ev))
+            .unwrap_or_else(host_failure)
+    }
+
+    /// [`Chain::run`] for async callers: the chain runs on the engine's guest
+    /// threads and the caller awaits it, so a Tokio worker never runs guest
+    /// code (a call may take up to its module's deadline, ≤ 10 s).
+    pub async fn run_async(self: Arc<Chain>, ev: Event) -> ChainOutcome {
+        let Some(engine) = self.modules.first().map(|m| m.engine.clone()) else {
+            return self.run_here(&ev);
+        };
+        engine
+            .inner
+            .threads
+            .run(move || self.run_here(&ev))
+            .await
+            .unwrap_or_else(host_failure)
+    }
+
+    /// Run the chain on this thread (which may run guest code).
+    fn run_here(&self, ev: &Event) -> ChainOutcome {
         if self.modules.is_empty() {
             return match convert::event_request(convert::to_wit(ev), "") {
                 Ok(r) => ChainOutcome::Requests(vec![r]),
@@ -468,6 +553,24 @@ impl Chain {
             return Step::Ok;
         }
         for o in outputs {
+            // An emitted event enters the next module or becomes the body
+            // sent as the canonical event: its topic must obey the event
+            // contract like one that entered the log. (Not quoted: a
+            // module may build topics from payload values.)
+            if let wit::Output::Event(e) = &o {
+                if !crate::event::valid_topic(&e.topic) {
+                    m.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return Step::Fail {
+                        module: m.name.clone(),
+                        message: format!(
+                            "returned an event whose topic ({} bytes) breaks the event contract: topics {}",
+                            e.topic.len(),
+                            crate::event::TOPIC_RULE
+                        ),
+                        retryable: false,
+                    };
+                }
+            }
             match o {
                 wit::Output::Request(r) => out.push(convert::request_from_wit(r, &m.name)),
                 wit::Output::Event(e) if last => match convert::event_request(e, &m.name) {

@@ -1,6 +1,7 @@
 //! `TransformEngine`: the wasmtime engine (component model, epoch
 //! interruption, pooling allocator), the linker (our `host` import + WASI p2
-//! with an empty context) and the on-disk compile cache.
+//! with an empty context, `wasi:io/poll` bounded by the call's deadline),
+//! the threads that run guest code, and the on-disk compile cache.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -18,6 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, Level, CONTRACT_VERSION, GUEST_EXPORT};
 use super::limits::{EngineLimits, MemoryLimiter};
+use super::threads::GuestThreads;
 use super::LoadError;
 
 /// Data of one instance's `Store`.
@@ -27,6 +30,11 @@ pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) stderr: TailPipe,
+    /// Deadline of the guest call in progress (set with the epoch deadline
+    /// before every guest entry); host-side waits end there (`deadline.rs`).
+    pub(crate) deadline: Instant,
+    /// A host-side wait was cut short by `deadline`; reset before each call.
+    pub(crate) wait_timed_out: bool,
 }
 
 impl State {
@@ -42,13 +50,15 @@ impl State {
             wasi,
             table: ResourceTable::new(),
             stderr,
+            // Until a call arms it, any wait ends at once.
+            deadline: Instant::now(),
+            wait_timed_out: false,
         }
     }
-}
 
-impl State {
-    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
-        &mut self.table
+    /// What `deadline.rs` needs, borrowed apart.
+    pub(crate) fn poll_parts(&mut self) -> (&mut ResourceTable, Instant, &mut bool) {
+        (&mut self.table, self.deadline, &mut self.wait_timed_out)
     }
 }
 
@@ -185,6 +195,8 @@ pub(crate) struct EngineInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<State>,
     pub(crate) limits: EngineLimits,
+    /// Where guest code runs when the caller is async (see `threads.rs`).
+    pub(crate) threads: GuestThreads,
     cache_dir: Option<PathBuf>,
     /// Hex digest of wasmtime's precompile-compatibility hash (covers the
     /// wasmtime version and every compilation-relevant engine setting).
@@ -254,9 +266,8 @@ impl TransformEngine {
 
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        // Blocking wasi:io calls that work when Chain::run is called inline
-        // from async code (see wasi_io.rs).
-        super::wasi_io::link(&mut linker).map_err(anyhow::Error::from)?;
+        // Waits in `wasi:io/poll` end at the call's deadline (deadline.rs).
+        super::deadline::link(&mut linker).map_err(anyhow::Error::from)?;
         bindings::Transformer::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
 
@@ -285,10 +296,13 @@ impl TransformEngine {
                 })?
         };
 
+        let threads = GuestThreads::start(limits.guest_threads)?;
+
         Ok(TransformEngine {
             inner: Arc::new(EngineInner {
                 engine,
                 linker,
+                threads,
                 limits,
                 cache_dir,
                 fingerprint,

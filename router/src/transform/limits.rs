@@ -9,9 +9,10 @@
 //! | component instances alive (pool) | 200 | idle pooled instances (≤ 8 per module) + in-flight calls for all chains of one router. Exhaustion is a retryable failure, not a crash. |
 //! | linear memories / core instances / tables | 400 / 2000 / 800 | a Rust component has 1 memory and ~4 core instances; Python/JS components have a few memories and up to ~20 core instances. Virtual reservation is 400 × 4 GiB (PROT_NONE, no RSS). |
 //! | table elements | 100 000 | interpreter guests (CPython) have large function tables. |
-//! | idle instances kept per module | 8 | enough for every worker thread of a 2–8 core box to find a warm instance. |
+//! | idle instances kept per module | 8 | enough for every guest thread (2–8) to find a warm instance. |
 //! | calls per instance before recycling | 100 000 | some guest runtimes leak per call (componentize-py grows by each returned `list<u8>`); a fresh instance costs ~5 µs (Rust) to ~640 µs (Python). |
 //! | recycle above | 50 % of the cap | an instance whose memory passed half its cap is replaced after the call instead of failing a later one. |
+//! | guest threads | the machine's cores, 2–8 | every guest call of async callers (delivery) runs on these, never on a Tokio worker: a module at its deadline holds one of them, not the network I/O. More threads than cores would only time-slice guests against each other. |
 
 use std::time::Duration;
 
@@ -53,6 +54,8 @@ pub struct EngineLimits {
     /// Recycle an instance after a call once its memory exceeds this fraction
     /// of its cap (in percent).
     pub recycle_memory_percent: u64,
+    /// Threads that run guest code for async callers (`threads.rs`).
+    pub guest_threads: usize,
 }
 
 impl Default for EngineLimits {
@@ -73,6 +76,9 @@ impl Default for EngineLimits {
             max_idle_per_module: 8,
             max_calls_per_instance: 100_000,
             recycle_memory_percent: 50,
+            guest_threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
         }
     }
 }

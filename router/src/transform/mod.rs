@@ -1,20 +1,22 @@
-//! Per-consumer WebAssembly transforms (see `ARCHITECTURE-transform.md`).
+//! Per-consumer WebAssembly transforms (see "Transforms" in `ARCHITECTURE.md`).
 //!
 //! A consumer's `modules` form a [`Chain`] run on every event before
 //! delivery. Modules are WebAssembly components implementing
 //! `wit/transform.wit` (world `switchyard:transform/transformer@0.1.0`).
 //! [`TransformEngine`] owns the wasmtime engine, the linker and the compile
-//! cache; [`ChainHandle`] holds a consumer's live chain and hot-reloads it.
+//! cache, and the threads guest code runs on; [`ChainHandle`] holds a
+//! consumer's live chain and hot-reloads it.
 
 mod bindings;
 mod chain;
 mod cli;
 mod convert;
+mod deadline;
 mod engine;
 pub mod limits;
 mod module_config;
 mod reload;
-mod wasi_io;
+mod threads;
 
 pub use bindings::CONTRACT_VERSION;
 pub use chain::{Chain, ChainOutcome, LoadError, Module, ModuleStats, OutRequest};

@@ -98,9 +98,14 @@ impl ChainHandle {
         self.current.load_full()
     }
 
-    /// Run the current chain (see [`Chain::run`]).
+    /// Run the current chain, blocking (see [`Chain::run`]).
     pub fn run(&self, ev: &Event) -> ChainOutcome {
         self.current.load().run(ev)
+    }
+
+    /// Run the current chain from async code (see [`Chain::run_async`]).
+    pub async fn run_async(&self, ev: Event) -> ChainOutcome {
+        self.chain().run_async(ev).await
     }
 
     /// Re-read the module files and swap in the new chain if it loads.

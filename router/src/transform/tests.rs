@@ -806,11 +806,11 @@ fn byte_sizes() {
     assert_eq!(ByteSize(64 * limits::MIB).to_string(), "64 MiB");
 }
 
-/// `Chain::run` may be called inline from async code: guests that write to
+/// `Chain::run` called from inside a Tokio runtime: guests that write to
 /// stderr (every panicking Rust guest does) must not hit wasmtime-wasi's
 /// "Cannot start a runtime from within a runtime" panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_inline_on_a_multi_thread_runtime() {
+async fn run_from_inside_a_multi_thread_runtime() {
     let chain = Chain::load(engine(), "t", &[module("sy_test_trap")]).unwrap();
     let (_, msg, _) = failed(chain.run(&sample()));
     assert!(msg.contains("deliberate panic"), "{msg}");
@@ -819,10 +819,78 @@ async fn run_inline_on_a_multi_thread_runtime() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn run_inline_on_a_current_thread_runtime() {
+async fn run_from_inside_a_current_thread_runtime() {
     let chain = Chain::load(engine(), "t", &[module("sy_test_trap")]).unwrap();
     let (_, msg, _) = failed(chain.run(&sample()));
     assert!(msg.contains("deliberate panic"), "{msg}");
+}
+
+/// Every WASI call, made from a chain run by async code (the router's
+/// delivery path), is denied or served: opening a UDP socket used to panic
+/// inside wasmtime-wasi's synchronous binding when the caller was a Tokio
+/// worker. Both the async entry (`ChainHandle::run_async`) and the
+/// synchronous one called inside a runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_wasi_call_is_denied_or_served_when_run_from_async_code() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut ev = sample();
+    ev.data = Some(serde_json::json!({
+        "path": "/etc/passwd",
+        "udp": udp.local_addr().unwrap().to_string(),
+        "tcp": tcp.local_addr().unwrap().to_string(),
+    }));
+    let handle = ChainHandle::new(engine(), "t", vec![module("sy_test_escape")]).unwrap();
+    let from_async = requests(handle.run_async(ev.clone()).await);
+    let from_sync = requests(handle.run(&ev));
+    for r in [&from_async[0], &from_sync[0]] {
+        let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        denied(&report, "udp_send", "Permission denied (os error 2)");
+        denied(&report, "tcp_connect", "Permission denied (os error 2)");
+        denied(
+            &report,
+            "dns_lookup",
+            "failed to lookup address information: Non-recoverable error",
+        );
+        denied(
+            &report,
+            "read_etc_passwd",
+            "No such file or directory (os error 44)",
+        );
+        assert!(report["wall_clock_ms"].is_u64() && report["random"].is_string());
+    }
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        udp.recv_from(&mut buf).map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+}
+
+/// A guest that waits in the host (a sleep is a `wasi:io/poll` wait on a
+/// clock, where epoch interruption cannot reach it) is stopped at its
+/// deadline like a guest that loops, and its instance is discarded.
+#[test]
+fn a_wait_in_the_host_ends_at_the_deadline() {
+    let mut cfg = bare("sy_test_escape");
+    cfg.deadline = Some(Duration::from_millis(300));
+    let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
+    let mut ev = sample();
+    ev.data = Some(serde_json::json!({"sleep_ms": 20_000}));
+    let t = Instant::now();
+    let (m, msg, retryable) = failed(chain.run(&ev));
+    let took = t.elapsed();
+    assert_eq!(
+        (m.as_str(), msg.as_str(), retryable),
+        ("sy_test_escape", "timed out after 300ms", false)
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(chain.modules[0].idle_instances(), 0);
+    // A short sleep within the deadline is served.
+    ev.data = Some(serde_json::json!({"sleep_ms": 10}));
+    let r = requests(chain.run(&ev));
+    let report: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(report["slept_ms"], 10);
 }
 
 // ---------------------------------------------------------------------------
@@ -1159,4 +1227,35 @@ fn guest_cannot_read_files_env_or_reach_the_network() {
         "guest clock {guest_ms} vs {now_ms}"
     );
     assert!(report["random"].is_string());
+}
+
+/// An event a module emits must have a valid topic, whether it goes on to
+/// the next module or is sent as the canonical event: otherwise the event
+/// fails (not retryable) naming the module.
+#[test]
+fn an_emitted_event_with_an_invalid_topic_fails_naming_the_module() {
+    let bad = module("sy_test_echo").with_config([("topic", "not a topic")]);
+    let mut named = module("sy_test_echo").with_config([("topic", "x".repeat(257))]);
+    named.name = Some("renamer".into());
+    for (chain, who) in [
+        (vec![bad.clone()], "sy_test_echo"),
+        (vec![bad, module("sy_test_echo")], "sy_test_echo"),
+        (vec![named], "renamer"),
+    ] {
+        let chain = Chain::load(engine(), "t", &chain).unwrap();
+        let (module, message, retryable) = failed(chain.run(&sample()));
+        assert_eq!(module, who);
+        assert!(
+            message.contains("topic") && message.contains("1-256"),
+            "{message}"
+        );
+        assert!(!message.contains("not a topic"), "not quoted: {message}");
+        assert!(!retryable);
+    }
+    // A valid one passes.
+    let ok = module("sy_test_echo").with_config([("topic", "customer.renamed")]);
+    let chain = Chain::load(engine(), "t", &[ok]).unwrap();
+    let r = requests(chain.run(&sample()));
+    let v: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
+    assert_eq!(v["topic"], "customer.renamed");
 }

@@ -107,7 +107,17 @@ impl Router {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let path = dir.path().join("switchyard.toml");
         std::fs::write(&path, config).unwrap();
-        Self::start_at(path, dir, filter, env)
+        Self::start_at(path, dir, filter, env, true)
+    }
+
+    /// Start, and return as soon as the listener is up (`listening`), while
+    /// start-up (compiling modules) may still run; [`Router::start`] waits
+    /// until the router reports `ready`.
+    pub fn start_listening(config: &str, filter: &str) -> Router {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::start_at(path, dir, filter, &[], false)
     }
 
     fn start_at(
@@ -115,12 +125,13 @@ impl Router {
         dir: Arc<tempfile::TempDir>,
         filter: &str,
         env: &[(&str, &str)],
+        wait_ready: bool,
     ) -> Router {
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&config_path)
-            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -129,9 +140,11 @@ impl Router {
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
         let l = logs.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            let mut ready_tx = Some(ready_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["message"] == "listening" {
@@ -142,10 +155,27 @@ impl Router {
                             ));
                         }
                     }
+                    if v["message"] == "ready" {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                } else if let Some((_, rest)) = line.split_once(" listening addr=") {
+                    // The text format (`SWITCHYARD_LOG_FORMAT=text`).
+                    if let Some(tx) = tx.take() {
+                        let addr = rest.split(' ').next().unwrap_or_default().to_string();
+                        let _ = tx.send((addr, rest.contains("tls=true")));
+                    }
+                } else if line.contains(": ready") {
+                    // The text format's `ready` line.
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
                 }
                 l.lock().unwrap().push(line);
             }
         });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let (addr, tls) = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
             Err(_) => {
@@ -156,6 +186,17 @@ impl Router {
                 );
             }
         };
+        if wait_ready
+            && ready_rx
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .is_err()
+        {
+            let _ = child.kill();
+            panic!(
+                "router did not report `ready`; logs:\n{}",
+                logs.lock().unwrap().join("\n")
+            );
+        }
         Router {
             addr,
             scheme: if tls { "https" } else { "http" },
@@ -179,6 +220,7 @@ impl Router {
             self._dir.clone(),
             &self.log_filter.clone(),
             &[],
+            true,
         );
         *self = next;
     }

@@ -25,6 +25,8 @@ pub struct Received {
     pub method: String,
     pub path: String,
     pub headers: HashMap<String, String>,
+    /// Every header line as received (lowercase names, repeats kept).
+    pub header_lines: Vec<(String, String)>,
     pub body: Value,
     pub status: u16,
     /// The event id (Idempotency-Key header).
@@ -179,7 +181,7 @@ impl Vendor {
 async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let headers: HashMap<String, String> = req
+    let header_lines: Vec<(String, String)> = req
         .headers()
         .iter()
         .map(|(k, v)| {
@@ -189,6 +191,7 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
             )
         })
         .collect();
+    let headers: HashMap<String, String> = header_lines.iter().cloned().collect();
     let body = req
         .into_body()
         .collect()
@@ -208,6 +211,7 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         method,
         path,
         headers,
+        header_lines,
         body: json,
         status: 0,
         key,

@@ -110,9 +110,24 @@ pub struct TableConfig {
 pub struct RuleConfig {
     pub when_changed: Vec<String>,
     pub topic: String,
-    /// Operations the rule applies to (default: update, soft_delete, restore).
-    #[serde(default = "default_rule_ops")]
-    pub ops: Vec<Op>,
+    /// Operations the rule applies to. Default: `update`, plus `soft_delete`
+    /// and `restore` when the table has a `soft_delete_column` (see
+    /// [`RuleConfig::ops_for`]).
+    #[serde(default)]
+    pub ops: Option<Vec<Op>>,
+}
+
+impl RuleConfig {
+    /// The operations the rule applies to on a table with (or without) a
+    /// soft-delete column: the configured ones, else the default, which
+    /// fits the table (a table without a soft-delete column has no
+    /// `soft_delete` or `restore` changes).
+    pub fn ops_for(&self, soft_delete_column: bool) -> Vec<Op> {
+        match &self.ops {
+            Some(ops) => ops.clone(),
+            None => default_rule_ops(soft_delete_column),
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -133,8 +148,12 @@ fn default_snapshot_fetch() -> usize {
 fn default_append_lanes() -> usize {
     2
 }
-pub(crate) fn default_rule_ops() -> Vec<Op> {
-    vec![Op::Update, Op::SoftDelete, Op::Restore]
+pub(crate) fn default_rule_ops(soft_delete_column: bool) -> Vec<Op> {
+    if soft_delete_column {
+        vec![Op::Update, Op::SoftDelete, Op::Restore]
+    } else {
+        vec![Op::Update]
+    }
 }
 
 /// Split `schema.table` (either part may be double-quoted). `None` schema:
@@ -279,8 +298,13 @@ impl PostgresSourceConfig {
                 }
                 Err(e) => err(format!("{tp}.table"), format!("`{}`: {e}", t.table)),
             }
-            if let Err(e) = Template::parse(&t.topic) {
-                err(format!("{tp}.topic"), e);
+            match Template::parse(&t.topic) {
+                Err(e) => err(format!("{tp}.topic"), e),
+                Ok(tpl) => {
+                    if let Some(e) = tpl.literal_error() {
+                        err(format!("{tp}.topic"), e);
+                    }
+                }
             }
             if t.account_column.is_empty() {
                 err(format!("{tp}.account_column"), "must not be empty".into());
@@ -312,48 +336,15 @@ impl PostgresSourceConfig {
                     "is false and the table has no rules: it would emit nothing".into(),
                 );
             }
-            for (j, r) in t.rules.iter().enumerate() {
-                let rp = format!("{tp}.rules[{j}]");
-                if r.when_changed.is_empty() {
-                    err(
-                        format!("{rp}.when_changed"),
-                        "list at least one column or pattern".into(),
-                    );
-                }
-                for (k, pat) in r.when_changed.iter().enumerate() {
-                    if pat.is_empty() {
-                        err(
-                            format!("{rp}.when_changed[{k}]"),
-                            "must not be empty".into(),
-                        );
-                    } else if let Err(e) = globset::Glob::new(pat) {
-                        err(
-                            format!("{rp}.when_changed[{k}]"),
-                            format!("invalid pattern: {e}"),
-                        );
-                    }
-                }
-                if let Err(e) = Template::parse(&r.topic) {
-                    err(format!("{rp}.topic"), e);
-                }
-                if r.ops.is_empty() {
-                    err(format!("{rp}.ops"), "list at least one operation".into());
-                }
-                for (k, op) in r.ops.iter().enumerate() {
-                    if matches!(op, Op::Event | Op::Snapshot) {
-                        err(
-                            format!("{rp}.ops[{k}]"),
-                            format!("`{op}` has no changed columns; use insert, update, delete, soft_delete or restore"),
-                        );
-                    }
-                    if matches!(op, Op::SoftDelete | Op::Restore) && t.soft_delete_column.is_none()
-                    {
-                        err(
-                            format!("{rp}.ops[{k}]"),
-                            format!("`{op}` needs `soft_delete_column` on the table"),
-                        );
-                    }
-                }
+            let mut rule_errors = Vec::new();
+            crate::source::cdc_rules::validate_rules(
+                &tp,
+                &t.rules,
+                t.soft_delete_column.is_some(),
+                &mut rule_errors,
+            );
+            for e in rule_errors {
+                err(e.path, e.message);
             }
         }
     }
@@ -430,8 +421,12 @@ key_columns = ["id"]
         assert_eq!(c.status_interval, Duration::from_millis(500));
         assert_eq!(c.batch_size, 500);
         assert_eq!(c.tables.len(), 2);
-        assert_eq!(c.tables[0].rules[0].ops, default_rule_ops());
-        assert_eq!(c.tables[0].rules[1].ops, vec![Op::Insert, Op::Update]);
+        assert_eq!(c.tables[0].rules[0].ops, None);
+        assert_eq!(
+            c.tables[0].rules[0].ops_for(true),
+            vec![Op::Update, Op::SoftDelete, Op::Restore]
+        );
+        assert_eq!(c.tables[0].rules[1].ops, Some(vec![Op::Insert, Op::Update]));
         assert!(c.tables[0].emit_default);
         assert_eq!(
             c.tables[1].key_columns.as_deref(),
@@ -486,7 +481,7 @@ key_columns = ["id"]
         c.tables[1].rules.push(RuleConfig {
             when_changed: vec!["x".into()],
             topic: "t".into(),
-            ops: vec![Op::Snapshot, Op::SoftDelete],
+            ops: Some(vec![Op::Snapshot, Op::SoftDelete]),
         });
         let e = errors(&c);
         let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
@@ -499,6 +494,27 @@ key_columns = ["id"]
             paths.contains(&"sources.crm.tables[1].rules[0].ops[1]"),
             "{e:?}"
         );
+    }
+
+    /// A rule without `ops` on a table without `soft_delete_column` is
+    /// valid: its default ops are the ones that table can have.
+    #[test]
+    fn default_rule_ops_fit_a_table_without_soft_delete() {
+        let mut c = parse(GOOD).unwrap();
+        c.tables[1].rules.push(RuleConfig {
+            when_changed: vec!["status".into()],
+            topic: "order.status_changed".into(),
+            ops: None,
+        });
+        assert_eq!(errors(&c), vec![]);
+        assert_eq!(c.tables[1].rules[0].ops_for(false), vec![Op::Update]);
+        // Written by the user, they are still checked.
+        c.tables[1].rules[0].ops = Some(vec![Op::Update, Op::Restore]);
+        let e = errors(&c);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, "sources.crm.tables[1].rules[0].ops[1]");
+        c.tables[1].rules[0].ops = Some(vec![]);
+        assert_eq!(errors(&c)[0].0, "sources.crm.tables[1].rules[0].ops");
     }
 
     #[test]

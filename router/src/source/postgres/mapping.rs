@@ -2,9 +2,10 @@
 //! soft deletes, deterministic ids.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
 use crate::event::{Commit, Event, Op};
@@ -12,6 +13,9 @@ use crate::event::{Commit, Event, Op};
 use super::config::TableConfig;
 use super::pgoutput::{Datum, Lsn, OldTuple, Relation, Tuple};
 use super::values;
+pub use crate::source::cdc_rules::{
+    compile_rules, retain_valid_topics, topics_for, Rule, Template, Vars, BUILTIN_VARS,
+};
 
 /// Namespace of CDC event ids (UUIDv5).
 pub const ID_NAMESPACE: uuid::Uuid =
@@ -37,120 +41,6 @@ pub fn snapshot_id(slot: &str, table: &str, key: &Value, sub: usize) -> String {
     .to_string()
 }
 
-/// A topic template: literal text and `{name}` placeholders.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Template {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Lit(String),
-    Var(String),
-}
-
-/// Placeholders that are not columns.
-pub const BUILTIN_VARS: [&str; 4] = ["op", "table", "schema", "source"];
-
-impl Template {
-    pub fn parse(s: &str) -> Result<Template, String> {
-        if s.is_empty() {
-            return Err("topic template must not be empty".into());
-        }
-        let mut parts = Vec::new();
-        let mut lit = String::new();
-        let mut it = s.chars();
-        while let Some(c) = it.next() {
-            match c {
-                '{' => {
-                    let mut name = String::new();
-                    let mut closed = false;
-                    for c in it.by_ref() {
-                        match c {
-                            '}' => {
-                                closed = true;
-                                break;
-                            }
-                            '{' => return Err(format!("`{s}`: nested `{{` in a placeholder")),
-                            c => name.push(c),
-                        }
-                    }
-                    if !closed {
-                        return Err(format!("`{s}`: `{{` without a closing `}}`"));
-                    }
-                    let name = name.trim().to_owned();
-                    if name.is_empty() {
-                        return Err(format!("`{s}`: empty placeholder `{{}}`"));
-                    }
-                    if !lit.is_empty() {
-                        parts.push(Part::Lit(std::mem::take(&mut lit)));
-                    }
-                    parts.push(Part::Var(name));
-                }
-                '}' => return Err(format!("`{s}`: `}}` without an opening `{{`")),
-                c => lit.push(c),
-            }
-        }
-        if !lit.is_empty() {
-            parts.push(Part::Lit(lit));
-        }
-        Ok(Template { parts })
-    }
-
-    /// Column names the template reads (built-ins excluded).
-    pub fn columns(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Var(v) if !BUILTIN_VARS.contains(&v.as_str()) => Some(v.as_str()),
-            _ => None,
-        })
-    }
-
-    /// Render: built-ins from `vars`, columns from `row`. A NULL renders as
-    /// `null`, a column with no known value as `unknown`.
-    pub fn render<'v>(&self, vars: &Vars<'_>, row: &dyn Fn(&str) -> Option<&'v Value>) -> String {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Lit(l) => out.push_str(l),
-                Part::Var(v) => match v.as_str() {
-                    "op" => out.push_str(vars.op.as_str()),
-                    "table" => out.push_str(vars.table),
-                    "schema" => out.push_str(vars.schema),
-                    "source" => out.push_str(vars.source),
-                    col => match row(col) {
-                        Some(v) => push_value(&mut out, v),
-                        None => out.push_str("unknown"),
-                    },
-                },
-            }
-        }
-        out
-    }
-}
-
-pub struct Vars<'a> {
-    pub op: Op,
-    pub table: &'a str,
-    pub schema: &'a str,
-    pub source: &'a str,
-}
-
-fn push_value(out: &mut String, v: &Value) {
-    match v {
-        Value::String(s) => out.push_str(s),
-        Value::Null => out.push_str("null"),
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-/// A compiled rule.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub matcher: GlobSet,
-    pub topic: Template,
-    pub ops: Vec<Op>,
-}
-
 /// Everything needed to turn one table's changes into events.
 #[derive(Debug, Clone)]
 pub struct TableMapping {
@@ -166,6 +56,9 @@ pub struct TableMapping {
     pub emit_default: bool,
     pub rules: Vec<Rule>,
     pub soft_delete_column: Option<String>,
+    /// Events not emitted because their rendered topic broke the event
+    /// contract (see [`change_events`]).
+    pub invalid_topics: Arc<AtomicU64>,
 }
 
 impl TableMapping {
@@ -178,18 +71,7 @@ impl TableMapping {
         key_columns: Vec<String>,
         cfg: &TableConfig,
     ) -> Result<TableMapping, String> {
-        let mut rules = Vec::new();
-        for r in &cfg.rules {
-            let mut b = GlobSetBuilder::new();
-            for p in &r.when_changed {
-                b.add(Glob::new(p).map_err(|e| e.to_string())?);
-            }
-            rules.push(Rule {
-                matcher: b.build().map_err(|e| e.to_string())?,
-                topic: Template::parse(&r.topic)?,
-                ops: r.ops.clone(),
-            });
-        }
+        let rules = compile_rules(&cfg.rules, cfg.soft_delete_column.is_some())?;
         Ok(TableMapping {
             source: source.to_owned(),
             slot: slot.to_owned(),
@@ -202,6 +84,7 @@ impl TableMapping {
             emit_default: cfg.emit_default,
             rules,
             soft_delete_column: cfg.soft_delete_column.clone(),
+            invalid_topics: Arc::default(),
         })
     }
 
@@ -452,15 +335,21 @@ pub fn change_events(
         source: &t.source,
     };
 
-    let mut topics: Vec<(usize, String)> = Vec::new();
-    if t.emit_default {
-        topics.push((0, t.topic.render(&vars, &lookup)));
-    }
-    for (i, r) in t.rules.iter().enumerate() {
-        if r.ops.contains(&op) && changed.iter().any(|c| r.matcher.is_match(c)) {
-            topics.push((i + 1, r.topic.render(&vars, &lookup)));
-        }
-    }
+    let mut topics = topics_for(
+        t.emit_default.then_some(&t.topic),
+        &t.rules,
+        &vars,
+        &changed,
+        &lookup,
+    );
+    retain_valid_topics(
+        &mut topics,
+        &t.source,
+        &t.qualified,
+        &key,
+        &account_id,
+        &t.invalid_topics,
+    );
 
     let n = topics.len();
     let commit_id = pos.commit_lsn.to_string();
@@ -580,12 +469,12 @@ mod tests {
             RuleConfig {
                 when_changed: vec!["email".into()],
                 topic: "customer.{banner}.email_changed".into(),
-                ops: crate::source::postgres::config::default_rule_ops(),
+                ops: None,
             },
             RuleConfig {
                 when_changed: vec!["consent_*".into()],
                 topic: "customer.{banner}.consent_changed".into(),
-                ops: crate::source::postgres::config::default_rule_ops(),
+                ops: None,
             },
         ]
     }
@@ -650,6 +539,68 @@ mod tests {
         for bad in ["", "a{", "a}", "{}", "{a{b}}", "x.{ }"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A topic rendered from a column value that breaks the topic rule is
+    /// not emitted (and counted); the row's other events still are.
+    #[test]
+    fn an_invalid_rendered_topic_drops_that_event_only() {
+        let t = table(
+            vec![RuleConfig {
+                when_changed: vec!["email".into()],
+                topic: "customer.email_changed".into(),
+                ops: Some(vec![Op::Insert]),
+            }],
+            true,
+        );
+        let mut cols = FULL;
+        cols[2] = Col::Text("banner a\n");
+        let evs = change_events(
+            &t,
+            ChangeKind::Insert,
+            None,
+            BeforeImage::None,
+            Some(row(&cols, false)),
+            &pos(3, &["id".into()]),
+        );
+        let topics: Vec<&str> = evs.iter().map(|e| e.topic.as_str()).collect();
+        assert_eq!(topics, ["customer.email_changed"]);
+        // Its id is the one the rule's event always has (sub 1).
+        assert_eq!(evs[0].id, change_id("slot1", Lsn(0x16B3748), 3, 1));
+        assert_eq!(
+            t.invalid_topics.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // Too long counts too.
+        cols[2] = Col::Text(Box::leak("b".repeat(300).into_boxed_str()));
+        let evs = change_events(
+            &t,
+            ChangeKind::Insert,
+            None,
+            BeforeImage::None,
+            Some(row(&cols, false)),
+            &pos(4, &["id".into()]),
+        );
+        assert_eq!(evs.len(), 1);
+        assert_eq!(
+            t.invalid_topics.load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+    }
+
+    #[test]
+    fn template_text_must_fit_a_topic() {
+        assert_eq!(
+            Template::parse("customer.{banner}.{op}")
+                .unwrap()
+                .literal_error(),
+            None
+        );
+        let e = Template::parse("customer events/{op}")
+            .unwrap()
+            .literal_error()
+            .unwrap();
+        assert!(e.contains("`customer events/`") && e.contains("' '"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! Targets come from the event's `data` (all optional):
 //! `{"path": "/tmp/secret", "env": "SWITCHYARD_SECRET_PROBE",
-//!   "tcp": "127.0.0.1:4000", "udp": "127.0.0.1:4001"}`.
+//!   "tcp": "127.0.0.1:4000", "udp": "127.0.0.1:4001", "sleep_ms": 60000}`.
+//! `sleep_ms` makes the guest sleep (a `wasi:io/poll` wait on a clock)
+//! before it reports: the host must end the wait at the call's deadline.
 //!
 //! Report: one key per attempt; `{"ok": false, "error": "..."}` for a denial,
 //! `{"ok": true, "value": "..."}` for a success (the value is what the guest
@@ -33,6 +35,12 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     let data = ev.data.clone().unwrap_or(Value::Null);
     let arg = |k: &str| data.get(k).and_then(Value::as_str).map(str::to_string);
     let mut r = Map::new();
+
+    // A long wait in the host (not a loop in the guest).
+    if let Some(ms) = data.get("sleep_ms").and_then(Value::as_u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+        r.insert("slept_ms".into(), json!(ms));
+    }
 
     // Files.
     r.insert(

@@ -1,0 +1,74 @@
+//! `switchyard check`: every problem of a config at once, each with its TOML
+//! path — the config's own rules and, for every consumer's modules, what
+//! `switchyard run` would find when it loads them: the module compiles
+//! (through the compile cache, so a later `run` starts warm), implements
+//! the contract, and its `init` accepts the configured values.
+
+use std::path::Path;
+
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::transform::{EngineLimits, Module, TransformEngine};
+
+/// Check the config at `path`. `Ok` when there is nothing to report.
+pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
+    let (config, mut errs) = Config::load_all(path);
+    if let Some(c) = &config {
+        let found = module_errors(c, &errs.errors);
+        errs.errors.extend(found);
+    }
+    match config {
+        Some(c) if errs.errors.is_empty() => Ok(c),
+        _ => Err(errs),
+    }
+}
+
+/// Load every module of every consumer as `run` would (compile or take it
+/// from the cache, link, instantiate, `init` with the configured values)
+/// and report each failure at its TOML path: an `init` refusal at
+/// `consumers.<c>.modules[i].config` with the module's own message, any
+/// other load failure at `consumers.<c>.modules[i]`. Modules that already
+/// have a config error (`known`) are skipped: they cannot be loaded.
+pub fn module_errors(config: &Config, known: &[ConfigError]) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    let todo: Vec<(String, &crate::transform::ModuleConfig)> = config
+        .consumers
+        .iter()
+        .flat_map(|(name, c)| {
+            c.modules
+                .iter()
+                .enumerate()
+                .map(move |(i, m)| (format!("consumers.{name}.modules[{i}]"), m))
+        })
+        .filter(|(path, _)| {
+            !known
+                .iter()
+                .any(|e| e.path == *path || e.path.starts_with(&format!("{path}.")))
+        })
+        .collect();
+    if todo.is_empty() {
+        return out;
+    }
+    let engine = match TransformEngine::new(EngineLimits::default(), config.transforms.cache_dir())
+    {
+        Ok(e) => e,
+        Err(e) => {
+            out.push(ConfigError::new(
+                "transforms",
+                format!("cannot start the WebAssembly engine to check the modules: {e:#}"),
+            ));
+            return out;
+        }
+    };
+    for (path, m) in todo {
+        if let Err(e) = Module::load(&engine, m, None) {
+            out.push(match e.init_refused {
+                Some(said) => ConfigError::new(
+                    format!("{path}.config"),
+                    format!("module {} refused it: {said}", m.display_name()),
+                ),
+                None => ConfigError::new(path, e.message),
+            });
+        }
+    }
+    out
+}

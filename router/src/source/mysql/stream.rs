@@ -1,0 +1,532 @@
+//! The streaming loop: binlog events → row changes → events → appends →
+//! the stored position.
+//!
+//! **The position rule.** The binlog position stored in Redis is always the
+//! end of a transaction (its XID / COMMIT event, a standalone DDL statement,
+//! or a rotation between transactions) whose events — and those of every
+//! earlier transaction — `Log::append` has acknowledged. A transaction's
+//! events may be appended in several batches while it is still being
+//! received (bounded memory for huge transactions); a crash before its end
+//! is stored re-reads it from its start, and its events get the same ids.
+//!
+//! Appends run one at a time, in binlog order, while the next events are
+//! decoded: a quiet stream appends each change at once (latency), a busy one
+//! accumulates up to `2 × batch_size` events while the previous append runs
+//! (throughput), after which reading pauses.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{
+    Event as BinlogEvent, EventData, QueryEvent, RotateEvent, RowsEventData,
+};
+use mysql_async::binlog::EventType;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use serde_json::{Map, Value};
+
+use super::catalog::{self, ResolvedTable, ServerInfo};
+use super::mapping::{change_events, ChangeKind, Position, TableMapping};
+use super::position::BinlogPos;
+use super::values::binlog_to_json;
+use super::{append_retry, store_position, SessionError, SourceCtx};
+use crate::event::Event;
+
+/// MariaDB's own event types (not in mysql_common's list).
+const MARIADB_GTID_EVENT: u8 = 162;
+/// MariaDB GTID event flag: the group is one statement without BEGIN/COMMIT (DDL).
+const FL_STANDALONE: u8 = 1;
+
+struct Txn {
+    /// `file:pos` of the transaction's first event (the id base).
+    start: String,
+    seq: u64,
+    time: DateTime<Utc>,
+    gtid: Option<String>,
+    /// MariaDB standalone group: ends with its one statement.
+    standalone: bool,
+}
+
+struct State {
+    tables: HashMap<(String, String), (usize, Arc<TableMapping>)>,
+    file: String,
+    /// A format description event was read: the reader strips checksums from here on.
+    seen_fde: bool,
+    txn: Option<Txn>,
+    last_gtid: Option<String>,
+    pending: Vec<Event>,
+    routed: u64,
+    appended: u64,
+    /// Transaction ends with the number of events routed up to them.
+    checkpoints: VecDeque<(BinlogPos, u64)>,
+    confirmed: BinlogPos,
+    stored: BinlogPos,
+    events: u64,
+    appends: u64,
+}
+
+impl State {
+    fn begin(&mut self, start_pos: u64, time: u32, gtid: Option<String>, standalone: bool) {
+        self.txn = Some(Txn {
+            start: format!("{}:{start_pos}", self.file),
+            seq: 0,
+            time: DateTime::from_timestamp(time as i64, 0).unwrap_or_else(Utc::now),
+            gtid,
+            standalone,
+        });
+    }
+
+    /// A transaction (or statement, or rotation) ended at `end` in the
+    /// current file: the next event starts there.
+    fn commit(&mut self, end: u64) {
+        if let Some(t) = self.txn.take() {
+            if t.gtid.is_some() {
+                self.last_gtid = t.gtid;
+            }
+        }
+        let pos = BinlogPos {
+            file: self.file.clone(),
+            pos: end,
+            gtid: self.last_gtid.clone(),
+        };
+        match self.checkpoints.back_mut() {
+            Some((p, mark)) if *mark == self.routed => *p = pos,
+            _ => self.checkpoints.push_back((pos, self.routed)),
+        }
+    }
+
+    /// Advance `confirmed` past every checkpoint whose events are appended.
+    fn confirm(&mut self) {
+        while let Some((_, mark)) = self.checkpoints.front() {
+            if *mark > self.appended {
+                break;
+            }
+            if let Some((p, _)) = self.checkpoints.pop_front() {
+                self.confirmed = p;
+            }
+        }
+    }
+}
+
+enum Step {
+    Appended(u64, Result<(), SessionError>),
+    Event(BinlogEvent),
+    Tick,
+    Shutdown,
+}
+
+/// Stream from `start` until shutdown or a failure.
+pub async fn stream(
+    ctx: &SourceCtx<'_>,
+    mut sql: Conn,
+    server: &ServerInfo,
+    tables: Vec<ResolvedTable>,
+    start: BinlogPos,
+) -> Result<(), SessionError> {
+    let my = SessionError::from_my;
+    let mut conn = ctx.connect().await?;
+    // Heartbeats on a quiet stream, so a dead connection is noticed.
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period = {}",
+        ctx.cfg.heartbeat.as_nanos()
+    ))
+    .await
+    .map_err(my)?;
+    if server.mariadb {
+        // Announce GTID support: MariaDB then sends its GTID events (the
+        // transaction's `domain-server-seq`) instead of a plain BEGIN.
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(my)?;
+    }
+    let req = BinlogStreamRequest::new(ctx.cfg.server_id)
+        .with_filename(start.file.as_bytes())
+        .with_pos(start.pos);
+    let mut binlog = conn.get_binlog_stream(req).await.map_err(my)?;
+    tracing::info!(source = ctx.source, from = %start, server = %server.version, "streaming the binlog");
+
+    let mut st = State {
+        tables: tables
+            .iter()
+            .map(|t| {
+                (
+                    (t.database.clone(), t.name.clone()),
+                    (t.index, Arc::clone(&t.mapping)),
+                )
+            })
+            .collect(),
+        file: start.file.clone(),
+        seen_fde: false,
+        txn: None,
+        last_gtid: start.gtid.clone(),
+        pending: Vec::new(),
+        routed: 0,
+        appended: 0,
+        checkpoints: VecDeque::new(),
+        confirmed: start.clone(),
+        stored: start.clone(),
+        events: 0,
+        appends: 0,
+    };
+    let source: Arc<str> = Arc::from(ctx.source);
+    let max_pending = ctx.cfg.batch_size * 2;
+    let silence = ctx.cfg.heartbeat * 5 + Duration::from_secs(1);
+    let mut last_event = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Dropping the set (on error) aborts an append in flight: harmless, its
+    // events are re-read and carry the same ids.
+    let mut inflight: tokio::task::JoinSet<(u64, Result<(), SessionError>)> =
+        tokio::task::JoinSet::new();
+    loop {
+        if inflight.is_empty() && !st.pending.is_empty() {
+            let events = std::mem::take(&mut st.pending);
+            st.appends += 1;
+            let (log, source, shutdown) = (ctx.log.clone(), source.clone(), ctx.shutdown.clone());
+            inflight.spawn(async move {
+                let r = append_retry(&log, &source, &shutdown, &events).await;
+                (events.len() as u64, r)
+            });
+        }
+        let receiving = st.pending.len() < max_pending;
+        let step = tokio::select! {
+            biased;
+            Some(j) = inflight.join_next(), if !inflight.is_empty() => {
+                let (n, r) = j.map_err(|e| SessionError::Transient(anyhow::anyhow!("append task failed: {e}")))?;
+                Step::Appended(n, r)
+            }
+            _ = ctx.shutdown.cancelled() => Step::Shutdown,
+            _ = tick.tick() => Step::Tick,
+            next = binlog.next(), if receiving => match next {
+                None => return Err(SessionError::Transient(anyhow::anyhow!("the binlog stream ended"))),
+                Some(Err(e)) => return Err(my(e)),
+                Some(Ok(ev)) => Step::Event(ev),
+            },
+        };
+        match step {
+            Step::Appended(n, r) => {
+                r?;
+                st.appended += n;
+                st.events += n;
+                st.confirm();
+                if st.confirmed != st.stored {
+                    store_position(ctx, &st.confirmed).await?;
+                    st.stored = st.confirmed.clone();
+                }
+            }
+            Step::Tick => {
+                // Checked here, not with a timeout around each read: the
+                // loop also wakes for ticks and appends.
+                if !receiving {
+                    // Paused by us (appends behind), not by the server.
+                    last_event = tokio::time::Instant::now();
+                } else if last_event.elapsed() > silence {
+                    return Err(SessionError::Transient(anyhow::anyhow!(
+                        "no binlog event or heartbeat for {silence:?}: the connection is dead"
+                    )));
+                }
+                st.confirm();
+                if st.confirmed != st.stored && inflight.is_empty() && st.pending.is_empty() {
+                    store_position(ctx, &st.confirmed).await?;
+                    st.stored = st.confirmed.clone();
+                }
+            }
+            Step::Event(ev) => {
+                last_event = tokio::time::Instant::now();
+                handle(ctx, &mut sql, server, &binlog, &mut st, ev).await?
+            }
+            Step::Shutdown => {
+                // Finish what is in flight, append what is pending, store.
+                while let Some(j) = inflight.join_next().await {
+                    let (n, r) = j.map_err(|e| {
+                        SessionError::Transient(anyhow::anyhow!("append task failed: {e}"))
+                    })?;
+                    r?;
+                    st.appended += n;
+                    st.events += n;
+                }
+                let events = std::mem::take(&mut st.pending);
+                append_retry(ctx.log, ctx.source, ctx.shutdown, &events).await?;
+                st.appended += events.len() as u64;
+                st.events += events.len() as u64;
+                st.confirm();
+                if st.confirmed != st.stored {
+                    if let Err(e) = super::position::store(ctx.log, ctx.source, &st.confirmed).await
+                    {
+                        tracing::warn!(source = ctx.source, error = %e,
+                            "could not store the last position before stopping; its changes will be read again (and deduplicated)");
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), binlog.close()).await;
+                tracing::info!(source = ctx.source, position = %st.confirmed, events = st.events,
+                    appends = st.appends, "mysql source stopped");
+                return Err(SessionError::Shutdown);
+            }
+        }
+    }
+}
+
+async fn handle(
+    ctx: &SourceCtx<'_>,
+    sql: &mut Conn,
+    server: &ServerInfo,
+    binlog: &BinlogStream,
+    st: &mut State,
+    ev: BinlogEvent,
+) -> Result<(), SessionError> {
+    let h = ev.header();
+    let ty = h.event_type_raw();
+    let end = h.log_pos() as u64;
+    let start = end.saturating_sub(h.event_size() as u64);
+    let bad = |what: &str, e: std::io::Error| {
+        SessionError::Transient(anyhow::anyhow!(
+            "undecodable binlog {what} event at {}:{start}: {e}",
+            st.file
+        ))
+    };
+    if ty == MARIADB_GTID_EVENT {
+        // seq_no (8), domain_id (4), flags (1) …
+        let d = ev.data();
+        if d.len() >= 13 {
+            let seq = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+            let domain = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
+            let gtid = format!("{domain}-{}-{seq}", h.server_id());
+            st.begin(start, h.timestamp(), Some(gtid), d[12] & FL_STANDALONE != 0);
+        }
+        return Ok(());
+    }
+    let Ok(kind) = h.event_type() else {
+        return Ok(()); // other MariaDB events: annotate, checkpoint, GTID list
+    };
+    match kind {
+        EventType::FORMAT_DESCRIPTION_EVENT => st.seen_fde = true,
+        EventType::ROTATE_EVENT => {
+            let r: RotateEvent<'_> = ev.read_event().map_err(|e| bad("rotate", e))?;
+            let mut name = r.name_raw().to_vec();
+            // The first (artificial) rotate comes before any format
+            // description, so the reader does not know to strip its CRC32.
+            if !st.seen_fde && server.checksum && name.len() > 4 {
+                name.truncate(name.len() - 4);
+            }
+            st.file = String::from_utf8_lossy(&name).into_owned();
+            if st.txn.is_none() {
+                st.commit(r.position());
+            }
+        }
+        EventType::XID_EVENT => st.commit(end),
+        EventType::QUERY_EVENT => {
+            let q: QueryEvent<'_> = ev.read_event().map_err(|e| bad("query", e))?;
+            let text = q.query();
+            let t = text.trim();
+            if t.eq_ignore_ascii_case("BEGIN") {
+                if st.txn.is_none() {
+                    st.begin(start, h.timestamp(), None, false);
+                }
+            } else if t.eq_ignore_ascii_case("COMMIT") || t.eq_ignore_ascii_case("ROLLBACK") {
+                st.commit(end);
+            } else if st.txn.as_ref().is_none_or(|x| x.standalone) {
+                // A statement of its own (DDL): the captured tables' columns
+                // may have changed.
+                ddl(ctx, sql, server, st, t).await?;
+                st.commit(end);
+            }
+        }
+        EventType::WRITE_ROWS_EVENT
+        | EventType::UPDATE_ROWS_EVENT
+        | EventType::DELETE_ROWS_EVENT
+        | EventType::WRITE_ROWS_EVENT_V1
+        | EventType::UPDATE_ROWS_EVENT_V1
+        | EventType::DELETE_ROWS_EVENT_V1 => {
+            let Some(EventData::RowsEvent(rows)) = ev.read_data().map_err(|e| bad("rows", e))?
+            else {
+                return Ok(());
+            };
+            rows_event(ctx, sql, server, binlog, st, &rows, start, h.timestamp()).await?;
+        }
+        EventType::PARTIAL_UPDATE_ROWS_EVENT => {
+            return Err(SessionError::Fatal(anyhow::anyhow!(
+                "{}: the server writes partial JSON updates (binlog_row_value_options = PARTIAL_JSON); \
+                 set binlog_row_value_options = '' so updates carry full after-images",
+                ctx.path
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn ddl(
+    ctx: &SourceCtx<'_>,
+    sql: &mut Conn,
+    server: &ServerInfo,
+    st: &mut State,
+    statement: &str,
+) -> Result<(), SessionError> {
+    let lower = statement.to_ascii_lowercase();
+    if !(lower.starts_with("alter")
+        || lower.starts_with("rename")
+        || lower.starts_with("create")
+        || lower.starts_with("drop")
+        || lower.starts_with("truncate"))
+    {
+        return Ok(());
+    }
+    let keys: Vec<(String, String)> = st.tables.keys().cloned().collect();
+    for (db, name) in keys {
+        if !lower.contains(&name.to_ascii_lowercase()) {
+            continue;
+        }
+        if lower.starts_with("truncate") {
+            tracing::warn!(source = ctx.source, table = %format!("{db}.{name}"),
+                "TRUNCATE is not captured (no event is emitted for the removed rows)");
+            continue;
+        }
+        reload(ctx, sql, server, st, &db, &name).await?;
+    }
+    Ok(())
+}
+
+/// Re-read a table's columns from the catalog (after DDL).
+async fn reload(
+    ctx: &SourceCtx<'_>,
+    sql: &mut Conn,
+    server: &ServerInfo,
+    st: &mut State,
+    db: &str,
+    name: &str,
+) -> Result<(), SessionError> {
+    let Some((index, old)) = st.tables.get(&(db.to_string(), name.to_string())).cloned() else {
+        return Ok(());
+    };
+    let columns = catalog::table_columns(sql, server, db, name).await?;
+    if columns == old.columns {
+        return Ok(());
+    }
+    tracing::warn!(source = ctx.source, table = %old.qualified,
+        columns = ?columns.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        "table columns changed; decoding with the new columns from here on");
+    let mut m = (*old).clone();
+    m.columns = columns;
+    st.tables
+        .insert((db.to_string(), name.to_string()), (index, Arc::new(m)));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rows_event(
+    ctx: &SourceCtx<'_>,
+    sql: &mut Conn,
+    server: &ServerInfo,
+    binlog: &BinlogStream,
+    st: &mut State,
+    rows: &RowsEventData<'_>,
+    start: u64,
+    time: u32,
+) -> Result<(), SessionError> {
+    let Some(tme) = binlog.get_tme(rows.table_id()) else {
+        return Err(SessionError::Transient(anyhow::anyhow!(
+            "rows event for table id {} without its table map",
+            rows.table_id()
+        )));
+    };
+    let key = (
+        tme.database_name().into_owned(),
+        tme.table_name().into_owned(),
+    );
+    if !st.tables.contains_key(&key) {
+        return Ok(());
+    }
+    if st.tables[&key].1.columns.len() != tme.columns_count() as usize {
+        reload(ctx, sql, server, st, &key.0, &key.1).await?;
+        let now = st.tables[&key].1.columns.len();
+        if now != tme.columns_count() as usize {
+            return Err(SessionError::Transient(anyhow::anyhow!(
+                "table {}.{}: the binlog row has {} columns, the catalog {now}",
+                key.0,
+                key.1,
+                tme.columns_count()
+            )));
+        }
+    }
+    let mapping = Arc::clone(&st.tables[&key].1);
+    if st.txn.is_none() {
+        st.begin(start, time, None, false);
+    }
+    let kind = match rows {
+        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => ChangeKind::Insert,
+        RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => {
+            ChangeKind::Update
+        }
+        _ => ChangeKind::Delete,
+    };
+    let before_cols: Vec<usize> = rows
+        .columns_before_image()
+        .map(|b| b.iter_ones().collect())
+        .unwrap_or_default();
+    let after_cols: Vec<usize> = rows
+        .columns_after_image()
+        .map(|b| b.iter_ones().collect())
+        .unwrap_or_default();
+    let decode = |row: &mysql_async::binlog::row::BinlogRow, cols: &[usize]| {
+        let mut m = Map::new();
+        for (k, &ci) in cols.iter().enumerate() {
+            let Some((name, kind)) = mapping.columns.get(ci) else {
+                continue;
+            };
+            let v = row
+                .as_ref(k)
+                .map(|v| binlog_to_json(kind, v))
+                .unwrap_or(Value::Null);
+            m.insert(name.clone(), v);
+        }
+        m
+    };
+    let now = Utc::now();
+    let mut it = rows.rows(tme);
+    loop {
+        // mysql_common's decoders can panic on values it mis-handles
+        // (0.37: a negative TIME(1)/TIME(2) with a fraction, in debug
+        // builds): stop with the row's position rather than lose the task.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| it.next()));
+        let r = match next {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(SessionError::Fatal(anyhow::anyhow!(
+                    "{}: the binlog decoder failed on a row of {} at {}:{start} (mysql_common cannot \
+                     decode one of its values; see the MySQL source's known limits in ARCHITECTURE.md)",
+                    ctx.path,
+                    mapping.qualified,
+                    st.file
+                )))
+            }
+        };
+        let (b, a) = r.map_err(|e| {
+            SessionError::Transient(anyhow::anyhow!(
+                "undecodable row of {} at {}:{start}: {e}",
+                mapping.qualified,
+                st.file
+            ))
+        })?;
+        let before = b.as_ref().map(|b| decode(b, &before_cols));
+        let after = a.as_ref().map(|a| decode(a, &after_cols));
+        let Some(txn) = st.txn.as_mut() else {
+            unreachable!("begun above")
+        };
+        let pos = Position {
+            txn: &txn.start,
+            seq: txn.seq,
+            gtid: txn.gtid.as_deref(),
+            occurred_at: txn.time,
+            ingested_at: now,
+        };
+        txn.seq += 1;
+        let evs = change_events(&mapping, kind, before, after, &pos);
+        st.routed += evs.len() as u64;
+        st.pending.extend(evs);
+    }
+    Ok(())
+}
