@@ -369,7 +369,7 @@ impl std::fmt::Debug for DeliveryCollector {
     }
 }
 
-fn counter_family<'a>(
+fn counter_family(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
