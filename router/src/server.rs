@@ -62,10 +62,6 @@ impl Startup {
     pub fn starting(reason: impl Into<String>) -> Startup {
         Startup(std::sync::Mutex::new(Some(reason.into())))
     }
-    /// Still starting, now for this reason (e.g. `starting: compiling modules`).
-    pub fn set(&self, reason: impl Into<String>) {
-        *self.0.lock().unwrap() = Some(reason.into());
-    }
     pub fn ready(&self) {
         *self.0.lock().unwrap() = None;
     }
