@@ -461,16 +461,28 @@ impl Config {
                 abs(p);
             }
         }
+        for c in self.consumers.values_mut() {
+            if let Some(auth) = &mut c.endpoint.auth {
+                auth.resolve_paths(base);
+            }
+        }
         for src in self.sources.values_mut() {
             match src {
                 SourceConfig::Http(h) => {
                     if let Some(f) = &mut h.token_file {
-                        if f.is_relative() {
-                            *f = base.join(&*f);
-                        }
+                        abs(f);
                     }
                 }
-                SourceConfig::Postgres(_) | SourceConfig::Mysql(_) => {}
+                SourceConfig::Postgres(p) => {
+                    p.url = ConnUrl::new(crate::source::postgres::tls::resolve_paths(&p.url, base));
+                }
+                SourceConfig::Mysql(m) => {
+                    m.url = ConnUrl::new(resolve_url_paths(
+                        &m.url,
+                        &["ssl-ca", "ssl-cert", "ssl-key"],
+                        base,
+                    ));
+                }
             }
         }
     }
@@ -792,6 +804,41 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
     Ok(out)
 }
 
+/// A connection URL (`scheme://…?k=v&…`) with the relative file paths of the
+/// query parameters `keys` made absolute against `base`, the config file's
+/// directory: every path in the config resolves against it, also those
+/// inside URLs (`sslrootcert`, `ssl-ca`, …). Other parameters, and absolute
+/// paths, are left as written.
+pub fn resolve_url_paths(url: &str, keys: &[&str], base: &Path) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|part| {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let key = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+            if !keys.contains(&key.as_ref()) {
+                return part.to_string();
+            }
+            let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+            let path = Path::new(v.as_ref());
+            if v.is_empty() || !path.is_relative() {
+                return part.to_string();
+            }
+            let abs = base.join(path);
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(
+                    &abs.to_string_lossy(),
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+            )
+        })
+        .collect();
+    format!("{head}?{}", parts.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,6 +1000,77 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("redis.example:6380"), "hosts stay visible");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory_also_auth_files_and_url_certs() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("token.txt"), "vendor-token").unwrap();
+        let text = r#"
+            [sources.crm]
+            type = "postgres"
+            url = "postgres://sy@db/crm?sslmode=verify-full&sslrootcert=ca.pem"
+            publication = "p"
+            slot = "s"
+            [[sources.crm.tables]]
+            table = "public.t"
+            topic = "t.{op}"
+            account_column = "a"
+            [sources.shop]
+            type = "postgres"
+            url = "host=db user=sy dbname=shop sslmode=verify-ca sslrootcert='ca.pem'"
+            publication = "p2"
+            slot = "s2"
+            [[sources.shop.tables]]
+            table = "public.t"
+            topic = "t.{op}"
+            account_column = "a"
+            [consumers.esp]
+            topics = ["*"]
+            [consumers.esp.endpoint]
+            url = "https://api.example/v1"
+            auth = { type = "bearer", token_file = "token.txt" }
+        "#;
+        // Loaded from a directory other than the working directory: before,
+        // these paths were resolved against the working directory and the
+        // certificate check failed.
+        let c =
+            Config::from_toml_with_env(text, dir.path(), &env).unwrap_or_else(|e| panic!("{e:?}"));
+        match &c.consumers["esp"].endpoint.auth {
+            Some(crate::delivery::config::AuthConfig::Bearer { token_file, .. }) => {
+                assert_eq!(
+                    token_file.as_deref(),
+                    Some(dir.path().join("token.txt").as_path())
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        for name in ["crm", "shop"] {
+            let SourceConfig::Postgres(p) = &c.sources[name] else {
+                panic!("{name}")
+            };
+            let (_, tls) = crate::source::postgres::tls::PgTls::split(&p.url).unwrap();
+            assert_eq!(
+                tls.root_cert.as_deref(),
+                Some(dir.path().join("ca.pem").as_path()),
+                "{name}"
+            );
+        }
+        let abs = resolve_url_paths(
+            "mysql://u@h/db?ssl-mode=VERIFY_CA&ssl-ca=certs%2Fca.pem&ssl-key=%2Fetc%2Fk.pem",
+            &["ssl-ca", "ssl-cert", "ssl-key"],
+            Path::new("/srv/sy"),
+        );
+        assert_eq!(
+            abs,
+            "mysql://u@h/db?ssl-mode=VERIFY_CA&ssl-ca=%2Fsrv%2Fsy%2Fcerts%2Fca%2Epem&ssl-key=%2Fetc%2Fk.pem"
+        );
     }
 
     #[test]

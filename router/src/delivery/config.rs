@@ -61,6 +61,25 @@ pub enum OnFailure {
     Skip,
 }
 
+impl AuthConfig {
+    /// `*_file` paths resolve against `base`, the config file's directory
+    /// (the one rule for every path in the config).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let f = match self {
+            AuthConfig::Bearer { token_file: f, .. }
+            | AuthConfig::Basic {
+                password_file: f, ..
+            }
+            | AuthConfig::Hmac { secret_file: f, .. } => f,
+        };
+        if let Some(p) = f {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {

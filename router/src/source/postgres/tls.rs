@@ -203,6 +203,36 @@ impl PgTls {
     }
 }
 
+/// `url` with relative `sslrootcert` / `sslcert` / `sslkey` made absolute
+/// against `base`, the config file's directory (every path in the config
+/// resolves against it). Both URL forms; anything else is left as written.
+pub fn resolve_paths(url: &str, base: &std::path::Path) -> String {
+    const FILES: [&str; 3] = ["sslrootcert", "sslcert", "sslkey"];
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return crate::config::resolve_url_paths(url, &FILES, base);
+    }
+    let Ok((rest, pairs)) = split_kv(url) else {
+        return url.to_string(); // reported by validation
+    };
+    let relative = |k: &str, v: &str| {
+        FILES.contains(&k) && !v.is_empty() && std::path::Path::new(v).is_relative()
+    };
+    if !pairs.iter().any(|(k, v)| relative(k, v)) {
+        return url.to_string();
+    }
+    let mut out = rest;
+    for (k, v) in pairs {
+        let v = if relative(&k, &v) {
+            base.join(&v).to_string_lossy().into_owned()
+        } else {
+            v
+        };
+        let quoted = v.replace('\\', "\\\\").replace('\'', "\\'");
+        out.push_str(&format!(" {k}='{quoted}'"));
+    }
+    out
+}
+
 /// `postgres://…?a=b&sslmode=x` → (`postgres://…?a=b`, [(sslmode, x)]).
 fn split_uri(url: &str) -> (String, Vec<(String, String)>) {
     let Some((base, query)) = url.split_once('?') else {
