@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 mod mariadb;
 #[path = "../../tests/it/support/redis.rs"]
 mod redisserver;
+// redis.rs refers to `super::tls` (its TLS-only server).
 #[path = "../../tests/it/support/tls.rs"]
 mod tls;
 
@@ -232,12 +233,12 @@ account_column = "account_id"
     let txns = backlog.div_ceil(txn_rows);
     let t = Instant::now();
     db.sql(&format!(
-        "BEGIN NOT ATOMIC DECLARE i INT DEFAULT 0; \
+        "DELIMITER //\nBEGIN NOT ATOMIC DECLARE i INT DEFAULT 0; \
            WHILE i < {txns} DO \
              INSERT INTO bench_items (account_id, n, payload) \
                SELECT CONCAT('acct-', (i * {txn_rows} + seq) % 100000), seq, REPEAT('x', 200) FROM seq_1_to_{txn_rows}; \
              SET i = i + 1; \
-           END WHILE; END"
+           END WHILE; END//"
     ));
     let backlog_rows: u64 = db.sql("SELECT COUNT(*) FROM bench_items").parse().unwrap();
     println!(
