@@ -417,7 +417,18 @@ pub fn to_event(
     let after = opt_object(&mut m, "after", &f("after"))?;
     let data = non_null(m.remove("data"));
     let changed = match m.remove("changed") {
-        None | Some(Value::Null) => diff_fields(before.as_ref(), after.as_ref()),
+        None | Some(Value::Null) => {
+            // Computed field names are identifiers like a given `changed`.
+            let changed = diff_fields(before.as_ref(), after.as_ref());
+            for c in &changed {
+                let side = match &after {
+                    Some(Value::Object(a)) if a.contains_key(c) => "after",
+                    _ => "before",
+                };
+                identifier(c, || f(side))?;
+            }
+            changed
+        }
         Some(Value::Array(a)) => a
             .into_iter()
             .enumerate()
@@ -772,6 +783,22 @@ mod tests {
         assert_eq!(distinct.len(), all.len(), "{all:?}");
         // A derived id is a valid event id.
         assert!(ev(json!({"id": id, "topic": "t", "account_id": "1"})).is_ok());
+    }
+
+    #[test]
+    fn field_names_that_become_changed_must_not_hold_control_characters() {
+        // Found by the ingest_body fuzz target: a computed `changed` entry
+        // carried a NUL from a key of `after`.
+        let r = ev(json!({"topic": "t", "account_id": "1", "op": "update",
+            "before": {"email": "a"}, "after": {"\u{0}email": "b"}}))
+        .unwrap_err();
+        assert_eq!(r.status, 400);
+        assert_eq!(r.field.as_deref(), Some("event.after"), "{r:?}");
+        assert!(r.message.contains("control characters"), "{r:?}");
+        let r = ev(json!({"topic": "t", "account_id": "1", "op": "update",
+            "before": {"gone\n": 1}, "after": {}}))
+        .unwrap_err();
+        assert_eq!(r.field.as_deref(), Some("event.before"), "{r:?}");
     }
 
     #[test]
