@@ -221,6 +221,62 @@ pub fn retain_valid_topics(
     });
 }
 
+/// Split `<qualifier>.table`, where either part may be quoted with `quote`
+/// (a doubled quote inside stands for itself): `"` for Postgres, `` ` ``
+/// for MySQL. `None`: unqualified.
+pub fn split_qualified_name(
+    s: &str,
+    quote: char,
+    qualifier: &str,
+) -> Result<(Option<String>, String), String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            c if c == quote && cur.is_empty() && !quoted => {
+                let mut closed = false;
+                while let Some(q) = chars.next() {
+                    if q == quote {
+                        if chars.peek() == Some(&quote) {
+                            chars.next();
+                            cur.push(quote);
+                        } else {
+                            closed = true;
+                            break;
+                        }
+                    } else {
+                        cur.push(q);
+                    }
+                }
+                if !closed {
+                    return Err(format!("unterminated {quote}quoted{quote} identifier"));
+                }
+                quoted = true;
+            }
+            '.' => {
+                parts.push(std::mem::take(&mut cur));
+                quoted = false;
+            }
+            _ if quoted => return Err("text after a quoted identifier".into()),
+            _ => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err("empty name part".into());
+    }
+    match parts.len() {
+        1 => Ok((None, parts.pop().unwrap_or_default())),
+        2 => {
+            let t = parts.pop().unwrap_or_default();
+            Ok((parts.pop(), t))
+        }
+        _ => Err(format!("expected `table` or `{qualifier}.table`")),
+    }
+}
+
 /// Columns whose value differs between two full row images (a column
 /// missing from `before` counts as changed), in column-name order.
 pub fn changed_columns(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<String> {

@@ -95,52 +95,7 @@ fn default_heartbeat() -> Duration {
 
 /// Split `database.table` (either part may be in backticks). `None`: unqualified.
 pub fn split_table_name(s: &str) -> Result<(Option<String>, String), String> {
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '`' if cur.is_empty() && !quoted => {
-                let mut closed = false;
-                while let Some(q) = chars.next() {
-                    if q == '`' {
-                        if chars.peek() == Some(&'`') {
-                            chars.next();
-                            cur.push('`');
-                        } else {
-                            closed = true;
-                            break;
-                        }
-                    } else {
-                        cur.push(q);
-                    }
-                }
-                if !closed {
-                    return Err("unterminated `quoted` identifier".into());
-                }
-                quoted = true;
-            }
-            '.' => {
-                parts.push(std::mem::take(&mut cur));
-                quoted = false;
-            }
-            _ if quoted => return Err("text after a quoted identifier".into()),
-            _ => cur.push(c),
-        }
-    }
-    parts.push(cur);
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err("empty name part".into());
-    }
-    match parts.len() {
-        1 => Ok((None, parts.pop().unwrap_or_default())),
-        2 => {
-            let t = parts.pop().unwrap_or_default();
-            Ok((parts.pop(), t))
-        }
-        _ => Err("expected `table` or `database.table`".into()),
-    }
+    crate::source::cdc_rules::split_qualified_name(s, '`', "database")
 }
 
 impl MysqlSourceConfig {

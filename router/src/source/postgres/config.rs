@@ -159,53 +159,7 @@ pub(crate) fn default_rule_ops(soft_delete_column: bool) -> Vec<Op> {
 /// Split `schema.table` (either part may be double-quoted). `None` schema:
 /// unqualified.
 pub(crate) fn split_table_name(s: &str) -> Result<(Option<String>, String), String> {
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    let mut quoted_part = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if cur.is_empty() && !quoted_part => {
-                // quoted identifier
-                let mut closed = false;
-                while let Some(q) = chars.next() {
-                    if q == '"' {
-                        if chars.peek() == Some(&'"') {
-                            chars.next();
-                            cur.push('"');
-                        } else {
-                            closed = true;
-                            break;
-                        }
-                    } else {
-                        cur.push(q);
-                    }
-                }
-                if !closed {
-                    return Err("unterminated quoted identifier".into());
-                }
-                quoted_part = true;
-            }
-            '.' => {
-                parts.push(std::mem::take(&mut cur));
-                quoted_part = false;
-            }
-            _ if quoted_part => return Err("text after a quoted identifier".into()),
-            _ => cur.push(c),
-        }
-    }
-    parts.push(cur);
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err("empty name part".into());
-    }
-    match parts.len() {
-        1 => Ok((None, parts.pop().unwrap_or_default())),
-        2 => {
-            let t = parts.pop().unwrap_or_default();
-            Ok((parts.pop(), t))
-        }
-        _ => Err("expected `table` or `schema.table`".into()),
-    }
+    crate::source::cdc_rules::split_qualified_name(s, '"', "schema")
 }
 
 impl PostgresSourceConfig {
