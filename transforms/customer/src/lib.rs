@@ -501,3 +501,26 @@ pub enum Outcome<T> {
     Send(T),
     Skip(String),
 }
+
+/// Audience membership (ad platforms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    Add,
+    Remove,
+}
+
+/// Whether `ev` adds the person to an ad audience or removes them, by the
+/// consent of `channel` (`ads`): a deletion request or `denied` removes,
+/// `granted` adds, anything else (unknown, absent) is skipped with a reason.
+pub fn membership(ev: &Event, p: &Profile, channel: &str) -> Outcome<Membership> {
+    match action(ev) {
+        Action::Skip(r) => Outcome::Skip(r),
+        Action::Delete => Outcome::Send(Membership::Remove),
+        Action::Upsert(_) => match p.consent(channel) {
+            Some("granted") => Outcome::Send(Membership::Add),
+            Some("denied") => Outcome::Send(Membership::Remove),
+            Some(other) => Outcome::Skip(format!("no {channel} consent (consent.{channel} = {other})")),
+            None => Outcome::Skip(format!("no {channel} consent (the event has no consent.{channel})")),
+        },
+    }
+}
