@@ -614,9 +614,12 @@ fn reference_config_vendor_examples_pass_check() {
     .unwrap();
     let mut cmd = std::process::Command::new(bin());
     cmd.args(["check", "--config"]).arg(&path);
+    // Secrets come from the environment; `${VAR:-default}` keeps its default.
     for v in block.split("${").skip(1) {
-        let name = v.split(['}', ':']).next().unwrap();
-        cmd.env(name, format!("test-value-for-{name}"));
+        let var = v.split('}').next().unwrap();
+        if !var.contains(":-") {
+            cmd.env(var, format!("test-value-for-{var}"));
+        }
     }
     let out = cmd.output().unwrap();
     assert!(
