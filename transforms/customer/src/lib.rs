@@ -524,3 +524,58 @@ pub fn membership(ev: &Event, p: &Profile, channel: &str) -> Outcome<Membership>
         },
     }
 }
+
+/// Unix seconds of an RFC 3339 time (`2026-11-30T10:00:00.123Z`,
+/// `…+01:00`); `None` if it is not one.
+pub fn unix_seconds(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let v = o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60;
+            if o.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h * 3600 + mi * 60 + s - offset)
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn rfc3339_to_unix() {
+        use super::unix_seconds as u;
+        assert_eq!(u("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(u("2026-11-30T10:00:00Z"), Some(1_796_032_800));
+        assert_eq!(u("2026-11-30T10:00:00.123456Z"), Some(1_796_032_800));
+        assert_eq!(u("2026-11-30T11:30:00+01:30"), Some(1_796_032_800));
+        assert_eq!(u("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(u("2026-11-30"), None);
+        assert_eq!(u("2026-13-30T10:00:00Z"), None);
+        assert_eq!(u("2026-11-30T10:00:00"), None);
+    }
+}

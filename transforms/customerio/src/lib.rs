@@ -28,7 +28,9 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     Identify { id: String, attributes: Value },
-    Track { id: String, name: String, data: Value },
+    /// `timestamp`: Unix seconds of the event's source time (replays and
+    /// backfills keep their real time).
+    Track { id: String, name: String, data: Value, timestamp: Option<i64> },
     Suppress { id: String },
     Delete { id: String },
 }
@@ -38,8 +40,12 @@ impl Item {
         let base = |id: &str| format!("/api/v1/customers/{}", url::segment(id));
         Ok(match self {
             Item::Identify { id, attributes } => Output::json(attributes)?.method("PUT").path(base(id)),
-            Item::Track { id, name, data } => {
-                Output::json(&json!({"name": name, "data": data}))?.method("POST").path(format!("{}/events", base(id)))
+            Item::Track { id, name, data, timestamp } => {
+                let mut body = json!({"name": name, "data": data});
+                if let Some(t) = timestamp {
+                    body["timestamp"] = json!(t);
+                }
+                Output::json(&body)?.method("POST").path(format!("{}/events", base(id)))
             }
             Item::Suppress { id } => Output::request(Vec::new(), "application/json").method("POST").path(format!("{}/suppress", base(id))),
             Item::Delete { id } => Output::request(Vec::new(), "application/json").method("DELETE").path(base(id)),
@@ -104,7 +110,7 @@ impl Mapping {
                 if let (Some(s), Some(o)) = (&p.subscription, data.as_object_mut()) {
                     o.entry("subscription_status").or_insert_with(|| json!(s));
                 }
-                Outcome::Send(Item::Track { id, name, data })
+                Outcome::Send(Item::Track { id, name, data, timestamp: customer::unix_seconds(&ev.occurred_at) })
             }
             Action::Upsert(_) => Outcome::Send(Item::Identify { id, attributes: attributes(&p) }),
         })
@@ -170,11 +176,13 @@ mod tests {
         let r = req(mapping(&[]).item(&e).unwrap());
         assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("PUT"), Some("/api/v1/customers/42")));
         assert_eq!(r.json().unwrap(), json!({"email":"ada@x.com","first_name":"Ada","unsubscribed":true}));
-        let r = req(mapping(&[]).item(&ev("customer.a.subscription_cancelled", json!({"plan":"gold","reason":"moving"}))).unwrap());
+        let mut e = ev("customer.a.subscription_cancelled", json!({"plan":"gold","reason":"moving"}));
+        e.occurred_at = "2026-11-30T10:00:00Z".into();
+        let r = req(mapping(&[]).item(&e).unwrap());
         assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/api/v1/customers/42/events")));
         assert_eq!(
             r.json().unwrap(),
-            json!({"name":"subscription_cancelled","data":{"plan":"gold","reason":"moving","subscription_status":"cancelled"}})
+            json!({"name":"subscription_cancelled","data":{"plan":"gold","reason":"moving","subscription_status":"cancelled"},"timestamp":1796032800})
         );
         // tier_changed is an identify unless configured as a track event.
         let r = req(mapping(&[]).item(&ev("customer.a.tier_changed", json!({"tier":"gold"}))).unwrap());

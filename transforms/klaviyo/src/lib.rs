@@ -16,14 +16,7 @@ fn init(cfg: &Config) -> Result<(), ConfigError> {
 
 #[transform(init = init)]
 fn transform(ev: Event) -> Result<Vec<Output>, Error> {
-    let mapping = MAPPING.get();
-    match mapping.jobs(&ev)? {
-        Jobs::Skip(reason) => {
-            log::info!("klaviyo: skipped event {} ({}): {reason}", ev.id, ev.topic);
-            Ok(vec![])
-        }
-        Jobs::Send(jobs) => jobs.iter().map(|j| mapping.job_request(j)).collect(),
-    }
+    MAPPING.get().outputs(&ev)
 }
 
 /// One Klaviyo call (each body is the JSON:API document for one profile).
@@ -42,6 +35,17 @@ pub enum Job {
 }
 
 impl Job {
+    /// `import`, `subscribe`, `unsubscribe`, `suppress`, `delete`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Job::Import(_) => "import",
+            Job::Subscribe(_) => "subscribe",
+            Job::Unsubscribe(_) => "unsubscribe",
+            Job::Suppress(_) => "suppress",
+            Job::Delete(_) => "delete",
+        }
+    }
+
     pub fn path(&self) -> &'static str {
         match self {
             Job::Import(_) => "/api/profile-import",
@@ -303,6 +307,27 @@ impl Mapping {
         Ok(Jobs::Send(jobs))
     }
 
+    /// The requests for `ev` (none when skipped; the reason is logged). A
+    /// second call for the same event gets its own idempotency key
+    /// (`Idempotency-Key: <event id>:<job>`): an endpoint or proxy that
+    /// honours the key must not take it for a retry of the first.
+    pub fn outputs(&self, ev: &Event) -> Result<Vec<Output>, Error> {
+        match self.jobs(ev)? {
+            Jobs::Skip(reason) => {
+                log::info!("klaviyo: skipped event {} ({}): {reason}", ev.id, ev.topic);
+                Ok(vec![])
+            }
+            Jobs::Send(jobs) => jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| {
+                    let out = self.job_request(j)?;
+                    Ok(if i == 0 { out } else { out.header("Idempotency-Key", format!("{}:{}", ev.id, j.name())) })
+                })
+                .collect(),
+        }
+    }
+
     /// The request for one job.
     pub fn job_request(&self, job: &Job) -> Result<Output, Error> {
         Ok(self.request(job.body())?.path(job.path()))
@@ -553,10 +578,14 @@ mod tests {
                 {"phone_number":"+15550109999","subscriptions":{"sms":{"marketing":{"consent":"UNSUBSCRIBED"}}}}}]}},
                 "relationships":{"list":{"data":{"type":"list","id":"Y6nRLr"}}}}})
         );
-        let r = m.job_request(&jobs[1]).unwrap();
-        let r = r.as_request().unwrap();
+        let outs = m.outputs(&consent_ev(Some("granted"), Some("denied"))).unwrap();
+        assert_eq!(outs.len(), 2);
+        let (first, r) = (outs[0].as_request().unwrap(), outs[1].as_request().unwrap());
+        assert_eq!(first.path.as_deref(), Some("/api/profile-subscription-bulk-create-jobs"));
+        assert_eq!(first.header("idempotency-key"), None, "the first keeps the router's (the event id)");
         assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/api/profile-subscription-bulk-delete-jobs")));
         assert_eq!((r.header("revision"), r.content_type.as_str()), (Some("2024-10-15"), "application/vnd.api+json"));
+        assert_eq!(r.header("idempotency-key"), Some("e1:unsubscribe"));
     }
 
     #[test]
