@@ -177,7 +177,13 @@ const WEBHOOK_KEY: &[u8] = b"switchyard-test-webhook-key-0123";
 async fn esp_crm_sms_and_webhook_destinations_send_each_vendors_documented_request() {
     let redis = RedisServer::start();
     let names = [
-        "klaviyo", "braze", "iterable", "customerio", "hubspot", "twilio", "hook",
+        "klaviyo",
+        "braze",
+        "iterable",
+        "customerio",
+        "hubspot",
+        "twilio",
+        "hook",
     ];
     let mut vendors = std::collections::HashMap::new();
     for n in names {
@@ -232,7 +238,9 @@ async fn esp_crm_sms_and_webhook_destinations_send_each_vendors_documented_reque
             &format!(
                 r#"account_sid = "{sid}", from = "+15017122661", "template.created" = "Welcome to Acme, {{first_name}}!", "template.tier_changed" = "You are now {{tier}}.""#
             ),
-            &format!(r#"auth = {{ type = "basic", username = "{sid}", password = "twilio-auth-token" }}"#),
+            &format!(
+                r#"auth = {{ type = "basic", username = "{sid}", password = "twilio-auth-token" }}"#
+            ),
         )
         + &consumer(
             "hook",
@@ -282,7 +290,12 @@ async fn esp_crm_sms_and_webhook_destinations_send_each_vendors_documented_reque
             "relationships": {"list": {"data": {"type": "list", "id": "Y6nRLr"}}}}})
     );
     let r = one(&k, "v8-delete");
-    assert_request(r, "POST", "/api/data-privacy-deletion-jobs", "application/vnd.api+json");
+    assert_request(
+        r,
+        "POST",
+        "/api/data-privacy-deletion-jobs",
+        "application/vnd.api+json",
+    );
     assert_eq!(
         r.body,
         json!({"data": {"type": "data-privacy-deletion-job", "attributes": {"profile": {"data": {"type": "profile",
@@ -411,10 +424,7 @@ async fn esp_crm_sms_and_webhook_destinations_send_each_vendors_documented_reque
     let path = format!("/2010-04-01/Accounts/{sid}/Messages.json");
     for r in &tw {
         assert_request(r, "POST", &path, "application/x-www-form-urlencoded");
-        assert_eq!(
-            r.headers["authorization"],
-            basic(sid, "twilio-auth-token")
-        );
+        assert_eq!(r.headers["authorization"], basic(sid, "twilio-auth-token"));
     }
     assert_eq!(
         std::str::from_utf8(&one(&tw, "v1-created").raw_body).unwrap(),
@@ -561,7 +571,10 @@ headers = { "developer-token" = "dev-token-0123", "login-customer-id" = "1112223
 
     // The event without ads consent reached neither.
     let st = admin_status(&router).await;
-    assert_eq!(st["consumers"]["meta"]["filtered"]["meta_audiences"], 1, "{st}");
+    assert_eq!(
+        st["consumers"]["meta"]["filtered"]["meta_audiences"], 1,
+        "{st}"
+    );
     assert_eq!(
         st["consumers"]["google"]["filtered"]["google_customer_match"], 1,
         "{st}"
@@ -590,9 +603,9 @@ fn reference_config_vendor_examples_pass_check() {
             break;
         }
         if inside {
-            let l = line.strip_prefix('#').unwrap_or_else(|| {
-                panic!("an uncommented line inside the vendor block: {line:?}")
-            });
+            let l = line
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("an uncommented line inside the vendor block: {line:?}"));
             block.push_str(l.strip_prefix(' ').unwrap_or(l));
             block.push('\n');
         }
@@ -609,11 +622,7 @@ fn reference_config_vendor_examples_pass_check() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
-    std::fs::write(
-        &path,
-        base_config("redis://127.0.0.1:9/") + "\n" + &block,
-    )
-    .unwrap();
+    std::fs::write(&path, base_config("redis://127.0.0.1:9/") + "\n" + &block).unwrap();
     let mut cmd = std::process::Command::new(bin());
     cmd.args(["check", "--config"]).arg(&path);
     // Secrets come from the environment; `${VAR:-default}` keeps its default.
