@@ -485,11 +485,7 @@ impl HttpSourceConfig {
 
     /// The bearer token, read from `token_file` when that is how it is given.
     pub fn load_token(&self) -> std::io::Result<String> {
-        match (&self.token, &self.token_file) {
-            (Some(t), _) => Ok(t.expose().to_string()),
-            (None, Some(f)) => Ok(std::fs::read_to_string(f)?.trim_end().to_string()),
-            (None, None) => Err(std::io::Error::other("no token configured")),
-        }
+        switchyard_core::secret::read_secret(&self.token, &self.token_file)
     }
 }
 
@@ -764,7 +760,7 @@ mod tests {
         let c =
             Config::from_toml_with_env(text, dir.path(), &env).unwrap_or_else(|e| panic!("{e:?}"));
         match &c.consumers["esp"].endpoint.auth {
-            Some(crate::delivery::config::AuthConfig::Bearer { token_file, .. }) => {
+            Some(switchyard_destinations::config::AuthConfig::Bearer { token_file, .. }) => {
                 assert_eq!(
                     token_file.as_deref(),
                     Some(dir.path().join("token.txt").as_path())
