@@ -19,7 +19,7 @@ use crate::delivery::Delivery;
 use switchyard_store::log::{Log, LogError};
 use crate::server::{self, Admin, Startup, State};
 use crate::source::http::Auth;
-use crate::transform::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
+use switchyard_wasm_host::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
 
 /// Run the router until `shutdown` is cancelled. `config_path` is re-read on reload.
 ///

@@ -17,4 +17,3 @@ pub mod monitor;
 pub mod server;
 pub mod sla;
 pub mod source;
-pub mod transform;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use crate::config::Config;
-use crate::transform::{print_outcome, run_chain_once, ModuleConfig};
+use switchyard_wasm_host::{print_outcome, run_chain_once, ModuleConfig};
 
 pub struct TestArgs {
     pub config: Option<PathBuf>,
@@ -56,6 +56,6 @@ pub fn test(args: TestArgs, out: &mut impl Write) -> anyhow::Result<bool> {
     print_outcome(&outcome, out)?;
     Ok(!matches!(
         outcome,
-        crate::transform::ChainOutcome::Failed { .. }
+        switchyard_wasm_host::ChainOutcome::Failed { .. }
     ))
 }

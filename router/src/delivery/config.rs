@@ -42,7 +42,7 @@ pub struct ConsumerConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// The transform chain, in order. Without modules the canonical event is sent as JSON.
     #[serde(default)]
-    pub modules: Vec<crate::transform::ModuleConfig>,
+    pub modules: Vec<switchyard_wasm_host::ModuleConfig>,
     /// `[consumers.<name>.sla]`: limits that raise alerts (`sla.rs`).
     #[serde(default)]
     pub sla: Option<crate::sla::SlaConfig>,
@@ -124,7 +124,7 @@ impl ConsumerConfig {
         if let Some(rl) = &self.rate_limit {
             rl.validate(&format!("{path}.rate_limit"), errors);
         }
-        crate::transform::validate_chain(&self.modules, &format!("{path}.modules"), errors);
+        switchyard_wasm_host::validate_chain(&self.modules, &format!("{path}.modules"), errors);
     }
 
     /// The retry schedule as durations (validated already).

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use switchyard_core::event::Event;
 use switchyard_store::log::Log;
-use crate::transform::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
+use switchyard_wasm_host::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
 use config::{ConsumerConfig, Start};
 use switchyard_destinations::Destination;
 use switchyard_store::consumer::ConsumerKeys;

@@ -36,7 +36,7 @@ use switchyard_store::consumer::{DeadLetter, GroupReader, Origin, PartitionStore
 use super::ConsumerCtx;
 use switchyard_core::event::{self, Event};
 use switchyard_store::log::Log;
-use crate::transform::ChainOutcome;
+use switchyard_wasm_host::ChainOutcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {

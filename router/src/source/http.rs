@@ -871,7 +871,7 @@ mod tests {
         ] {
             let e = ev(json!({"topic": "t", "account_id": "1", "occurred_at": t})).unwrap();
             let back =
-                crate::transform::event_from_wit(crate::transform::event_to_wit(&e)).unwrap();
+                switchyard_wasm_host::event_from_wit(switchyard_wasm_host::event_to_wit(&e)).unwrap();
             assert_eq!(back, e, "{t} crosses the module boundary");
         }
     }

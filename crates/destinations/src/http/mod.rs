@@ -317,11 +317,9 @@ mod tests {
     use super::*;
 
     fn sender(extra: &str) -> Sender {
-        let c: ConsumerConfig = toml::from_str(&format!(
-            "topics = [\"*\"]\n[endpoint]\nurl = \"http://127.0.0.1:9\"\n{extra}"
-        ))
-        .unwrap();
-        Sender::new("c", &c).unwrap()
+        let c: EndpointConfig =
+            toml::from_str(&format!("url = \"http://127.0.0.1:9\"\n{extra}")).unwrap();
+        Sender::new("c", &c, Duration::from_secs(5), 4, None).unwrap()
     }
 
     fn req(headers: &[(&str, &str)]) -> OutRequest {
@@ -378,7 +376,7 @@ mod tests {
 
     #[test]
     fn the_webhook_signature_stays_the_routers() {
-        let s = sender("[endpoint.auth]\ntype = \"hmac\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
+        let s = sender("[auth]\ntype = \"hmac\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
         let h = s
             .headers_for(
                 "ev1",
@@ -418,11 +416,14 @@ mod tests {
 
     #[test]
     fn an_auth_token_that_cannot_be_a_header_is_refused_at_start() {
-        let c: ConsumerConfig = toml::from_str(
-            "topics = [\"*\"]\n[endpoint]\nurl = \"http://x\"\n[endpoint.auth]\ntype = \"bearer\"\ntoken = \"a\\nb\"\n",
+        let c: EndpointConfig = toml::from_str(
+            "url = \"http://x\"\n[auth]\ntype = \"bearer\"\ntoken = \"a\\nb\"\n",
         )
         .unwrap();
-        let e = Sender::new("crm", &c).err().unwrap().to_string();
+        let e = Sender::new("crm", &c, Duration::from_secs(5), 4, None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.starts_with("consumers.crm.endpoint.auth.token: "), "{e}");
         assert!(!e.contains("a\nb"), "{e}");
     }
