@@ -21,8 +21,8 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::config::{Config, ConfigError};
 use switchyard_core::event::{self, CodecError, Event, FORMAT_VERSION};
-use crate::source::http::{self, BodyFormat};
-use crate::source::postgres::pgoutput;
+use switchyard_sources::http::{self, BodyFormat};
+use switchyard_sources::postgres::pgoutput;
 
 /// Content types a fuzz input may pick (the selector byte's low 3 bits).
 const CONTENT_TYPES: [Option<&str>; 8] = [
