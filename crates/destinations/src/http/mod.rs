@@ -347,7 +347,7 @@ mod tests {
     fn module_headers_replace_configured_ones_case_insensitively() {
         let s = sender(
             "headers = { \"X-Source\" = \"config\", \"X-Kept\" = \"config\" }\n\
-             [endpoint.auth]\ntype = \"basic\"\nusername = \"u\"\npassword = \"p\"\n",
+             [auth]\ntype = \"basic\"\nusername = \"u\"\npassword = \"p\"\n",
         );
         let h = s.headers_for("ev1", &req(&[])).unwrap();
         assert_eq!(all(&h, "authorization"), ["Basic dTpw"]);
