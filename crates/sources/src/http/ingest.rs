@@ -127,7 +127,7 @@ impl Ingest {
         let result =
             tracing::Instrument::instrument(ingest_inner(self, req, shutdown, &mut source), span)
                 .await;
-        match answered(source, result) {
+        match answered(source, 202, result) {
             Ok(v) => json_response(StatusCode::ACCEPTED, &v),
             Err(r) => reject(&r, retry_after),
         }
@@ -150,7 +150,7 @@ impl Ingest {
             span,
         )
         .await;
-        match answered(source, result) {
+        match answered(source, 200, result) {
             Ok(_) => json_response(StatusCode::OK, &json!({"success": true})),
             Err(r) => {
                 let mut resp = reject(&r, retry_after);
@@ -178,11 +178,15 @@ fn ingest_span() -> tracing::Span {
 }
 
 /// Count the request in the metrics and log a failure.
-fn answered(source: Option<&str>, result: Result<Value, Reject>) -> Result<Value, Reject> {
+fn answered(
+    source: Option<&str>,
+    ok_status: u16,
+    result: Result<Value, Reject>,
+) -> Result<Value, Reject> {
     match &result {
         Ok(v) => {
             let n = |k: &str| v[k].as_u64().unwrap_or(0);
-            switchyard_core::metrics::ingest_request(source, 202, n("accepted"), n("duplicates"));
+            switchyard_core::metrics::ingest_request(source, ok_status, n("accepted"), n("duplicates"));
         }
         Err(r) => {
             switchyard_core::metrics::ingest_request(source, r.status, 0, 0);
