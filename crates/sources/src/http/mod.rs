@@ -58,6 +58,7 @@ impl Reject {
 /// One message of another format (CloudEvents, Segment) turned into a
 /// canonical event, with the label its errors use (`event`, `events[i]`,
 /// `batch[i]`…) and the field that names its topic (for a 403).
+#[derive(Debug)]
 pub struct Converted {
     pub label: String,
     pub topic_field: String,
