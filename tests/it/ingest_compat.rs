@@ -22,7 +22,7 @@ const PARTITIONS: u32 = 8;
 const WRITE_KEY: &str = "segment-write-key-0123456789abcdef";
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The venv's python (installed on first use; `tests/python/venv.sh`).

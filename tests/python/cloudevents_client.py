@@ -10,9 +10,11 @@ one JSON line per request: what was sent and what Switchyard answered.
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
+
+# requests sends exactly the headers given (urllib would add a form
+# Content-Type to the SDK's binary message, which has none for JSON data).
+import requests
 
 from cloudevents.core.bindings.http import to_binary, to_structured
 from cloudevents.core.formats.json import JSONFormat
@@ -26,17 +28,18 @@ T0 = datetime(2026, 11, 30, 10, 0, 0, tzinfo=timezone.utc)
 def post(name, headers, body):
     headers = dict(headers)
     headers["Authorization"] = "Bearer " + TOKEN
-    req = urllib.request.Request(URL + "/v1/events", data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            status, answer = r.status, r.read()
-    except urllib.error.HTTPError as e:
-        status, answer = e.code, e.read()
+    r = requests.post(URL + "/v1/events", data=body, headers=headers, timeout=10)
     print(json.dumps({
         "request": name,
-        "status": status,
-        "answer": json.loads(answer),
-        "sent_headers": sorted(k.lower() for k in headers if k != "Authorization"),
+        "status": r.status_code,
+        "answer": r.json(),
+        # What went on the wire, besides the token and requests' own
+        # Host/User-Agent/Accept/Connection/Content-Length.
+        "sent_headers": sorted(
+            k.lower() for k in r.request.headers
+            if k.lower() not in ("authorization", "host", "user-agent", "accept",
+                                 "accept-encoding", "connection", "content-length")
+        ),
     }), flush=True)
 
 
