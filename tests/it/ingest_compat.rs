@@ -93,11 +93,10 @@ async fn cloudevents_sdk_structured_batch_and_binary_land_in_the_log_once() {
     let redis = RedisServer::start();
     let router = Router::start(&base_config(&redis.url()));
     let base = router.url("");
-    let stdout = tokio::task::spawn_blocking(move || {
-        run_script("cloudevents_client.py", &[&base, TOKEN])
-    })
-    .await
-    .unwrap();
+    let stdout =
+        tokio::task::spawn_blocking(move || run_script("cloudevents_client.py", &[&base, TOKEN]))
+            .await
+            .unwrap();
     let answers: BTreeMap<String, Value> = stdout
         .lines()
         .map(|l| {
@@ -114,7 +113,12 @@ async fn cloudevents_sdk_structured_batch_and_binary_land_in_the_log_once() {
         assert_eq!(answer(name)["duplicates"], 0, "{name}: {}", answers[name]);
         let retry = format!("{name}-retry");
         assert_eq!(status(&retry), 202, "{retry}: {}", answers[&retry]);
-        assert_eq!(answer(&retry)["accepted"], 0, "{retry}: {}", answers[&retry]);
+        assert_eq!(
+            answer(&retry)["accepted"],
+            0,
+            "{retry}: {}",
+            answers[&retry]
+        );
         assert_eq!(
             answer(&retry)["events"],
             json!(answer(name)["events"]
@@ -132,11 +136,17 @@ async fn cloudevents_sdk_structured_batch_and_binary_land_in_the_log_once() {
     // for JSON data without a datacontenttype.
     let sent = |name: &str| answers[name]["sent_headers"].clone();
     assert!(
-        sent("binary-json").as_array().unwrap().contains(&json!("ce-specversion")),
+        sent("binary-json")
+            .as_array()
+            .unwrap()
+            .contains(&json!("ce-specversion")),
         "{}",
         sent("binary-json")
     );
-    assert!(!sent("binary-json").as_array().unwrap().contains(&json!("content-type")));
+    assert!(!sent("binary-json")
+        .as_array()
+        .unwrap()
+        .contains(&json!("content-type")));
     assert_eq!(
         sent("structured"),
         json!(["content-type"]),
@@ -147,11 +157,19 @@ async fn cloudevents_sdk_structured_batch_and_binary_land_in_the_log_once() {
     assert_eq!(answer("batch-invalid")["field"], "events[1].accountid");
 
     let (events, entries) = log_events(&redis);
-    assert_eq!(entries, 6, "six events, each written once: {:?}", events.keys());
+    assert_eq!(
+        entries,
+        6,
+        "six events, each written once: {:?}",
+        events.keys()
+    );
     assert_eq!(events.len(), 6);
 
     let (p, signup) = &events["ce-structured-1"];
-    assert_eq!(*p, switchyard_store::log::partition_for("acct-1", PARTITIONS));
+    assert_eq!(
+        *p,
+        switchyard_store::log::partition_for("acct-1", PARTITIONS)
+    );
     assert_eq!(signup.topic, "com.example.customer.signup");
     assert_eq!(signup.account_id, "acct-1");
     assert_eq!(signup.source, "web");
@@ -177,7 +195,12 @@ async fn cloudevents_sdk_structured_batch_and_binary_land_in_the_log_once() {
         .find(|e| e.topic == "com.example.order.shipped")
         .unwrap();
     assert_eq!(attrs(shipped)["ce.id"], "urn:order/3#1");
-    assert_eq!(uuid::Uuid::parse_str(&shipped.id).unwrap().get_version_num(), 5);
+    assert_eq!(
+        uuid::Uuid::parse_str(&shipped.id)
+            .unwrap()
+            .get_version_num(),
+        5
+    );
     // Order within the account's partition is the batch's order.
     assert!(
         events["ce-batch-1"].1.ingested_at <= shipped.ingested_at
@@ -193,7 +216,10 @@ async fn cloudevents_sdk_structured_batch_and_binary_land_in_the_log_once() {
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         "the traceparent extension is the event's trace"
     );
-    assert_eq!(changed.occurred_at.to_rfc3339(), "2026-11-30T10:00:00+00:00");
+    assert_eq!(
+        changed.occurred_at.to_rfc3339(),
+        "2026-11-30T10:00:00+00:00"
+    );
     let (_, note) = &events["ce-binary-2"];
     assert_eq!(note.data, Some(json!("hello, world")));
     assert_eq!(attrs(note)["ce.datacontenttype"], "text/plain");
@@ -221,13 +247,16 @@ async fn segment_python_library_lands_events_with_account_topic_and_dedup() {
     let redis = RedisServer::start();
     let router = Router::start(&segment_config(&redis.url()));
     let base = router.url("");
-    let stdout = tokio::task::spawn_blocking(move || {
-        run_script("segment_client.py", &[&base, WRITE_KEY])
-    })
-    .await
-    .unwrap();
+    let stdout =
+        tokio::task::spawn_blocking(move || run_script("segment_client.py", &[&base, WRITE_KEY]))
+            .await
+            .unwrap();
     let out: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(out["errors"], json!([]), "the library reported errors: {out}");
+    assert_eq!(
+        out["errors"],
+        json!([]),
+        "the library reported errors: {out}"
+    );
     assert_eq!(out["wrong_key"]["status"], 401, "{out}");
     assert_eq!(out["wrong_key"]["code"], "unauthorized", "{out}");
 
@@ -258,13 +287,22 @@ async fn segment_python_library_lands_events_with_account_topic_and_dedup() {
         let e = ev(id);
         (e.topic.as_str(), e.account_id.as_str(), e.source.as_str())
     };
-    assert_eq!(summary("seg-track-1"), ("segment.track.order_completed", "user-1", "app"));
-    assert_eq!(summary("seg-identify-1"), ("segment.identify", "user-2", "app"));
+    assert_eq!(
+        summary("seg-track-1"),
+        ("segment.track.order_completed", "user-1", "app")
+    );
+    assert_eq!(
+        summary("seg-identify-1"),
+        ("segment.identify", "user-2", "app")
+    );
     assert_eq!(summary("seg-page-1"), ("segment.page", "user-2", "app"));
     assert_eq!(summary("seg-screen-1"), ("segment.screen", "user-2", "app"));
     assert_eq!(summary("seg-group-1"), ("segment.group", "user-2", "app"));
     assert_eq!(summary("seg-alias-1"), ("segment.alias", "user-2", "app"));
-    assert_eq!(summary("seg-anon-1"), ("segment.track.signed_up", "anon-88", "app"));
+    assert_eq!(
+        summary("seg-anon-1"),
+        ("segment.track.signed_up", "anon-88", "app")
+    );
     for i in 0..5 {
         assert_eq!(
             summary(&format!("seg-batch-{i}")),
@@ -298,7 +336,10 @@ async fn segment_python_library_lands_events_with_account_topic_and_dedup() {
     assert_eq!(context["library"]["name"], "analytics-python");
     assert!(context.get("consent").is_none());
 
-    assert_eq!(ev("seg-identify-1").data, Some(json!({"email": "a@example.com", "plan": "gold"})));
+    assert_eq!(
+        ev("seg-identify-1").data,
+        Some(json!({"email": "a@example.com", "plan": "gold"}))
+    );
     assert_eq!(attrs(ev("seg-page-1"))["segment.name"], "Getting started");
     assert_eq!(attrs(ev("seg-page-1"))["segment.category"], "Docs");
     assert_eq!(attrs(ev("seg-group-1"))["segment.group_id"], "group-9");
@@ -331,14 +372,21 @@ async fn segment_endpoints_answer_like_segment() {
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"success": true}));
     // A bad message is a 400 naming its field, in Segment's error shape,
     // and nothing of its batch is written.
-    let r = post("/v1/batch", (WRITE_KEY, Some("")), json!({"batch": [
+    let r = post(
+        "/v1/batch",
+        (WRITE_KEY, Some("")),
+        json!({"batch": [
         {"type": "identify", "userId": "u1"},
-        {"type": "track", "anonymousId": "a", "event": "  "}]}))
+        {"type": "track", "anonymousId": "a", "event": "  "}]}),
+    )
     .await
     .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert_eq!((body["success"].clone(), body["field"].clone()), (json!(false), json!("batch[1].event")));
+    assert_eq!(
+        (body["success"].clone(), body["field"].clone()),
+        (json!(false), json!("batch[1].event"))
+    );
     // Bearer tokens are not write keys, write keys are not bearer tokens.
     let r = http
         .post(router.url("/v1/track"))
@@ -359,7 +407,9 @@ async fn segment_endpoints_answer_like_segment() {
     assert_eq!(r.status(), 401);
     // A source without `[segment]` has no write key: the `web` token as a
     // Basic user name is refused.
-    let r = post("/v1/identify", (TOKEN, None), json!({"userId": "u1"})).await.unwrap();
+    let r = post("/v1/identify", (TOKEN, None), json!({"userId": "u1"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let (events, entries) = log_events(&redis);
     assert_eq!((events.len(), entries), (1, 1));

@@ -75,9 +75,12 @@ pub fn mode(headers: &HeaderMap) -> Result<Option<Mode>, Reject> {
             continue;
         };
         let field = format!("ce-{attr}");
-        let raw = value
-            .to_str()
-            .map_err(|_| Reject::bad(field.clone(), "must be visible ASCII (percent-encode the rest)"))?;
+        let raw = value.to_str().map_err(|_| {
+            Reject::bad(
+                field.clone(),
+                "must be visible ASCII (percent-encode the rest)",
+            )
+        })?;
         let decoded = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| Reject::bad(field.clone(), "is not UTF-8 once percent-decoded"))?;
@@ -107,15 +110,29 @@ pub fn events(
             let v: Value = serde_json::from_slice(body)
                 .map_err(|e| Reject::new(400, None, format!("body is not valid JSON: {e}")))?;
             let Value::Object(m) = v else {
-                return Err(Reject::new(400, None, "a structured CloudEvent must be a JSON object"));
+                return Err(Reject::new(
+                    400,
+                    None,
+                    "a structured CloudEvent must be a JSON object",
+                ));
             };
-            Ok(vec![convert(Json::new("event", m), cfg, source, trace, now)?])
+            Ok(vec![convert(
+                Json::new("event", m),
+                cfg,
+                source,
+                trace,
+                now,
+            )?])
         }
         Mode::Batch => {
             let v: Value = serde_json::from_slice(body)
                 .map_err(|e| Reject::new(400, None, format!("body is not valid JSON: {e}")))?;
             let Value::Array(items) = v else {
-                return Err(Reject::new(400, None, "a CloudEvents batch must be a JSON array"));
+                return Err(Reject::new(
+                    400,
+                    None,
+                    "a CloudEvents batch must be a JSON array",
+                ));
             };
             if items.len() > max_batch {
                 return Err(Reject::new(
@@ -165,14 +182,22 @@ fn binary_data(content_type: Option<&str>, body: &Bytes) -> Result<(Option<Value
     if body.is_empty() {
         return Ok((None, false));
     }
-    let mime = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let mime = content_type.map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     let json_type = mime
         .as_deref()
         .is_some_and(|m| m == "application/json" || m == "text/json" || m.ends_with("+json"));
     if json_type {
         let v = serde_json::from_slice(body).map_err(|e| {
-            Reject::bad("body".into(), format!("is not valid JSON (Content-Type is JSON): {e}"))
+            Reject::bad(
+                "body".into(),
+                format!("is not valid JSON (Content-Type is JSON): {e}"),
+            )
         })?;
         return Ok((Some(v), false));
     }
@@ -261,13 +286,21 @@ fn convert(
         Some(Value::String(v)) => {
             return Err(Reject::bad(
                 j.field("specversion"),
-                format!("`{}` is not supported; this endpoint takes CloudEvents 1.0", v.escape_default()),
+                format!(
+                    "`{}` is not supported; this endpoint takes CloudEvents 1.0",
+                    v.escape_default()
+                ),
             ))
         }
         None | Some(Value::Null) => {
             return Err(Reject::bad(j.field("specversion"), "is required (\"1.0\")"))
         }
-        Some(_) => return Err(Reject::bad(j.field("specversion"), "must be the string \"1.0\"")),
+        Some(_) => {
+            return Err(Reject::bad(
+                j.field("specversion"),
+                "must be the string \"1.0\"",
+            ))
+        }
     }
     let ce_id = j.required("id")?;
     let ce_source = j.required("source")?;
@@ -284,7 +317,12 @@ fn convert(
             ))
         }
         Some(v @ (Value::String(_) | Value::Number(_))) => v,
-        Some(_) => return Err(Reject::bad(j.field(acct_attr), "must be a string or an integer")),
+        Some(_) => {
+            return Err(Reject::bad(
+                j.field(acct_attr),
+                "must be a string or an integer",
+            ))
+        }
     };
     let time = match j.m.remove("time") {
         None | Some(Value::Null) => None,
@@ -313,7 +351,10 @@ fn convert(
             (Some(Value::String(b)), true)
         }
         (None, Some(_)) => {
-            return Err(Reject::bad(j.field("data_base64"), "must be a base64 string"))
+            return Err(Reject::bad(
+                j.field("data_base64"),
+                "must be a base64 string",
+            ))
         }
         (d, None) => (d, false),
     };
@@ -342,7 +383,9 @@ fn convert(
     for (name, v) in rest {
         let valid_name = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !valid_name {
             return Err(Reject::bad(
                 j.field(&name.escape_default().to_string()),
@@ -375,8 +418,14 @@ fn convert(
         native.insert("data".into(), d);
     }
     native.insert("attributes".into(), Value::Object(attributes));
-    let event = to_event("event", Value::Object(native), source, trace.as_deref(), now)
-        .map_err(|r| rename(r, &j, acct_attr))?;
+    let event = to_event(
+        "event",
+        Value::Object(native),
+        source,
+        trace.as_deref(),
+        now,
+    )
+    .map_err(|r| rename(r, &j, acct_attr))?;
     Ok(Converted {
         topic_field: j.field("type"),
         label: j.label,
@@ -449,7 +498,10 @@ mod tests {
         assert_eq!(e.source, "web");
         assert_eq!(e.occurred_at.to_rfc3339(), "2026-11-30T09:00:00+00:00");
         assert_eq!(e.data, Some(json!({"total": 12.5})));
-        assert_eq!(e.trace.as_deref(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert_eq!(
+            e.trace.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
         let a = |k: &str| e.attributes.get(k).map(String::as_str);
         assert_eq!(a("ce.source"), Some("/shop/checkout"));
         assert_eq!(a("ce.subject"), Some("order-7"));
@@ -469,7 +521,11 @@ mod tests {
         assert_eq!(uuid::Uuid::parse_str(&a.id).unwrap().get_version_num(), 5);
         assert_eq!(a.attributes["ce.id"], "urn:order/7 #1");
         v["source"] = json!("/other");
-        assert_ne!(structured(v).unwrap()[0].event.id, a.id, "another source, another event");
+        assert_ne!(
+            structured(v).unwrap()[0].event.id,
+            a.id,
+            "another source, another event"
+        );
     }
 
     #[test]
@@ -507,7 +563,10 @@ mod tests {
         assert_eq!(batch(base()).unwrap_err().status, 400);
         let many = Value::Array(vec![base(); 101]);
         assert_eq!(batch(many).unwrap_err().status, 413);
-        assert!(batch(json!([])).unwrap().is_empty(), "an empty batch is valid");
+        assert!(
+            batch(json!([])).unwrap().is_empty(),
+            "an empty batch is valid"
+        );
     }
 
     #[test]
@@ -539,7 +598,9 @@ mod tests {
         }
         let m = mode(&h).unwrap().unwrap();
         let body = Bytes::from_static(br#"{"plan":"gold"}"#);
-        let e = events(&m, &body, &cfg(), "web", None, Utc::now(), 1).unwrap().remove(0);
+        let e = events(&m, &body, &cfg(), "web", None, Utc::now(), 1)
+            .unwrap()
+            .remove(0);
         assert_eq!(e.label, "ce");
         assert_eq!(e.topic_field, "ce-type");
         assert_eq!(e.event.account_id, "acct 7");
@@ -548,9 +609,27 @@ mod tests {
         // Data that is not JSON: text, or base64 when not UTF-8.
         h.insert("content-type", "text/plain".parse().unwrap());
         let m = mode(&h).unwrap().unwrap();
-        let e = events(&m, &Bytes::from_static(b"hi"), &cfg(), "web", None, Utc::now(), 1).unwrap();
+        let e = events(
+            &m,
+            &Bytes::from_static(b"hi"),
+            &cfg(),
+            "web",
+            None,
+            Utc::now(),
+            1,
+        )
+        .unwrap();
         assert_eq!(e[0].event.data, Some(json!("hi")));
-        let e = events(&m, &Bytes::from_static(b"\xff\x00"), &cfg(), "web", None, Utc::now(), 1).unwrap();
+        let e = events(
+            &m,
+            &Bytes::from_static(b"\xff\x00"),
+            &cfg(),
+            "web",
+            None,
+            Utc::now(),
+            1,
+        )
+        .unwrap();
         assert_eq!(e[0].event.data, Some(json!("/wA=")));
         assert_eq!(e[0].event.attributes["ce.data_base64"], "true");
         // Errors name the header.
@@ -561,7 +640,16 @@ mod tests {
         h.insert("ce-type", "t".parse().unwrap());
         h.insert("content-type", "application/json".parse().unwrap());
         let m = mode(&h).unwrap().unwrap();
-        let r = events(&m, &Bytes::from_static(b"{"), &cfg(), "web", None, Utc::now(), 1).unwrap_err();
+        let r = events(
+            &m,
+            &Bytes::from_static(b"{"),
+            &cfg(),
+            "web",
+            None,
+            Utc::now(),
+            1,
+        )
+        .unwrap_err();
         assert_eq!(r.field.as_deref(), Some("body"));
     }
 
@@ -571,14 +659,25 @@ mod tests {
         assert_eq!(mode(&h).unwrap(), None);
         h.insert("content-type", "application/json".parse().unwrap());
         assert_eq!(mode(&h).unwrap(), None);
-        h.insert("content-type", "application/cloudevents+json; charset=utf-8".parse().unwrap());
+        h.insert(
+            "content-type",
+            "application/cloudevents+json; charset=utf-8"
+                .parse()
+                .unwrap(),
+        );
         assert_eq!(mode(&h).unwrap(), Some(Mode::Structured));
         // ce-* headers are ignored in structured mode.
         h.insert("ce-specversion", "1.0".parse().unwrap());
         assert_eq!(mode(&h).unwrap(), Some(Mode::Structured));
-        h.insert("content-type", "Application/CloudEvents-Batch+JSON".parse().unwrap());
+        h.insert(
+            "content-type",
+            "Application/CloudEvents-Batch+JSON".parse().unwrap(),
+        );
         assert_eq!(mode(&h).unwrap(), Some(Mode::Batch));
-        h.insert("content-type", "application/cloudevents+avro".parse().unwrap());
+        h.insert(
+            "content-type",
+            "application/cloudevents+avro".parse().unwrap(),
+        );
         assert_eq!(mode(&h).unwrap_err().status, 415);
     }
 }

@@ -248,9 +248,42 @@ impl SegmentConfig {
     }
 }
 
+/// Across sources: one Segment write key per source (given inline; keys in
+/// files are compared at start-up), named at the later source's TOML path.
+pub fn validate_write_keys<'a>(
+    sources: impl IntoIterator<Item = (&'a String, &'a HttpSourceConfig)>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (name, h) in sources {
+        let Some(key) = h.segment.as_ref().and_then(|s| s.write_key.as_ref()) else {
+            continue;
+        };
+        if let Some(other) = seen.insert(key.expose(), name) {
+            errors.push(ConfigError::new(
+                format!("sources.{name}.segment.write_key"),
+                format!("the same write key as sources.{other}.segment; each source needs its own"),
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_keys_are_unique_across_sources() {
+        let a = parse("token = \"t-0123456789abcdef\"\n[segment]\nwrite_key = \"k-0123456789abcdef\"\n").unwrap();
+        let b = parse("token = \"u-0123456789abcdef\"\n[segment]\nwrite_key = \"k-0123456789abcdef\"\n").unwrap();
+        let c = parse("token = \"v-0123456789abcdef\"\n").unwrap();
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let mut e = Vec::new();
+        validate_write_keys([(&names[0], &a), (&names[2], &c), (&names[1], &b)], &mut e);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "sources.b.segment.write_key");
+        assert!(e[0].message.contains("sources.a.segment"), "{e:?}");
+    }
 
     fn parse(toml_text: &str) -> Result<HttpSourceConfig, String> {
         toml::from_str(toml_text).map_err(|e| e.to_string())

@@ -23,7 +23,9 @@ pub mod cloudevents;
 mod config;
 pub mod ingest;
 pub mod segment;
-pub use config::{CloudEventsConfig, HttpSourceConfig, SegmentAccountId, SegmentConfig};
+pub use config::{
+    validate_write_keys, CloudEventsConfig, HttpSourceConfig, SegmentAccountId, SegmentConfig,
+};
 pub use ingest::{json_response, read_body, reject, Ingest, IngestLimits};
 
 /// A rejected request: status and a message that names the field.

@@ -434,7 +434,11 @@ fn convert(
         r
     })?;
     Ok(Converted {
-        label: if label.is_empty() { "message".into() } else { label.to_string() },
+        label: if label.is_empty() {
+            "message".into()
+        } else {
+            label.to_string()
+        },
         topic_field: field(topic_field),
         event,
         checked,
@@ -505,13 +509,20 @@ mod tests {
                 {"Advertising": false, "Analytics": true}}},
             "integrations": {"All": true}
         });
-        let e = run(Route::Single(Kind::Track), v, &cfg()).unwrap().remove(0).event;
+        let e = run(Route::Single(Kind::Track), v, &cfg())
+            .unwrap()
+            .remove(0)
+            .event;
         assert_eq!(e.id, "m-1");
         assert_eq!(e.topic, "segment.track.order_completed");
         assert_eq!(e.account_id, "u-1");
         assert_eq!(e.occurred_at.to_rfc3339(), "2026-11-30T09:00:00+00:00");
         assert_eq!(e.data, Some(json!({"total": 30})));
-        let consent: Vec<_> = e.consent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let consent: Vec<_> = e
+            .consent
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(consent, [("Analytics", "granted"), ("ads", "denied")]);
         assert_eq!(e.attributes["segment.event"], "Order Completed");
         assert_eq!(e.attributes["segment.anonymous_id"], "anon-9");
@@ -520,7 +531,8 @@ mod tests {
 
     #[test]
     fn account_id_follows_the_config() {
-        let both = json!({"type": "identify", "userId": 7, "anonymousId": "a", "traits": {"plan": "x"}});
+        let both =
+            json!({"type": "identify", "userId": 7, "anonymousId": "a", "traits": {"plan": "x"}});
         let anon = json!({"type": "identify", "anonymousId": "a"});
         let mut c = cfg();
         let acct = |v: &Value, c: &SegmentConfig| {
@@ -548,8 +560,14 @@ mod tests {
         let topics: Vec<_> = e.iter().map(|c| c.event.topic.as_str()).collect();
         assert_eq!(topics, ["segment.page", "segment.group", "segment.alias"]);
         assert_eq!(e[0].event.attributes["segment.name"], "Home");
-        assert_eq!(e[0].event.attributes["segment.context"], r#"{"app":"x","locale":"en"}"#);
-        assert_eq!(e[1].event.attributes["segment.context"], r#"{"app":"x","locale":"de"}"#);
+        assert_eq!(
+            e[0].event.attributes["segment.context"],
+            r#"{"app":"x","locale":"en"}"#
+        );
+        assert_eq!(
+            e[1].event.attributes["segment.context"],
+            r#"{"app":"x","locale":"de"}"#
+        );
         assert_eq!(e[1].event.attributes["segment.group_id"], "5");
         assert_eq!(e[2].event.attributes["segment.previous_id"], "anon");
         assert_eq!(e[2].event.data, None);
@@ -558,8 +576,14 @@ mod tests {
     #[test]
     fn message_ids_outside_the_event_id_set_are_derived() {
         let v = json!({"userId": "1", "messageId": "ajs next/1 2", "traits": {}});
-        let a = run(Route::Single(Kind::Identify), v.clone(), &cfg()).unwrap().remove(0).event;
-        let b = run(Route::Single(Kind::Identify), v, &cfg()).unwrap().remove(0).event;
+        let a = run(Route::Single(Kind::Identify), v.clone(), &cfg())
+            .unwrap()
+            .remove(0)
+            .event;
+        let b = run(Route::Single(Kind::Identify), v, &cfg())
+            .unwrap()
+            .remove(0)
+            .event;
         assert_eq!(a.id, b.id);
         assert_eq!(uuid::Uuid::parse_str(&a.id).unwrap().get_version_num(), 5);
         assert_eq!(a.attributes["segment.message_id"], "ajs next/1 2");
@@ -569,17 +593,37 @@ mod tests {
     fn errors_name_the_segment_field() {
         let cases = [
             (json!({"type": "track", "userId": "1"}), "batch[1].event"),
-            (json!({"type": "track", "userId": "1", "event": "!!"}), "batch[1].event"),
+            (
+                json!({"type": "track", "userId": "1", "event": "!!"}),
+                "batch[1].event",
+            ),
             (json!({"type": "clap", "userId": "1"}), "batch[1].type"),
             (json!({"userId": "1"}), "batch[1].type"),
             (json!({"type": "identify"}), "batch[1].anonymousId"),
-            (json!({"type": "identify", "userId": "a\nb"}), "batch[1].userId"),
-            (json!({"type": "identify", "userId": {"a": 1}}), "batch[1].userId"),
-            (json!({"type": "identify", "userId": "1", "timestamp": "noon"}), "batch[1].timestamp"),
-            (json!({"type": "identify", "userId": "1", "messageId": 5}), "batch[1].messageId"),
-            (json!({"type": "identify", "userId": "1", "context": {"consent": {"categoryPreferences": {"Ads": "yes"}}}}),
-                "batch[1].context.consent.categoryPreferences.Ads"),
-            (json!({"type": "track", "userId": "1", "event": "x".repeat(300)}), "batch[1].event"),
+            (
+                json!({"type": "identify", "userId": "a\nb"}),
+                "batch[1].userId",
+            ),
+            (
+                json!({"type": "identify", "userId": {"a": 1}}),
+                "batch[1].userId",
+            ),
+            (
+                json!({"type": "identify", "userId": "1", "timestamp": "noon"}),
+                "batch[1].timestamp",
+            ),
+            (
+                json!({"type": "identify", "userId": "1", "messageId": 5}),
+                "batch[1].messageId",
+            ),
+            (
+                json!({"type": "identify", "userId": "1", "context": {"consent": {"categoryPreferences": {"Ads": "yes"}}}}),
+                "batch[1].context.consent.categoryPreferences.Ads",
+            ),
+            (
+                json!({"type": "track", "userId": "1", "event": "x".repeat(300)}),
+                "batch[1].event",
+            ),
         ];
         let ok = json!({"type": "identify", "userId": "1"});
         for (bad, field) in cases {
@@ -589,12 +633,26 @@ mod tests {
         }
         let r = run(Route::Single(Kind::Track), json!({"userId": "1"}), &cfg()).unwrap_err();
         assert_eq!(r.field.as_deref(), Some("event"));
-        assert_eq!(run(Route::Batch, json!({"batch": []}), &cfg()).unwrap_err().status, 400);
-        assert_eq!(run(Route::Batch, json!({}), &cfg()).unwrap_err().field.as_deref(), Some("batch"));
+        assert_eq!(
+            run(Route::Batch, json!({"batch": []}), &cfg())
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            run(Route::Batch, json!({}), &cfg())
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("batch")
+        );
         let many = json!({"batch": vec![ok; 11]});
         assert_eq!(run(Route::Batch, many, &cfg()).unwrap_err().status, 413);
         let body = error_body(&Reject::new(400, Some("batch[0].event".into()), "m"));
-        assert_eq!(body, json!({"success": false, "code": "invalid_request", "message": "m",
-            "error": "m", "field": "batch[0].event"}));
+        assert_eq!(
+            body,
+            json!({"success": false, "code": "invalid_request", "message": "m",
+            "error": "m", "field": "batch[0].event"})
+        );
     }
 }
