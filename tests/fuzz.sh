@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/, cargo-fuzz + libFuzzer, nightly Rust) for a
 # bounded time and fails if any of them finds a crash, a hang or an input
-# that breaks its invariant (router/src/fuzzing.rs).
+# that breaks its invariant (crates/config/src/fuzzing.rs).
 #
 #   bash tests/fuzz.sh                       # every target, FUZZ_SECONDS each
 #   FUZZ_SECONDS=600 bash tests/fuzz.sh pgoutput config
@@ -17,10 +17,10 @@
 #
 # Build choices (measured, see README "Fuzzing"): no sanitizer (`-s none`:
 # the fuzzed code is safe Rust, ASan only slows it and the build), release
-# with debug assertions and overflow checks (`-O -a`), and the WebAssembly
-# engine and network crates, which no target runs, at opt-level 0
-# (fuzz/Cargo.toml). All targets are built by one cargo invocation; the runs
-# reuse that build.
+# with debug assertions and overflow checks (`-O -a`). The targets depend
+# only on the crates they parse with (switchyard-config, switchyard-sources;
+# the WebAssembly engine is not built: fuzz/Cargo.toml). All targets are
+# built by one cargo invocation; the runs reuse that build.
 #
 # New inputs go to fuzz/corpus/<target>/ (not committed); the committed
 # seeds in fuzz/seeds/<target>/ are read only. A failing input is saved in
@@ -40,7 +40,7 @@ if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "tests/fuzz.sh: FAILED: the nightly Rust toolchain is not installed, and cargo-fuzz (libFuzzer) needs it." >&2
   echo "  Install it with: rustup toolchain install nightly --profile minimal" >&2
-  echo "  (The stable property tests in router/src/fuzzing.rs run with 'cargo test' without it.)" >&2
+  echo "  (The stable property tests in crates/config/src/fuzzing.rs run with 'cargo test' without it.)" >&2
   exit 1
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -1,5 +1,5 @@
-//! Fuzz target `config`: the invariants are in `switchyard_router::fuzzing::config`
-//! (router/src/fuzzing.rs), shared with the stable property tests.
+//! Fuzz target `config`: the invariants are in `switchyard_config::fuzzing::config`
+//! (crates/config/src/fuzzing.rs), shared with the stable property tests.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard_router::fuzzing::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard_config::fuzzing::config(data));

@@ -21,7 +21,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,19 +29,7 @@ use crate::delivery::Delivery;
 use switchyard_store::log::Log;
 use switchyard_core::secret::Secret;
 use crate::server::Admin;
-
-/// `[admin]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Address of the admin listener (port 0 picks a free port; the address
-    /// is logged as `admin listening`).
-    pub listen: SocketAddr,
-    /// Bearer token for the admin routes (not `/metrics`, `/healthz`,
-    /// `/readyz`). Default: `server.admin_token`.
-    #[serde(default)]
-    pub token: Option<Secret>,
-}
+use switchyard_config::admin::AdminConfig;
 
 /// What the admin routes work with.
 pub struct AdminCtx {
@@ -185,7 +172,7 @@ pub fn token_ok(token: Option<&Secret>, authorization: Option<&str>, loopback: b
 /// Bind `[admin] listen` and serve it in the background until `shutdown`.
 pub async fn start(
     cfg: &AdminConfig,
-    config: &crate::config::Config,
+    config: &switchyard_config::Config,
     log: &Log,
     delivery: &Arc<Delivery>,
     runtime: Option<Arc<dyn Admin>>,

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use switchyard_config::Config;
 use crate::delivery::Delivery;
 use switchyard_store::log::{Log, LogError};
 use crate::server::{self, Admin, Startup, State};

@@ -3,13 +3,7 @@
 pub mod admin_listener;
 pub mod admin_routes;
 pub mod app;
-pub mod config;
 pub mod delivery;
-/// Invariants checked by the fuzz targets (`fuzz/`) and the property tests;
-/// built only for tests and `--cfg fuzzing` (cargo-fuzz).
-#[cfg(any(test, fuzzing))]
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod health;
 pub mod metrics;
 pub mod monitor;

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ServerConfig;
+use switchyard_config::ServerConfig;
 use switchyard_store::log::Log;
 use switchyard_sources::http::{json_response, read_body, reject, segment, Ingest, Reject};
 

@@ -11,7 +11,7 @@ mod transform;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchyard_router::config::Config;
+use switchyard_config::Config;
 use switchyard_store::admin::ConsumerAdmin;
 use switchyard_store::log::Log;
 
@@ -274,7 +274,7 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 };
                 async {
-                    let to = switchyard_router::delivery::config::Start::parse(&to)
+                    let to = switchyard_config::consumer::Start::parse(&to)
                         .map_err(anyhow::Error::msg)?;
                     let mut admin = consumer_admin(&cfg, &consumer).await?;
                     admin.rewind(&to).await?;

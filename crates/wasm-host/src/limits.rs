@@ -114,6 +114,7 @@ impl MemoryLimiter {
     }
 }
 
+#[cfg(feature = "engine")]
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,

@@ -151,7 +151,7 @@ impl ModuleConfig {
         }
     }
 
-    pub(crate) fn resolved_path(&self) -> &Path {
+    pub fn resolved_path(&self) -> &Path {
         &self.path
     }
 }

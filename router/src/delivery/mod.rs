@@ -9,7 +9,6 @@
 //! - `partition.rs`: reader, actor and account tasks of one partition
 //! - `admin.rs`: DLQ, replay, rewind and status operations (CLI)
 
-pub mod config;
 mod account;
 pub mod partition;
 mod reader;
@@ -24,11 +23,11 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use switchyard_config::Config;
 use switchyard_core::event::Event;
 use switchyard_store::log::Log;
 use switchyard_wasm_host::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
-use config::{ConsumerConfig, Start};
+use switchyard_config::consumer::{ConsumerConfig, Start};
 use switchyard_destinations::Destination;
 use switchyard_store::consumer::ConsumerKeys;
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::config::OnFailure;
+use switchyard_config::consumer::OnFailure;
 use switchyard_store::consumer::{Origin, PartitionStore, Routed};
 use super::ConsumerCtx;
 use switchyard_core::event::{self, Event};

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use switchyard_core::config::ConfigError;
 pub use switchyard_destinations::config::{
     AuthConfig, EndpointConfig, RateLimitConfig, RetryConfig,
 };
@@ -43,9 +43,9 @@ pub struct ConsumerConfig {
     /// The transform chain, in order. Without modules the canonical event is sent as JSON.
     #[serde(default)]
     pub modules: Vec<switchyard_wasm_host::ModuleConfig>,
-    /// `[consumers.<name>.sla]`: limits that raise alerts (`sla.rs`).
+    /// `[consumers.<name>.sla]`: limits that raise alerts (the router's `sla.rs`).
     #[serde(default)]
-    pub sla: Option<crate::sla::SlaConfig>,
+    pub sla: Option<crate::alerts::SlaConfig>,
     /// A critical consumer in breach of its SLA makes `/readyz` fail.
     #[serde(default)]
     pub critical: bool,

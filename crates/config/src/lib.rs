@@ -1,4 +1,8 @@
-//! Configuration: TOML, `${ENV}` interpolation, every error reported at once.
+//! `switchyard-config`: the root configuration. It composes each
+//! component's own config type (and calls its `validate()`); it owns only
+//! the router-level tables (`[server]`, `[admin]`, `[monitor]`, `[alerts]`,
+//! a consumer's own keys). TOML, `${ENV}` interpolation, every error
+//! reported at once.
 //!
 //! Loading runs in four stages, each collecting errors with their TOML path:
 //! 1. parse the TOML text (a syntax error stops here: it names line and column);
@@ -15,6 +19,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub mod admin;
+pub mod alerts;
+pub mod consumer;
+/// Invariants checked by the fuzz targets (`fuzz/`) and the property tests;
+/// built only for tests and `--cfg fuzzing` (cargo-fuzz).
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod monitor;
 
 use switchyard_core::secret::Secret;
 pub use switchyard_store::config::{LogConfig, RedisConfig, RedisTlsConfig};
@@ -35,18 +49,18 @@ pub struct Config {
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
-    pub consumers: BTreeMap<String, crate::delivery::config::ConsumerConfig>,
+    pub consumers: BTreeMap<String, consumer::ConsumerConfig>,
     #[serde(default)]
     pub transforms: TransformsConfig,
     /// `[admin]`: the admin listener (`/metrics`, admin routes); none without it.
     #[serde(default)]
-    pub admin: Option<crate::admin_listener::AdminConfig>,
+    pub admin: Option<admin::AdminConfig>,
     /// `[monitor]`: how often lag, DLQ depth and CDC slots are read.
     #[serde(default)]
-    pub monitor: crate::monitor::MonitorConfig,
+    pub monitor: monitor::MonitorConfig,
     /// `[alerts]`: where SLA breaches are posted.
     #[serde(default)]
-    pub alerts: crate::sla::AlertsConfig,
+    pub alerts: alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -723,7 +737,7 @@ mod tests {
 
     #[test]
     fn reference_config_parses() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
         let text = std::fs::read_to_string(dir.join("switchyard.toml")).unwrap();
         // Secrets come from the environment; everything else uses its `:-default`.
         let env = |k: &str| {

@@ -19,7 +19,7 @@ use std::path::Path;
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::config::{Config, ConfigError};
+use crate::{Config, ConfigError};
 use switchyard_core::event::{self, CodecError, Event, FORMAT_VERSION};
 use switchyard_sources::http::{self, BodyFormat};
 use switchyard_sources::postgres::pgoutput;
@@ -202,9 +202,14 @@ fn check_round_trips(ev: &Event) {
     let json = serde_json::to_vec(ev).expect("an event always serialises to JSON");
     let back: Event = serde_json::from_slice(&json).expect("its JSON parses back");
     assert_eq!(&back, ev, "JSON round trip");
-    let back = switchyard_wasm_host::event_from_wit(switchyard_wasm_host::event_to_wit(ev))
-        .expect("the WIT record converts back");
-    assert_eq!(&back, ev, "WIT round trip");
+    // The WIT record needs the wasmtime bindings: checked by the property
+    // tests (which build the engine), not by the fuzz build (which does not).
+    #[cfg(test)]
+    {
+        let back = switchyard_wasm_host::event_from_wit(switchyard_wasm_host::event_to_wit(ev))
+            .expect("the WIT record converts back");
+        assert_eq!(&back, ev, "WIT round trip");
+    }
 }
 
 /// The pgoutput decoder.
@@ -718,7 +723,7 @@ mod tests {
     fn seeds_of_the_fuzz_targets_hold() {
         // The committed seed corpora (fuzz/seeds/<target>/) satisfy the
         // invariants too, so a seed that breaks them fails here first.
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
         let targets: [(&str, fn(&[u8])); 4] = [
             ("ingest_body", ingest_body),
             ("pgoutput", pgoutput),
