@@ -11,6 +11,7 @@ mod delivery;
 mod ingest;
 mod mysql;
 mod ops;
+mod polyglot;
 mod redis_loss;
 mod security;
 mod startup;
