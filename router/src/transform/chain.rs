@@ -335,11 +335,15 @@ impl Module {
             .switchyard_transform_guest()
             .call_init(&mut store, &self.init_config)
         {
-            Ok(Ok(())) => Ok(Instance {
-                store,
-                guest,
-                calls: 0,
-            }),
+            Ok(Ok(())) => {
+                let peak = store.data().limiter.peak as u64;
+                self.stats.max_memory.fetch_max(peak, Ordering::Relaxed);
+                Ok(Instance {
+                    store,
+                    guest,
+                    calls: 0,
+                })
+            }
             Ok(Err(msg)) => Err(format!("{INIT_REFUSED}{msg}")),
             Err(e) => Err(format!("init failed: {}", self.classify(&store, &e))),
         }

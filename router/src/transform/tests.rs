@@ -876,7 +876,7 @@ memory = 1048576
         "{errors:?}"
     );
     assert!(
-        errors[4].message.contains("at most the module's memory cap, 16 MiB"),
+        errors[6].message.contains("at most the module's memory cap, 16 MiB"),
         "{errors:?}"
     );
 }
