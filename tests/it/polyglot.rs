@@ -419,3 +419,105 @@ fn transform_test_prints_the_same_for_each_language() {
     assert_eq!(a, r, "python");
     assert_eq!(b, r, "js");
 }
+
+/// componentize-py's runtime grows its linear memory by about each returned
+/// request body, per call, and never gives it back. Without recycling an
+/// instance runs into its memory cap (the event fails: "exceeded memory
+/// cap"); with `recycle_above` under the cap, instances are replaced before
+/// that, memory stays under the cap, and every event is delivered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_instances_are_recycled_before_their_memory_runs_out() {
+    let redis = RedisServer::start();
+    let (recycled_vendor, leaky_vendor) = (Vendor::start().await, Vendor::start().await);
+    let cfg = format!("config = {{ topics = \"{TOPICS}\", properties = \"blob\" }}");
+    let cap = "memory = \"16MiB\"";
+    let config = base_config(&redis.url()).replace("max_body = \"64KiB\"", "max_body = \"32MiB\"")
+        + &consumer(
+            "recycled",
+            &recycled_vendor.url(),
+            &module("recycled", &python(), &format!("{cap}\nrecycle_above = \"14MiB\"\n{cfg}")),
+        )
+        + &consumer(
+            "leaky",
+            &leaky_vendor.url(),
+            &module("leaky", &python(), &format!("{cap}\nrecycle_above = \"16MiB\"\n{cfg}")),
+        )
+        // A failed event goes to the DLQ and the account's next ones flow.
+        .replace("start = \"earliest\"", "start = \"earliest\"\non_failure = \"skip\"");
+    let router = start(&config).await;
+
+    // 4 accounts × 40 events, each returning a ~128 KiB body.
+    let blob = "x".repeat(128 * 1024);
+    let accounts = ["m-1", "m-2", "m-3", "m-4"];
+    let mut all = Vec::new();
+    for i in 0..40 {
+        for a in accounts {
+            all.push(json!({"id": format!("{a}-{i:02}"), "topic": "customer.a.profile_updated",
+                            "account_id": a, "op": "update",
+                            "after": {"email": format!("{a}@example.com"), "blob": blob}}));
+        }
+    }
+    let want = all.len();
+    post(&router, Value::Array(all)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = status(&router).await;
+        let done = |c: &str| {
+            let c = &st["consumers"][c]["transforms"]["modules"][0];
+            c["calls"].as_u64().unwrap_or(0) >= want as u64
+        };
+        if recycled_vendor.applied().len() >= want && done("leaky") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recycled: {} of {want} delivered; status: {st}",
+            recycled_vendor.applied().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = status(&router).await;
+    for c in ["recycled", "leaky"] {
+        eprintln!("{c}: {}", st["consumers"][c]["transforms"]["modules"][0]);
+    }
+
+    // With recycling: everything, once, in order per account.
+    assert_eq!(recycled_vendor.requests().len(), want);
+    let applied: Vec<String> = recycled_vendor.applied().into_iter().map(|r| r.key).collect();
+    for a in accounts {
+        let got: Vec<&String> = applied.iter().filter(|k| k.starts_with(&format!("{a}-"))).collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("{a}-{i:02}")).collect();
+        assert_eq!(got, expected.iter().collect::<Vec<_>>(), "{a}");
+    }
+    let m = &st["consumers"]["recycled"]["transforms"]["modules"][0];
+    assert_eq!(m["errors"], 0, "{m}");
+    assert!(m["recycled"].as_u64().unwrap() >= 1, "{m}");
+    let max = m["max_memory"].as_u64().unwrap();
+    // Bounded by the mark plus what one call adds (~130 KiB here).
+    assert!(max <= (14 << 20) + (1 << 20), "memory stayed near the 14 MiB mark: {m}");
+
+    // Without: the same events run the instances into the cap.
+    let m = &st["consumers"]["leaky"]["transforms"]["modules"][0];
+    assert_eq!(m["recycled"], 0, "{m}");
+    let failed = m["errors"].as_u64().unwrap();
+    assert!(failed >= 1, "{m}");
+    let list = Command::new(bin())
+        .args(["dlq", "list", "--config"])
+        .arg(&router.config_path)
+        .args(["--consumer", "leaky"])
+        .output()
+        .unwrap();
+    let reasons: Vec<String> = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["fields"]["reason"].to_string())
+        .collect();
+    assert_eq!(reasons.len() as u64, failed, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("exceeded memory cap 16 MiB")),
+        "{reasons:?}"
+    );
+    assert_eq!(leaky_vendor.applied().len() as u64, want as u64 - failed);
+}
