@@ -16,3 +16,4 @@ mod redis_loss;
 mod security;
 mod startup;
 mod transforms;
+mod vendors;

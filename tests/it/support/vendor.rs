@@ -24,10 +24,14 @@ pub struct Received {
     pub at: Instant,
     pub method: String,
     pub path: String,
+    /// The query string (without `?`), if any.
+    pub query: Option<String>,
     pub headers: HashMap<String, String>,
     /// Every header line as received (lowercase names, repeats kept).
     pub header_lines: Vec<(String, String)>,
     pub body: Value,
+    /// The body exactly as received (signatures are over these bytes).
+    pub raw_body: Bytes,
     pub status: u16,
     /// The event id (Idempotency-Key header).
     pub key: String,
@@ -181,6 +185,7 @@ impl Vendor {
 async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
     let header_lines: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -210,9 +215,11 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         at: Instant::now(),
         method,
         path,
+        query,
         headers,
         header_lines,
         body: json,
+        raw_body: body.clone(),
         status: 0,
         key,
         account,

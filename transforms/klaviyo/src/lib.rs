@@ -1,5 +1,9 @@
-//! `klaviyo`: customer events → Klaviyo profile import requests
-//! (`POST /api/profile-import`, JSON:API). See README.md.
+//! `klaviyo`: customer events → Klaviyo (JSON:API): profile import
+//! (`POST /api/profile-import`), subscriptions and suppression for
+//! `consent_changed` (`/api/profile-subscription-bulk-create-jobs`,
+//! `…-delete-jobs`, `/api/profile-suppression-bulk-create-jobs`) and
+//! data-privacy deletion for `deletion_requested`
+//! (`/api/data-privacy-deletion-jobs`). See README.md.
 
 use switchyard_guest::{json, log, normalize, transform, Config, ConfigError, Error, Event, Op, Output, State, Value};
 
@@ -12,14 +16,58 @@ fn init(cfg: &Config) -> Result<(), ConfigError> {
 
 #[transform(init = init)]
 fn transform(ev: Event) -> Result<Vec<Output>, Error> {
-    let mapping = MAPPING.get();
-    match mapping.profile(&ev)? {
-        Outcome::Skip(reason) => {
-            log::info!("klaviyo: skipped event {} ({}): {reason}", ev.id, ev.topic);
-            Ok(vec![])
+    MAPPING.get().outputs(&ev)
+}
+
+/// One Klaviyo call (each body is the JSON:API document for one profile).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// `POST /api/profile-import`.
+    Import(Value),
+    /// `POST /api/profile-subscription-bulk-create-jobs`.
+    Subscribe(Value),
+    /// `POST /api/profile-subscription-bulk-delete-jobs`.
+    Unsubscribe(Value),
+    /// `POST /api/profile-suppression-bulk-create-jobs`.
+    Suppress(Value),
+    /// `POST /api/data-privacy-deletion-jobs`.
+    Delete(Value),
+}
+
+impl Job {
+    /// `import`, `subscribe`, `unsubscribe`, `suppress`, `delete`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Job::Import(_) => "import",
+            Job::Subscribe(_) => "subscribe",
+            Job::Unsubscribe(_) => "unsubscribe",
+            Job::Suppress(_) => "suppress",
+            Job::Delete(_) => "delete",
         }
-        Outcome::Import(body) => Ok(vec![mapping.request(&body)?]),
     }
+
+    pub fn path(&self) -> &'static str {
+        match self {
+            Job::Import(_) => "/api/profile-import",
+            Job::Subscribe(_) => "/api/profile-subscription-bulk-create-jobs",
+            Job::Unsubscribe(_) => "/api/profile-subscription-bulk-delete-jobs",
+            Job::Suppress(_) => "/api/profile-suppression-bulk-create-jobs",
+            Job::Delete(_) => "/api/data-privacy-deletion-jobs",
+        }
+    }
+
+    pub fn body(&self) -> &Value {
+        match self {
+            Job::Import(b) | Job::Subscribe(b) | Job::Unsubscribe(b) | Job::Suppress(b) | Job::Delete(b) => b,
+        }
+    }
+}
+
+/// What one event becomes: calls in order, or nothing (with the reason).
+#[derive(Debug, PartialEq)]
+pub enum Jobs {
+    Send(Vec<Job>),
+    Skip(String),
 }
 
 /// Default Klaviyo API revision header.
@@ -61,9 +109,13 @@ pub struct Mapping {
     properties: Properties,
     phone_country_code: Option<String>,
     revision: String,
+    list_id: Option<String>,
+    suppress_on_email_denied: bool,
 }
 
 const KNOWN: &[&str] = &[
+    "list_id",
+    "email_denied",
     "source",
     "email_field",
     "phone_field",
@@ -140,7 +192,145 @@ impl Mapping {
             properties,
             phone_country_code,
             revision: cfg.get_or("revision", DEFAULT_REVISION).trim().to_string(),
+            list_id: cfg.get("list_id").map(str::trim).filter(|s| !s.is_empty()).map(String::from),
+            suppress_on_email_denied: match cfg.get_or("email_denied", "unsubscribe").trim() {
+                "unsubscribe" => false,
+                "suppress" => true,
+                o => return Err(ConfigError::new("email_denied", format!("{o:?}: expected unsubscribe or suppress"))),
+            },
         })
+    }
+
+    /// Email (with `@`) and `+` E.164 phone of `ev`.
+    fn contact(&self, ev: &Event) -> (Option<String>, Option<String>) {
+        let payload = self.payload(ev);
+        let email = first_text(payload, &self.email).filter(|e| e.contains('@'));
+        let phone = first_text(payload, &self.phone)
+            .map(|p| normalize::phone_digits(&p, self.phone_country_code.as_deref()))
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("+{d}"));
+        (email, phone)
+    }
+
+    /// The Klaviyo calls for `ev`: `deletion_requested` → a data-privacy
+    /// deletion; `consent_changed` → subscribe / unsubscribe (or suppress)
+    /// per channel; everything else → the profile import of [`Mapping::profile`].
+    pub fn jobs(&self, ev: &Event) -> Result<Jobs, Error> {
+        match customer::Kind::of(ev) {
+            customer::Kind::DeletionRequested => {
+                // Klaviyo takes exactly one identifier: email, else phone.
+                let (email, phone) = self.contact(ev);
+                let attrs = match (email, phone) {
+                    (Some(e), _) => json!({ "email": e }),
+                    (None, Some(p)) => json!({ "phone_number": p }),
+                    (None, None) => {
+                        return Err(Error::fatal(format!(
+                            "cannot request a deletion: no email ({}) or phone ({}); Klaviyo deletes by email, phone or its own profile id",
+                            self.email.join(", "),
+                            self.phone.join(", ")
+                        )))
+                    }
+                };
+                Ok(Jobs::Send(vec![Job::Delete(json!({"data": {"type": "data-privacy-deletion-job",
+                    "attributes": {"profile": {"data": {"type": "profile", "attributes": attrs}}}}}))]))
+            }
+            customer::Kind::ConsentChanged if !matches!(ev.op, Op::Delete | Op::SoftDelete) => self.consent_jobs(ev),
+            _ => Ok(match self.profile(ev)? {
+                Outcome::Import(b) => Jobs::Send(vec![Job::Import(b)]),
+                Outcome::Skip(r) => Jobs::Skip(r),
+            }),
+        }
+    }
+
+    fn consent_jobs(&self, ev: &Event) -> Result<Jobs, Error> {
+        let (email, phone) = self.contact(ev);
+        let (mut sub, mut unsub, mut notes) = (serde_json_map(), serde_json_map(), Vec::new());
+        for (channel, id) in [("email", &email), ("sms", &phone)] {
+            let Some(state) = ev.consent(channel) else { continue };
+            if id.is_none() {
+                notes.push(format!("consent.{channel} = {state} but no {}", if channel == "sms" { "phone" } else { "email" }));
+                continue;
+            }
+            match state {
+                "granted" if self.list_id.is_some() => {
+                    sub.insert(channel.into(), json!({"marketing": {"consent": "SUBSCRIBED"}}));
+                }
+                "granted" => notes.push(format!("consent.{channel} = granted but no `list_id` to subscribe to")),
+                "denied" => {
+                    unsub.insert(channel.into(), json!({"marketing": {"consent": "UNSUBSCRIBED"}}));
+                }
+                other => notes.push(format!("consent.{channel} = {other}")),
+            }
+        }
+        let profile = |subs: &switchyard_guest::serde_json::Map<String, Value>, with_subs: bool| {
+            let mut a = serde_json_map();
+            if subs.contains_key("email") {
+                a.insert("email".into(), json!(email));
+            }
+            if subs.contains_key("sms") {
+                a.insert("phone_number".into(), json!(phone));
+            }
+            if with_subs {
+                a.insert("subscriptions".into(), Value::Object(subs.clone()));
+            }
+            json!({"data": [{"type": "profile", "attributes": a}]})
+        };
+        let list = self.list_id.as_ref().map(|id| json!({"list": {"data": {"type": "list", "id": id}}}));
+        let mut jobs = Vec::new();
+        if !sub.is_empty() {
+            jobs.push(Job::Subscribe(json!({"data": {"type": "profile-subscription-bulk-create-job",
+                "attributes": {"profiles": profile(&sub, true), "historical_import": false},
+                "relationships": list.clone().expect("subscribe needs list_id")}})));
+        }
+        if self.suppress_on_email_denied && unsub.contains_key("email") {
+            let mut only_email = serde_json_map();
+            only_email.insert("email".into(), Value::Null);
+            jobs.push(Job::Suppress(json!({"data": {"type": "profile-suppression-bulk-create-job",
+                "attributes": {"profiles": profile(&only_email, false)}}})));
+            unsub.remove("email");
+        }
+        if !unsub.is_empty() {
+            let mut body = json!({"data": {"type": "profile-subscription-bulk-delete-job",
+                "attributes": {"profiles": profile(&unsub, true)}}});
+            if let Some(l) = &list {
+                body["data"]["relationships"] = l.clone();
+            }
+            jobs.push(Job::Unsubscribe(body));
+        }
+        if jobs.is_empty() {
+            let why = if notes.is_empty() { "no email or sms consent in the event".to_string() } else { notes.join("; ") };
+            return Ok(Jobs::Skip(format!("no subscription change: {why}")));
+        }
+        for n in &notes {
+            log::info!("klaviyo: event {}: {n}", ev.id);
+        }
+        Ok(Jobs::Send(jobs))
+    }
+
+    /// The requests for `ev` (none when skipped; the reason is logged). A
+    /// second call for the same event gets its own idempotency key
+    /// (`Idempotency-Key: <event id>:<job>`): an endpoint or proxy that
+    /// honours the key must not take it for a retry of the first.
+    pub fn outputs(&self, ev: &Event) -> Result<Vec<Output>, Error> {
+        match self.jobs(ev)? {
+            Jobs::Skip(reason) => {
+                log::info!("klaviyo: skipped event {} ({}): {reason}", ev.id, ev.topic);
+                Ok(vec![])
+            }
+            Jobs::Send(jobs) => jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| {
+                    let out = self.job_request(j)?;
+                    Ok(if i == 0 { out } else { out.header("Idempotency-Key", format!("{}:{}", ev.id, j.name())) })
+                })
+                .collect(),
+        }
+    }
+
+    /// The request for one job.
+    pub fn job_request(&self, job: &Job) -> Result<Output, Error> {
+        Ok(self.request(job.body())?.path(job.path()))
     }
 
     fn payload<'a>(&self, ev: &'a Event) -> Option<&'a Value> {
@@ -347,5 +537,90 @@ mod tests {
         assert!(err(&[("email_field", "a..b")]).starts_with("config `email_field`"));
         assert!(err(&[("phone_country_code", "x")]).starts_with("config `phone_country_code`"));
         assert!(err(&[("api_key", "x")]).starts_with("config `api_key`: unknown key"));
+        assert!(err(&[("email_denied", "delete")]).starts_with("config `email_denied`"));
+    }
+
+    fn consent_ev(email: Option<&str>, sms: Option<&str>) -> Event {
+        let mut e = ev("event", json!({"email": "ada@x.com", "phone": "+1 555 010 9999"}));
+        e.topic = "customer.a.consent_changed".into();
+        if let Some(s) = email {
+            e.consent.insert("email".into(), s.into());
+        }
+        if let Some(s) = sms {
+            e.consent.insert("sms".into(), s.into());
+        }
+        e
+    }
+
+    fn sent(j: Jobs) -> Vec<Job> {
+        match j {
+            Jobs::Send(v) => v,
+            Jobs::Skip(r) => panic!("skipped: {r}"),
+        }
+    }
+
+    #[test]
+    fn consent_subscribes_and_unsubscribes_per_channel() {
+        let m = mapping(&[("list_id", "Y6nRLr")]);
+        let jobs = sent(m.jobs(&consent_ev(Some("granted"), Some("denied"))).unwrap());
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].path(), "/api/profile-subscription-bulk-create-jobs");
+        assert_eq!(
+            jobs[0].body(),
+            &json!({"data":{"type":"profile-subscription-bulk-create-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":
+                {"email":"ada@x.com","subscriptions":{"email":{"marketing":{"consent":"SUBSCRIBED"}}}}}]},"historical_import":false},
+                "relationships":{"list":{"data":{"type":"list","id":"Y6nRLr"}}}}})
+        );
+        assert_eq!(jobs[1].path(), "/api/profile-subscription-bulk-delete-jobs");
+        assert_eq!(
+            jobs[1].body(),
+            &json!({"data":{"type":"profile-subscription-bulk-delete-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":
+                {"phone_number":"+15550109999","subscriptions":{"sms":{"marketing":{"consent":"UNSUBSCRIBED"}}}}}]}},
+                "relationships":{"list":{"data":{"type":"list","id":"Y6nRLr"}}}}})
+        );
+        let outs = m.outputs(&consent_ev(Some("granted"), Some("denied"))).unwrap();
+        assert_eq!(outs.len(), 2);
+        let (first, r) = (outs[0].as_request().unwrap(), outs[1].as_request().unwrap());
+        assert_eq!(first.path.as_deref(), Some("/api/profile-subscription-bulk-create-jobs"));
+        assert_eq!(first.header("idempotency-key"), None, "the first keeps the router's (the event id)");
+        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/api/profile-subscription-bulk-delete-jobs")));
+        assert_eq!((r.header("revision"), r.content_type.as_str()), (Some("2024-10-15"), "application/vnd.api+json"));
+        assert_eq!(r.header("idempotency-key"), Some("e1:unsubscribe"));
+    }
+
+    #[test]
+    fn suppression_and_skips() {
+        let m = mapping(&[("email_denied", "suppress")]);
+        let jobs = sent(m.jobs(&consent_ev(Some("denied"), None)).unwrap());
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].path(), "/api/profile-suppression-bulk-create-jobs");
+        assert_eq!(
+            jobs[0].body(),
+            &json!({"data":{"type":"profile-suppression-bulk-create-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"email":"ada@x.com"}}]}}}})
+        );
+        // Granted without a list to subscribe to: nothing to send, and the reason says why.
+        match mapping(&[]).jobs(&consent_ev(Some("granted"), None)).unwrap() {
+            Jobs::Skip(r) => assert!(r.contains("no `list_id`"), "{r}"),
+            j => panic!("{j:?}"),
+        }
+    }
+
+    #[test]
+    fn deletion_request_is_a_data_privacy_job() {
+        let m = mapping(&[]);
+        let mut e = ev("event", json!({"email": "ada@x.com", "phone": "+15550109999"}));
+        e.topic = "customer.a.deletion_requested".into();
+        let jobs = sent(m.jobs(&e).unwrap());
+        assert_eq!(jobs[0].path(), "/api/data-privacy-deletion-jobs");
+        assert_eq!(
+            jobs[0].body(),
+            &json!({"data":{"type":"data-privacy-deletion-job","attributes":{"profile":{"data":{"type":"profile","attributes":{"email":"ada@x.com"}}}}}})
+        );
+        e.after = Some(json!({"phone": "+15550109999"}));
+        assert_eq!(sent(m.jobs(&e).unwrap())[0].body()["data"]["attributes"]["profile"]["data"]["attributes"], json!({"phone_number":"+15550109999"}));
+        e.after = Some(json!({}));
+        assert!(!m.jobs(&e).unwrap_err().retryable);
+        // Other kinds stay profile imports.
+        assert!(matches!(&sent(m.jobs(&ev("update", json!({"email":"a@b.c"}))).unwrap())[0], Job::Import(_)));
     }
 }

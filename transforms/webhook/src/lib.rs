@@ -1,5 +1,7 @@
 //! `webhook`: the canonical event as a CloudEvents 1.0 structured-mode JSON
-//! request (`application/cloudevents+json`). See README.md.
+//! request (`application/cloudevents+json`), or (`format = standard`) as a
+//! Standard Webhooks payload `{"type", "timestamp", "data"}` for the router's
+//! Standard Webhooks signing (`auth.type = "hmac"`). See README.md.
 
 use switchyard_guest::{json, transform, Config, ConfigError, Error, Event, Output, State, Value};
 
@@ -21,6 +23,7 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// Parsed configuration.
 #[derive(Debug, Default)]
 pub struct Settings {
+    standard: bool,
     source_prefix: String,
     type_prefix: String,
     method: Option<String>,
@@ -30,7 +33,7 @@ pub struct Settings {
 impl Settings {
     /// Parse the config; errors name the offending key.
     pub fn from_config(cfg: &Config) -> Result<Settings, ConfigError> {
-        let known = ["source_prefix", "type_prefix", "method", "path"];
+        let known = ["format", "source_prefix", "type_prefix", "method", "path"];
         if let Some((key, _)) = cfg.iter().find(|(k, _)| !known.contains(k)) {
             return Err(ConfigError::new(key, format!("unknown key; expected one of {}", known.join(", "))));
         }
@@ -44,7 +47,13 @@ impl Settings {
             Some(p) if p.starts_with('/') => Some(p.to_string()),
             Some(p) => return Err(ConfigError::new("path", format!("{p:?} must start with `/`"))),
         };
+        let standard = match cfg.get_or("format", "cloudevents").trim() {
+            "cloudevents" => false,
+            "standard" => true,
+            f => return Err(ConfigError::new("format", format!("{f:?}: expected cloudevents or standard"))),
+        };
         Ok(Settings {
+            standard,
             source_prefix: cfg.get_or("source_prefix", "switchyard/").to_string(),
             type_prefix: cfg.get_or("type_prefix", "").to_string(),
             method,
@@ -87,10 +96,35 @@ impl Settings {
         ce
     }
 
+    /// The Standard Webhooks payload for `ev`: `type` (the topic),
+    /// `timestamp` (the source time) and `data` (the canonical event's fields).
+    pub fn standard_payload(&self, ev: &Event) -> Value {
+        json!({
+            "type": format!("{}{}", self.type_prefix, ev.topic),
+            "timestamp": if ev.occurred_at.is_empty() { &ev.ingested_at } else { &ev.occurred_at },
+            "data": {
+                "id": ev.id,
+                "account_id": ev.account_id,
+                "source": ev.source,
+                "op": ev.op.as_str(),
+                "key": ev.key,
+                "before": ev.before,
+                "after": ev.after,
+                "data": ev.data,
+                "changed": ev.changed,
+                "consent": ev.consent,
+                "attributes": ev.attributes,
+            },
+        })
+    }
+
     /// The request for `ev`.
     pub fn request(&self, ev: &Event) -> Result<Output, Error> {
-        let body = serde_json_bytes(&self.cloudevent(ev));
-        let mut out = Output::request(body, CONTENT_TYPE);
+        let mut out = if self.standard {
+            Output::request(serde_json_bytes(&self.standard_payload(ev)), "application/json")
+        } else {
+            Output::request(serde_json_bytes(&self.cloudevent(ev)), CONTENT_TYPE)
+        };
         if let Some(m) = &self.method {
             out = out.method(m.clone());
         }
@@ -181,7 +215,28 @@ mod tests {
     }
 
     #[test]
+    fn standard_webhooks_payload() {
+        let out = settings(&[("format", "standard"), ("type_prefix", "com.acme.")]).request(&ev()).unwrap();
+        let req = out.as_request().unwrap();
+        assert_eq!(req.content_type, "application/json");
+        assert!(req.headers.is_empty(), "signing is the router's (auth.type = \"hmac\")");
+        assert_eq!(
+            req.json().unwrap(),
+            json!({
+                "type": "com.acme.customer.banner-a.email_changed",
+                "timestamp": "2026-01-01T00:00:00Z",
+                "data": {
+                    "id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "account_id": "42", "source": "crm", "op": "soft_delete",
+                    "key": {"id": 42}, "before": {"email": "a@x.com"}, "after": {"email": "b@x.com"}, "data": null,
+                    "changed": ["email"], "consent": {"email": "granted"}, "attributes": {"banner": "a"}
+                }
+            })
+        );
+    }
+
+    #[test]
     fn bad_config_names_the_key() {
+        assert!(Settings::from_config(&Config::from_pairs([("format", "xml")])).unwrap_err().to_string().starts_with("config `format`"));
         let err = |pairs: &[(&str, &str)]| Settings::from_config(&Config::from_pairs(pairs.iter().copied())).unwrap_err().to_string();
         assert!(err(&[("path", "hooks")]).starts_with("config `path`"));
         assert!(err(&[("method", "PO ST")]).starts_with("config `method`"));
