@@ -1,7 +1,7 @@
 // Switchyard transform in JavaScript: customer events -> Klaviyo profile import.
 //
-// The same mapping as the Rust module `transforms/klaviyo` (same config
-// keys, same request, same body bytes), plus a topic filter (`topics`,
+// The profile import of the Rust module `transforms/klaviyo` (same config
+// keys, same request, same body bytes; not its consent and deletion jobs), plus a topic filter (`topics`,
 // `drop_topics`) so that one module does what the Rust chain
 // `filter -> klaviyo` does. Built with componentize-js against
 // `wit/transform.wit` (world `transformer`); see README.md.
