@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use switchyard::event::{ConsentState, Event, Op};
-use switchyard::transform::{
+use switchyard_core::event::{ConsentState, Event, Op};
+use switchyard_wasm_host::{
     ByteSize, Chain, ChainOutcome, EngineLimits, ModuleConfig, TransformEngine,
 };
 
