@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine with Rust:
 # redis-server (+ redis-tools), PostgreSQL 15 server binaries, MariaDB (mariadb-server, with mysqlbinlog:
-# the MySQL source's tests and bench), curl, the
-# wasm32-wasip2 Rust target, and the Python and JavaScript guest toolchains of
+# the MySQL source's tests and bench), curl, python3 (+ venv), node + npm, the
+# wasm32-wasip2 Rust target, the Python clients of the ingest tests
+# (tests/python/venv.sh), and the Python and JavaScript guest toolchains of
 # examples/python-module and examples/js-module (componentize-py from PyPI in a
-# venv, componentize-js from npm with the example's package-lock.json), both
+# venv, componentize-js from npm with the example's package-lock.json), all
 # under $SWITCHYARD_TOOLS_DIR (default ~/.cache/switchyard-tools), outside the
 # clone, so a machine installs each pinned version once.
 # Idempotent; quiet when everything is present.
@@ -36,6 +37,12 @@ fi
 if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$' || rustup target add wasm32-wasip2 >&2
 fi
+
+# The real client libraries the ingest compatibility tests drive (CloudEvents
+# SDK, segment-analytics-python), pinned in tests/python/requirements.txt, in a
+# venv under $SWITCHYARD_TOOLS_DIR (default ~/.cache/switchyard-tools). The
+# tests run the same script, so it is a no-op there once this ran.
+bash "$(dirname "$0")/python/venv.sh" >/dev/null
 
 # Guest toolchains for the Python and JavaScript example modules. Versions are
 # pinned here (componentize-py) and in examples/js-module/package-lock.json;

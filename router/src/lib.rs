@@ -3,7 +3,6 @@
 pub mod admin_listener;
 pub mod admin_routes;
 pub mod app;
-pub mod cli;
 pub mod config;
 pub mod delivery;
 /// Invariants checked by the fuzz targets (`fuzz/`) and the property tests;

@@ -10,6 +10,7 @@ mod check;
 mod contract;
 mod delivery;
 mod ingest;
+mod ingest_compat;
 mod mysql;
 mod ops;
 mod polyglot;

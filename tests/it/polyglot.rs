@@ -24,7 +24,7 @@ use crate::support::vendor::Vendor;
 use crate::support::TOKEN;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// Build (if out of date) and return the example component `name`

@@ -590,7 +590,7 @@ headers = { "developer-token" = "dev-token-0123", "login-customer-id" = "1112223
 /// module and runs its `init` on the example's config.
 #[test]
 fn reference_config_vendor_examples_pass_check() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let text = std::fs::read_to_string(root.join("config/switchyard.toml")).unwrap();
     let mut block = String::new();
     let mut inside = false;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::config::Config;
+use switchyard_router::config::Config;
 
 fn base(config: &Config) -> anyhow::Result<String> {
     let addr = config.server.listen;

@@ -3,9 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod admin_client;
+mod check;
+mod sink;
+mod tail;
+mod transform;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchyard::config::Config;
+use switchyard_router::config::Config;
 use switchyard_store::admin::ConsumerAdmin;
 use switchyard_store::log::Log;
 
@@ -90,7 +96,7 @@ enum Command {
         account: Option<String>,
         /// Start at the oldest retained event or after the newest.
         #[arg(long, value_enum, default_value = "latest")]
-        from: switchyard::cli::tail::From,
+        from: crate::tail::From,
         /// Exit after printing this many events.
         #[arg(long)]
         limit: Option<usize>,
@@ -234,7 +240,7 @@ fn main() -> ExitCode {
         let result: anyhow::Result<()> = match cli.command {
             Command::Check { config } => {
                 // Loads every module (compiling it, blocking): off the async workers.
-                return match tokio::task::block_in_place(|| switchyard::cli::check::check(&config))
+                return match tokio::task::block_in_place(|| crate::check::check(&config))
                 {
                     Ok(_) => {
                         println!("{}: ok", config.display());
@@ -251,8 +257,8 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let shutdown = switchyard::app::shutdown_on_signals();
-                switchyard::app::run(cfg, Some(config), shutdown).await
+                let shutdown = switchyard_router::app::shutdown_on_signals();
+                switchyard_router::app::run(cfg, Some(config), shutdown).await
             }
             Command::Dlq { action } => dlq(action).await,
             Command::Consumer {
@@ -268,7 +274,7 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 };
                 async {
-                    let to = switchyard::delivery::config::Start::parse(&to)
+                    let to = switchyard_router::delivery::config::Start::parse(&to)
                         .map_err(anyhow::Error::msg)?;
                     let mut admin = consumer_admin(&cfg, &consumer).await?;
                     admin.rewind(&to).await?;
@@ -282,7 +288,7 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                match switchyard::cli::admin_client::call(
+                match crate::admin_client::call(
                     &cfg,
                     reqwest::Method::POST,
                     "/admin/reload",
@@ -312,7 +318,7 @@ fn main() -> ExitCode {
                         event,
                     },
             } => {
-                let args = switchyard::cli::transform::TestArgs {
+                let args = crate::transform::TestArgs {
                     config,
                     consumer,
                     modules,
@@ -321,7 +327,7 @@ fn main() -> ExitCode {
                 };
                 let mut out = std::io::stdout();
                 match tokio::task::block_in_place(|| {
-                    switchyard::cli::transform::test(args, &mut out)
+                    crate::transform::test(args, &mut out)
                 }) {
                     Ok(true) => Ok(()),
                     Ok(false) => return ExitCode::FAILURE,
@@ -329,7 +335,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Sink { listen } => {
-                switchyard::cli::sink::run(listen, switchyard::app::shutdown_on_signals()).await
+                crate::sink::run(listen, switchyard_router::app::shutdown_on_signals()).await
             }
             Command::Status { config } => {
                 let cfg = match load(&config) {
@@ -338,7 +344,7 @@ fn main() -> ExitCode {
                 };
                 async {
                     // Live counters and module versions, when a router answers.
-                    let live = switchyard::cli::admin_client::call(
+                    let live = crate::admin_client::call(
                         &cfg,
                         reqwest::Method::GET,
                         "/admin/status",
@@ -374,7 +380,7 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let args = switchyard::cli::tail::TailArgs {
+                let args = crate::tail::TailArgs {
                     topic,
                     account,
                     from,
@@ -382,7 +388,7 @@ fn main() -> ExitCode {
                     no_follow,
                 };
                 let mut out = std::io::stdout();
-                switchyard::cli::tail::tail(&cfg, args, &mut out)
+                crate::tail::tail(&cfg, args, &mut out)
                     .await
                     .context("tail")
             }

@@ -22,7 +22,7 @@ use switchyard_wasm_host::{
 };
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn file(p: PathBuf, how: &str) -> PathBuf {
