@@ -13,6 +13,7 @@ mod ingest;
 mod ingest_compat;
 mod mysql;
 mod ops;
+mod polyglot;
 mod redis_loss;
 mod security;
 mod startup;

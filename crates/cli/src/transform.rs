@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use switchyard_config::Config;
-use switchyard_wasm_host::{print_outcome, run_chain_once, ModuleConfig};
+use switchyard_wasm_host::{print_outcome, run_chain_once_cached, ModuleConfig};
 
 pub struct TestArgs {
     pub config: Option<PathBuf>,
@@ -19,9 +19,12 @@ pub struct TestArgs {
 }
 
 pub fn test(args: TestArgs, out: &mut impl Write) -> anyhow::Result<bool> {
+    // The compile cache: the config's `[transforms] cache_dir`, else the default one.
+    let mut cache_dir = switchyard_wasm_host::TransformsConfig::default().cache_dir();
     let modules: Vec<ModuleConfig> = match (&args.config, &args.consumer, args.modules.is_empty()) {
         (Some(cfg), Some(c), true) => {
             let config = Config::load(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+            cache_dir = config.transforms.cache_dir();
             let consumer = config
                 .consumers
                 .get(c)
@@ -52,7 +55,7 @@ pub fn test(args: TestArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         .with_context(|| format!("{} is not JSON", args.event.display()))?;
     let ev = switchyard_sources::http::to_event("event", v, "cli", None, chrono::Utc::now())
         .map_err(|r| anyhow::anyhow!("{}: {}", r.field.unwrap_or_default(), r.message))?;
-    let outcome = run_chain_once(&modules, &ev)?;
+    let outcome = run_chain_once_cached(&modules, &ev, cache_dir)?;
     print_outcome(&outcome, out)?;
     Ok(!matches!(
         outcome,

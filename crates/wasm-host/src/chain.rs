@@ -71,6 +71,11 @@ pub struct ModuleStats {
     pub errors: AtomicU64,
     /// Instances created (instantiate + init).
     pub instantiations: AtomicU64,
+    /// Instances replaced after `recycle_after_calls` calls or above
+    /// `recycle_above` (not counting instances dropped after a trap).
+    pub recycled: AtomicU64,
+    /// Largest linear memory (bytes) an instance of this module has had.
+    pub max_memory: AtomicU64,
 }
 
 /// An instantiated, initialised module.
@@ -101,6 +106,10 @@ pub struct Module {
     pub version: String,
     pub deadline: Duration,
     pub memory_cap: u64,
+    /// An instance is replaced after this many calls…
+    pub recycle_after_calls: u64,
+    /// …or after a call that left a linear memory above this many bytes.
+    pub recycle_above: u64,
     pub init_config: Vec<(String, String)>,
     pub loaded_at: SystemTime,
     /// The compiled code came from the on-disk cache.
@@ -149,6 +158,14 @@ impl Module {
                 ),
             ));
         }
+        let recycle_after_calls = cfg
+            .recycle_after_calls
+            .unwrap_or(limits.max_calls_per_instance)
+            .max(1);
+        let recycle_above = cfg.recycle_above.map_or(
+            memory_cap * limits.recycle_memory_percent / 100,
+            |b| b.0.min(memory_cap),
+        );
         let compiled = engine.compile(&file)?;
         let pre: InstancePre<State> = engine
             .inner
@@ -180,6 +197,8 @@ impl Module {
             version: compiled.contract_version,
             deadline,
             memory_cap,
+            recycle_after_calls,
+            recycle_above,
             init_config: cfg
                 .config
                 .iter()
@@ -304,11 +323,15 @@ impl Module {
             .switchyard_transform_guest()
             .call_init(&mut store, &self.init_config)
         {
-            Ok(Ok(())) => Ok(Instance {
-                store,
-                guest,
-                calls: 0,
-            }),
+            Ok(Ok(())) => {
+                let peak = store.data().limiter.peak as u64;
+                self.stats.max_memory.fetch_max(peak, Ordering::Relaxed);
+                Ok(Instance {
+                    store,
+                    guest,
+                    calls: 0,
+                })
+            }
             Ok(Err(msg)) => Err(format!("{INIT_REFUSED}{msg}")),
             Err(e) => Err(format!("init failed: {}", self.classify(&store, &e))),
         }
@@ -350,12 +373,14 @@ impl Module {
         }
     }
 
-    /// Back to the idle pool, unless it is due for recycling.
+    /// Back to the idle pool, unless it is due for recycling (dropped here:
+    /// the next call gets a fresh instance from `InstancePre`).
     fn release(&self, inst: Instance) {
         let limits = self.engine.limits();
-        let lim = &inst.store.data().limiter;
-        let too_big = (lim.peak as u64) * 100 > self.memory_cap * limits.recycle_memory_percent;
-        if inst.calls >= limits.max_calls_per_instance || too_big {
+        let peak = inst.store.data().limiter.peak as u64;
+        self.stats.max_memory.fetch_max(peak, Ordering::Relaxed);
+        if inst.calls >= self.recycle_after_calls || peak > self.recycle_above {
+            self.stats.recycled.fetch_add(1, Ordering::Relaxed);
             return;
         }
         inst.store.data().stderr.clear();

@@ -12,7 +12,19 @@ use switchyard_core::event::Event;
 
 /// Load the modules (no compile cache) and run them once on `ev`.
 pub fn run_chain_once(config_modules: &[ModuleConfig], ev: &Event) -> anyhow::Result<ChainOutcome> {
-    let engine = TransformEngine::new(EngineLimits::default(), None)?;
+    run_chain_once_cached(config_modules, ev, None)
+}
+
+/// [`run_chain_once`] with the router's compile cache (`cache_dir`, as
+/// `[transforms] cache_dir`): an interpreter guest (Python, JS) takes
+/// seconds to compile, so running a module on one event after another
+/// compiles it once.
+pub fn run_chain_once_cached(
+    config_modules: &[ModuleConfig],
+    ev: &Event,
+    cache_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<ChainOutcome> {
+    let engine = TransformEngine::new(EngineLimits::default(), cache_dir)?;
     let chain = Chain::load(&engine, "test", config_modules)?;
     Ok(chain.run(ev))
 }

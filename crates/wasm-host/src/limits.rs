@@ -10,8 +10,8 @@
 //! | linear memories / core instances / tables | 400 / 2000 / 800 | a Rust component has 1 memory and ~4 core instances; Python/JS components have a few memories and up to ~20 core instances. Virtual reservation is 400 × 4 GiB (PROT_NONE, no RSS). |
 //! | table elements | 100 000 | interpreter guests (CPython) have large function tables. |
 //! | idle instances kept per module | 8 | enough for every guest thread (2–8) to find a warm instance. |
-//! | calls per instance before recycling | 100 000 | some guest runtimes leak per call (componentize-py grows by each returned `list<u8>`); a fresh instance costs ~5 µs (Rust) to ~640 µs (Python). |
-//! | recycle above | 50 % of the cap | an instance whose memory passed half its cap is replaced after the call instead of failing a later one. |
+//! | calls per instance before recycling | 100 000 (module `recycle_after_calls`) | some guest runtimes leak per call (componentize-py grows by each returned `list<u8>`); a fresh instance costs ~5 µs (Rust) to a few ms (Python, JS), paid by the next call. |
+//! | recycle above | 50 % of the cap (module `recycle_above`, at most the cap) | an instance whose memory passed the mark is replaced after the call instead of failing a later one. |
 //! | guest threads | the machine's cores, 2–8 | every guest call of async callers (delivery) runs on these, never on a Tokio worker: a module at its deadline holds one of them, not the network I/O. More threads than cores would only time-slice guests against each other. |
 
 use std::time::Duration;

@@ -17,6 +17,8 @@ use switchyard_core::config::ConfigError;
 /// path = "transforms/redact.wasm"
 /// deadline = "50ms"
 /// memory = "32MiB"
+/// recycle_after_calls = 10000
+/// recycle_above = "24MiB"
 /// config = { fields = "email,phone", strict = true }
 /// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +35,15 @@ pub struct ModuleConfig {
     /// Memory cap of one instance ("64MiB"); defaults to the engine's.
     #[serde(default)]
     pub memory: Option<ByteSize>,
+    /// Replace an instance with a fresh one after this many `transform`
+    /// calls; defaults to the engine's (100 000). For guest runtimes that
+    /// leak per call (componentize-py).
+    #[serde(default)]
+    pub recycle_after_calls: Option<u64>,
+    /// Replace an instance after a call that left one of its linear memories
+    /// above this size; defaults to half of `memory`. At most `memory`.
+    #[serde(default)]
+    pub recycle_above: Option<ByteSize>,
     /// Handed to the module's `init` (strings; TOML numbers and booleans are
     /// turned into their text form).
     #[serde(default, deserialize_with = "de_string_map")]
@@ -52,6 +63,8 @@ impl std::fmt::Debug for ModuleConfig {
             .field("path", &self.path)
             .field("deadline", &self.deadline)
             .field("memory", &self.memory)
+            .field("recycle_after_calls", &self.recycle_after_calls)
+            .field("recycle_above", &self.recycle_above)
             .field("config", &config)
             .finish()
     }
@@ -65,6 +78,8 @@ impl ModuleConfig {
             path: path.into(),
             deadline: None,
             memory: None,
+            recycle_after_calls: None,
+            recycle_above: None,
             config: BTreeMap::new(),
         }
     }
@@ -145,6 +160,25 @@ impl ModuleConfig {
                         fmt_bytes(m),
                         fmt_bytes(limits::MIN_MEMORY_CAP),
                         fmt_bytes(limits::MAX_MEMORY_CAP)
+                    ),
+                );
+            }
+        }
+        if self.recycle_after_calls == Some(0) {
+            err(
+                "recycle_after_calls",
+                "must be at least 1 (calls an instance serves before it is replaced)".into(),
+            );
+        }
+        if let Some(ByteSize(r)) = self.recycle_above {
+            let cap = self.memory.map_or(limits::DEFAULT_MEMORY_CAP, |m| m.0);
+            if r == 0 || r > cap {
+                err(
+                    "recycle_above",
+                    format!(
+                        "{} is out of range (more than 0 B and at most the module's memory cap, {})",
+                        fmt_bytes(r),
+                        fmt_bytes(cap)
                     ),
                 );
             }

@@ -67,6 +67,12 @@ pub struct ModuleStatus {
     pub errors: u64,
     pub instantiations: u64,
     pub idle_instances: usize,
+    pub recycle_after_calls: u64,
+    pub recycle_above: u64,
+    /// Instances replaced by recycling (calls or memory mark).
+    pub recycled: u64,
+    /// Largest linear memory (bytes) an instance of the module has had.
+    pub max_memory: u64,
 }
 
 impl ChainHandle {
@@ -206,6 +212,10 @@ impl ChainHandle {
                     errors: m.stats.errors.load(Ordering::Relaxed),
                     instantiations: m.stats.instantiations.load(Ordering::Relaxed),
                     idle_instances: m.idle_instances(),
+                    recycle_after_calls: m.recycle_after_calls,
+                    recycle_above: m.recycle_above,
+                    recycled: m.stats.recycled.load(Ordering::Relaxed),
+                    max_memory: m.stats.max_memory.load(Ordering::Relaxed),
                 })
                 .collect(),
         }

@@ -167,6 +167,68 @@ fn an_instance_is_initialised_once_and_reused() {
     );
 }
 
+/// `recycle_after_calls`: an instance serves that many calls, then the
+/// next call gets a fresh one (`calls` restarts at 1); every event still
+/// gets its output, in order.
+#[test]
+fn instances_are_recycled_after_n_calls() {
+    let mut cfg = module("sy_test_echo");
+    cfg.recycle_after_calls = Some(3);
+    let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
+    let m = &chain.modules[0];
+    assert_eq!(m.recycle_after_calls, 3);
+    assert_eq!(
+        m.recycle_above,
+        limits::DEFAULT_MEMORY_CAP / 2,
+        "default mark: half the cap"
+    );
+    let mut ids = Vec::new();
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let mut ev = sample();
+        ev.id = format!("ev-{i}");
+        let r = requests(chain.run(&ev));
+        let back: Event = serde_json::from_slice(&r[0].body).unwrap();
+        ids.push(back.id);
+        calls.push(back.attributes["calls"].clone());
+    }
+    assert_eq!(ids, (0..8).map(|i| format!("ev-{i}")).collect::<Vec<_>>());
+    assert_eq!(calls, ["1", "2", "3", "1", "2", "3", "1", "2"]);
+    assert_eq!(m.stats.instantiations.load(Ordering::Relaxed), 3);
+    assert_eq!(m.stats.recycled.load(Ordering::Relaxed), 2);
+    let st = &ChainHandle::new(engine(), "t", vec![{
+        let mut c = module("sy_test_echo");
+        c.recycle_after_calls = Some(3);
+        c
+    }])
+    .unwrap()
+    .status()
+    .modules[0];
+    assert_eq!(st.recycle_after_calls, 3);
+    assert!(st.max_memory > 0, "{st:?}");
+}
+
+/// `recycle_above`: an instance whose linear memory passed the mark after a
+/// call is replaced. A Rust guest starts above a 1-byte mark, so every call
+/// gets a fresh instance; the default mark (half of 64 MiB) never fires.
+#[test]
+fn instances_above_the_memory_mark_are_recycled() {
+    let mut cfg = module("sy_test_echo");
+    cfg.recycle_above = Some(ByteSize(1));
+    let chain = Chain::load(engine(), "t", &[cfg]).unwrap();
+    let calls: Vec<String> = (0..4).map(|_| calls_attr(chain.run(&sample()))).collect();
+    assert_eq!(calls, ["1", "1", "1", "1"]);
+    let m = &chain.modules[0];
+    assert_eq!(m.stats.recycled.load(Ordering::Relaxed), 4);
+    let peak = m.stats.max_memory.load(Ordering::Relaxed);
+    assert!((64 * 1024..limits::DEFAULT_MEMORY_CAP / 2).contains(&peak), "{peak}");
+
+    let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
+    let calls: Vec<String> = (0..4).map(|_| calls_attr(chain.run(&sample()))).collect();
+    assert_eq!(calls, ["1", "2", "3", "4"]);
+    assert_eq!(chain.modules[0].stats.recycled.load(Ordering::Relaxed), 0);
+}
+
 #[test]
 fn redact_then_canonical_json() {
     let chain = Chain::load(engine(), "t", &[filter(), redact()]).unwrap();
@@ -722,6 +784,8 @@ fn module_config_parses_and_validates() {
 path = "{}"
 deadline = "50ms"
 memory = "32MiB"
+recycle_after_calls = 500
+recycle_above = "24MiB"
 config = {{ fields = "email,phone", strict = true, max = 3, ratio = 0.5 }}
 
 [[modules]]
@@ -737,6 +801,9 @@ memory = 1048576
     assert_eq!(m.display_name(), "sy_test_echo");
     assert_eq!(m.deadline, Some(Duration::from_millis(50)));
     assert_eq!(m.memory, Some(ByteSize(32 * limits::MIB)));
+    assert_eq!(m.recycle_after_calls, Some(500));
+    assert_eq!(m.recycle_above, Some(ByteSize(24 * limits::MIB)));
+    assert_eq!(c.modules[1].recycle_after_calls, None);
     let want: BTreeMap<String, String> = [
         ("fields", "email,phone"),
         ("strict", "true"),
@@ -773,10 +840,23 @@ memory = 1048576
             path: "does/not/exist.wasm".into(),
             deadline: Some(Duration::ZERO),
             memory: Some(ByteSize(1024 * limits::MIB)),
+            recycle_after_calls: Some(0),
+            recycle_above: None,
             config: BTreeMap::new(),
         },
         ModuleConfig::new(&echo),
         ModuleConfig::new(&echo),
+        ModuleConfig {
+            name: Some("big_mark".into()),
+            memory: Some(ByteSize(16 * limits::MIB)),
+            recycle_above: Some(ByteSize(32 * limits::MIB)),
+            ..ModuleConfig::new(&echo)
+        },
+        ModuleConfig {
+            name: Some("default_cap_mark".into()),
+            recycle_above: Some(ByteSize(65 * limits::MIB)),
+            ..ModuleConfig::new(&echo)
+        },
     ];
     let mut errors = Vec::new();
     validate_chain(&bad, "consumers.crm.modules", &mut errors);
@@ -788,8 +868,15 @@ memory = 1048576
             "consumers.crm.modules[0].path",
             "consumers.crm.modules[0].deadline",
             "consumers.crm.modules[0].memory",
+            "consumers.crm.modules[0].recycle_after_calls",
             "consumers.crm.modules[2].name",
+            "consumers.crm.modules[3].recycle_above",
+            "consumers.crm.modules[4].recycle_above",
         ],
+        "{errors:?}"
+    );
+    assert!(
+        errors[6].message.contains("at most the module's memory cap, 16 MiB"),
         "{errors:?}"
     );
 }
