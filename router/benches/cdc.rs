@@ -205,7 +205,7 @@ fn latencies(c: &mut redis::Connection, after_ms: u64) -> Vec<f64> {
             .unwrap();
         for e in &reply.ids {
             let ms: f64 = e.id.split('-').next().unwrap().parse().unwrap();
-            let ev = switchyard::log::decode_entry(e).unwrap();
+            let ev = switchyard_store::log::decode_entry(e).unwrap();
             let committed = ev.occurred_at.timestamp_micros() as f64 / 1000.0;
             out.push(ms - committed);
         }

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use switchyard::event::{Commit, ConsentState, Event, Op};
+use switchyard_core::event::{Commit, ConsentState, Event, Op};
 use switchyard::transform::{
     Chain, ChainOutcome, EngineLimits, ModuleConfig, OutRequest, TransformEngine,
 };

@@ -27,8 +27,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Delivery;
-use crate::log::Log;
-use crate::secret::Secret;
+use switchyard_store::log::Log;
+use switchyard_core::secret::Secret;
 use crate::server::Admin;
 
 /// `[admin]`.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::Delivery;
-use crate::log::{Log, LogError};
+use switchyard_store::log::{Log, LogError};
 use crate::server::{self, Admin, Startup, State};
 use crate::source::http::Auth;
 use crate::transform::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
@@ -33,7 +33,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let log = Log::new(&config).context("opening the Redis client (redis.url)")?;
+    let log = Log::new(&config.redis, &config.log).context("opening the Redis client (redis.url)")?;
     match log.conn().await {
         Ok(_) => tracing::info!(partitions = log.partitions(), "connected to Redis"),
         // Wrong partitions or certificates will not fix themselves: refuse to start.
@@ -49,7 +49,7 @@ pub async fn run(
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
     let addr = listener.local_addr()?;
     let tls = match &config.server.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(switchyard_core::tls::server_config(
             "server.tls.cert_file",
             &t.cert_file,
             "server.tls.key_file",
@@ -159,7 +159,7 @@ pub async fn run(
 struct Runtime {
     delivery: Arc<Delivery>,
     config_path: Option<PathBuf>,
-    admin_token: Option<crate::secret::Secret>,
+    admin_token: Option<switchyard_core::secret::Secret>,
     watcher: Mutex<Option<TransformWatcher>>,
     sources: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -249,7 +249,7 @@ impl Admin for Runtime {
             // Without an admin token, admin routes answer only on loopback.
             None => peer_is_loopback,
             Some(t) => {
-                crate::token::check(authorization, [&crate::token::TokenDigest::of(t.expose())])
+                switchyard_core::token::check(authorization, [&switchyard_core::token::TokenDigest::of(t.expose())])
                     .is_ok()
             }
         }

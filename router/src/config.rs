@@ -16,41 +16,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::secret::{ConnUrl, Secret};
-
-/// One configuration problem, located by its TOML path (e.g. `log.partitions`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// All the errors found in one config file.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {} error(s)\n{}", errors.len(), errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors {
-    pub file: String,
-    pub errors: Vec<ConfigError>,
-}
+use switchyard_core::secret::{ConnUrl, Secret};
+pub use switchyard_store::config::{LogConfig, RedisConfig, RedisTlsConfig};
+pub use switchyard_core::config::{
+    de_size, parse_size, resolve_url_paths, tls_error, valid_name, ConfigError, ConfigErrors,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
@@ -168,71 +138,6 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct RedisConfig {
-    /// `redis://host:port/db`, or `rediss://` for TLS (see `[redis.tls]`).
-    #[serde(default = "default_redis_url")]
-    pub url: ConnUrl,
-    /// Prefix of every key, so two deployments can share one Redis.
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
-    /// Time allowed for one Redis command before it counts as a failure.
-    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Certificates for a `rediss://` URL.
-    #[serde(default)]
-    pub tls: Option<RedisTlsConfig>,
-}
-
-/// `[redis.tls]`: whom to trust, and an optional client certificate (for
-/// Redis' `tls-auth-clients yes`).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RedisTlsConfig {
-    /// CA certificate(s) (PEM) that signed the Redis server's certificate.
-    /// Unset: the Mozilla root set (webpki-roots).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate chain (PEM), with `key_file`.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: default_redis_url(),
-            namespace: default_namespace(),
-            timeout: default_redis_timeout(),
-            tls: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogConfig {
-    /// Number of partitions (Redis streams). Fixed for the life of a deployment.
-    #[serde(default = "default_partitions")]
-    pub partitions: u32,
-    /// How long events stay in the log (MINID trimming).
-    #[serde(default = "default_retention", with = "humantime_serde")]
-    pub retention: Duration,
-    /// How long an event id is remembered for ingest deduplication.
-    #[serde(default = "default_idem", with = "humantime_serde")]
-    pub idempotency_window: Duration,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            partitions: default_partitions(),
-            retention: default_retention(),
-            idempotency_window: default_idem(),
-        }
-    }
-}
-
 /// A source of events. One variant per kind; each kind lives in its own module.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -286,45 +191,8 @@ fn default_idle_timeout() -> Duration {
 fn default_max_connections() -> usize {
     512
 }
-fn default_redis_url() -> ConnUrl {
-    ConnUrl::new("redis://127.0.0.1:6379")
-}
-fn default_namespace() -> String {
-    "sy".into()
-}
-fn default_redis_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_partitions() -> u32 {
-    16
-}
-fn default_retention() -> Duration {
-    Duration::from_secs(30 * 24 * 3600)
-}
-fn default_idem() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
 fn default_topics() -> Vec<String> {
     vec!["*".into()]
-}
-
-/// Parse a byte size: `1048576`, `512KiB`, `1MiB`, `64MB`, `2GiB` (one parser for the
-/// whole config: [`crate::transform::ByteSize`]).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    s.parse::<crate::transform::ByteSize>().map(|b| b.0)
-}
-
-fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        N(u64),
-        S(String),
-    }
-    match Size::deserialize(d)? {
-        Size::N(n) => Ok(n),
-        Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
 }
 
 impl Config {
@@ -453,14 +321,7 @@ impl Config {
             abs(&mut t.cert_file);
             abs(&mut t.key_file);
         }
-        if let Some(t) = &mut self.redis.tls {
-            for p in [&mut t.ca_file, &mut t.cert_file, &mut t.key_file]
-                .into_iter()
-                .flatten()
-            {
-                abs(p);
-            }
-        }
+        self.redis.resolve_paths(base);
         for c in self.consumers.values_mut() {
             if let Some(auth) = &mut c.endpoint.auth {
                 auth.resolve_paths(base);
@@ -523,7 +384,7 @@ impl Config {
             ));
         }
         if let Some(t) = &self.server.tls {
-            if let Err(e) = crate::tls::server_config(
+            if let Err(e) = switchyard_core::tls::server_config(
                 "server.tls.cert_file",
                 &t.cert_file,
                 "server.tls.key_file",
@@ -532,36 +393,10 @@ impl Config {
                 errors.push(tls_error(e));
             }
         }
-        self.validate_redis(errors);
         self.monitor.validate(errors);
         self.alerts.validate(errors);
-        if self.redis.namespace.is_empty()
-            || !self
-                .redis
-                .namespace
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            errors.push(ConfigError::new(
-                "redis.namespace",
-                "must be non-empty and use only letters, digits, '-', '_' or '.'",
-            ));
-        }
-        if self.log.partitions == 0 || self.log.partitions > 4096 {
-            errors.push(ConfigError::new(
-                "log.partitions",
-                "must be between 1 and 4096",
-            ));
-        }
-        if self.log.retention < Duration::from_secs(60) {
-            errors.push(ConfigError::new("log.retention", "must be at least 1m"));
-        }
-        if self.log.idempotency_window < Duration::from_secs(1) {
-            errors.push(ConfigError::new(
-                "log.idempotency_window",
-                "must be at least 1s",
-            ));
-        }
+        self.redis.validate(errors);
+        self.log.validate(errors);
         for (name, c) in &self.consumers {
             let path = format!("consumers.{name}");
             if !valid_name(name) {
@@ -584,59 +419,6 @@ impl Config {
                 SourceConfig::Http(h) => h.validate(&path, errors),
                 SourceConfig::Postgres(p) => p.validate(&path, errors),
                 SourceConfig::Mysql(m) => m.validate(&path, errors),
-            }
-        }
-    }
-
-    fn validate_redis(&self, errors: &mut Vec<ConfigError>) {
-        let url = &*self.redis.url;
-        let tls_url = url.starts_with("rediss://");
-        if !(url.starts_with("redis://") || tls_url || url.starts_with("unix://")) {
-            errors.push(ConfigError::new(
-                "redis.url",
-                "must start with redis://, rediss:// (TLS) or unix://",
-            ));
-            return;
-        }
-        let mut files_ok = true;
-        if let Some(t) = &self.redis.tls {
-            if !tls_url {
-                errors.push(ConfigError::new(
-                    "redis.tls",
-                    "is only used with TLS: make redis.url start with rediss://",
-                ));
-            }
-            if let Some(ca) = &t.ca_file {
-                if let Err(e) = crate::tls::load_roots("redis.tls.ca_file", ca) {
-                    errors.push(tls_error(e));
-                    files_ok = false;
-                }
-            }
-            match (&t.cert_file, &t.key_file) {
-                (Some(c), Some(k)) => {
-                    if let Err(e) = crate::tls::load_certs("redis.tls.cert_file", c) {
-                        errors.push(tls_error(e));
-                        files_ok = false;
-                    }
-                    if let Err(e) = crate::tls::load_key("redis.tls.key_file", k) {
-                        errors.push(tls_error(e));
-                        files_ok = false;
-                    }
-                }
-                (None, None) => {}
-                (Some(_), None) => errors.push(ConfigError::new(
-                    "redis.tls.key_file",
-                    "is required with redis.tls.cert_file (the client certificate's key)",
-                )),
-                (None, Some(_)) => errors.push(ConfigError::new(
-                    "redis.tls.cert_file",
-                    "is required with redis.tls.key_file (the client certificate)",
-                )),
-            }
-        }
-        if files_ok && (tls_url || self.redis.tls.is_none()) {
-            if let Err(e) = crate::log::redis_client(&self.redis) {
-                errors.push(ConfigError::new("redis.url", e.to_string()));
             }
         }
     }
@@ -711,32 +493,6 @@ impl HttpSourceConfig {
     }
 }
 
-/// A TLS file problem as a config error at its setting's path.
-pub fn tls_error(e: crate::tls::TlsError) -> ConfigError {
-    use crate::tls::TlsError as T;
-    let setting = match &e {
-        T::Read { setting, .. }
-        | T::NoCertificate { setting, .. }
-        | T::NoKey { setting, .. }
-        | T::Invalid { setting, .. } => setting.clone(),
-    };
-    let full = e.to_string();
-    let message = full
-        .strip_prefix(&format!("{setting}: "))
-        .unwrap_or(&full)
-        .to_string();
-    ConfigError::new(setting, message)
-}
-
-/// Names of sources and consumers: used in Redis keys and metrics labels.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
 fn interpolate(
     v: &mut toml::Value,
     path: String,
@@ -802,41 +558,6 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// A connection URL (`scheme://…?k=v&…`) with the relative file paths of the
-/// query parameters `keys` made absolute against `base`, the config file's
-/// directory: every path in the config resolves against it, also those
-/// inside URLs (`sslrootcert`, `ssl-ca`, …). Other parameters, and absolute
-/// paths, are left as written.
-pub fn resolve_url_paths(url: &str, keys: &[&str], base: &Path) -> String {
-    let Some((head, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let parts: Vec<String> = query
-        .split('&')
-        .map(|part| {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let key = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
-            if !keys.contains(&key.as_ref()) {
-                return part.to_string();
-            }
-            let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
-            let path = Path::new(v.as_ref());
-            if v.is_empty() || !path.is_relative() {
-                return part.to_string();
-            }
-            let abs = base.join(path);
-            format!(
-                "{k}={}",
-                percent_encoding::utf8_percent_encode(
-                    &abs.to_string_lossy(),
-                    percent_encoding::NON_ALPHANUMERIC
-                )
-            )
-        })
-        .collect();
-    format!("{head}?{}", parts.join("&"))
 }
 
 #[cfg(test)]
@@ -1095,7 +816,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(c.server.tls.unwrap().cert_file, dir.path().join("c.pem"));
-        crate::log::redis_client(&c.redis).unwrap();
+        switchyard_store::Client::new(&c.redis).unwrap();
 
         let errs = load(
             "[server.tls]\ncert_file = \"k.pem\"\nkey_file = \"other.pem\"\n\

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::config::{Config, ConfigError};
-use crate::event::{self, CodecError, Event, FORMAT_VERSION};
+use switchyard_core::event::{self, CodecError, Event, FORMAT_VERSION};
 use crate::source::http::{self, BodyFormat};
 use crate::source::postgres::pgoutput;
 

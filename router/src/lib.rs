@@ -6,24 +6,15 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
-pub mod event;
 /// Invariants checked by the fuzz targets (`fuzz/`) and the property tests;
 /// built only for tests and `--cfg fuzzing` (cargo-fuzz).
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
-pub mod log;
-pub mod log_filter;
-pub mod logging;
 pub mod metrics;
 pub mod monitor;
-pub mod panic;
-pub mod secret;
 pub mod server;
 pub mod sla;
 pub mod source;
-pub mod tls;
-pub mod token;
-pub mod tracectx;
 pub mod transform;

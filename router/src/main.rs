@@ -6,7 +6,20 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard::config::Config;
-use switchyard::delivery::admin::ConsumerAdmin;
+use switchyard_store::admin::ConsumerAdmin;
+use switchyard_store::log::Log;
+
+/// Operator actions on consumer `name` of `cfg` (it must be in the config).
+async fn consumer_admin(cfg: &Config, name: &str) -> anyhow::Result<ConsumerAdmin> {
+    if !cfg.consumers.contains_key(name) {
+        let known: Vec<&String> = cfg.consumers.keys().collect();
+        anyhow::bail!("no consumer `{name}` in the config (known: {known:?})");
+    }
+    let log = Log::connect(&cfg.redis, &cfg.log)
+        .await
+        .context("connecting to Redis (redis.url)")?;
+    ConsumerAdmin::connect(log, name).await
+}
 
 async fn dlq(action: DlqAction) -> anyhow::Result<()> {
     let f = match &action {
@@ -14,7 +27,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         DlqAction::Show { filter, .. } => filter,
     };
     let cfg = Config::load(&f.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut admin = ConsumerAdmin::connect(&cfg, &f.consumer).await?;
+    let mut admin = consumer_admin(&cfg, &f.consumer).await?;
     let account = f.account.as_deref();
     match &action {
         DlqAction::List(f) => {
@@ -189,16 +202,16 @@ enum ConsumerAction {
 
 fn init_tracing() {
     // A bare level is the router's; other crates stay at warn unless named.
-    let filter = switchyard::log_filter::filter(std::env::var("SWITCHYARD_LOG").ok().as_deref());
+    let filter = switchyard_core::log_filter::filter(std::env::var("SWITCHYARD_LOG").ok().as_deref());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(switchyard::logging::ansi());
+        .with_ansi(switchyard_core::logging::ansi());
     if std::env::var("SWITCHYARD_LOG_FORMAT").as_deref() == Ok("json") {
         b.json().flatten_event(true).init();
     } else {
         // Values escaped: a client's newline or ESC cannot forge a line.
-        b.fmt_fields(switchyard::logging::EscapedFields).init();
+        b.fmt_fields(switchyard_core::logging::EscapedFields).init();
     }
 }
 
@@ -212,7 +225,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    switchyard::panic::install_hook();
+    switchyard_core::panic::install_hook();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -257,7 +270,7 @@ fn main() -> ExitCode {
                 async {
                     let to = switchyard::delivery::config::Start::parse(&to)
                         .map_err(anyhow::Error::msg)?;
-                    let mut admin = ConsumerAdmin::connect(&cfg, &consumer).await?;
+                    let mut admin = consumer_admin(&cfg, &consumer).await?;
                     admin.rewind(&to).await?;
                     println!("consumer {consumer} rewound to {}", to.stream_id());
                     Ok(())
@@ -334,7 +347,7 @@ fn main() -> ExitCode {
                     .ok()
                     .map(|(_, v)| v);
                     for name in cfg.consumers.keys() {
-                        let mut admin = ConsumerAdmin::connect(&cfg, name).await?;
+                        let mut admin = consumer_admin(&cfg, name).await?;
                         let mut s = admin.status().await?;
                         if let Some(l) = live
                             .as_ref()

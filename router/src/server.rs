@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
-use crate::log::{Log, LogError};
+use switchyard_store::log::{Log, LogError};
 use crate::source::http::{
     self as http_source, split_body, to_event, Auth, BodyFormat, Encoding, Reject,
 };
@@ -684,12 +684,12 @@ async fn ingest_inner<'a>(
     let trace = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|t| crate::event::valid_traceparent(t))
+        .filter(|t| switchyard_core::event::valid_traceparent(t))
         .map(str::to_string)
-        .or_else(|| Some(crate::tracectx::new_traceparent()));
+        .or_else(|| Some(switchyard_core::tracectx::new_traceparent()));
     let span = tracing::Span::current();
     span.record("source", source.name());
-    span.record("trace_id", crate::tracectx::trace_id(trace.as_deref()));
+    span.record("trace_id", switchyard_core::tracectx::trace_id(trace.as_deref()));
     let body = read_body(req.into_body(), max, &state.server, shutdown, too_large).await?;
     let body = http_source::decode_body(encoding, body, max)?;
     let items = split_body(format, &body, state.server.max_batch)?;
@@ -741,7 +741,7 @@ async fn ingest_inner<'a>(
         .zip(&appended)
         .map(|(ev, a)| match &a.stream_id {
             Some(sid) => {
-                tracing::debug_span!("event", id = %ev.id, trace_id = crate::tracectx::trace_id(ev.trace.as_deref()))
+                tracing::debug_span!("event", id = %ev.id, trace_id = switchyard_core::tracectx::trace_id(ev.trace.as_deref()))
                     .in_scope(|| tracing::debug!(partition = a.partition, stream_id = %sid, "appended"));
                 json!({"id": ev.id, "partition": a.partition, "stream_id": sid})
             }

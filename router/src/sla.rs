@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::config::ConfigError;
 use crate::metrics;
-use crate::secret::Secret;
+use switchyard_core::secret::Secret;
 
 /// `[consumers.<name>.sla]`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use switchyard::event::Event;
+use switchyard_core::event::Event;
 
 use crate::load::{Row, SentEvent};
 use crate::support::redis::RedisServer;
@@ -55,7 +55,7 @@ fn read_log(redis: &RedisServer) -> Vec<Event> {
                 .unwrap();
             let n = reply.ids.len();
             for e in &reply.ids {
-                out.push(switchyard::log::decode_entry(e).expect("a decodable log entry"));
+                out.push(switchyard_store::log::decode_entry(e).expect("a decodable log entry"));
             }
             if n < 5000 {
                 break;

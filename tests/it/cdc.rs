@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use switchyard::event::{Event, Op};
+use switchyard_core::event::{Event, Op};
 
 use crate::support::eventually;
 use crate::support::postgres::PgServer;
@@ -29,7 +29,7 @@ fn read_all(redis: &RedisServer) -> Vec<Event> {
             reply
                 .ids
                 .iter()
-                .map(|e| switchyard::log::decode_entry(e).unwrap()),
+                .map(|e| switchyard_store::log::decode_entry(e).unwrap()),
         );
     }
     out
@@ -255,7 +255,7 @@ topic = "customer.email_changed"
     .collect();
     assert_eq!(got, want);
     for e in &evs {
-        assert!(switchyard::event::valid_topic(&e.topic), "{}", e.topic);
+        assert!(switchyard_core::event::valid_topic(&e.topic), "{}", e.topic);
     }
 
     // Both of row 2's default-topic events were dropped visibly.
@@ -637,7 +637,7 @@ async fn run_in_process(pg: &PgServer, redis: &RedisServer, tables: &str) -> any
         source_toml(&pg.url(), tables)
     );
     let config = switchyard::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap();
-    let log = switchyard::log::Log::new(&config).unwrap();
+    let log = switchyard_store::log::Log::new(&config.redis, &config.log).unwrap();
     let (name, pgcfg) = config
         .postgres_sources()
         .next()
@@ -710,7 +710,7 @@ async fn bad_config_fails_with_clear_errors() {
     let err = switchyard::source::postgres::run(
         name,
         pgcfg,
-        switchyard::log::Log::new(&config).unwrap(),
+        switchyard_store::log::Log::new(&config.redis, &config.log).unwrap(),
         Default::default(),
     )
     .await

@@ -493,7 +493,7 @@ async fn a_slow_account_sets_events_aside_and_keeps_order_while_others_flow() {
     let deferred: i64 = redis::cmd("EXISTS")
         .arg(format!(
             "sy:c:esp:defer:{{p{}}}:hot",
-            switchyard::log::partition_for("hot", 8)
+            switchyard_store::log::partition_for("hot", 8)
         ))
         .query(&mut c)
         .unwrap();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use switchyard::log::partition_for;
+use switchyard_store::log::partition_for;
 
 use crate::support::redis::RedisServer;
 use crate::support::router::{base_config, bin, Router};
@@ -29,7 +29,7 @@ async fn post(r: &Router, token: &str, body: &Value) -> reqwest::Response {
 }
 
 /// Every event in a partition's stream, decoded, in stream order.
-fn read_partition(redis: &RedisServer, p: u32) -> Vec<switchyard::event::Event> {
+fn read_partition(redis: &RedisServer, p: u32) -> Vec<switchyard_core::event::Event> {
     let mut c = redis.conn();
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(format!("sy:log:{{p{p}}}"))
@@ -40,7 +40,7 @@ fn read_partition(redis: &RedisServer, p: u32) -> Vec<switchyard::event::Event> 
     reply
         .ids
         .iter()
-        .map(|e| switchyard::log::decode_entry(e).unwrap())
+        .map(|e| switchyard_store::log::decode_entry(e).unwrap())
         .collect()
 }
 
@@ -90,7 +90,7 @@ async fn accepted_events_land_in_their_account_partition_in_order() {
         assert_eq!(seqs, (0..30).collect::<Vec<_>>(), "order of {acct}");
         assert!(evs
             .iter()
-            .all(|e| e.source == "web" && e.op == switchyard::event::Op::Event));
+            .all(|e| e.source == "web" && e.op == switchyard_core::event::Op::Event));
     }
     assert_eq!(total_entries(&redis), 60);
 }
@@ -309,7 +309,7 @@ async fn canonical_fields_and_traceparent_are_kept() {
     assert_eq!(ev.changed, vec!["email"]);
     assert_eq!(ev.occurred_at.to_rfc3339(), "2026-11-20T17:04:05.123+00:00");
     assert!(ev.ingested_at > ev.occurred_at);
-    assert_eq!(ev.consent["sms"], switchyard::event::ConsentState::Denied);
+    assert_eq!(ev.consent["sms"], switchyard_core::event::ConsentState::Denied);
     assert_eq!(ev.attributes["banner"], "b");
     assert_eq!(ev.key, Some(json!({"id": 9})));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use serde_json::json;
-use switchyard::event::{Event, Op};
+use switchyard_core::event::{Event, Op};
 
 use crate::support::eventually;
 use crate::support::mariadb::MariaDb;
@@ -31,7 +31,7 @@ fn read_all(redis: &RedisServer) -> Vec<Event> {
             reply
                 .ids
                 .iter()
-                .map(|e| switchyard::log::decode_entry(e).unwrap()),
+                .map(|e| switchyard_store::log::decode_entry(e).unwrap()),
         );
     }
     out

@@ -620,9 +620,9 @@ url = "{url}"
     let created = t2.body["trace"]
         .as_str()
         .expect("a trace created at ingest");
-    assert!(switchyard::event::valid_traceparent(created), "{created}");
+    assert!(switchyard_core::event::valid_traceparent(created), "{created}");
     let sent = parts(&t2.headers["traceparent"]);
-    assert!(switchyard::event::valid_traceparent(
+    assert!(switchyard_core::event::valid_traceparent(
         &t2.headers["traceparent"]
     ));
     assert_eq!(sent[1], parts(created)[1]);
@@ -688,7 +688,7 @@ url = "{url}"
     let trace = got.body["trace"]
         .as_str()
         .expect("CDC events carry a trace");
-    assert!(switchyard::event::valid_traceparent(trace), "{trace}");
+    assert!(switchyard_core::event::valid_traceparent(trace), "{trace}");
     assert_eq!(
         got.headers["traceparent"].split('-').nth(1),
         trace.split('-').nth(1)

@@ -71,7 +71,7 @@ const CUSTOMERS_DDL: &str =
      banner text NOT NULL, email text, phone text); ALTER TABLE customers REPLICA IDENTITY FULL;";
 
 /// Every event in the log of namespace `ns` (all `partitions`).
-fn read_log(redis: &RedisServer, ns: &str, partitions: u32) -> Vec<switchyard::event::Event> {
+fn read_log(redis: &RedisServer, ns: &str, partitions: u32) -> Vec<switchyard_core::event::Event> {
     let mut c = redis.conn();
     let mut out = Vec::new();
     for p in 0..partitions {
@@ -85,7 +85,7 @@ fn read_log(redis: &RedisServer, ns: &str, partitions: u32) -> Vec<switchyard::e
             reply
                 .ids
                 .iter()
-                .map(|e| switchyard::log::decode_entry(e).unwrap()),
+                .map(|e| switchyard_store::log::decode_entry(e).unwrap()),
         );
     }
     out
@@ -96,8 +96,8 @@ async fn wait_log(
     ns: &str,
     partitions: u32,
     what: &str,
-    pred: impl Fn(&[switchyard::event::Event]) -> bool,
-) -> Vec<switchyard::event::Event> {
+    pred: impl Fn(&[switchyard_core::event::Event]) -> bool,
+) -> Vec<switchyard_core::event::Event> {
     eventually(Duration::from_secs(30), what, || {
         let evs = read_log(redis, ns, partitions);
         let ok = pred(&evs);

@@ -36,7 +36,7 @@ fn base(config: &Config) -> anyhow::Result<String> {
 fn client(config: &Config) -> anyhow::Result<reqwest::Client> {
     let b = reqwest::Client::builder().timeout(Duration::from_secs(60));
     let b = match &config.server.tls {
-        Some(t) => b.use_preconfigured_tls(crate::tls::pinned_client_config(
+        Some(t) => b.use_preconfigured_tls(switchyard_core::tls::pinned_client_config(
             "server.tls.cert_file",
             &t.cert_file,
         )?),

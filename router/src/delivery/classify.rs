@@ -29,6 +29,25 @@ pub enum Attempt {
     Unsendable { module: String, reason: String },
 }
 
+impl Attempt {
+    /// The `class` label of the responses metric: `2xx`…`5xx`, `timeout`,
+    /// `connect_error`; `None` for a module's failure (the module families
+    /// count those).
+    pub fn metric_class(&self) -> Option<&'static str> {
+        Some(match self {
+            Attempt::Response { status, .. } => match status {
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            },
+            Attempt::Timeout => "timeout",
+            Attempt::Connect(_) => "connect_error",
+            Attempt::Module { .. } | Attempt::Unsendable { .. } => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Delivered,

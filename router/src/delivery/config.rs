@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::secret::Secret;
+use switchyard_core::secret::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumerConfig {
@@ -106,7 +106,7 @@ impl std::fmt::Debug for EndpointConfig {
             .map(|k| (k.as_str(), "<redacted>"))
             .collect();
         f.debug_struct("EndpointConfig")
-            .field("url", &crate::secret::redact_url(&self.url))
+            .field("url", &switchyard_core::secret::redact_url(&self.url))
             .field("method", &self.method)
             .field("headers", &headers)
             .field("idempotency_header", &self.idempotency_header)
@@ -234,33 +234,7 @@ fn default_max_age() -> Duration {
     Duration::from_secs(3600)
 }
 
-/// Where a consumer group starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
-    Earliest,
-    Latest,
-    At(chrono::DateTime<chrono::Utc>),
-}
-
-impl Start {
-    pub fn parse(s: &str) -> Result<Start, String> {
-        match s {
-            "earliest" => Ok(Start::Earliest),
-            "latest" => Ok(Start::Latest),
-            t => chrono::DateTime::parse_from_rfc3339(t)
-                .map(|d| Start::At(d.with_timezone(&chrono::Utc)))
-                .map_err(|_| format!("`{t}` is not `earliest`, `latest` or an RFC 3339 time")),
-        }
-    }
-    /// The stream id a consumer group is created at.
-    pub fn stream_id(&self) -> String {
-        match self {
-            Start::Earliest => "0-0".into(),
-            Start::Latest => "$".into(),
-            Start::At(t) => format!("{}-0", t.timestamp_millis().max(0)),
-        }
-    }
-}
+pub use switchyard_store::consumer::Start;
 
 impl ConsumerConfig {
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {

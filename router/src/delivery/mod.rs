@@ -9,12 +9,10 @@
 //! - `partition.rs`: reader, actor and account tasks of one partition
 //! - `admin.rs`: DLQ, replay, rewind and status operations (CLI)
 
-pub mod admin;
 pub mod classify;
 pub mod config;
 pub mod partition;
 pub mod sender;
-pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,12 +25,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::event::Event;
-use crate::log::Log;
+use switchyard_core::event::Event;
+use switchyard_store::log::Log;
 use crate::transform::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
 use config::{ConsumerConfig, Start};
 use sender::Sender;
-use store::ConsumerKeys;
+use switchyard_store::consumer::ConsumerKeys;
 
 /// What the module chain made of an event.
 #[derive(Debug, Clone)]
@@ -240,7 +238,7 @@ impl Delivery {
                     shutdown.clone(),
                 )));
             }
-            tracing::info!(consumer = %ctx.name, topics = ?ctx.cfg.topics, url = %crate::secret::redact_url(&ctx.cfg.endpoint.url), "consumer started");
+            tracing::info!(consumer = %ctx.name, topics = ?ctx.cfg.topics, url = %switchyard_core::secret::redact_url(&ctx.cfg.endpoint.url), "consumer started");
         }
         Delivery {
             consumers,

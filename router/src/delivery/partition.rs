@@ -27,16 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use redis::streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{backoff, classify, Attempt, Verdict};
 use super::config::OnFailure;
-use super::store::{DeadLetter, Origin, PartitionStore, Routed, GROUP_CONSUMER};
+use switchyard_store::consumer::{DeadLetter, GroupReader, Origin, PartitionStore, ReadError, Routed};
 use super::ConsumerCtx;
-use crate::event::{self, Event};
-use crate::log::{decode_entry, Log, LogError};
+use switchyard_core::event::{self, Event};
+use switchyard_store::log::Log;
 use crate::transform::ChainOutcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,40 +312,26 @@ impl Partition {
             if self.cancel.is_cancelled() {
                 return None; // what is left stays pending for the next start
             }
-            let key = self.ctx.keys.stream(self.p);
-            let consumer = self.ctx.name.clone();
             let c = cursor.clone();
-            let mut conn = self.store.conn.clone();
-            let reply: StreamAutoClaimReply = persist!(self, "reclaiming pending entries", {
-                redis::cmd("XAUTOCLAIM")
-                    .arg(&key)
-                    .arg(&consumer)
-                    .arg(GROUP_CONSUMER)
-                    .arg(0)
-                    .arg(&c)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async::<StreamAutoClaimReply>(&mut conn)
-                    .await
-                    .map_err(LogError::from)
-            })?;
-            if !reply.claimed.is_empty() {
-                tracing::info!(consumer = %self.ctx.name, partition = self.p, n = reply.claimed.len(), "reclaimed pending entries");
+            let mut store = self.store.clone();
+            let reply = persist!(self, "reclaiming pending entries", { store.autoclaim(&c).await })?;
+            if !reply.entries.is_empty() {
+                tracing::info!(consumer = %self.ctx.name, partition = self.p, n = reply.entries.len(), "reclaimed pending entries");
             }
-            for e in &reply.claimed {
-                match decode_entry(e) {
-                    Ok(ev) => self.route_reclaimed(e.id.clone(), ev).await,
-                    Err(err) => self.dead_letter_raw(&e.id, &err.to_string()).await,
+            for (sid, ev) in reply.entries {
+                match ev {
+                    Ok(ev) => self.route_reclaimed(sid, ev).await,
+                    Err(err) => self.dead_letter_raw(&sid, &err.to_string()).await,
                 }
             }
-            for sid in &reply.deleted_ids {
+            for sid in &reply.deleted {
                 // Trimmed away while pending: nothing left to deliver.
                 let _ = self.store.ack_many(std::slice::from_ref(sid)).await;
             }
-            if reply.next_stream_id == "0-0" {
+            if reply.next == "0-0" {
                 return Some(());
             }
-            cursor = reply.next_stream_id;
+            cursor = reply.next;
         }
     }
 
@@ -580,7 +565,7 @@ impl Partition {
                 });
                 return;
             };
-            let span = crate::tracectx::delivery_span(&ctx.name, store.p, &ev);
+            let span = switchyard_core::tracectx::delivery_span(&ctx.name, store.p, &ev);
             let outcome = guarded(
                 &ctx.name,
                 tracing::Instrument::instrument(
@@ -786,32 +771,9 @@ impl Partition {
 
     async fn dead_letter_raw(&mut self, sid: &str, reason: &str) {
         tracing::error!(consumer = %self.ctx.name, partition = self.p, sid, reason, "undecodable log entry moved to the DLQ");
-        let keys = self.ctx.keys.clone();
-        let p = self.p;
-        let mut conn = self.store.conn.clone();
+        let mut store = self.store.clone();
         let _ = persist!(self, "dead-lettering an undecodable entry", {
-            redis::pipe()
-                .atomic()
-                .cmd("XADD")
-                .arg(keys.dlq(p))
-                .arg("*")
-                .arg("account")
-                .arg("")
-                .arg("sid")
-                .arg(sid)
-                .arg("kind")
-                .arg("failed")
-                .arg("reason")
-                .arg(format!("cannot decode the log entry: {reason}"))
-                .ignore()
-                .cmd("XACK")
-                .arg(keys.stream(p))
-                .arg(&keys.consumer)
-                .arg(sid)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(LogError::from)
+            store.dead_letter_undecodable(sid, reason).await
         });
         self.ctx.stats.inc(&self.ctx.stats.dead_lettered);
     }
@@ -833,7 +795,7 @@ fn stream_id_lt(a: &str, b: &str) -> bool {
 /// event is dead-lettered with the panic's message instead of the task
 /// dying with the account still marked busy (which would hold the account's
 /// events, and every later one, forever). The panic itself is logged by the
-/// panic hook (`crate::panic`).
+/// panic hook (`switchyard_core::panic`).
 async fn guarded(
     consumer: &str,
     delivery: impl Future<Output = Outcome>,
@@ -842,7 +804,7 @@ async fn guarded(
     match AssertUnwindSafe(delivery).catch_unwind().await {
         Ok(outcome) => outcome,
         Err(p) => {
-            let msg = crate::panic::message(&*p);
+            let msg = switchyard_core::panic::message(&*p);
             tracing::error!(consumer, error = %msg, "a delivery task panicked; its event goes to the DLQ");
             Outcome::Dead(DeadLetter {
                 kind: "failed",
@@ -949,7 +911,7 @@ async fn deliver(
         }
     };
 
-    crate::tracectx::inject(&mut requests, ev);
+    switchyard_core::tracectx::inject(&mut requests, ev);
     for req in &requests {
         loop {
             if cancel.is_cancelled() {
@@ -960,7 +922,7 @@ async fn deliver(
                 let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
                 ctx.sender.send(&ev.id, req).await
             };
-            crate::metrics::response(&ctx.name, &a);
+            crate::metrics::response(&ctx.name, a.metric_class());
             if let Attempt::Response { status, body, .. } = &a {
                 last_status = Some(*status);
                 last_response = body.clone();
@@ -1013,71 +975,32 @@ async fn reader(
     tx: mpsc::Sender<Batch>,
     stop: CancellationToken,
 ) {
-    let key = ctx.keys.stream(p);
-    let mut conn: Option<(redis::aio::MultiplexedConnection, i64)> = None;
-    let mut dead_client: Option<i64> = None;
+    let mut rd = GroupReader::new(ctx.keys.clone(), p);
     let mut last_seen = "0-0".to_string();
     let mut resync = false;
-    let decode =
-        |ids: Vec<redis::streams::StreamId>| -> Vec<(String, Result<Event, event::CodecError>)> {
-            ids.into_iter()
-                .map(|e| {
-                    let ev = decode_entry(&e);
-                    (e.id, ev)
-                })
-                .collect()
-        };
     loop {
         if stop.is_cancelled() {
             return;
         }
-        if conn.is_none() {
-            let c = async {
-                let mut c = log.blocking_conn().await?;
-                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await?;
-                if let Some(old) = dead_client {
-                    // "No such client" is fine: it is gone already.
-                    let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                        .arg("KILL")
-                        .arg("ID")
-                        .arg(old)
-                        .query_async(&mut c)
-                        .await;
+        if !rd.connected() {
+            if let Err(e) = rd.connect(&log).await {
+                tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "reader cannot connect; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
-                Ok::<_, LogError>((c, id))
-            }
-            .await;
-            match c {
-                Ok(c) => {
-                    dead_client = None;
-                    conn = Some(c);
-                }
-                Err(e) => {
-                    tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "reader cannot connect; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                    continue;
-                }
+                continue;
             }
         }
-        let (c, client_id) = conn.as_mut().expect("set above");
-        let client_id = *client_id;
 
-        let r: redis::RedisResult<()> = async {
+        let r: Result<(), ReadError> = async {
             if resync {
                 loop {
-                    let opts = StreamReadOptions::default()
-                        .group(&ctx.name, GROUP_CONSUMER)
-                        .count(500);
-                    let reply: Option<StreamReadReply> =
-                        redis::AsyncCommands::xread_options(c, &[&key], &[&last_seen], &opts).await?;
-                    let ids: Vec<_> = reply.unwrap_or_default().keys.into_iter().flat_map(|k| k.ids).collect();
-                    let Some(last) = ids.last() else { break };
-                    last_seen = last.id.clone();
-                    tracing::info!(consumer = %ctx.name, partition = p, n = ids.len(), "re-read pending entries after a failed read");
-                    if tx.send(Batch { resync: true, entries: decode(ids) }).await.is_err() {
+                    let entries = rd.read_pending(&last_seen, 500).await?;
+                    let Some((last, _)) = entries.last() else { break };
+                    last_seen = last.clone();
+                    tracing::info!(consumer = %ctx.name, partition = p, n = entries.len(), "re-read pending entries after a failed read");
+                    if tx.send(Batch { resync: true, entries }).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -1088,23 +1011,17 @@ async fn reader(
                 _ = stop.cancelled() => return Ok(()),
                 p = room.clone().acquire_many_owned(want) => p.expect("never closed"),
             };
-            let opts = StreamReadOptions::default()
-                .group(&ctx.name, GROUP_CONSUMER)
-                .count(want as usize)
-                .block(1000);
-            let (keys, from) = ([&key], [">"]);
-            let reply: Option<StreamReadReply> = tokio::select! {
+            let entries = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                r = redis::AsyncCommands::xread_options(c, &keys, &from, &opts) => r?,
+                r = rd.read_new(want as usize, 1000) => r?,
             };
-            let ids: Vec<_> = reply.unwrap_or_default().keys.into_iter().flat_map(|k| k.ids).collect();
-            if let Some(last) = ids.last() {
-                last_seen = last.id.clone();
+            if let Some((last, _)) = entries.last() {
+                last_seen = last.clone();
             }
             permit.forget();
-            room.add_permits(want as usize - ids.len());
-            if !ids.is_empty() {
-                let _ = tx.send(Batch { resync: false, entries: decode(ids) }).await;
+            room.add_permits(want as usize - entries.len());
+            if !entries.is_empty() {
+                let _ = tx.send(Batch { resync: false, entries }).await;
             }
             Ok(())
         }
@@ -1112,23 +1029,18 @@ async fn reader(
         if tx.is_closed() {
             return;
         }
-        let Err(e) = r else { continue };
-        if e.code() == Some("NOGROUP") {
-            // The stream or group vanished (e.g. Redis lost its data): recreate it.
-            tracing::warn!(consumer = %ctx.name, partition = p, "consumer group missing; recreating it");
-            let _: redis::RedisResult<()> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&key)
-                .arg(&ctx.name)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(c)
-                .await;
-            continue;
-        }
+        let e = match r {
+            Ok(()) => continue,
+            Err(ReadError::NoGroup) => {
+                // The stream or group vanished (e.g. Redis lost its data): recreate it.
+                tracing::warn!(consumer = %ctx.name, partition = p, "consumer group missing; recreating it");
+                let _ = rd.recreate_group().await;
+                continue;
+            }
+            Err(ReadError::Other(e)) => e,
+        };
         tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "read failed; reconnecting and re-reading pending entries");
-        dead_client = Some(client_id);
-        conn = None;
+        rd.drop_connection();
         resync = true;
         tokio::select! {
             _ = stop.cancelled() => return,

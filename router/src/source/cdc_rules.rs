@@ -6,7 +6,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
 use crate::config::ConfigError;
-use crate::event::{self, Op};
+use switchyard_core::event::{self, Op};
 
 /// A rule as configured (`[[sources.<name>.tables.rules]]`). Defined with the
 /// Postgres source's config, where it first lived.

@@ -17,8 +17,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::event::{self, ConsentState, Event, Op};
-use crate::token::{self, TokenDigest};
+use switchyard_core::event::{self, ConsentState, Event, Op};
+use switchyard_core::token::{self, TokenDigest};
 
 /// A rejected request: status and a message that names the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Reject {
     }
 }
 
-/// Token → source mapping (the check is [`crate::token::check`], shared with
+/// Token → source mapping (the check is [`switchyard_core::token::check`], shared with
 /// the admin routes).
 pub struct Auth {
     sources: Vec<AuthSource>,

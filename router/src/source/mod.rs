@@ -8,7 +8,7 @@ pub mod postgres;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceConfig};
-use crate::log::Log;
+use switchyard_store::log::Log;
 
 /// Start the sources that run as tasks (the HTTP source is served by the listener).
 /// A source that stopped for good records why here; `switchyard run` then exits non-zero.

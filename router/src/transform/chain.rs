@@ -15,7 +15,7 @@ use super::engine::{State, TransformEngine};
 use super::limits::fmt_bytes;
 use super::module_config::ModuleConfig;
 use super::threads::{self, panic_message};
-use crate::event::Event;
+use switchyard_core::event::Event;
 
 /// A module could not be loaded (bad file, wrong contract, init refused…).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,20 +43,8 @@ impl LoadError {
 /// How `instantiate` words a refusal by `init` (followed by the guest's message).
 const INIT_REFUSED: &str = "init refused the config: ";
 
-/// A request for the consumer's endpoint produced by a chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutRequest {
-    /// Module that produced it.
-    pub module: String,
-    pub body: Vec<u8>,
-    pub content_type: String,
-    /// Overrides the consumer's method.
-    pub method: Option<String>,
-    /// Appended to the consumer's base URL.
-    pub path: Option<String>,
-    /// Override configured headers of the same name.
-    pub headers: Vec<(String, String)>,
-}
+pub use switchyard_core::outbound::OutRequest;
+
 
 /// Result of running a chain on one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -558,14 +546,14 @@ impl Chain {
             // contract like one that entered the log. (Not quoted: a
             // module may build topics from payload values.)
             if let wit::Output::Event(e) = &o {
-                if !crate::event::valid_topic(&e.topic) {
+                if !switchyard_core::event::valid_topic(&e.topic) {
                     m.stats.errors.fetch_add(1, Ordering::Relaxed);
                     return Step::Fail {
                         module: m.name.clone(),
                         message: format!(
                             "returned an event whose topic ({} bytes) breaks the event contract: topics {}",
                             e.topic.len(),
-                            crate::event::TOPIC_RULE
+                            switchyard_core::event::TOPIC_RULE
                         ),
                         retryable: false,
                     };

@@ -8,7 +8,7 @@ use super::chain::{Chain, ChainOutcome};
 use super::engine::TransformEngine;
 use super::limits::EngineLimits;
 use super::module_config::ModuleConfig;
-use crate::event::Event;
+use switchyard_core::event::Event;
 
 /// Load the modules (no compile cache) and run them once on `ev`.
 pub fn run_chain_once(config_modules: &[ModuleConfig], ev: &Event) -> anyhow::Result<ChainOutcome> {

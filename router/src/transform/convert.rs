@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::bindings as wit;
 use super::OutRequest;
-use crate::event::{Commit, ConsentState, Event, Op};
+use switchyard_core::event::{Commit, ConsentState, Event, Op};
 
 fn json(v: &Option<serde_json::Value>) -> Option<String> {
     // serde_json::to_string writes straight into a Vec; `Value::to_string`

@@ -139,13 +139,4 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Human form of a byte size ("64 MiB").
-pub fn fmt_bytes(n: u64) -> String {
-    if n >= MIB && n % MIB == 0 {
-        format!("{} MiB", n / MIB)
-    } else if n >= KIB && n % KIB == 0 {
-        format!("{} KiB", n / KIB)
-    } else {
-        format!("{n} B")
-    }
-}
+pub use switchyard_core::config::fmt_bytes;

@@ -24,7 +24,8 @@ pub use cli::{print_outcome, run_chain_once};
 pub use convert::{from_wit as event_from_wit, to_wit as event_to_wit};
 pub use engine::TransformEngine;
 pub use limits::EngineLimits;
-pub use module_config::{validate_chain, ByteSize, ModuleConfig};
+pub use module_config::{validate_chain, ModuleConfig};
+pub use switchyard_core::config::ByteSize;
 pub use reload::{
     spawn_watcher, ChainHandle, ChainStatus, ModuleStatus, ReloadError, TransformWatcher,
     WATCH_DEBOUNCE,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::chain::{Chain, ChainOutcome, LoadError};
 use super::engine::TransformEngine;
 use super::module_config::ModuleConfig;
-use crate::event::Event;
+use switchyard_core::event::Event;
 
 /// The live chain of one consumer.
 ///

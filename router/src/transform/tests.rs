@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::event::{Commit, ConsentState, Event, Op};
+use switchyard_core::event::{Commit, ConsentState, Event, Op};
 
 fn wasm_dir() -> PathBuf {
     match std::env::var_os("SWITCHYARD_TRANSFORMS_DIR") {

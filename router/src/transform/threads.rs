@@ -28,7 +28,7 @@ pub(crate) fn can_run_here() -> bool {
     GUEST_THREAD.with(Cell::get) || tokio::runtime::Handle::try_current().is_err()
 }
 
-pub(crate) use crate::panic::message as panic_message;
+pub(crate) use switchyard_core::panic::message as panic_message;
 
 /// A fixed set of threads fed by one queue. Dropping it lets the threads
 /// exit once the queue is empty; they are not joined (a call in progress

@@ -79,7 +79,7 @@ impl RedisServer {
         match &self.tls {
             None => redis::Client::open(self.url()).unwrap(),
             Some(t) => {
-                switchyard::tls::install_crypto_provider();
+                switchyard_core::tls::install_crypto_provider();
                 redis::Client::build_with_tls(
                     self.url(),
                     redis::TlsCertificates {

@@ -31,7 +31,7 @@ pub struct MysqlSourceConfig {
     /// `mysql://user:password@host:port/database` (`${ENV}` already
     /// interpolated). TLS: `ssl-mode` (`DISABLED` (default), `REQUIRED`,
     /// `VERIFY_CA`, `VERIFY_IDENTITY`), `ssl-ca`, `ssl-cert`, `ssl-key`.
-    pub url: crate::secret::ConnUrl,
+    pub url: switchyard_core::secret::ConnUrl,
     /// The replica id this source registers with (`COM_REGISTER_SLAVE`):
     /// unique among the server's replicas and different from its `server_id`.
     pub server_id: u32,
@@ -220,7 +220,7 @@ impl MysqlSourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Op;
+    use switchyard_core::event::Op;
 
     #[derive(Debug, Deserialize)]
     #[serde(tag = "type", rename_all = "snake_case")]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::event::{Commit, Event, Op};
+use switchyard_core::event::{Commit, Event, Op};
 use crate::source::cdc_rules::{
     changed_columns, compile_rules, retain_valid_topics, topics_for, update_op, Rule, Template,
     Vars,

@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{MysqlSourceConfig, TableConfig};
 
-use crate::event::Event;
-use crate::log::{Log, LogError};
+use switchyard_core::event::Event;
+use switchyard_store::log::{Log, LogError};
 use tls::MyTls;
 
 /// Run the source until `shutdown`: reconnects by itself (warn + backoff)
@@ -191,7 +191,7 @@ impl SessionError {
             E::Io(mysql_async::IoError::Tls(_)) => SessionError::Fatal(anyhow::anyhow!(
                 "TLS to MySQL failed ({}); check ssl-mode and ssl-ca in the source url \
                  (VERIFY_IDENTITY also needs the url's host name in the server certificate)",
-                crate::tls::chain_text(&e)
+                switchyard_core::tls::chain_text(&e)
             )),
             E::Driver(d) if d.to_string().contains("TLS") || d.to_string().contains("SSL") => {
                 SessionError::Fatal(anyhow::anyhow!(
@@ -199,8 +199,8 @@ impl SessionError {
                 ))
             }
             _ => {
-                let text = crate::tls::chain_text(&e);
-                if let Some(f) = crate::tls::tls_failure(&e) {
+                let text = switchyard_core::tls::chain_text(&e);
+                if let Some(f) = switchyard_core::tls::tls_failure(&e) {
                     return SessionError::Fatal(anyhow::anyhow!(
                         "TLS to MySQL failed ({f:?}: {text}); check ssl-mode, ssl-ca, ssl-cert and ssl-key in the source url"
                     ));
@@ -233,7 +233,7 @@ pub struct ConnParams {
 impl std::fmt::Debug for ConnParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnParams")
-            .field("url", &crate::secret::redact_url(&self.url))
+            .field("url", &switchyard_core::secret::redact_url(&self.url))
             .field("tls", &self.tls)
             .finish()
     }

@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::log::{Log, LogError};
+use switchyard_store::log::{Log, LogError};
+use switchyard_store::source_state;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BinlogPos {
@@ -30,16 +31,11 @@ impl std::fmt::Display for BinlogPos {
 }
 
 pub fn key(log: &Log, source: &str) -> String {
-    format!("{}:source:{source}:binlog", log.keys().namespace)
+    source_state::key(log, source, "binlog")
 }
 
 pub async fn load(log: &Log, source: &str) -> Result<Option<BinlogPos>, LogError> {
-    let mut c = log.conn().await?;
-    let v: Option<String> = redis::cmd("GET")
-        .arg(key(log, source))
-        .query_async(&mut c)
-        .await?;
-    match v {
+    match source_state::load(log, source, "binlog").await? {
         None => Ok(None),
         Some(s) => serde_json::from_str(&s).map(Some).map_err(|e| {
             LogError::Config(format!(
@@ -52,12 +48,6 @@ pub async fn load(log: &Log, source: &str) -> Result<Option<BinlogPos>, LogError
 }
 
 pub async fn store(log: &Log, source: &str, p: &BinlogPos) -> Result<(), LogError> {
-    let mut c = log.conn().await?;
     let body = serde_json::to_string(p).map_err(|e| LogError::Protocol(e.to_string()))?;
-    let () = redis::cmd("SET")
-        .arg(key(log, source))
-        .arg(body)
-        .query_async(&mut c)
-        .await?;
-    Ok(())
+    source_state::store(log, source, "binlog", &body).await
 }

@@ -33,7 +33,7 @@ use super::mapping::{change_events, ChangeKind, Position, TableMapping};
 use super::position::BinlogPos;
 use super::values::binlog_to_json;
 use super::{append_retry, store_position, SessionError, SourceCtx};
-use crate::event::Event;
+use switchyard_core::event::Event;
 
 /// MariaDB's own event types (not in mysql_common's list).
 const MARIADB_GTID_EVENT: u8 = 162;

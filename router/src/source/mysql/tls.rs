@@ -8,14 +8,14 @@
 //! As in the `mysql` client, `REQUIRED` with `ssl-ca` verifies the chain like
 //! `VERIFY_CA`. `PREFERRED` (try TLS, fall back to plain) is refused: the
 //! driver cannot fall back, and silently unencrypted is not a mode we want.
-//! The files are loaded with the router's PEM helpers (`crate::tls`) so a bad
+//! The files are loaded with the router's PEM helpers (`switchyard_core::tls`) so a bad
 //! file is reported at config validation with the setting's name.
 
 use std::path::PathBuf;
 
 use mysql_async::{ClientIdentity, SslOpts};
 
-use crate::tls::{self, TlsError};
+use switchyard_core::tls::{self, TlsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {

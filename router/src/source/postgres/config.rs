@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::event::Op;
+use switchyard_core::event::Op;
 
 use super::mapping::Template;
 
@@ -39,7 +39,7 @@ use super::mapping::Template;
 pub struct PostgresSourceConfig {
     /// libpq-style URL or key/value string (`${ENV}` already interpolated);
     /// TLS via libpq's `sslmode`, `sslrootcert`, `sslcert`, `sslkey`.
-    pub url: crate::secret::ConnUrl,
+    pub url: switchyard_core::secret::ConnUrl,
     /// Publication the slot streams (pgoutput `publication_names`).
     pub publication: String,
     /// Create the publication for the listed tables when it is missing, and

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::event::{Commit, Event, Op};
+use switchyard_core::event::{Commit, Event, Op};
 
 use super::config::TableConfig;
 use super::pgoutput::{Datum, Lsn, OldTuple, Relation, Tuple};
@@ -396,7 +396,7 @@ pub fn change_events(
                 id: commit_id.clone(),
                 seq: pos.seq,
             }),
-            trace: Some(crate::tracectx::from_commit(
+            trace: Some(switchyard_core::tracectx::from_commit(
                 &format!("{}/{commit_id}", t.source),
                 pos.seq,
             )),

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{PostgresSourceConfig, RuleConfig, TableConfig};
 
-use crate::event::Event;
-use crate::log::{Log, LogError};
-use crate::tls::TlsFailure;
+use switchyard_core::event::Event;
+use switchyard_store::log::{Log, LogError};
+use switchyard_core::tls::TlsFailure;
 use pgoutput::Lsn;
 use tls::{PgTls, SslMode};
 
@@ -189,14 +189,14 @@ pub enum SessionError {
 impl SessionError {
     pub fn from_pg(e: tokio_postgres::Error) -> SessionError {
         let msg = catalog::pg_message(&e);
-        let tls = crate::tls::tls_failure(&e).or_else(|| {
+        let tls = switchyard_core::tls::tls_failure(&e).or_else(|| {
             msg.contains("error performing TLS handshake")
                 .then_some(TlsFailure::Handshake)
         });
         if let Some(failure) = tls {
             return SessionError::Tls {
                 failure,
-                message: crate::tls::chain_text(&e),
+                message: switchyard_core::tls::chain_text(&e),
             };
         }
         if let Some(db) = e.as_db_error() {
@@ -214,7 +214,7 @@ impl SessionError {
 
     pub fn from_wire(e: PgWireError) -> SessionError {
         let msg = e.to_string();
-        let tls = crate::tls::tls_failure(&e)
+        let tls = switchyard_core::tls::tls_failure(&e)
             .or_else(|| matches!(e, PgWireError::Tls(_)).then_some(TlsFailure::Handshake));
         if let Some(failure) = tls {
             return SessionError::Tls {

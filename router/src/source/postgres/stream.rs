@@ -26,8 +26,8 @@ use super::mapping::{
 };
 use super::pgoutput::{self, Lsn, Message, Relation};
 use super::{append_retry, SessionError, SourceCtx};
-use crate::event::Event;
-use crate::log::Log;
+use switchyard_core::event::Event;
+use switchyard_store::log::Log;
 
 /// Microseconds between 1970-01-01 and 2000-01-01.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;

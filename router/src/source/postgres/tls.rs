@@ -17,7 +17,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::tls::{self, TlsError};
+use switchyard_core::tls::{self, TlsError};
 
 /// libpq `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

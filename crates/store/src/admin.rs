@@ -7,18 +7,16 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use serde_json::{json, Value};
 
-use super::config::Start;
-use super::store::{dlq_entry, ConsumerKeys, DlqEntry, PartitionStore};
-use crate::config::Config;
+use crate::client::Conn;
+use crate::consumer::{dlq_entry, ConsumerKeys, DlqEntry, PartitionStore, Start};
 use crate::log::Log;
 
 pub struct ConsumerAdmin {
     pub keys: ConsumerKeys,
     pub log: Log,
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 /// Drop an account's DLQ entries (ids ≥ ARGV[2]) and unpark it when none are left.
@@ -58,18 +56,16 @@ fn id_ms(id: &str) -> u64 {
 }
 
 impl ConsumerAdmin {
-    pub async fn connect(config: &Config, consumer: &str) -> anyhow::Result<ConsumerAdmin> {
-        if !config.consumers.contains_key(consumer) {
-            let known: Vec<&String> = config.consumers.keys().collect();
-            bail!("no consumer `{consumer}` in the config (known: {known:?})");
-        }
-        let log = Log::connect(config)
+    /// Act on `consumer`'s state in the log `log` (the caller checks that
+    /// the config names the consumer).
+    pub async fn connect(log: Log, consumer: &str) -> anyhow::Result<ConsumerAdmin> {
+        let conn = log
+            .conn()
             .await
             .context("connecting to Redis (redis.url)")?;
-        let conn = log.conn().await?;
         Ok(ConsumerAdmin {
             keys: ConsumerKeys {
-                ns: config.redis.namespace.clone(),
+                ns: log.keys().namespace.clone(),
                 consumer: consumer.to_string(),
             },
             log,

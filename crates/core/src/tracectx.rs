@@ -19,7 +19,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::event::Event;
-use crate::transform::OutRequest;
+use crate::outbound::OutRequest;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -15,11 +15,11 @@
 
 use std::collections::BTreeMap;
 
-use redis::aio::ConnectionManager;
-use redis::streams::StreamId;
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 
-use crate::event::{self, Event, FORMAT_VERSION};
-use crate::log::LogError;
+use crate::client::Conn;
+use crate::log::{decode_entry, Log, LogError};
+use switchyard_core::event::{self, Event, FORMAT_VERSION};
 
 pub const GROUP_CONSUMER: &str = "switchyard";
 
@@ -287,11 +287,64 @@ static UNDEFER_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script:
 pub struct PartitionStore {
     pub keys: ConsumerKeys,
     pub p: u32,
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub dedup_ttl: u64,
 }
 
 impl PartitionStore {
+    /// Take over pending entries of this group from `cursor` on (XAUTOCLAIM,
+    /// one key): the entries, the ids trimmed away while pending, and the
+    /// next cursor (`0-0`: done).
+    pub async fn autoclaim(&mut self, cursor: &str) -> Result<Claimed, LogError> {
+        let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(self.keys.stream(self.p))
+            .arg(&self.keys.consumer)
+            .arg(GROUP_CONSUMER)
+            .arg(0)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(Claimed {
+            entries: reply
+                .claimed
+                .iter()
+                .map(|e| (e.id.clone(), decode_entry(e)))
+                .collect(),
+            deleted: reply.deleted_ids,
+            next: reply.next_stream_id,
+        })
+    }
+
+    /// Move an entry that does not decode to the DLQ and acknowledge it, in
+    /// one transaction (DLQ and stream share the partition's slot).
+    pub async fn dead_letter_undecodable(&mut self, sid: &str, reason: &str) -> Result<(), LogError> {
+        let (keys, p) = (&self.keys, self.p);
+        redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(keys.dlq(p))
+            .arg("*")
+            .arg("account")
+            .arg("")
+            .arg("sid")
+            .arg(sid)
+            .arg("kind")
+            .arg("failed")
+            .arg("reason")
+            .arg(format!("cannot decode the log entry: {reason}"))
+            .ignore()
+            .cmd("XACK")
+            .arg(keys.stream(p))
+            .arg(&keys.consumer)
+            .arg(sid)
+            .ignore()
+            .query_async::<()>(&mut self.conn)
+            .await?;
+        Ok(())
+    }
+
     pub async fn ensure_group(&mut self, start_id: &str) -> Result<(), LogError> {
         let r: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -595,4 +648,173 @@ pub fn dlq_entry(p: u32, e: &StreamId) -> DlqEntry {
         fields,
         event,
     }
+}
+
+/// Where a consumer group starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    Earliest,
+    Latest,
+    At(chrono::DateTime<chrono::Utc>),
+}
+
+impl Start {
+    pub fn parse(s: &str) -> Result<Start, String> {
+        match s {
+            "earliest" => Ok(Start::Earliest),
+            "latest" => Ok(Start::Latest),
+            t => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| Start::At(d.with_timezone(&chrono::Utc)))
+                .map_err(|_| format!("`{t}` is not `earliest`, `latest` or an RFC 3339 time")),
+        }
+    }
+    /// The stream id a consumer group is created at.
+    pub fn stream_id(&self) -> String {
+        match self {
+            Start::Earliest => "0-0".into(),
+            Start::Latest => "$".into(),
+            Start::At(t) => format!("{}-0", t.timestamp_millis().max(0)),
+        }
+    }
+}
+
+
+/// What [`PartitionStore::autoclaim`] took over.
+pub struct Claimed {
+    pub entries: Vec<(String, Result<Event, event::CodecError>)>,
+    pub deleted: Vec<String>,
+    pub next: String,
+}
+
+/// One read of a [`GroupReader`]: entries, each with its stream id.
+pub type ReadEntries = Vec<(String, Result<Event, event::CodecError>)>;
+
+/// The reading side of one (consumer, partition): `XREADGROUP` on a
+/// connection of its own (one key per read, so any slot is fine).
+///
+/// A read whose reply is lost (a response timeout while Redis is paused, a
+/// connection cut) may still run in Redis later. [`GroupReader::reconnect`]
+/// therefore kills the previous connection server-side, on the node that
+/// owns the partition, before reading again.
+pub struct GroupReader {
+    keys: ConsumerKeys,
+    p: u32,
+    conn: Option<(Conn, i64)>,
+    dead_client: Option<i64>,
+}
+
+impl GroupReader {
+    pub fn new(keys: ConsumerKeys, p: u32) -> GroupReader {
+        GroupReader {
+            keys,
+            p,
+            conn: None,
+            dead_client: None,
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Open a new connection and kill the previous one (if a read failed on it).
+    pub async fn connect(&mut self, log: &Log) -> Result<(), LogError> {
+        let key = self.keys.stream(self.p);
+        let mut c = log.blocking_conn().await?;
+        let id: i64 = c
+            .query_on_node_of(redis::cmd("CLIENT").arg("ID").clone(), &key)
+            .await?;
+        if let Some(old) = self.dead_client {
+            // "No such client" is fine: it is gone already.
+            let _: redis::RedisResult<i64> = c
+                .query_on_node_of(
+                    redis::cmd("CLIENT").arg("KILL").arg("ID").arg(old).clone(),
+                    &key,
+                )
+                .await;
+        }
+        self.dead_client = None;
+        self.conn = Some((c, id));
+        Ok(())
+    }
+
+    /// Forget the connection after a failed read; the next
+    /// [`GroupReader::connect`] kills it server-side.
+    pub fn drop_connection(&mut self) {
+        if let Some((_, id)) = self.conn.take() {
+            self.dead_client = Some(id);
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn, LogError> {
+        self.conn
+            .as_mut()
+            .map(|(c, _)| c)
+            .ok_or_else(|| LogError::Unavailable("the reader is not connected".into()))
+    }
+
+    /// Entries already delivered to this reader (its pending list) after `after`.
+    pub async fn read_pending(&mut self, after: &str, count: usize) -> Result<ReadEntries, ReadError> {
+        self.read(after, count, None).await
+    }
+
+    /// New entries, waiting up to `block_ms` for some.
+    pub async fn read_new(&mut self, count: usize, block_ms: usize) -> Result<ReadEntries, ReadError> {
+        self.read(">", count, Some(block_ms)).await
+    }
+
+    async fn read(&mut self, from: &str, count: usize, block: Option<usize>) -> Result<ReadEntries, ReadError> {
+        let key = self.keys.stream(self.p);
+        let group = self.keys.consumer.clone();
+        let mut opts = StreamReadOptions::default()
+            .group(&group, GROUP_CONSUMER)
+            .count(count);
+        if let Some(ms) = block {
+            opts = opts.block(ms);
+        }
+        let c = self.conn().map_err(ReadError::Other)?;
+        let reply: redis::RedisResult<Option<StreamReadReply>> =
+            redis::AsyncCommands::xread_options(c, &[&key], &[from], &opts).await;
+        match reply {
+            Ok(r) => Ok(r
+                .unwrap_or_default()
+                .keys
+                .into_iter()
+                .flat_map(|k| k.ids)
+                .map(|e| {
+                    let ev = decode_entry(&e);
+                    (e.id, ev)
+                })
+                .collect()),
+            Err(e) if e.code() == Some("NOGROUP") => Err(ReadError::NoGroup),
+            Err(e) => Err(ReadError::Other(e.into())),
+        }
+    }
+
+    /// Recreate the group (the stream or group vanished, e.g. Redis lost its
+    /// data) at the start of the stream.
+    pub async fn recreate_group(&mut self) -> Result<(), LogError> {
+        let key = self.keys.stream(self.p);
+        let group = self.keys.consumer.clone();
+        let c = self.conn()?;
+        let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&key)
+            .arg(&group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(c)
+            .await;
+        Ok(())
+    }
+}
+
+/// Why a [`GroupReader`] read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The stream or the consumer group is gone: [`GroupReader::recreate_group`].
+    #[error("the consumer group is missing")]
+    NoGroup,
+    #[error(transparent)]
+    Other(LogError),
 }

@@ -10,20 +10,20 @@
 //!   atomically, so an id is marked seen if and only if its event was written.
 //! * All partitions' scripts for one batch go out in one pipeline: a batch of
 //!   500 events is one round trip, not 500.
-//! * The connection is a `ConnectionManager` (reconnects after Redis restarts);
+//! * The connection is the store's [`Conn`] (standalone: reconnecting; cluster:
+//!   routed by slot);
 //!   a failed command surfaces as [`LogError::Unavailable`] and callers retry
 //!   (the idempotency check makes a retried append safe for client-given ids).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::AsyncConnectionConfig;
 use redis::Value;
 use tokio::sync::OnceCell;
 
-use crate::config::{Config, RedisConfig};
-use crate::event::{self, Event, FORMAT_VERSION};
+use crate::client::{Client, Conn};
+use crate::config::{LogConfig, RedisConfig};
+use switchyard_core::event::{self, Event, FORMAT_VERSION};
 
 /// Most events one script call appends (bounds the time Redis spends in it).
 const SCRIPT_CHUNK: usize = 256;
@@ -51,8 +51,8 @@ pub enum LogError {
 
 impl From<redis::RedisError> for LogError {
     fn from(e: redis::RedisError) -> Self {
-        use crate::tls::TlsFailure;
-        if let Some(f) = crate::tls::tls_failure(&e) {
+        use switchyard_core::tls::TlsFailure;
+        if let Some(f) = switchyard_core::tls::tls_failure(&e) {
             return LogError::Tls(match f {
                 TlsFailure::ServerCertificate => format!(
                     "TLS to Redis failed: the server's certificate was rejected ({e}); set \
@@ -100,50 +100,6 @@ pub struct Appended {
 /// every existing account's history lives.
 pub fn partition_for(account_id: &str, partitions: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(account_id.as_bytes()) % partitions as u64) as u32
-}
-
-/// The one constructor of Redis clients: the log, the delivery readers'
-/// blocking connections and every CLI command get theirs from here (through
-/// [`Log`]), so `rediss://` and `[redis.tls]` apply to all of them.
-pub fn redis_client(cfg: &RedisConfig) -> Result<redis::Client, LogError> {
-    crate::tls::install_crypto_provider();
-    let bad_url = |e: redis::RedisError| {
-        LogError::Config(format!(
-            "redis.url: not a valid Redis URL ({}): {e}",
-            cfg.url
-        ))
-    };
-    let Some(t) = &cfg.tls else {
-        return redis::Client::open(&*cfg.url).map_err(bad_url);
-    };
-    let read = |setting: &str, p: &std::path::Path| {
-        std::fs::read(p)
-            .map_err(|e| LogError::Config(format!("{setting}: cannot read {}: {e}", p.display())))
-    };
-    let root_cert = match &t.ca_file {
-        Some(p) => Some(read("redis.tls.ca_file", p)?),
-        None => None,
-    };
-    let client_tls = match (&t.cert_file, &t.key_file) {
-        (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
-            client_cert: read("redis.tls.cert_file", c)?,
-            client_key: read("redis.tls.key_file", k)?,
-        }),
-        _ => None,
-    };
-    redis::Client::build_with_tls(
-        &*cfg.url,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| {
-        LogError::Config(format!(
-            "redis.tls: cannot use these certificates with redis.url ({}): {e}",
-            cfg.url
-        ))
-    })
 }
 
 /// Key names, all under the deployment's namespace.
@@ -200,8 +156,8 @@ return out
 "#;
 
 struct Inner {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    client: Client,
+    conn: OnceCell<Conn>,
     keys: Keys,
     partitions: u32,
     retention: Duration,
@@ -226,27 +182,27 @@ pub struct Log {
 impl Log {
     /// Create a handle. Connects lazily: a Redis that is down now is not an
     /// error here; appends return [`LogError::Unavailable`] until it is back.
-    pub fn new(config: &Config) -> Result<Log, LogError> {
-        let client = redis_client(&config.redis)?;
+    pub fn new(redis: &RedisConfig, log: &LogConfig) -> Result<Log, LogError> {
+        let client = Client::new(redis)?;
         Ok(Log {
             inner: Arc::new(Inner {
                 client,
                 conn: OnceCell::new(),
                 keys: Keys {
-                    namespace: config.redis.namespace.clone(),
+                    namespace: redis.namespace.clone(),
                 },
-                partitions: config.log.partitions,
-                retention: config.log.retention,
-                idem_window: config.log.idempotency_window,
-                timeout: config.redis.timeout,
+                partitions: log.partitions,
+                retention: log.retention,
+                idem_window: log.idempotency_window,
+                timeout: redis.timeout,
                 mismatch: std::sync::Mutex::new(None),
             }),
         })
     }
 
     /// Create a handle and wait for the first connection.
-    pub async fn connect(config: &Config) -> Result<Log, LogError> {
-        let log = Log::new(config)?;
+    pub async fn connect(redis: &RedisConfig, log: &LogConfig) -> Result<Log, LogError> {
+        let log = Log::new(redis, log)?;
         log.conn().await?;
         Ok(log)
     }
@@ -264,18 +220,12 @@ impl Log {
     }
 
     /// A connection (shared, multiplexed, reconnecting).
-    pub async fn conn(&self) -> Result<ConnectionManager, LogError> {
+    pub async fn conn(&self) -> Result<Conn, LogError> {
         let inner = &self.inner;
         let c = inner
             .conn
             .get_or_try_init(|| async {
-                let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(inner.timeout))
-                    .set_response_timeout(Some(inner.timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
-                let mut conn =
-                    ConnectionManager::new_with_config(inner.client.clone(), cfg).await?;
+                let mut conn = inner.client.shared(inner.timeout).await?;
                 let (_, existing) = check_meta(&mut conn, &inner.keys, inner.partitions).await?;
                 if existing != inner.partitions {
                     return Err(LogError::PartitionMismatch {
@@ -293,15 +243,8 @@ impl Log {
     /// stall every other command on the shared multiplexed connection). It
     /// does not reconnect by itself: the delivery reader must know when its
     /// connection changed (see `delivery::partition::reader`).
-    pub async fn blocking_conn(&self) -> Result<MultiplexedConnection, LogError> {
-        let inner = &self.inner;
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(inner.timeout))
-            .set_response_timeout(Some(inner.timeout + Duration::from_secs(2)));
-        Ok(inner
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?)
+    pub async fn blocking_conn(&self) -> Result<Conn, LogError> {
+        self.inner.client.dedicated(self.inner.timeout).await
     }
 
     /// Whether Redis answers a PING now (and `<ns>:meta` agrees with us).
@@ -501,7 +444,7 @@ impl Log {
 /// Write the partition count to `<ns>:meta` unless it is there; returns
 /// whether it was written now and the count it holds.
 async fn check_meta(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     partitions: u32,
 ) -> Result<(bool, u32), LogError> {
@@ -539,38 +482,49 @@ pub fn decode_entry(fields: &redis::streams::StreamId) -> Result<Event, event::C
 mod tests {
     use super::*;
 
-    /// Every Redis client is made by `redis_client` (so TLS settings reach all of
-    /// them): no other code in the crate opens one.
+    /// All Redis access lives in this crate: no other crate's source names
+    /// the `redis` crate (so nothing can bypass the standalone/cluster
+    /// [`crate::client::Client`] or a key format), and within it, clients are
+    /// made only by `client.rs` (so TLS and cluster settings reach all).
     #[test]
-    fn redis_clients_come_from_one_constructor() {
+    fn all_redis_access_lives_in_the_store_crate() {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             for e in std::fs::read_dir(dir).unwrap() {
                 let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
                 if p.is_dir() {
-                    walk(&p, out);
+                    if name != "target" && !name.starts_with('.') {
+                        walk(&p, out);
+                    }
                 } else if p.extension().is_some_and(|x| x == "rs") {
                     out.push(p);
                 }
             }
         }
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = here.join("../..").canonicalize().unwrap();
+        let store = here.join("src").canonicalize().unwrap();
         let mut files = Vec::new();
-        walk(&src, &mut files);
-        let needles = ["Client::open(", "Client::build_with_tls(", "ConnectionInfo"];
-        let offenders: Vec<String> = files
-            .iter()
-            .filter(|f| !f.ends_with("log.rs"))
-            .filter(|f| {
-                let text = std::fs::read_to_string(f).unwrap();
-                needles.iter().any(|n| text.contains(n))
-            })
-            .map(|f| f.display().to_string())
-            .collect();
-        assert!(files.len() > 20, "scanned {} files", files.len());
-        assert!(
-            offenders.is_empty(),
-            "Redis clients made outside log::redis_client: {offenders:?}"
-        );
+        for d in ["crates", "router/src"] {
+            walk(&root.join(d), &mut files);
+        }
+        assert!(files.len() > 50, "scanned {} files", files.len());
+        let mut offenders = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            let in_store = f.starts_with(&store);
+            if !in_store && (text.contains("redis::") || text.contains("use redis")) {
+                offenders.push(format!("{} names the redis crate", f.display()));
+            }
+            // Written in pieces so that this test does not find itself.
+            let makes_client = [["Client::", "open("], ["Client::", "build_with_tls("], ["ClusterClient::", "builder("]]
+                .iter()
+                .any(|n| text.contains(&n.concat()));
+            if makes_client && !f.ends_with("client.rs") {
+                offenders.push(format!("{} makes a Redis client", f.display()));
+            }
+        }
+        assert!(offenders.is_empty(), "{offenders:#?}");
     }
 
     #[test]
