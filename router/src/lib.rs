@@ -1,10 +1,12 @@
 //! Switchyard: a real-time customer-event router. See ARCHITECTURE.md for the
 //! bird's-eye view, the code map and the invariants.
+pub mod admin_api;
 pub mod admin_listener;
 pub mod admin_routes;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 /// Invariants checked by the fuzz targets (`fuzz/`) and the property tests;
 /// built only for tests and `--cfg fuzzing` (cargo-fuzz).
@@ -12,6 +14,7 @@ pub mod delivery;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod mcp;
 pub mod metrics;
 pub mod monitor;
 pub mod server;

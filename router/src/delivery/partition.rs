@@ -888,6 +888,7 @@ async fn deliver(
                     message,
                     retryable,
                 };
+                ctx.stats.failed(&a);
                 match classify(&a) {
                     Verdict::Fail { reason } => return dead(reason, attempts, None, String::new()),
                     Verdict::Retry { reason, .. } => {
@@ -926,6 +927,9 @@ async fn deliver(
             if let Attempt::Response { status, body, .. } = &a {
                 last_status = Some(*status);
                 last_response = body.clone();
+            }
+            if !matches!(classify(&a), Verdict::Delivered) {
+                ctx.stats.failed(&a);
             }
             match classify(&a) {
                 Verdict::Delivered => break,
