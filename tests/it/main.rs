@@ -6,6 +6,7 @@ mod support;
 
 mod cdc;
 mod check;
+mod console;
 mod contract;
 mod delivery;
 mod ingest;

@@ -65,7 +65,7 @@ async fn delivered(vendor: &Vendor, n: usize) {
 
 fn status(router: &Router) -> Value {
     let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
+        .args(["status", "--json", "--config"])
         .arg(&router.config_path)
         .output()
         .unwrap();
@@ -74,7 +74,8 @@ fn status(router: &Router) -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["consumers"].as_object().unwrap().values().next().unwrap().clone()
 }
 
 fn meta(redis: &RedisServer) -> Option<String> {
