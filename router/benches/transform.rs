@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use switchyard_core::event::{Commit, ConsentState, Event, Op};
-use switchyard::transform::{
+use switchyard_wasm_host::{
     Chain, ChainOutcome, EngineLimits, ModuleConfig, OutRequest, TransformEngine,
 };
 
@@ -165,7 +165,7 @@ fn main() {
         black_box(native_chain(black_box(&ev)));
     });
     let convert = per_iter(rounds, n, || {
-        black_box(switchyard::transform::event_to_wit(black_box(&ev)));
+        black_box(switchyard_wasm_host::event_to_wit(black_box(&ev)));
     });
     let echo = Chain::load(&engine, "bench", &[module("sy_test_echo")]).unwrap();
     let one_call = per_iter(rounds, n, || {

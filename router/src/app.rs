@@ -18,8 +18,8 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use switchyard_store::log::{Log, LogError};
 use crate::server::{self, Admin, Startup, State};
-use crate::source::http::Auth;
-use crate::transform::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
+use switchyard_sources::http::{Auth, Ingest, IngestLimits};
+use switchyard_wasm_host::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
 
 /// Run the router until `shutdown` is cancelled. `config_path` is re-read on reload.
 ///
@@ -43,7 +43,7 @@ pub async fn run(
         }
     }
     let meta_guard = log.spawn_meta_guard(shutdown.clone());
-    let auth = Auth::from_config(&config)?;
+    let auth = Auth::from_sources(&config.sources)?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
@@ -59,7 +59,16 @@ pub async fn run(
     };
     let state = Arc::new(State {
         log: log.clone(),
-        auth,
+        ingest: Ingest {
+            log: log.clone(),
+            auth,
+            limits: IngestLimits {
+                max_body: config.server.max_body,
+                max_batch: config.server.max_batch,
+                body_read_timeout: config.server.body_read_timeout,
+                retry_after_secs: config.server.retry_after_secs,
+            },
+        },
         server: config.server.clone(),
         admin: std::sync::OnceLock::new(),
         startup: Startup::starting("starting: compiling modules"),
@@ -114,7 +123,7 @@ pub async fn run(
     };
 
     let delivery = Arc::new(Delivery::spawn(consumers, &log, &shutdown));
-    let fatal = crate::source::FatalError::default();
+    let fatal = switchyard_sources::FatalError::default();
     let watcher = match spawn_watcher(delivery.chains()) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -132,7 +141,7 @@ pub async fn run(
         config_path,
         admin_token: config.server.admin_token.clone(),
         watcher: Mutex::new(watcher),
-        sources: crate::source::start(&config, &log, &shutdown, &fatal)?,
+        sources: switchyard_sources::start(&config.sources, &log, &shutdown, &fatal),
     });
     spawn_sighup(runtime.clone(), shutdown.clone());
     let admin: Arc<dyn Admin> = runtime.clone();

@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use switchyard_core::secret::{ConnUrl, Secret};
+use switchyard_core::secret::Secret;
 pub use switchyard_store::config::{LogConfig, RedisConfig, RedisTlsConfig};
+pub use switchyard_wasm_host::TransformsConfig;
+pub use switchyard_sources::{HttpSourceConfig, SourceConfig};
 pub use switchyard_core::config::{
     de_size, parse_size, resolve_url_paths, tls_error, valid_name, ConfigError, ConfigErrors,
 };
@@ -45,31 +47,6 @@ pub struct Config {
     /// `[alerts]`: where SLA breaches are posted.
     #[serde(default)]
     pub alerts: crate::sla::AlertsConfig,
-}
-
-/// Settings shared by every consumer's WebAssembly modules. Per-module limits
-/// (deadline, memory) live with each module; engine-wide limits and their
-/// reasons are in `router/src/transform/limits.rs`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct TransformsConfig {
-    /// Where compiled modules are cached (keyed by content hash and wasmtime
-    /// version). Default: `$XDG_CACHE_HOME/switchyard` or `~/.cache/switchyard`.
-    /// Set to "" to disable the cache.
-    #[serde(default)]
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl TransformsConfig {
-    pub fn cache_dir(&self) -> Option<PathBuf> {
-        match &self.cache_dir {
-            Some(p) if p.as_os_str().is_empty() => None,
-            Some(p) => Some(p.clone()),
-            None => std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .map(|d| d.join("switchyard")),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,32 +115,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// A source of events. One variant per kind; each kind lives in its own module.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// Application events posted to `POST /v1/events`.
-    Http(HttpSourceConfig),
-    /// Row changes captured from Postgres by logical replication.
-    Postgres(crate::source::postgres::PostgresSourceConfig),
-    /// Row changes captured from MySQL/MariaDB's binlog.
-    Mysql(crate::source::mysql::MysqlSourceConfig),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSourceConfig {
-    /// Bearer token (use `${ENV_VAR}` rather than a literal secret).
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// File holding the bearer token (trailing whitespace ignored).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Topic globs this source may publish to; anything else is 403.
-    #[serde(default = "default_topics")]
-    pub topics: Vec<String>,
-}
-
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().unwrap()
 }
@@ -190,9 +141,6 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_max_connections() -> usize {
     512
-}
-fn default_topics() -> Vec<String> {
-    vec!["*".into()]
 }
 
 impl Config {
@@ -328,27 +276,29 @@ impl Config {
             }
         }
         for src in self.sources.values_mut() {
-            match src {
-                SourceConfig::Http(h) => {
-                    if let Some(f) = &mut h.token_file {
-                        abs(f);
-                    }
-                }
-                SourceConfig::Postgres(p) => {
-                    p.url = ConnUrl::new(crate::source::postgres::tls::resolve_paths(&p.url, base));
-                }
-                SourceConfig::Mysql(m) => {
-                    m.url = ConnUrl::new(resolve_url_paths(
-                        &m.url,
-                        &["ssl-ca", "ssl-cert", "ssl-key"],
-                        base,
-                    ));
-                }
-            }
+            src.resolve_paths(base);
         }
     }
 
     /// Check every semantic rule; push one error per problem.
+    /// Name and config of every HTTP source.
+    pub fn http_sources(&self) -> impl Iterator<Item = (&String, &HttpSourceConfig)> {
+        self.sources.iter().filter_map(|(n, s)| match s {
+            SourceConfig::Http(h) => Some((n, h)),
+            _ => None,
+        })
+    }
+
+    /// Name and config of every Postgres CDC source.
+    pub fn postgres_sources(
+        &self,
+    ) -> impl Iterator<Item = (&String, &switchyard_sources::postgres::PostgresSourceConfig)> {
+        self.sources.iter().filter_map(|(n, s)| match s {
+            SourceConfig::Postgres(p) => Some((n, p)),
+            _ => None,
+        })
+    }
+
     pub fn validate(&self, errors: &mut Vec<ConfigError>) {
         if self.server.max_body == 0 {
             errors.push(ConfigError::new(
@@ -415,83 +365,11 @@ impl Config {
                     "source names use only letters, digits, '-' and '_'",
                 ));
             }
-            match src {
-                SourceConfig::Http(h) => h.validate(&path, errors),
-                SourceConfig::Postgres(p) => p.validate(&path, errors),
-                SourceConfig::Mysql(m) => m.validate(&path, errors),
-            }
-        }
-    }
-
-    /// Name and token of every HTTP source (tokens read from files now).
-    pub fn http_sources(&self) -> impl Iterator<Item = (&String, &HttpSourceConfig)> {
-        self.sources.iter().filter_map(|(n, s)| match s {
-            SourceConfig::Http(h) => Some((n, h)),
-            _ => None,
-        })
-    }
-
-    /// Name and config of every Postgres CDC source.
-    pub fn postgres_sources(
-        &self,
-    ) -> impl Iterator<Item = (&String, &crate::source::postgres::PostgresSourceConfig)> {
-        self.sources.iter().filter_map(|(n, s)| match s {
-            SourceConfig::Postgres(p) => Some((n, p)),
-            _ => None,
-        })
-    }
-}
-
-impl HttpSourceConfig {
-    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
-        match (&self.token, &self.token_file) {
-            (None, None) => errors.push(ConfigError::new(
-                format!("{path}.token"),
-                "an http source needs `token` (e.g. \"${INGEST_TOKEN}\") or `token_file`",
-            )),
-            (Some(_), Some(_)) => errors.push(ConfigError::new(
-                format!("{path}.token_file"),
-                "set either `token` or `token_file`, not both",
-            )),
-            (Some(t), None) if t.expose().len() < 16 => errors.push(ConfigError::new(
-                format!("{path}.token"),
-                "is shorter than 16 characters; use a long random secret",
-            )),
-            (None, Some(f)) => {
-                if let Err(e) = std::fs::metadata(f) {
-                    errors.push(ConfigError::new(
-                        format!("{path}.token_file"),
-                        format!("cannot read {}: {e}", f.display()),
-                    ));
-                }
-            }
-            _ => {}
-        }
-        if self.topics.is_empty() {
-            errors.push(ConfigError::new(
-                format!("{path}.topics"),
-                "must list at least one topic glob",
-            ));
-        }
-        for (i, t) in self.topics.iter().enumerate() {
-            if let Err(e) = globset::Glob::new(t) {
-                errors.push(ConfigError::new(
-                    format!("{path}.topics[{i}]"),
-                    format!("invalid glob: {e}"),
-                ));
-            }
-        }
-    }
-
-    /// The bearer token, read from `token_file` when that is how it is given.
-    pub fn load_token(&self) -> std::io::Result<String> {
-        match (&self.token, &self.token_file) {
-            (Some(t), _) => Ok(t.expose().to_string()),
-            (None, Some(f)) => Ok(std::fs::read_to_string(f)?.trim_end().to_string()),
-            (None, None) => Err(std::io::Error::other("no token configured")),
+            src.validate(&path, errors);
         }
     }
 }
+
 
 fn interpolate(
     v: &mut toml::Value,
@@ -764,7 +642,7 @@ mod tests {
         let c =
             Config::from_toml_with_env(text, dir.path(), &env).unwrap_or_else(|e| panic!("{e:?}"));
         match &c.consumers["esp"].endpoint.auth {
-            Some(crate::delivery::config::AuthConfig::Bearer { token_file, .. }) => {
+            Some(switchyard_destinations::config::AuthConfig::Bearer { token_file, .. }) => {
                 assert_eq!(
                     token_file.as_deref(),
                     Some(dir.path().join("token.txt").as_path())
@@ -776,7 +654,7 @@ mod tests {
             let SourceConfig::Postgres(p) = &c.sources[name] else {
                 panic!("{name}")
             };
-            let (_, tls) = crate::source::postgres::tls::PgTls::split(&p.url).unwrap();
+            let (_, tls) = switchyard_sources::postgres::tls::PgTls::split(&p.url).unwrap();
             assert_eq!(
                 tls.root_cert.as_deref(),
                 Some(dir.path().join("ca.pem").as_path()),

@@ -21,8 +21,8 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::config::{Config, ConfigError};
 use switchyard_core::event::{self, CodecError, Event, FORMAT_VERSION};
-use crate::source::http::{self, BodyFormat};
-use crate::source::postgres::pgoutput;
+use switchyard_sources::http::{self, BodyFormat};
+use switchyard_sources::postgres::pgoutput;
 
 /// Content types a fuzz input may pick (the selector byte's low 3 bits).
 const CONTENT_TYPES: [Option<&str>; 8] = [
@@ -202,7 +202,7 @@ fn check_round_trips(ev: &Event) {
     let json = serde_json::to_vec(ev).expect("an event always serialises to JSON");
     let back: Event = serde_json::from_slice(&json).expect("its JSON parses back");
     assert_eq!(&back, ev, "JSON round trip");
-    let back = crate::transform::event_from_wit(crate::transform::event_to_wit(ev))
+    let back = switchyard_wasm_host::event_from_wit(switchyard_wasm_host::event_to_wit(ev))
         .expect("the WIT record converts back");
     assert_eq!(&back, ev, "WIT round trip");
 }

@@ -19,5 +19,3 @@ pub mod metrics;
 pub mod monitor;
 pub mod server;
 pub mod sla;
-pub mod source;
-pub mod transform;

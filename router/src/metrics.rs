@@ -206,7 +206,7 @@ impl Collector for DeliveryCollector {
             .iter()
             .filter_map(|c| c.chain.as_ref().map(|ch| ch.status()))
             .collect();
-        let module_rows = |f: &dyn Fn(&crate::transform::ModuleStatus) -> u64| {
+        let module_rows = |f: &dyn Fn(&switchyard_wasm_host::ModuleStatus) -> u64| {
             statuses
                 .iter()
                 .flat_map(|st| {

@@ -165,10 +165,11 @@ pub fn start(
         }
     });
     for (name, pg) in config.postgres_sources() {
-        crate::source::postgres::monitor::spawn(
+        switchyard_sources::postgres::monitor::spawn(
             name.clone(),
             pg.clone(),
-            config.monitor.clone(),
+            config.monitor.interval,
+            config.monitor.cdc_stall_after,
             shutdown.clone(),
         )?;
     }

@@ -646,7 +646,7 @@ async fn run_in_process(pg: &PgServer, redis: &RedisServer, tables: &str) -> any
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::time::timeout(
         Duration::from_secs(20),
-        switchyard::source::postgres::run(name, pgcfg, log, shutdown),
+        switchyard_sources::postgres::run(name, pgcfg, log, shutdown),
     )
     .await
     .expect("run() should fail fast on a config problem")
@@ -707,7 +707,7 @@ async fn bad_config_fails_with_clear_errors() {
         .next()
         .map(|(n, c)| (n.clone(), c.clone()))
         .unwrap();
-    let err = switchyard::source::postgres::run(
+    let err = switchyard_sources::postgres::run(
         name,
         pgcfg,
         switchyard_store::log::Log::new(&config.redis, &config.log).unwrap(),

@@ -14,7 +14,7 @@ use crate::support::vendor::{Reply, Vendor};
 use crate::support::{eventually, TOKEN};
 
 /// A consumer block with fast retries for tests.
-fn consumer(name: &str, url: &str, extra: &str) -> String {
+pub(crate) fn consumer(name: &str, url: &str, extra: &str) -> String {
     format!(
         r#"
 [consumers.{name}]
@@ -42,7 +42,7 @@ fn client() -> reqwest::Client {
 }
 
 /// Post `n` events per account (ids `<acct>-<i>`) in batches; returns ids per account in order.
-async fn post_events(r: &Router, accounts: &[String], n: usize) -> HashMap<String, Vec<String>> {
+pub(crate) async fn post_events(r: &Router, accounts: &[String], n: usize) -> HashMap<String, Vec<String>> {
     let mut ids: HashMap<String, Vec<String>> = HashMap::new();
     for i in 0..n {
         let batch: Vec<Value> = accounts
@@ -65,7 +65,7 @@ async fn post_events(r: &Router, accounts: &[String], n: usize) -> HashMap<Strin
     ids
 }
 
-async fn wait_applied(v: &Vendor, n: usize, secs: u64) {
+pub(crate) async fn wait_applied(v: &Vendor, n: usize, secs: u64) {
     eventually(
         Duration::from_secs(secs),
         &format!("{n} events applied at the vendor"),
@@ -74,11 +74,11 @@ async fn wait_applied(v: &Vendor, n: usize, secs: u64) {
     .await;
 }
 
-fn accounts(n: usize) -> Vec<String> {
+pub(crate) fn accounts(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("acct{i}")).collect()
 }
 
-fn assert_order(v: &Vendor, expected: &HashMap<String, Vec<String>>) {
+pub(crate) fn assert_order(v: &Vendor, expected: &HashMap<String, Vec<String>>) {
     let got = v.applied_by_account();
     for (a, ids) in expected {
         assert_eq!(got.get(a), Some(ids), "order of account {a}");

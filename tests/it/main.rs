@@ -5,6 +5,7 @@
 mod support;
 
 mod cdc;
+mod cluster;
 mod check;
 mod console;
 mod contract;

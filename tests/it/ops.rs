@@ -62,17 +62,6 @@ impl Scrape {
     fn has(&self, series: &str) -> bool {
         self.samples.contains_key(series)
     }
-
-    /// Sum of every series of `name` whose labels contain all of `labels`.
-    fn sum(&self, name: &str, labels: &[&str]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(k, _)| {
-                k.split('{').next() == Some(name) && labels.iter().all(|l| k.contains(l))
-            })
-            .map(|(_, v)| *v)
-            .sum()
-    }
 }
 
 async fn scrape(router: &Router) -> Scrape {
@@ -106,16 +95,14 @@ async fn scrape(router: &Router) -> Scrape {
 
 /// Scrape until `f` holds.
 async fn wait_metrics(router: &Router, what: &str, f: impl Fn(&Scrape) -> bool) -> Scrape {
-    let mut last = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let s = scrape(router).await;
         if f(&s) {
             return s;
         }
-        last = s.text;
         if std::time::Instant::now() > deadline {
-            panic!("timed out waiting for metrics: {what}\n{last}");
+            panic!("timed out waiting for metrics: {what}\n{}", s.text);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

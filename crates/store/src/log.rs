@@ -360,16 +360,36 @@ impl Log {
         let window = inner.idem_window.as_secs().max(1).to_string();
         let version = FORMAT_VERSION.to_string();
 
-        let mut pipe = redis::pipe();
+        let mut conn = self.conn().await?;
+        // A Redis Cluster runs a pipeline on one slot only: one pipeline per
+        // partition there (a partition's keys share its hash tag), all at
+        // once. Standalone: one pipeline for the whole batch.
+        let cluster = matches!(conn, Conn::Cluster(_));
+        let mut pipes: Vec<(redis::Pipeline, Vec<(u32, &[usize])>)> = Vec::new();
         // First, the partition count if it is missing (Redis lost its data
         // since start): the first write after such a restart puts the guard
-        // back, before any event (same connection, in order).
-        pipe.cmd("HSETNX")
-            .arg(inner.keys.meta())
+        // back, before any event (same connection, in order; on a cluster,
+        // before the batch's pipelines are sent).
+        let mut meta = redis::cmd("HSETNX");
+        meta.arg(inner.keys.meta())
             .arg("partitions")
             .arg(inner.partitions);
-        let mut calls: Vec<(u32, &[usize])> = Vec::new();
+        let meta_written: i64 = if cluster {
+            meta.query_async(&mut conn).await?
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.add_command(meta);
+            pipes.push((pipe, Vec::new()));
+            0
+        };
         for (p, idxs) in by_part.iter().enumerate() {
+            if idxs.is_empty() {
+                continue;
+            }
+            if cluster || pipes.is_empty() {
+                pipes.push((redis::pipe(), Vec::new()));
+            }
+            let (pipe, calls) = pipes.last_mut().expect("pushed above");
             for chunk in idxs.chunks(SCRIPT_CHUNK) {
                 let p = p as u32;
                 // Keys: the stream, then one seen-key per checked event.
@@ -394,16 +414,34 @@ impl Log {
                 calls.push((p, chunk));
             }
         }
-        let mut conn = self.conn().await?;
-        let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
-        if replies.len() != calls.len() + 1 {
-            return Err(LogError::Protocol(format!(
-                "expected {} replies, got {}",
-                calls.len() + 1,
-                replies.len()
-            )));
+        let sent = pipes.iter().map(|(pipe, _)| {
+            let mut c = conn.clone();
+            async move { pipe.query_async::<Vec<Value>>(&mut c).await }
+        });
+        let answers = futures_util::future::join_all(sent).await;
+        let mut calls: Vec<(u32, &[usize])> = Vec::new();
+        let mut replies: Vec<Value> = Vec::new();
+        let mut meta_written = meta_written == 1;
+        for (n, ((_, cs), answer)) in pipes.iter().zip(answers).enumerate() {
+            let mut answer = answer?;
+            if n == 0 && !cluster {
+                // The standalone pipeline starts with HSETNX.
+                if answer.is_empty() {
+                    return Err(LogError::Protocol("no reply to HSETNX".into()));
+                }
+                meta_written = answer.remove(0) == Value::Int(1);
+            }
+            if answer.len() != cs.len() {
+                return Err(LogError::Protocol(format!(
+                    "expected {} replies, got {}",
+                    cs.len(),
+                    answer.len()
+                )));
+            }
+            calls.extend(cs.iter().copied());
+            replies.extend(answer);
         }
-        if replies.remove(0) == Value::Int(1) {
+        if meta_written {
             tracing::warn!(key = %inner.keys.meta(), partitions = inner.partitions,
                 "the partition count was missing from Redis (did it restart without its data?); wrote it again");
         }

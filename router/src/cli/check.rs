@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::transform::{EngineLimits, Module, TransformEngine};
+use switchyard_wasm_host::{EngineLimits, Module, TransformEngine};
 
 /// Check the config at `path`. `Ok` when there is nothing to report.
 pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
@@ -30,7 +30,7 @@ pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
 /// have a config error (`known`) are skipped: they cannot be loaded.
 pub fn module_errors(config: &Config, known: &[ConfigError]) -> Vec<ConfigError> {
     let mut out = Vec::new();
-    let todo: Vec<(String, &crate::transform::ModuleConfig)> = config
+    let todo: Vec<(String, &switchyard_wasm_host::ModuleConfig)> = config
         .consumers
         .iter()
         .flat_map(|(name, c)| {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use crate::config::Config;
-use crate::transform::{print_outcome, run_chain_once, ModuleConfig};
+use switchyard_wasm_host::{print_outcome, run_chain_once, ModuleConfig};
 
 pub struct TestArgs {
     pub config: Option<PathBuf>,
@@ -50,12 +50,12 @@ pub fn test(args: TestArgs, out: &mut impl Write) -> anyhow::Result<bool> {
         .with_context(|| format!("reading {}", args.event.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", args.event.display()))?;
-    let ev = crate::source::http::to_event("event", v, "cli", None, chrono::Utc::now())
+    let ev = switchyard_sources::http::to_event("event", v, "cli", None, chrono::Utc::now())
         .map_err(|r| anyhow::anyhow!("{}: {}", r.field.unwrap_or_default(), r.message))?;
     let outcome = run_chain_once(&modules, &ev)?;
     print_outcome(&outcome, out)?;
     Ok(!matches!(
         outcome,
-        crate::transform::ChainOutcome::Failed { .. }
+        switchyard_wasm_host::ChainOutcome::Failed { .. }
     ))
 }

@@ -9,10 +9,8 @@
 //! - `partition.rs`: reader, actor and account tasks of one partition
 //! - `admin.rs`: DLQ, replay, rewind and status operations (CLI)
 
-pub mod classify;
 pub mod config;
 pub mod partition;
-pub mod sender;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use switchyard_core::event::Event;
 use switchyard_store::log::Log;
-use crate::transform::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
+use switchyard_wasm_host::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
 use config::{ConsumerConfig, Start};
-use sender::Sender;
+use switchyard_destinations::Destination;
 use switchyard_store::consumer::ConsumerKeys;
 
 /// What the module chain made of an event.
@@ -166,7 +164,8 @@ pub struct ConsumerCtx {
     pub start: Start,
     pub schedule: Vec<Duration>,
     pub topics: GlobSet,
-    pub sender: Sender,
+    /// How this consumer's requests are sent (`switchyard-destinations`).
+    pub destination: Arc<dyn Destination>,
     /// Requests in flight for this consumer (`concurrency`).
     pub permits: Semaphore,
     pub stats: Stats,
@@ -191,7 +190,13 @@ impl ConsumerCtx {
             start: Start::parse(&cfg.start).map_err(anyhow::Error::msg)?,
             schedule: cfg.schedule(),
             topics: b.build()?,
-            sender: Sender::new(name, cfg)?,
+            destination: switchyard_destinations::build(
+                name,
+                &cfg.endpoint,
+                cfg.timeout,
+                cfg.concurrency,
+                cfg.rate_limit.as_ref(),
+            )?,
             permits: Semaphore::new(cfg.concurrency),
             stats: Stats::default(),
             keys: ConsumerKeys {

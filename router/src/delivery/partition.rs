@@ -30,13 +30,13 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{backoff, classify, Attempt, Verdict};
+use switchyard_destinations::classify::{backoff, classify, Attempt, Verdict};
 use super::config::OnFailure;
 use switchyard_store::consumer::{DeadLetter, GroupReader, Origin, PartitionStore, ReadError, Routed};
 use super::ConsumerCtx;
 use switchyard_core::event::{self, Event};
 use switchyard_store::log::Log;
-use crate::transform::ChainOutcome;
+use switchyard_wasm_host::ChainOutcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -921,7 +921,7 @@ async fn deliver(
             attempts += 1;
             let a = {
                 let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
-                ctx.sender.send(&ev.id, req).await
+                ctx.destination.send(&ev.id, req).await
             };
             crate::metrics::response(&ctx.name, a.metric_class());
             if let Attempt::Response { status, body, .. } = &a {

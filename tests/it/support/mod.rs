@@ -3,6 +3,7 @@
 //! Redis or Postgres.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod mariadb;
 pub mod postgres;
 pub mod redis;

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use switchyard_core::config::ConfigError;
 use switchyard_core::event::Op;
 
 use super::mapping::Template;
@@ -159,10 +159,15 @@ pub(crate) fn default_rule_ops(soft_delete_column: bool) -> Vec<Op> {
 /// Split `schema.table` (either part may be double-quoted). `None` schema:
 /// unqualified.
 pub(crate) fn split_table_name(s: &str) -> Result<(Option<String>, String), String> {
-    crate::source::cdc_rules::split_qualified_name(s, '"', "schema")
+    crate::cdc_rules::split_qualified_name(s, '"', "schema")
 }
 
 impl PostgresSourceConfig {
+    /// Certificate paths in the URL resolve against `base`, the config file's directory.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        self.url = switchyard_core::secret::ConnUrl::new(super::tls::resolve_paths(&self.url, base));
+    }
+
     /// Report every problem, each with its TOML path under `path`
     /// (e.g. `sources.crm`).
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
@@ -180,7 +185,7 @@ impl PostgresSourceConfig {
                 Err(e) => err(format!("{path}.url"), e),
                 Ok(c) => {
                     if let Err(e) = c.tls.check_files(&format!("{path}.url")) {
-                        let e = crate::config::tls_error(e);
+                        let e = switchyard_core::config::tls_error(e);
                         err(e.path, e.message);
                     }
                 }
@@ -291,7 +296,7 @@ impl PostgresSourceConfig {
                 );
             }
             let mut rule_errors = Vec::new();
-            crate::source::cdc_rules::validate_rules(
+            crate::cdc_rules::validate_rules(
                 &tp,
                 &t.rules,
                 t.soft_delete_column.is_some(),

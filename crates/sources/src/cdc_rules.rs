@@ -5,12 +5,12 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
-use crate::config::ConfigError;
+use switchyard_core::config::ConfigError;
 use switchyard_core::event::{self, Op};
 
 /// A rule as configured (`[[sources.<name>.tables.rules]]`). Defined with the
 /// Postgres source's config, where it first lived.
-pub use crate::source::postgres::config::RuleConfig;
+pub use crate::postgres::config::RuleConfig;
 
 /// A topic template: literal text and `{name}` placeholders.
 #[derive(Debug, Clone, PartialEq)]

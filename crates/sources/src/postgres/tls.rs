@@ -209,7 +209,7 @@ impl PgTls {
 pub fn resolve_paths(url: &str, base: &std::path::Path) -> String {
     const FILES: [&str; 3] = ["sslrootcert", "sslcert", "sslkey"];
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return crate::config::resolve_url_paths(url, &FILES, base);
+        return switchyard_core::config::resolve_url_paths(url, &FILES, base);
     }
     let Ok((rest, pairs)) = split_kv(url) else {
         return url.to_string(); // reported by validation

@@ -16,9 +16,13 @@ use chrono::{DateTime, Datelike, Utc};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
-use crate::config::Config;
 use switchyard_core::event::{self, ConsentState, Event, Op};
 use switchyard_core::token::{self, TokenDigest};
+
+mod config;
+pub mod ingest;
+pub use config::HttpSourceConfig;
+pub use ingest::{json_response, read_body, reject, Ingest, IngestLimits};
 
 /// A rejected request: status and a message that names the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,10 +66,17 @@ pub struct AuthSource {
 }
 
 impl Auth {
-    pub fn from_config(config: &Config) -> anyhow::Result<Auth> {
+    /// The tokens and topics of every HTTP source among `sources`.
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a String, &'a crate::SourceConfig)>,
+    ) -> anyhow::Result<Auth> {
         use anyhow::Context;
+        let http = sources.into_iter().filter_map(|(n, s)| match s {
+            crate::SourceConfig::Http(h) => Some((n, h)),
+            _ => None,
+        });
         let mut sources = Vec::new();
-        for (name, h) in config.http_sources() {
+        for (name, h) in http {
             let token = h
                 .load_token()
                 .with_context(|| format!("reading the token of source `{name}`"))?;
@@ -871,7 +882,7 @@ mod tests {
         ] {
             let e = ev(json!({"topic": "t", "account_id": "1", "occurred_at": t})).unwrap();
             let back =
-                crate::transform::event_from_wit(crate::transform::event_to_wit(&e)).unwrap();
+                switchyard_wasm_host::event_from_wit(switchyard_wasm_host::event_to_wit(&e)).unwrap();
             assert_eq!(back, e, "{t} crosses the module boundary");
         }
     }

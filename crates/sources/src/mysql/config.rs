@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-use crate::source::cdc_rules::{validate_rules, RuleConfig, Template};
+use switchyard_core::config::ConfigError;
+use crate::cdc_rules::{validate_rules, RuleConfig, Template};
 
 /// One MySQL/MariaDB CDC source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -95,10 +95,19 @@ fn default_heartbeat() -> Duration {
 
 /// Split `database.table` (either part may be in backticks). `None`: unqualified.
 pub fn split_table_name(s: &str) -> Result<(Option<String>, String), String> {
-    crate::source::cdc_rules::split_qualified_name(s, '`', "database")
+    crate::cdc_rules::split_qualified_name(s, '`', "database")
 }
 
 impl MysqlSourceConfig {
+    /// Certificate paths in the URL resolve against `base`, the config file's directory.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        self.url = switchyard_core::secret::ConnUrl::new(switchyard_core::config::resolve_url_paths(
+            &self.url,
+            &["ssl-ca", "ssl-cert", "ssl-key"],
+            base,
+        ));
+    }
+
     /// Report every problem, each with its TOML path under `path`
     /// (e.g. `sources.shop`).
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
@@ -112,7 +121,7 @@ impl MysqlSourceConfig {
                 Ok(c) => {
                     default_db = c.database.clone();
                     if let Err(e) = c.tls.check_files(&format!("{path}.url")) {
-                        let e = crate::config::tls_error(e);
+                        let e = switchyard_core::config::tls_error(e);
                         err(e.path, e.message);
                     }
                 }

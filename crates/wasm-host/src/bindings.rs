@@ -1,9 +1,9 @@
 //! The one place host bindings are generated from the guest contract
 //! (`wit/transform.wit`, world `transformer`). Everything else in
-//! `transform/` refers to these types; nothing else runs `bindgen!`.
+//! `switchyard-wasm-host` refers to these types; nothing else runs `bindgen!`.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "transformer",
 });
 

@@ -26,6 +26,23 @@ use switchyard_core::tls::TlsFailure;
 use pgoutput::Lsn;
 use tls::{PgTls, SslMode};
 
+/// The postgres source as a [`crate::Source`] (registered in
+/// [`crate::SourceConfig::task`]).
+pub struct PostgresSource {
+    pub name: String,
+    pub cfg: PostgresSourceConfig,
+}
+
+impl crate::Source for PostgresSource {
+    fn run(
+        self: Box<Self>,
+        log: Log,
+        shutdown: CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>> {
+        Box::pin(run(self.name, self.cfg, log, shutdown))
+    }
+}
+
 /// Run the source until `shutdown`: reconnects by itself (warn + backoff)
 /// after Postgres or network failures; returns `Err` only for problems a
 /// retry cannot fix (missing table, replica identity, wal_level, auth…),
@@ -373,7 +390,7 @@ pub async fn append_retry(
         match log.append(events).await {
             Ok(appended) => {
                 let dups = appended.iter().filter(|a| a.stream_id.is_none()).count();
-                crate::metrics::ingest_events(source, (appended.len() - dups) as u64, dups as u64);
+                switchyard_core::metrics::ingest_events(source, (appended.len() - dups) as u64, dups as u64);
                 if dups > 0 {
                     tracing::debug!(
                         source,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::config::RetryConfig;
+use crate::config::RetryConfig;
 
 /// What came back from one attempt.
 #[derive(Debug, Clone)]

@@ -37,6 +37,23 @@ use switchyard_core::event::Event;
 use switchyard_store::log::{Log, LogError};
 use tls::MyTls;
 
+/// The mysql source as a [`crate::Source`] (registered in
+/// [`crate::SourceConfig::task`]).
+pub struct MysqlSource {
+    pub name: String,
+    pub cfg: MysqlSourceConfig,
+}
+
+impl crate::Source for MysqlSource {
+    fn run(
+        self: Box<Self>,
+        log: Log,
+        shutdown: CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>> {
+        Box::pin(run(self.name, self.cfg, log, shutdown))
+    }
+}
+
 /// Run the source until `shutdown`: reconnects by itself (warn + backoff)
 /// after server or network failures; returns `Err` only for problems a retry
 /// cannot fix (missing table or privilege, binlog settings, TLS), with a

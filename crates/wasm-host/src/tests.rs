@@ -16,7 +16,7 @@ fn wasm_dir() -> PathBuf {
     match std::env::var_os("SWITCHYARD_TRANSFORMS_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/target/wasm32-wasip2/release")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../transforms/target/wasm32-wasip2/release")
         }
     }
 }
@@ -60,7 +60,7 @@ fn module(name: &str) -> ModuleConfig {
 fn engine() -> &'static TransformEngine {
     static E: OnceLock<TransformEngine> = OnceLock::new();
     E.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/transform-test-cache");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/transform-test-cache");
         TransformEngine::new(EngineLimits::default(), Some(dir)).unwrap()
     })
 }

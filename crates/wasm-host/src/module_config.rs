@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::limits::{self, fmt_bytes};
 use switchyard_core::config::ByteSize;
-use crate::config::ConfigError;
+use switchyard_core::config::ConfigError;
 
 /// One module of a consumer's transform chain.
 ///

@@ -13,7 +13,7 @@ use switchyard_core::event::{Commit, Event, Op};
 use super::config::TableConfig;
 use super::pgoutput::{Datum, Lsn, OldTuple, Relation, Tuple};
 use super::values;
-pub use crate::source::cdc_rules::{
+pub use crate::cdc_rules::{
     compile_rules, retain_valid_topics, topics_for, Rule, Template, Vars, BUILTIN_VARS,
 };
 
@@ -410,9 +410,9 @@ pub fn change_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::postgres::config::RuleConfig;
-    use crate::source::postgres::pgoutput::build::{self, Col};
-    use crate::source::postgres::pgoutput::{decode, Message, RelationColumn, ReplicaIdentity};
+    use crate::postgres::config::RuleConfig;
+    use crate::postgres::pgoutput::build::{self, Col};
+    use crate::postgres::pgoutput::{decode, Message, RelationColumn, ReplicaIdentity};
     use serde_json::json;
 
     fn rel() -> Relation {

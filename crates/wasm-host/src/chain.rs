@@ -518,7 +518,7 @@ impl Chain {
         let last = i + 1 == self.modules.len();
         let started = std::time::Instant::now();
         let called = m.call(ev);
-        crate::metrics::module_call(&self.consumer, &m.name, started.elapsed());
+        switchyard_core::metrics::module_call(&self.consumer, &m.name, started.elapsed());
         let outputs = match called {
             Ok(o) => o,
             Err(e) => {

@@ -10,6 +10,7 @@
 mod bindings;
 mod chain;
 mod cli;
+mod config;
 mod convert;
 mod deadline;
 mod engine;
@@ -21,6 +22,7 @@ mod threads;
 pub use bindings::CONTRACT_VERSION;
 pub use chain::{Chain, ChainOutcome, LoadError, Module, ModuleStats, OutRequest};
 pub use cli::{print_outcome, run_chain_once};
+pub use config::TransformsConfig;
 pub use convert::{from_wit as event_from_wit, to_wit as event_to_wit};
 pub use engine::TransformEngine;
 pub use limits::EngineLimits;

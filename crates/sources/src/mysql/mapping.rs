@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use switchyard_core::event::{Commit, Event, Op};
-use crate::source::cdc_rules::{
+use crate::cdc_rules::{
     changed_columns, compile_rules, retain_valid_topics, topics_for, update_op, Rule, Template,
     Vars,
 };
@@ -233,7 +233,7 @@ pub fn change_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::cdc_rules::RuleConfig;
+    use crate::cdc_rules::RuleConfig;
     use serde_json::json;
 
     fn table() -> TableMapping {

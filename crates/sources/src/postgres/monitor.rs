@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnParams, PostgresSourceConfig};
-use crate::metrics::{self, SlotState, SourceLabel};
-use crate::monitor::MonitorConfig;
+use switchyard_core::metrics::{self, SlotState, SourceLabel};
 
 const STATES: [&str; 6] = [
     "reserved",
@@ -131,7 +130,8 @@ impl SlotWatch {
 pub fn spawn(
     name: String,
     cfg: PostgresSourceConfig,
-    mon: MonitorConfig,
+    interval: Duration,
+    stall_after: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let path = format!("sources.{name}.url");
@@ -141,10 +141,10 @@ pub fn spawn(
         _ => Some(conn.tls.client_config(&path)?),
     };
     tokio::spawn(async move {
-        let mut watch = SlotWatch::new(mon.cdc_stall_after, Instant::now());
+        let mut watch = SlotWatch::new(stall_after, Instant::now());
         publish(&name, &watch, false);
         let mut client: Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> = None;
-        let mut tick = tokio::time::interval(mon.interval);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut warned = false;
         loop {
@@ -181,7 +181,7 @@ pub fn spawn(
             watch.observe(now, reading);
             let stalled = watch.stalled(now);
             publish(&name, &watch, stalled.is_some());
-            crate::health::set(
+            switchyard_core::health::set(
                 &format!("cdc:{name}"),
                 stalled.map(|why| {
                     format!("CDC source `{name}` (slot {}) is stalled: {why}", cfg.slot)

@@ -1,4 +1,4 @@
-//! Sends one prepared request to a consumer's endpoint and reports the
+//! The HTTP destination: sends one prepared request to a consumer's endpoint and reports the
 //! [`Attempt`]. Auth, signing, the idempotency header and the rate limit are
 //! applied here, the same way for every consumer.
 //!
@@ -23,9 +23,10 @@ use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use sha2::Sha256;
 
-use super::classify::{parse_retry_after, Attempt};
-use super::config::{secret, AuthConfig, ConsumerConfig};
-use crate::transform::OutRequest;
+use crate::classify::{parse_retry_after, Attempt};
+use crate::config::{AuthConfig, EndpointConfig, RateLimitConfig};
+use switchyard_core::outbound::OutRequest;
+use switchyard_core::secret::read_secret as secret;
 
 type Limiter = governor::DefaultDirectRateLimiter;
 
@@ -81,9 +82,18 @@ fn shown(s: &str) -> String {
 }
 
 impl Sender {
-    pub fn new(name: &str, c: &ConsumerConfig) -> anyhow::Result<Sender> {
+    /// The sender of consumer `name`: `endpoint`, a per-request `timeout`,
+    /// up to `concurrency` requests at once, and an optional rate limit
+    /// shared by all its partitions.
+    pub fn new(
+        name: &str,
+        endpoint: &EndpointConfig,
+        timeout: Duration,
+        concurrency: usize,
+        rate_limit: Option<&RateLimitConfig>,
+    ) -> anyhow::Result<Sender> {
         let mut headers = HeaderMap::new();
-        for (k, v) in &c.endpoint.headers {
+        for (k, v) in &endpoint.headers {
             let field = format!("consumers.{name}.endpoint.headers.{k}");
             let k = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| anyhow::anyhow!("{field}: is not a valid HTTP header name"))?;
@@ -92,7 +102,7 @@ impl Sender {
             headers.insert(k, v);
         }
         let mut hmac = None;
-        match &c.endpoint.auth {
+        match &endpoint.auth {
             None => {}
             Some(AuthConfig::Bearer { token, token_file }) => {
                 let field = format!("consumers.{name}.endpoint.auth.token");
@@ -122,13 +132,13 @@ impl Sender {
                 hmac = Some(webhook_key(&raw));
             }
         }
-        let idem_header = HeaderName::from_bytes(c.endpoint.idempotency_header.as_bytes())
+        let idem_header = HeaderName::from_bytes(endpoint.idempotency_header.as_bytes())
             .map_err(|_| {
                 anyhow::anyhow!(
                     "consumers.{name}.endpoint.idempotency_header: is not a valid HTTP header name"
                 )
             })?;
-        let limiter = c.rate_limit.as_ref().map(|rl| {
+        let limiter = rate_limit.map(|rl| {
             let per = NonZeroU32::new(rl.per_second.max(1)).unwrap();
             let burst = NonZeroU32::new(rl.burst.unwrap_or(rl.per_second).max(1)).unwrap();
             Arc::new(governor::RateLimiter::direct(
@@ -136,15 +146,15 @@ impl Sender {
             ))
         });
         let client = reqwest::Client::builder()
-            .timeout(c.timeout)
-            .connect_timeout(c.timeout.min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(c.concurrency)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(concurrency)
             .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Sender {
             client,
-            base: c.endpoint.url.trim_end_matches('/').to_string(),
-            method: reqwest::Method::from_bytes(c.endpoint.method.as_bytes())?,
+            base: endpoint.url.trim_end_matches('/').to_string(),
+            method: reqwest::Method::from_bytes(endpoint.method.as_bytes())?,
             headers,
             idem_header,
             hmac,
@@ -307,11 +317,9 @@ mod tests {
     use super::*;
 
     fn sender(extra: &str) -> Sender {
-        let c: ConsumerConfig = toml::from_str(&format!(
-            "topics = [\"*\"]\n[endpoint]\nurl = \"http://127.0.0.1:9\"\n{extra}"
-        ))
-        .unwrap();
-        Sender::new("c", &c).unwrap()
+        let c: EndpointConfig =
+            toml::from_str(&format!("url = \"http://127.0.0.1:9\"\n{extra}")).unwrap();
+        Sender::new("c", &c, Duration::from_secs(5), 4, None).unwrap()
     }
 
     fn req(headers: &[(&str, &str)]) -> OutRequest {
@@ -339,7 +347,7 @@ mod tests {
     fn module_headers_replace_configured_ones_case_insensitively() {
         let s = sender(
             "headers = { \"X-Source\" = \"config\", \"X-Kept\" = \"config\" }\n\
-             [endpoint.auth]\ntype = \"basic\"\nusername = \"u\"\npassword = \"p\"\n",
+             [auth]\ntype = \"basic\"\nusername = \"u\"\npassword = \"p\"\n",
         );
         let h = s.headers_for("ev1", &req(&[])).unwrap();
         assert_eq!(all(&h, "authorization"), ["Basic dTpw"]);
@@ -368,7 +376,7 @@ mod tests {
 
     #[test]
     fn the_webhook_signature_stays_the_routers() {
-        let s = sender("[endpoint.auth]\ntype = \"hmac\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
+        let s = sender("[auth]\ntype = \"hmac\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
         let h = s
             .headers_for(
                 "ev1",
@@ -408,11 +416,14 @@ mod tests {
 
     #[test]
     fn an_auth_token_that_cannot_be_a_header_is_refused_at_start() {
-        let c: ConsumerConfig = toml::from_str(
-            "topics = [\"*\"]\n[endpoint]\nurl = \"http://x\"\n[endpoint.auth]\ntype = \"bearer\"\ntoken = \"a\\nb\"\n",
+        let c: EndpointConfig = toml::from_str(
+            "url = \"http://x\"\n[auth]\ntype = \"bearer\"\ntoken = \"a\\nb\"\n",
         )
         .unwrap();
-        let e = Sender::new("crm", &c).err().unwrap().to_string();
+        let e = Sender::new("crm", &c, Duration::from_secs(5), 4, None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.starts_with("consumers.crm.endpoint.auth.token: "), "{e}");
         assert!(!e.contains("a\nb"), "{e}");
     }

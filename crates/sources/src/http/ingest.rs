@@ -1,0 +1,275 @@
+//! The HTTP ingest pipeline, whole: `POST /v1/events` from the request to
+//! the answer (authentication, body formats and encodings, validation,
+//! append, metrics). The router's listener only routes the request here.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{split_body, to_event, Auth, BodyFormat, Encoding, Reject};
+use switchyard_store::log::{Log, LogError};
+
+type Resp = Response<Full<Bytes>>;
+
+/// The limits of `[server]` that ingest applies.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// `server.max_body`: largest body, also once decompressed.
+    pub max_body: u64,
+    /// `server.max_batch`: most events in one request.
+    pub max_batch: usize,
+    /// `server.body_read_timeout`.
+    pub body_read_timeout: Duration,
+    /// `server.retry_after_secs`: the `Retry-After` of a 503.
+    pub retry_after_secs: u64,
+}
+
+/// The HTTP sources' ingest endpoint.
+pub struct Ingest {
+    pub log: Log,
+    pub auth: Auth,
+    pub limits: IngestLimits,
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: &Value) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).unwrap_or_default(),
+        )))
+        .expect("static response parts are valid")
+}
+
+/// The response of a [`Reject`]: its status, `{"error", "field"}`, and
+/// the headers its status calls for.
+pub fn reject(r: &Reject, retry_after: u64) -> Resp {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = json_response(status, &r.to_json());
+    if r.status == 401 {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    if r.status == 503 {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+    }
+    if r.status == 408 {
+        // The rest of the body may still come: don't read it as a request.
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+
+/// Read a request body of at most `max` bytes within
+/// `server.body_read_timeout`. 413 above `max` (`too_large`), 408 when it
+/// does not arrive in time, 503 when shutdown begins while it is arriving
+/// (nothing was written), 400 when the client breaks off.
+pub async fn read_body(
+    body: Incoming,
+    max: u64,
+    body_read_timeout: Duration,
+    shutdown: &CancellationToken,
+    too_large: impl FnOnce() -> Reject,
+) -> Result<Bytes, Reject> {
+    let read = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).collect();
+    let r = tokio::select! {
+        r = tokio::time::timeout(body_read_timeout, read) => r,
+        _ = shutdown.cancelled() => {
+            return Err(Reject::new(
+                503,
+                None,
+                "the router is shutting down and the body had not arrived yet; nothing was written, retry",
+            ))
+        }
+    };
+    match r {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(Reject::new(
+            400,
+            None,
+            format!("could not read the body: {e}"),
+        )),
+        Err(_) => Err(Reject::new(
+            408,
+            None,
+            format!(
+                "the body did not arrive within {} (server.body_read_timeout)",
+                humantime::format_duration(body_read_timeout)
+            ),
+        )),
+    }
+}
+
+
+impl Ingest {
+    /// Handle `POST /v1/events`: authenticate, read and decode the body,
+    /// validate every element, append, and answer (202, or the [`Reject`]).
+    pub async fn handle(&self, req: Request<Incoming>, shutdown: &CancellationToken) -> Resp {
+        let state = self;
+        let retry_after = state.limits.retry_after_secs;
+    let mut source = None;
+    let span = tracing::debug_span!(
+        "ingest",
+        source = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
+    let result =
+        tracing::Instrument::instrument(ingest_inner(state, req, shutdown, &mut source), span)
+            .await;
+    match result {
+        Ok(v) => {
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            switchyard_core::metrics::ingest_request(source, 202, n("accepted"), n("duplicates"));
+            json_response(StatusCode::ACCEPTED, &v)
+        }
+        Err(r) => {
+            switchyard_core::metrics::ingest_request(source, r.status, 0, 0);
+            if r.status >= 500 {
+                tracing::warn!(status = r.status, error = %r.message, "ingest failed");
+            } else {
+                // Neither the message nor the field: both can quote what the
+                // client sent (a value, or a key like `attributes.<key>`), and
+                // that may be PII. The client gets them in the response.
+                tracing::debug!(status = r.status, "ingest rejected");
+            }
+            reject(&r, retry_after)
+        }
+    }
+}
+}
+
+/// The outcome of an append that failed after the request may have reached
+/// Redis: say so, and how to retry safely.
+const UNKNOWN_OUTCOME: &str = "the outcome is unknown: some or all events may have been written. \
+     Retry with the same ids, or with the same Idempotency-Key header: events already \
+     written are then reported as duplicates, not written again";
+
+async fn ingest_inner<'a>(
+    state: &'a Ingest,
+    req: Request<Incoming>,
+    shutdown: &CancellationToken,
+    source_name: &mut Option<&'a str>,
+) -> Result<Value, Reject> {
+    let headers = req.headers();
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let source = state.auth.authenticate(auth)?;
+    *source_name = Some(source.name());
+    let format = BodyFormat::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let codings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let encoding = Encoding::from_header(&codings.join(","))?;
+    let idempotency_key =
+        super::idempotency_key(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
+    let max = state.limits.max_body;
+    let too_large = || {
+        Reject::new(
+            413,
+            None,
+            format!("body exceeds {max} bytes (server.max_body)"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        if len > max {
+            return Err(too_large());
+        }
+    }
+    // A valid `traceparent` is kept; without one the trace starts here.
+    let trace = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| switchyard_core::event::valid_traceparent(t))
+        .map(str::to_string)
+        .or_else(|| Some(switchyard_core::tracectx::new_traceparent()));
+    let span = tracing::Span::current();
+    span.record("source", source.name());
+    span.record("trace_id", switchyard_core::tracectx::trace_id(trace.as_deref()));
+    let body = read_body(req.into_body(), max, state.limits.body_read_timeout, shutdown, too_large).await?;
+    let body = super::decode_body(encoding, body, max)?;
+    let items = split_body(format, &body, state.limits.max_batch)?;
+    let now = Utc::now();
+    let mut events = Vec::with_capacity(items.len());
+    // Ids the client gave may repeat (retries), and so may ids derived from
+    // an Idempotency-Key: those are checked. Ids generated here cannot.
+    let mut checked = Vec::with_capacity(items.len());
+    for (i, (label, v)) in items.into_iter().enumerate() {
+        let client_id = v.get("id").is_some_and(|id| !id.is_null());
+        let mut ev = to_event(&label, v, source.name(), trace.as_deref(), now)?;
+        if let (false, Some(key)) = (client_id, &idempotency_key) {
+            ev.id = super::idempotent_id(source.name(), key, i);
+        }
+        checked.push(client_id || idempotency_key.is_some());
+        if !source.allows(&ev.topic) {
+            return Err(Reject::new(
+                403,
+                Some(format!("{label}.topic")),
+                format!(
+                    "source `{}` may not publish to topic `{}` (sources.{}.topics)",
+                    source.name(),
+                    ev.topic,
+                    source.name()
+                ),
+            ));
+        }
+        events.push(ev);
+    }
+    let appended = state
+        .log
+        .append_checked(&events, |i| checked[i])
+        .await
+        .map_err(|e| match e {
+            // Encoding happens before anything is sent.
+            LogError::Codec(_) => Reject::new(500, None, format!("nothing was written: {e}")),
+            // The pipeline may have reached Redis, and Redis may run it
+            // later (a paused Redis resumes): the outcome is unknown.
+            LogError::Unavailable(_) | LogError::Tls(_) => Reject::new(
+                503,
+                None,
+                format!("the log did not answer ({e}); {UNKNOWN_OUTCOME}"),
+            ),
+            other => Reject::new(500, None, format!("{other}; {UNKNOWN_OUTCOME}")),
+        })?;
+    let mut duplicates = 0usize;
+    let out: Vec<Value> = events
+        .iter()
+        .zip(&appended)
+        .map(|(ev, a)| match &a.stream_id {
+            Some(sid) => {
+                tracing::debug_span!("event", id = %ev.id, trace_id = switchyard_core::tracectx::trace_id(ev.trace.as_deref()))
+                    .in_scope(|| tracing::debug!(partition = a.partition, stream_id = %sid, "appended"));
+                json!({"id": ev.id, "partition": a.partition, "stream_id": sid})
+            }
+            None => {
+                duplicates += 1;
+                json!({"id": ev.id, "partition": a.partition, "duplicate": true, "stream_id": a.original})
+            }
+        })
+        .collect();
+    Ok(json!({"accepted": events.len() - duplicates, "duplicates": duplicates, "events": out}))
+}
