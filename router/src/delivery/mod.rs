@@ -121,16 +121,16 @@ impl Stats {
     /// Record a failed attempt. The reason is the HTTP status, `timed out`,
     /// `connection failed` or the failing module's name: never a response
     /// body or a module's message (either may quote the event).
-    pub fn failed(&self, a: &classify::Attempt) {
+    pub fn failed(&self, a: &switchyard_destinations::classify::Attempt) {
         let reason = match a {
-            classify::Attempt::Response { status, .. } => format!("HTTP {status}"),
-            classify::Attempt::Timeout => "timed out".into(),
-            classify::Attempt::Connect(_) => "connection failed".into(),
-            classify::Attempt::Module { module, retryable, .. } => format!(
+            switchyard_destinations::classify::Attempt::Response { status, .. } => format!("HTTP {status}"),
+            switchyard_destinations::classify::Attempt::Timeout => "timed out".into(),
+            switchyard_destinations::classify::Attempt::Connect(_) => "connection failed".into(),
+            switchyard_destinations::classify::Attempt::Module { module, retryable, .. } => format!(
                 "module {module} failed ({})",
                 if *retryable { "retryable" } else { "not retryable" }
             ),
-            classify::Attempt::Unsendable { module, .. } => {
+            switchyard_destinations::classify::Attempt::Unsendable { module, .. } => {
                 format!("module {module} built a request that cannot be sent")
             }
         };
