@@ -388,7 +388,7 @@ async fn console_in_headless_chromium_shows_the_dlq_and_replays_with_the_button(
 
     // The page asks for the token (the view answers 401 without it).
     c.goto(&s.router.admin_url("/console")).await.unwrap();
-    let input = c.wait_for_find(Locator::Id("token")).await.unwrap();
+    let input = c.wait().for_element(Locator::Id("token")).await.unwrap();
     eventually(Duration::from_secs(10), "token form shown", || async {
         input.is_displayed().await.ok().filter(|d| *d).map(|_| ())
     })
@@ -400,7 +400,7 @@ async fn console_in_headless_chromium_shows_the_dlq_and_replays_with_the_button(
         .click()
         .await
         .unwrap();
-    let row = c.wait_for_find(Locator::Css("tr.dlq-entry")).await.unwrap();
+    let row = c.wait().for_element(Locator::Css("tr.dlq-entry")).await.unwrap();
     let text = row.text().await.unwrap();
     assert!(text.contains("bad-1") && text.contains("acct-bad"), "{text}");
     assert!(text.contains("HTTP 400") && text.contains("400"), "reason and last status: {text}");
@@ -423,7 +423,7 @@ async fn console_in_headless_chromium_shows_the_dlq_and_replays_with_the_button(
         .click()
         .await
         .unwrap();
-    let pre = c.wait_for_find(Locator::Css("pre.payload")).await.unwrap();
+    let pre = c.wait().for_element(Locator::Css("pre.payload")).await.unwrap();
     let shown = pre.text().await.unwrap();
     assert!(shown.contains("pii@example.com") && shown.contains("<img src=x"), "{shown}");
     let pwned = c.execute("return window.__pwned === undefined", vec![]).await.unwrap();
