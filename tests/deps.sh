@@ -2,7 +2,7 @@
 # Installs what the tests and the demo need on a fresh Debian machine with Rust:
 # redis-server (+ redis-tools), PostgreSQL 15 server binaries, MariaDB (mariadb-server, with mysqlbinlog:
 # the MySQL source's tests and bench), curl, and the
-# wasm32-wasip2 Rust target. Idempotent; quiet when everything is present.
+# wasm32-wasip2 Rust target, and chromium + chromium-driver (the console test). Idempotent; quiet when everything is present.
 set -euo pipefail
 
 SUDO=""
@@ -25,4 +25,11 @@ fi
 
 if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$' || rustup target add wasm32-wasip2 >&2
+fi
+
+# Headless Chromium + chromedriver: tests/it/console.rs drives the web console over WebDriver.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "installing: chromium chromium-driver" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi

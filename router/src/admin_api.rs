@@ -158,22 +158,32 @@ pub fn state_of(v: &Value, last_error_age: Option<Duration>) -> &'static str {
     }
 }
 
+/// A consumer the running router does not run (the config names it, the
+/// router's does not): read from Redis, live-only fields `null`.
+pub async fn consumer_not_running(
+    log: &Log,
+    name: &str,
+    c: &crate::delivery::config::ConsumerConfig,
+) -> anyhow::Result<Value> {
+    let mut v = consumer_from_redis(log, name).await?;
+    v["state"] = json!(state_of(&v, None));
+    v["delivery_rate"] = Value::Null;
+    v["p99_latency_ms"] = Value::Null;
+    v["last_error"] = Value::Null;
+    v["modules"] = json!(c
+        .modules
+        .iter()
+        .map(|m| m.path.display().to_string())
+        .collect::<Vec<_>>());
+    Ok(v)
+}
+
 /// Status read from Redis alone (no router runs): the same document as the
 /// live one, with the live-only fields `null` and `router.running` false.
 pub async fn status_from_redis(config: &Config, log: &Log) -> anyhow::Result<Value> {
     let mut consumers = serde_json::Map::new();
     for (name, c) in &config.consumers {
-        let mut v = consumer_from_redis(log, name).await?;
-        v["state"] = json!(state_of(&v, None));
-        v["delivery_rate"] = Value::Null;
-        v["p99_latency_ms"] = Value::Null;
-        v["last_error"] = Value::Null;
-        v["modules"] = json!(c
-            .modules
-            .iter()
-            .map(|m| m.path.display().to_string())
-            .collect::<Vec<_>>());
-        consumers.insert(name.clone(), v);
+        consumers.insert(name.clone(), consumer_not_running(log, name, c).await?);
     }
     let health = match log.ping().await {
         Ok(()) => json!({"status": "router not running", "reasons": ["no router answered"]}),
@@ -370,7 +380,13 @@ impl Api {
                     .collect::<Vec<_>>(),
                 None => Vec::new(),
             });
-            v["router"] = live[&c.name].clone();
+            // The live counters (delivered, retries, filtered, transforms…)
+            // at the top level, as `/admin/status` always had them.
+            if let (Some(o), Some(l)) = (v.as_object_mut(), live[&c.name].as_object()) {
+                for (k, x) in l {
+                    o.entry(k.clone()).or_insert_with(|| x.clone());
+                }
+            }
             consumers.insert(c.name.clone(), v);
         }
         let (ready, health) = crate::health::readyz(&self.log).await;

@@ -371,7 +371,7 @@ fn render_dlq(consumer: &str, st: StatusCode, v: &Value, out: &mut String) {
         let age = humantime::format_duration(std::time::Duration::from_secs(age.max(0) as u64));
         let target = format!("payload-{}-{i}", c.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_"));
         out.push_str(&format!(
-            "<tr class=\"dlq-entry\" data-id=\"{id}\"><td>{}</td><td>{account}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{age}</td><td>\
+            "<tr class=\"dlq-entry\" data-id=\"{id}\"><td class=\"event-id\">{}</td><td class=\"account\">{account}</td><td class=\"topic\">{}</td><td class=\"reason\">{}</td><td class=\"attempts\">{}</td><td class=\"last-status\">{}</td><td class=\"age\">{age}</td><td>\
              <button data-action=\"replay\" data-consumer=\"{c}\" data-id=\"{id}\" data-account=\"{account}\">Replay</button> \
              <button data-action=\"drop\" data-consumer=\"{c}\" data-id=\"{id}\" data-account=\"{account}\">Drop</button> \
              <button data-action=\"payload\" data-consumer=\"{c}\" data-id=\"{id}\" data-target=\"{target}\">Show payload</button></td></tr>\
@@ -380,7 +380,7 @@ fn render_dlq(consumer: &str, st: StatusCode, v: &Value, out: &mut String) {
             s(&e["topic"]),
             s(&f["reason"]),
             s(&f["attempts"]),
-            s(&f["last_status"]),
+            s(&f["status"]),
         ));
     }
     out.push_str("</table>");

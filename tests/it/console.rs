@@ -403,7 +403,18 @@ async fn console_in_headless_chromium_shows_the_dlq_and_replays_with_the_button(
     let row = c.wait().for_element(Locator::Css("tr.dlq-entry")).await.unwrap();
     let text = row.text().await.unwrap();
     assert!(text.contains("bad-1") && text.contains("acct-bad"), "{text}");
-    assert!(text.contains("HTTP 400") && text.contains("400"), "reason and last status: {text}");
+    for (cell, want) in [("reason", "HTTP 400"), ("attempts", "1"), ("last-status", "400")] {
+        let got = row
+            .find(Locator::Css(&format!("td.{cell}")))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(got, want, "{cell}: {text}");
+    }
+    let age = row.find(Locator::Css("td.age")).await.unwrap().text().await.unwrap();
+    assert!(age.ends_with('s') || age.ends_with('m'), "age {age}");
     let consumers = c.find(Locator::Css("#consumers")).await.unwrap().text().await.unwrap();
     assert!(consumers.contains("esp") && consumers.contains("failing"), "{consumers}");
     c.find(Locator::Css("#consumers svg.chart")).await.unwrap();

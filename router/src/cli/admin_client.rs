@@ -52,6 +52,9 @@ pub enum Target {
 pub struct AdminClient {
     pub config: Config,
     pub target: Target,
+    /// Redis, when reachable (also with a router: for consumers of this
+    /// config the router does not run).
+    pub log: Option<Log>,
 }
 
 /// A router's answer that is not a 2xx: the status and the API's message.
@@ -118,13 +121,15 @@ impl AdminClient {
                         token,
                         client: http,
                     },
+                    log: log.ok(),
                 });
             }
         }
         let log = log.context("no router answers and Redis is unreachable (redis.url)")?;
         Ok(AdminClient {
             config: config.clone(),
-            target: Target::Redis { log },
+            target: Target::Redis { log: log.clone() },
+            log: Some(log),
         })
     }
 
@@ -195,6 +200,16 @@ impl AdminClient {
             Target::Live { base, .. } => {
                 let mut v = self.ok(reqwest::Method::GET, "/admin/status", None).await?;
                 v["router"]["url"] = json!(base);
+                // Consumers of this config the router does not run: from Redis.
+                for (name, c) in &self.config.consumers {
+                    if v["consumers"].get(name).is_none() {
+                        if let Some(log) = &self.log {
+                            v["consumers"][name] =
+                                crate::admin_api::consumer_not_running(log, name, c).await?;
+                            v["consumers"][name]["running"] = json!(false);
+                        }
+                    }
+                }
                 Ok(v)
             }
             Target::Redis { log } => crate::admin_api::status_from_redis(&self.config, log).await,
