@@ -354,7 +354,7 @@ key_columns = ["id"]
     #[test]
     fn reference_config_example() {
         let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/switchyard.toml");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/switchyard.toml");
         let text = std::fs::read_to_string(path).unwrap();
         let mut block = String::new();
         let mut inside = false;
