@@ -1,5 +1,5 @@
-//! Fuzz target `config`: the invariants are in `switchyard::fuzzing::config`
+//! Fuzz target `config`: the invariants are in `switchyard_router::fuzzing::config`
 //! (router/src/fuzzing.rs), shared with the stable property tests.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard::fuzzing::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard_router::fuzzing::config(data));

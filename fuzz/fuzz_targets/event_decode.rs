@@ -1,5 +1,5 @@
-//! Fuzz target `event_decode`: the invariants are in `switchyard::fuzzing::event_decode`
+//! Fuzz target `event_decode`: the invariants are in `switchyard_router::fuzzing::event_decode`
 //! (router/src/fuzzing.rs), shared with the stable property tests.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard::fuzzing::event_decode(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard_router::fuzzing::event_decode(data));

@@ -4,7 +4,6 @@ pub mod admin_api;
 pub mod admin_listener;
 pub mod admin_routes;
 pub mod app;
-pub mod cli;
 pub mod config;
 pub mod console;
 pub mod delivery;
@@ -14,7 +13,6 @@ pub mod delivery;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
-pub mod mcp;
 pub mod metrics;
 pub mod monitor;
 pub mod server;

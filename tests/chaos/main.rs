@@ -78,7 +78,7 @@ pub struct Consumer {
 
 fn wasm(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../transforms/target/wasm32-wasip2/release")
+        .join("../../transforms/target/wasm32-wasip2/release")
         .join(name);
     assert!(
         p.exists(),

@@ -636,7 +636,7 @@ async fn run_in_process(pg: &PgServer, redis: &RedisServer, tables: &str) -> any
         base_config(&redis.url()),
         source_toml(&pg.url(), tables)
     );
-    let config = switchyard::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap();
+    let config = switchyard_router::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap();
     let log = switchyard_store::log::Log::new(&config.redis, &config.log).unwrap();
     let (name, pgcfg) = config
         .postgres_sources()
@@ -697,7 +697,7 @@ async fn bad_config_fails_with_clear_errors() {
     let tables = ITEMS_TOML.replace("items", "customers");
     let text = source_toml(&pg.url(), &tables)
         .replace("create_publication = true", "create_publication = false");
-    let config = switchyard::config::Config::from_toml(
+    let config = switchyard_router::config::Config::from_toml(
         &format!("{}{text}", base_config(&redis.url())),
         std::path::Path::new("."),
     )
@@ -744,7 +744,7 @@ fn config_errors_are_reported_with_paths() {
             "[[sources.crm.tables]]\ntable = \"a.b.c\"\ntopic = \"x.{\"\naccount_column = \"\"\n"
         )
     );
-    let errs = switchyard::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap_err();
+    let errs = switchyard_router::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap_err();
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     for p in [
         "sources.crm.tables[0].table",

@@ -495,7 +495,7 @@ fn check_reports_every_mistake_with_its_path() {
         .args([
             "check",
             "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/switchyard.toml"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/switchyard.toml"),
         ])
         .env("SWITCHYARD_WEB_TOKEN", "a-long-enough-token-0123")
         .output()

@@ -20,7 +20,7 @@ fn wasm(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../transforms/target/wasm32-wasip2/release")
+                .join("../../transforms/target/wasm32-wasip2/release")
         });
     let p = dir.join(format!("{name}.wasm"));
     assert!(
@@ -131,7 +131,7 @@ fn event(id: &str, account: &str, consent: bool) -> Value {
 /// Metric names in the `expr` lines of the Prometheus rules and in every
 /// `expr` of the Grafana dashboard, histogram suffixes removed.
 fn dashboard_metric_names() -> BTreeSet<String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut exprs = Vec::new();
     let rules = std::fs::read_to_string(root.join("examples/prometheus/alerts.yml")).unwrap();
     for line in rules.lines() {

@@ -1102,7 +1102,7 @@ max_attempts = 1
     );
     let mut router = Router::start_with_env(&cfg, &[("SWITCHYARD_LOG_FORMAT", "text")]);
     wait_slot(&pg).await;
-    const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO switchyard::app: forged line";
+    const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO switchyard_router::app: forged line";
     pg.sql(&format!(
         "INSERT INTO customers VALUES (7, E'acct-7\\n{FORGED}\\x1b[2J', 'b', NULL, NULL)"
     ));

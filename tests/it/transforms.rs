@@ -16,7 +16,7 @@ fn wasm(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../transforms/target/wasm32-wasip2/release")
+                .join("../../transforms/target/wasm32-wasip2/release")
         });
     let p = dir.join(format!("{name}.wasm"));
     assert!(

@@ -590,7 +590,7 @@ headers = { "developer-token" = "dev-token-0123", "login-customer-id" = "1112223
 /// module and runs its `init` on the example's config.
 #[test]
 fn reference_config_vendor_examples_pass_check() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let text = std::fs::read_to_string(root.join("config/switchyard.toml")).unwrap();
     let mut block = String::new();
     let mut inside = false;
@@ -617,7 +617,7 @@ fn reference_config_vendor_examples_pass_check() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("transforms/target/wasm32-wasip2/release"));
     let block = block.replace(
-        "../transforms/target/wasm32-wasip2/release",
+        "../../transforms/target/wasm32-wasip2/release",
         &transforms.display().to_string(),
     );
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ fn wasm_dir() -> PathBuf {
     match std::env::var_os("SWITCHYARD_TRANSFORMS_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../transforms/target/wasm32-wasip2/release")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../transforms/target/wasm32-wasip2/release")
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::config::Config;
+use switchyard_router::config::Config;
 
 /// With `[server.tls]`, the CLI trusts exactly the certificate the router
 /// serves (it reads the same `server.tls.cert_file`), whatever host name
@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use switchyard_store::admin::ConsumerAdmin;
 use switchyard_store::log::Log;
 
-use crate::admin_api::{entry_json, Selection};
+use switchyard_router::admin_api::{entry_json, Selection};
 
 /// Where the admin client sends its requests.
 pub enum Target {
@@ -71,7 +71,7 @@ fn answer_error((status, v): (http::StatusCode, Value)) -> anyhow::Error {
 }
 
 fn fixed_url(addr: std::net::SocketAddr, scheme: &str) -> Option<String> {
-    (addr.port() != 0).then(|| crate::admin_listener::url_of(addr, scheme))
+    (addr.port() != 0).then(|| switchyard_router::admin_listener::url_of(addr, scheme))
 }
 
 impl AdminClient {
@@ -205,14 +205,14 @@ impl AdminClient {
                     if v["consumers"].get(name).is_none() {
                         if let Some(log) = &self.log {
                             v["consumers"][name] =
-                                crate::admin_api::consumer_not_running(log, name, c).await?;
+                                switchyard_router::admin_api::consumer_not_running(log, name, c).await?;
                             v["consumers"][name]["running"] = json!(false);
                         }
                     }
                 }
                 Ok(v)
             }
-            Target::Redis { log } => crate::admin_api::status_from_redis(&self.config, log).await,
+            Target::Redis { log } => switchyard_router::admin_api::status_from_redis(&self.config, log).await,
         }
     }
 
@@ -283,7 +283,7 @@ impl AdminClient {
             return Ok(v[if replay { "replayed" } else { "dropped" }].as_u64().unwrap_or(0));
         }
         let mut admin = self.consumer_admin(consumer).await?;
-        let (account, since) = crate::admin_api::resolve(&mut admin, consumer, sel)
+        let (account, since) = switchyard_router::admin_api::resolve(&mut admin, consumer, sel)
             .await
             .map_err(answer_error)?;
         if replay {
@@ -306,7 +306,7 @@ impl AdminClient {
                 .await?;
             return Ok(v["rewound_to"].as_str().unwrap_or_default().to_string());
         }
-        let to = crate::delivery::config::Start::parse(to).map_err(anyhow::Error::msg)?;
+        let to = switchyard_router::delivery::config::Start::parse(to).map_err(anyhow::Error::msg)?;
         let mut admin = self.consumer_admin(consumer).await?;
         admin.rewind(&to).await?;
         Ok(to.stream_id())

@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 
 // The integration-test harness, shared (its modules call `super::free_port`
 // and name `super::tls::Pki` for their TLS-only variants).
-#[path = "../../tests/it/support/postgres.rs"]
+#[path = "../../../tests/it/support/postgres.rs"]
 mod pgserver;
-#[path = "../../tests/it/support/redis.rs"]
+#[path = "../../../tests/it/support/redis.rs"]
 mod redisserver;
-#[path = "../../tests/it/support/tls.rs"]
+#[path = "../../../tests/it/support/tls.rs"]
 mod tls;
 
 pub fn free_port() -> u16 {

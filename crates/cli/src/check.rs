@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::config::{Config, ConfigError, ConfigErrors};
+use switchyard_router::config::{Config, ConfigError, ConfigErrors};
 use switchyard_wasm_host::{EngineLimits, Module, TransformEngine};
 
 /// Check the config at `path`. `Ok` when there is nothing to report.

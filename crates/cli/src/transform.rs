@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::config::Config;
+use switchyard_router::config::Config;
 use switchyard_wasm_host::{print_outcome, run_chain_once, ModuleConfig};
 
 pub struct TestArgs {

@@ -7,7 +7,7 @@ use globset::Glob;
 use switchyard_store::log::Log;
 use switchyard_store::tail::Tail;
 
-use crate::config::Config;
+use switchyard_router::config::Config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum From {

@@ -21,9 +21,9 @@ use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler, 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::admin_api::Selection;
-use crate::cli::admin_client::AdminClient;
-use crate::config::Config;
+use switchyard_router::admin_api::Selection;
+use crate::admin_client::AdminClient;
+use switchyard_router::config::Config;
 
 /// The fields of an event that may hold personal data.
 const PAYLOAD_FIELDS: [&str; 5] = ["data", "before", "after", "key", "attributes"];

@@ -19,12 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "../../tests/it/support/mariadb.rs"]
+#[path = "../../../tests/it/support/mariadb.rs"]
 mod mariadb;
-#[path = "../../tests/it/support/redis.rs"]
+#[path = "../../../tests/it/support/redis.rs"]
 mod redisserver;
 // redis.rs refers to `super::tls` (its TLS-only server).
-#[path = "../../tests/it/support/tls.rs"]
+#[path = "../../../tests/it/support/tls.rs"]
 mod tls;
 
 pub fn free_port() -> u16 {

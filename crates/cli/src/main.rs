@@ -3,10 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod admin_client;
+mod check;
+mod mcp;
+mod sink;
+mod tail;
+mod transform;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchyard::config::Config;
-use switchyard::cli::admin_client::AdminClient;
+use crate::admin_client::AdminClient;
+use switchyard_router::config::Config;
 
 async fn dlq(action: DlqAction) -> anyhow::Result<()> {
     let f = match &action {
@@ -17,7 +24,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
     // The running router's admin API, or Redis when none runs.
     let admin = AdminClient::connect(&cfg).await?;
     let account = f.account.as_deref();
-    let sel = switchyard::admin_api::Selection {
+    let sel = switchyard_router::admin_api::Selection {
         account: f.account.clone(),
         since: f.since.map(|t| t.to_rfc3339()),
         id: None,
@@ -82,7 +89,7 @@ enum Command {
         account: Option<String>,
         /// Start at the oldest retained event or after the newest.
         #[arg(long, value_enum, default_value = "latest")]
-        from: switchyard::cli::tail::From,
+        from: crate::tail::From,
         /// Exit after printing this many events.
         #[arg(long)]
         limit: Option<usize>,
@@ -239,7 +246,7 @@ fn main() -> ExitCode {
         let result: anyhow::Result<()> = match cli.command {
             Command::Check { config } => {
                 // Loads every module (compiling it, blocking): off the async workers.
-                return match tokio::task::block_in_place(|| switchyard::cli::check::check(&config))
+                return match tokio::task::block_in_place(|| crate::check::check(&config))
                 {
                     Ok(_) => {
                         println!("{}: ok", config.display());
@@ -256,8 +263,8 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let shutdown = switchyard::app::shutdown_on_signals();
-                switchyard::app::run(cfg, Some(config), shutdown).await
+                let shutdown = switchyard_router::app::shutdown_on_signals();
+                switchyard_router::app::run(cfg, Some(config), shutdown).await
             }
             Command::Dlq { action } => dlq(action).await,
             Command::Consumer {
@@ -310,7 +317,7 @@ fn main() -> ExitCode {
                         event,
                     },
             } => {
-                let args = switchyard::cli::transform::TestArgs {
+                let args = crate::transform::TestArgs {
                     config,
                     consumer,
                     modules,
@@ -319,7 +326,7 @@ fn main() -> ExitCode {
                 };
                 let mut out = std::io::stdout();
                 match tokio::task::block_in_place(|| {
-                    switchyard::cli::transform::test(args, &mut out)
+                    crate::transform::test(args, &mut out)
                 }) {
                     Ok(true) => Ok(()),
                     Ok(false) => return ExitCode::FAILURE,
@@ -327,7 +334,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Sink { listen } => {
-                switchyard::cli::sink::run(listen, switchyard::app::shutdown_on_signals()).await
+                crate::sink::run(listen, switchyard_router::app::shutdown_on_signals()).await
             }
             Command::Status { config, json } => {
                 let cfg = match load(&config) {
@@ -339,7 +346,7 @@ fn main() -> ExitCode {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&st)?);
                     } else {
-                        print!("{}", switchyard::cli::admin_client::status_table(&st));
+                        print!("{}", crate::admin_client::status_table(&st));
                     }
                     Ok(())
                 }
@@ -353,7 +360,7 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                switchyard::mcp::serve_stdio(cfg, show_payloads).await
+                crate::mcp::serve_stdio(cfg, show_payloads).await
             }
             Command::Tail {
                 config,
@@ -367,7 +374,7 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let args = switchyard::cli::tail::TailArgs {
+                let args = crate::tail::TailArgs {
                     topic,
                     account,
                     from,
@@ -375,7 +382,7 @@ fn main() -> ExitCode {
                     no_follow,
                 };
                 let mut out = std::io::stdout();
-                switchyard::cli::tail::tail(&cfg, args, &mut out)
+                crate::tail::tail(&cfg, args, &mut out)
                     .await
                     .context("tail")
             }
