@@ -295,7 +295,9 @@ fn parse_since(s: Option<&str>) -> Result<Option<DateTime<Utc>>, Answer> {
                     bad(
                         StatusCode::BAD_REQUEST,
                         "since",
-                        format!("`since` must be an RFC 3339 time (e.g. 2026-11-23T09:00:00Z): {e}"),
+                        format!(
+                            "`since` must be an RFC 3339 time (e.g. 2026-11-23T09:00:00Z): {e}"
+                        ),
                     )
                 })
         })
@@ -327,7 +329,8 @@ pub fn entry_json(e: &switchyard_store::consumer::DlqEntry, with_event: bool) ->
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    v["dead_lettered_at"] = json!(DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339()));
+    v["dead_lettered_at"] =
+        json!(DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339()));
     v["age_seconds"] = json!(((Utc::now().timestamp_millis() - ms).max(0)) / 1000);
     if let Some(ev) = &e.event {
         v["topic"] = json!(ev.topic);
@@ -363,9 +366,8 @@ impl Api {
                 .as_ref()
                 .and_then(|(_, t)| (Utc::now() - *t).to_std().ok());
             v["state"] = json!(state_of(&v, age));
-            v["delivery_rate"] = json!(
-                rate(samples.iter().map(|s| (s.mono, s.delivered))).unwrap_or(0.0)
-            );
+            v["delivery_rate"] =
+                json!(rate(samples.iter().map(|s| (s.mono, s.delivered))).unwrap_or(0.0));
             v["p99_latency_ms"] = json!(c.stats.p99_ms(Duration::from_secs(300)));
             v["last_error"] = match last_error {
                 Some((reason, at)) => json!({"reason": reason, "at": at.to_rfc3339()}),
@@ -427,8 +429,12 @@ impl Api {
             (&Method::GET, ["admin", "status"]) => self.status().await,
             (m, ["admin", "consumers", c, rest @ ..]) => {
                 if self.consumer(c).is_none() {
-                    let known: Vec<&str> =
-                        self.delivery.consumers.iter().map(|c| c.name.as_str()).collect();
+                    let known: Vec<&str> = self
+                        .delivery
+                        .consumers
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
                     return Some(bad(
                         StatusCode::NOT_FOUND,
                         "consumer",
@@ -456,8 +462,7 @@ impl Api {
                         ))
                     }
                 };
-                match switchyard_store::tail::recent_of_account(&self.log, a, limit, 10_000).await
-                {
+                match switchyard_store::tail::recent_of_account(&self.log, a, limit, 10_000).await {
                     Ok(entries) => (
                         StatusCode::OK,
                         json!({"account": a, "events": entries.into_iter().filter_map(|e| {
@@ -486,9 +491,18 @@ impl Api {
         let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
             None => 1000,
             Some(Ok(n)) if n > 0 => n,
-            Some(_) => return bad(StatusCode::BAD_REQUEST, "limit", "`limit` must be a positive integer"),
+            Some(_) => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "limit",
+                    "`limit` must be a positive integer",
+                )
+            }
         };
-        let account = q.get("account").map(String::as_str).filter(|a| !a.is_empty());
+        let account = q
+            .get("account")
+            .map(String::as_str)
+            .filter(|a| !a.is_empty());
         let mut admin = match self.admin(consumer).await {
             Ok(a) => a,
             Err(a) => return a,
@@ -545,7 +559,14 @@ impl Api {
         };
         match r {
             Ok(n) => {
-                tracing::info!(consumer, account = account.as_deref().unwrap_or("*"), n, replay, "admin API: DLQ {}", if replay { "replay" } else { "drop" });
+                tracing::info!(
+                    consumer,
+                    account = account.as_deref().unwrap_or("*"),
+                    n,
+                    replay,
+                    "admin API: DLQ {}",
+                    if replay { "replay" } else { "drop" }
+                );
                 (
                     StatusCode::OK,
                     json!({ if replay { "replayed" } else { "dropped" }: n }),
@@ -567,11 +588,21 @@ impl Api {
             Err(a) => return a,
         };
         let Some(to) = r.to else {
-            return bad(StatusCode::BAD_REQUEST, "to", "`to` is required: `earliest` or an RFC 3339 time");
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "to",
+                "`to` is required: `earliest` or an RFC 3339 time",
+            );
         };
         let to = match crate::delivery::config::Start::parse(&to) {
             Ok(t) if t != crate::delivery::config::Start::Latest => t,
-            Ok(_) => return bad(StatusCode::BAD_REQUEST, "to", "`to` takes `earliest` or an RFC 3339 time"),
+            Ok(_) => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "to",
+                    "`to` takes `earliest` or an RFC 3339 time",
+                )
+            }
             Err(e) => return bad(StatusCode::BAD_REQUEST, "to", e),
         };
         let mut admin = match self.admin(consumer).await {
@@ -579,7 +610,10 @@ impl Api {
             Err(a) => return a,
         };
         match admin.rewind(&to).await {
-            Ok(()) => (StatusCode::OK, json!({"consumer": consumer, "rewound_to": to.stream_id()})),
+            Ok(()) => (
+                StatusCode::OK,
+                json!({"consumer": consumer, "rewound_to": to.stream_id()}),
+            ),
             Err(e) => redis_err(e),
         }
     }
@@ -596,13 +630,17 @@ pub async fn resolve(
     match &sel.id {
         None => Ok((sel.account.clone().filter(|a| !a.is_empty()), since)),
         Some(id) => {
-            let e = admin.dlq_show(id).await.map_err(redis_err)?.ok_or_else(|| {
-                bad(
-                    StatusCode::NOT_FOUND,
-                    "id",
-                    format!("no DLQ entry with id `{id}` for consumer {consumer}"),
-                )
-            })?;
+            let e = admin
+                .dlq_show(id)
+                .await
+                .map_err(redis_err)?
+                .ok_or_else(|| {
+                    bad(
+                        StatusCode::NOT_FOUND,
+                        "id",
+                        format!("no DLQ entry with id `{id}` for consumer {consumer}"),
+                    )
+                })?;
             let account = e
                 .fields
                 .get("account")

@@ -64,7 +64,11 @@ fn html(status: StatusCode, body: String, nonce: Option<&str>) -> Resp {
 /// The page (no data in it).
 pub fn page() -> Resp {
     let nonce = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    html(StatusCode::OK, PAGE.replace("{{NONCE}}", &nonce), Some(&nonce))
+    html(
+        StatusCode::OK,
+        PAGE.replace("{{NONCE}}", &nonce),
+        Some(&nonce),
+    )
 }
 
 const PAGE: &str = r#"<!doctype html>
@@ -177,7 +181,11 @@ fn query_get(query: Option<&str>, key: &str) -> Option<String> {
 /// `/console/view` and `/console/payload` (the token is checked before).
 pub async fn view(ctx: &AdminCtx, path: &str, query: Option<&str>) -> Resp {
     let Some(rt) = &ctx.runtime else {
-        return html(StatusCode::NOT_FOUND, "<p>no admin interface</p>".into(), None);
+        return html(
+            StatusCode::NOT_FOUND,
+            "<p>no admin interface</p>".into(),
+            None,
+        );
     };
     let call = |path: String| rt.handle(Method::GET, path, Bytes::new());
     match path {
@@ -186,7 +194,10 @@ pub async fn view(ctx: &AdminCtx, path: &str, query: Option<&str>) -> Resp {
             if st != StatusCode::OK {
                 return html(
                     st,
-                    format!("<p>status failed: {}</p>", esc(&status["error"].to_string())),
+                    format!(
+                        "<p>status failed: {}</p>",
+                        esc(&status["error"].to_string())
+                    ),
                     None,
                 );
             }
@@ -207,8 +218,7 @@ pub async fn view(ctx: &AdminCtx, path: &str, query: Option<&str>) -> Resp {
             html(StatusCode::OK, out, None)
         }
         "/console/payload" => {
-            let (Some(c), Some(id)) = (query_get(query, "consumer"), query_get(query, "id"))
-            else {
+            let (Some(c), Some(id)) = (query_get(query, "consumer"), query_get(query, "id")) else {
                 return html(
                     StatusCode::BAD_REQUEST,
                     "<p>consumer and id are required</p>".into(),
@@ -221,7 +231,11 @@ pub async fn view(ctx: &AdminCtx, path: &str, query: Option<&str>) -> Resp {
             };
             let (st, v) = call(format!("/admin/consumers/{}/dlq/{}", enc(&c), enc(&id))).await;
             if st != StatusCode::OK {
-                return html(st, format!("<p>{}</p>", esc(v["error"].as_str().unwrap_or(""))), None);
+                return html(
+                    st,
+                    format!("<p>{}</p>", esc(v["error"].as_str().unwrap_or(""))),
+                    None,
+                );
             }
             let body = match v.get("event") {
                 Some(ev) => serde_json::to_string_pretty(ev).unwrap_or_default(),
@@ -233,7 +247,11 @@ pub async fn view(ctx: &AdminCtx, path: &str, query: Option<&str>) -> Resp {
                 None,
             )
         }
-        _ => html(StatusCode::NOT_FOUND, "<p>no such console view</p>".into(), None),
+        _ => html(
+            StatusCode::NOT_FOUND,
+            "<p>no such console view</p>".into(),
+            None,
+        ),
     }
 }
 
@@ -312,14 +330,15 @@ fn chart(consumer: &str) -> String {
         (w * (1.0 - age / span)).clamp(0.0, w)
     };
     let max_lag = samples.iter().map(|s| s.lag_seconds).fold(0.0, f64::max);
-    let max_p99 = samples
-        .iter()
-        .filter_map(|s| s.p99_ms)
-        .fold(0.0, f64::max);
+    let max_p99 = samples.iter().filter_map(|s| s.p99_ms).fold(0.0, f64::max);
     let line = |vals: Vec<(f64, f64)>, max: f64| -> String {
         vals.iter()
             .map(|(px, v)| {
-                let py = if max > 0.0 { h - 2.0 - (h - 4.0) * v / max } else { h - 2.0 };
+                let py = if max > 0.0 {
+                    h - 2.0 - (h - 4.0) * v / max
+                } else {
+                    h - 2.0
+                };
                 format!("{px:.1},{py:.1}")
             })
             .collect::<Vec<_>>()
@@ -354,7 +373,9 @@ fn render_dlq(consumer: &str, st: StatusCode, v: &Value, out: &mut String) {
     }
     let entries = v["entries"].as_array().cloned().unwrap_or_default();
     if entries.is_empty() {
-        out.push_str(&format!("<p class=\"dlq-empty\" data-consumer=\"{c}\">empty</p>"));
+        out.push_str(&format!(
+            "<p class=\"dlq-empty\" data-consumer=\"{c}\">empty</p>"
+        ));
         return;
     }
     if let Some(total) = v["total"].as_u64().filter(|t| *t as usize > entries.len()) {
@@ -366,10 +387,17 @@ fn render_dlq(consumer: &str, st: StatusCode, v: &Value, out: &mut String) {
         let s = |v: &Value| esc(v.as_str().unwrap_or(""));
         let id = s(&e["dlq_id"]);
         let account = s(&e["account"]).to_string();
-        let account = if account.is_empty() { s(&f["account"]) } else { account };
+        let account = if account.is_empty() {
+            s(&f["account"])
+        } else {
+            account
+        };
         let age = e["age_seconds"].as_i64().unwrap_or(0);
         let age = humantime::format_duration(std::time::Duration::from_secs(age.max(0) as u64));
-        let target = format!("payload-{}-{i}", c.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_"));
+        let target = format!(
+            "payload-{}-{i}",
+            c.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+        );
         out.push_str(&format!(
             "<tr class=\"dlq-entry\" data-id=\"{id}\"><td class=\"event-id\">{}</td><td class=\"account\">{account}</td><td class=\"topic\">{}</td><td class=\"reason\">{}</td><td class=\"attempts\">{}</td><td class=\"last-status\">{}</td><td class=\"age\">{age}</td><td>\
              <button data-action=\"replay\" data-consumer=\"{c}\" data-id=\"{id}\" data-account=\"{account}\">Replay</button> \

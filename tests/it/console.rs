@@ -143,8 +143,10 @@ fn cli(args: &[&str], config: &Path) -> (bool, String, String) {
 }
 
 async fn cli_async(args: &[&str], config: &Path) -> (bool, String, String) {
-    let (args, config): (Vec<String>, _) =
-        (args.iter().map(|s| s.to_string()).collect(), config.to_path_buf());
+    let (args, config): (Vec<String>, _) = (
+        args.iter().map(|s| s.to_string()).collect(),
+        config.to_path_buf(),
+    );
     tokio::task::spawn_blocking(move || {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         cli(&a, &config)
@@ -187,7 +189,12 @@ async fn admin_api_routes_need_the_token_and_name_the_field_in_errors() {
         }
     }
     assert_eq!(
-        http().get(r.admin_url("/metrics")).send().await.unwrap().status(),
+        http()
+            .get(r.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
 
@@ -199,13 +206,22 @@ async fn admin_api_routes_need_the_token_and_name_the_field_in_errors() {
     assert_eq!(esp["parked_accounts"], 1, "{v}");
     assert_eq!(esp["state"], "failing", "{v}");
     assert_eq!(esp["last_error"]["reason"], "HTTP 400", "{v}");
-    assert!(esp["p99_latency_ms"].as_f64().is_some(), "good-1 was delivered: {v}");
-    assert!(esp["lag_seconds"].is_number() && esp["lag_events"].is_number(), "{v}");
+    assert!(
+        esp["p99_latency_ms"].as_f64().is_some(),
+        "good-1 was delivered: {v}"
+    );
+    assert!(
+        esp["lag_seconds"].is_number() && esp["lag_events"].is_number(),
+        "{v}"
+    );
     assert_eq!(esp["modules"], json!([]), "{v}");
     assert_eq!(v["router"]["running"], true);
     assert_eq!(v["health"]["status"], "ok", "{v}");
     assert_eq!(v["sources"]["web"]["type"], "http", "{v}");
-    assert!(!v.to_string().contains("pii@example.com"), "no payload in status: {v}");
+    assert!(
+        !v.to_string().contains("pii@example.com"),
+        "no payload in status: {v}"
+    );
 
     // The DLQ: listed without the event, shown with it (by event id).
     let (_, list) = admin_get(r, "/admin/consumers/esp/dlq?account=acct-bad").await;
@@ -225,7 +241,12 @@ async fn admin_api_routes_need_the_token_and_name_the_field_in_errors() {
     assert_eq!((st, v["field"].as_str()), (404, Some("id")), "{v}");
     let (st, v) = admin_get(r, "/admin/consumers/esp/dlq?since=yesterday").await;
     assert_eq!((st, v["field"].as_str()), (400, Some("since")), "{v}");
-    let (st, v) = admin_post(r, "/admin/consumers/esp/dlq/replay", &json!({"since": "yesterday"})).await;
+    let (st, v) = admin_post(
+        r,
+        "/admin/consumers/esp/dlq/replay",
+        &json!({"since": "yesterday"}),
+    )
+    .await;
     assert_eq!((st, v["field"].as_str()), (400, Some("since")), "{v}");
     let (st, v) = admin_post(r, "/admin/consumers/esp/dlq/replay", &json!({"account": 5})).await;
     assert_eq!((st, v["field"].as_str()), (400, Some("account")), "{v}");
@@ -244,7 +265,12 @@ async fn admin_api_routes_need_the_token_and_name_the_field_in_errors() {
 
     // Replay by id through the API: delivered once the vendor accepts it.
     s.fixed.store(true, Ordering::SeqCst);
-    let (st, v) = admin_post(r, "/admin/consumers/esp/dlq/replay", &json!({"id": "bad-1"})).await;
+    let (st, v) = admin_post(
+        r,
+        "/admin/consumers/esp/dlq/replay",
+        &json!({"id": "bad-1"}),
+    )
+    .await;
     assert_eq!((st, v["replayed"].as_u64()), (200, Some(1)), "{v}");
     wait_delivered(&s.vendor, "bad-1").await;
     let (_, v) = admin_get(r, "/admin/consumers/esp/dlq").await;
@@ -254,9 +280,11 @@ async fn admin_api_routes_need_the_token_and_name_the_field_in_errors() {
     let before = s.vendor.requests().len();
     let (st, v) = admin_post(r, "/admin/consumers/esp/rewind", &json!({"to": "earliest"})).await;
     assert_eq!(st, 200, "{v}");
-    eventually(Duration::from_secs(20), "rewound consumer re-sent both", || async {
-        (s.vendor.requests().len() >= before + 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "rewound consumer re-sent both",
+        || async { (s.vendor.requests().len() >= before + 2).then_some(()) },
+    )
     .await;
     let _ = &s.redis;
 }
@@ -278,7 +306,11 @@ async fn status_json_with_the_router_running_and_down_and_dlq_commands_either_wa
     );
     let esp = &v["consumers"]["esp"];
     assert_eq!(
-        (esp["state"].as_str(), esp["dlq"].as_u64(), esp["last_error"]["reason"].as_str()),
+        (
+            esp["state"].as_str(),
+            esp["dlq"].as_u64(),
+            esp["last_error"]["reason"].as_str()
+        ),
         (Some("failing"), Some(1), Some("HTTP 400")),
         "{v}"
     );
@@ -286,7 +318,9 @@ async fn status_json_with_the_router_running_and_down_and_dlq_commands_either_wa
     let (ok, table, err) = cli_async(&["status"], &path).await;
     assert!(ok, "{err}");
     assert!(
-        table.lines().any(|l| l.starts_with("esp") && l.contains("failing") && l.contains("HTTP 400")),
+        table
+            .lines()
+            .any(|l| l.starts_with("esp") && l.contains("failing") && l.contains("HTTP 400")),
         "{table}"
     );
     // `reload` finds the router on port 0 too (the gap of issue 16).
@@ -311,15 +345,28 @@ async fn status_json_with_the_router_running_and_down_and_dlq_commands_either_wa
     assert_eq!(esp["dlq"], 1, "{v}");
     assert_eq!(esp["parked_accounts"], 1, "{v}");
     assert_eq!(esp["state"], "blocked", "{v}");
-    assert!(esp["delivery_rate"].is_null() && esp["last_error"].is_null(), "{v}");
+    assert!(
+        esp["delivery_rate"].is_null() && esp["last_error"].is_null(),
+        "{v}"
+    );
     assert_eq!(v["health"]["status"], "router not running", "{v}");
     let (ok, table, _) = cli_async(&["status"], &path).await;
     assert!(ok && table.contains("not running"), "{table}");
 
     // Replay without a router (Redis), then start it: the event is delivered.
     s.fixed.store(true, Ordering::SeqCst);
-    let (ok, out, err) =
-        cli_async(&["dlq", "replay", "--consumer", "esp", "--account", "acct-bad"], &path).await;
+    let (ok, out, err) = cli_async(
+        &[
+            "dlq",
+            "replay",
+            "--consumer",
+            "esp",
+            "--account",
+            "acct-bad",
+        ],
+        &path,
+    )
+    .await;
     assert!(ok, "{err}");
     assert!(out.contains("1 event(s) sent back"), "{out}");
     tokio::task::block_in_place(|| s.router.restart());
@@ -327,7 +374,14 @@ async fn status_json_with_the_router_running_and_down_and_dlq_commands_either_wa
     let (ok, out, err) = cli_async(&["status", "--json"], &path).await;
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((v["router"]["running"].as_bool(), v["consumers"]["esp"]["dlq"].as_u64()), (Some(true), Some(0)), "{v}");
+    assert_eq!(
+        (
+            v["router"]["running"].as_bool(),
+            v["consumers"]["esp"]["dlq"].as_u64()
+        ),
+        (Some(true), Some(0)),
+        "{v}"
+    );
 }
 
 /// chromedriver on a free port, stopped on drop.
@@ -356,15 +410,19 @@ async fn chromedriver() -> Driver {
         .spawn()
         .expect("starting chromedriver");
     let d = Driver { child, port };
-    eventually(Duration::from_secs(20), "chromedriver listening", || async {
-        http()
-            .get(format!("http://127.0.0.1:{port}/status"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-            .map(|_| ())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "chromedriver listening",
+        || async {
+            http()
+                .get(format!("http://127.0.0.1:{port}/status"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        },
+    )
     .await;
     d
 }
@@ -400,10 +458,21 @@ async fn console_in_headless_chromium_shows_the_dlq_and_replays_with_the_button(
         .click()
         .await
         .unwrap();
-    let row = c.wait().for_element(Locator::Css("tr.dlq-entry")).await.unwrap();
+    let row = c
+        .wait()
+        .for_element(Locator::Css("tr.dlq-entry"))
+        .await
+        .unwrap();
     let text = row.text().await.unwrap();
-    assert!(text.contains("bad-1") && text.contains("acct-bad"), "{text}");
-    for (cell, want) in [("reason", "HTTP 400"), ("attempts", "1"), ("last-status", "400")] {
+    assert!(
+        text.contains("bad-1") && text.contains("acct-bad"),
+        "{text}"
+    );
+    for (cell, want) in [
+        ("reason", "HTTP 400"),
+        ("attempts", "1"),
+        ("last-status", "400"),
+    ] {
         let got = row
             .find(Locator::Css(&format!("td.{cell}")))
             .await
@@ -413,34 +482,68 @@ async fn console_in_headless_chromium_shows_the_dlq_and_replays_with_the_button(
             .unwrap();
         assert_eq!(got, want, "{cell}: {text}");
     }
-    let age = row.find(Locator::Css("td.age")).await.unwrap().text().await.unwrap();
+    let age = row
+        .find(Locator::Css("td.age"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(age.ends_with('s') || age.ends_with('m'), "age {age}");
-    let consumers = c.find(Locator::Css("#consumers")).await.unwrap().text().await.unwrap();
-    assert!(consumers.contains("esp") && consumers.contains("failing"), "{consumers}");
+    let consumers = c
+        .find(Locator::Css("#consumers"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        consumers.contains("esp") && consumers.contains("failing"),
+        "{consumers}"
+    );
     c.find(Locator::Css("#consumers svg.chart")).await.unwrap();
     // The token is kept for the tab only.
     let kept = c
-        .execute("return sessionStorage.getItem('switchyard-admin-token')", vec![])
+        .execute(
+            "return sessionStorage.getItem('switchyard-admin-token')",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(kept, json!(ADMIN_TOKEN));
 
     // The payload is hidden until asked for, then shown as text, never as markup.
     let page = c.source().await.unwrap();
-    assert!(!page.contains("pii@example.com"), "payload hidden by default");
+    assert!(
+        !page.contains("pii@example.com"),
+        "payload hidden by default"
+    );
     c.find(Locator::Css("button[data-action=payload]"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let pre = c.wait().for_element(Locator::Css("pre.payload")).await.unwrap();
+    let pre = c
+        .wait()
+        .for_element(Locator::Css("pre.payload"))
+        .await
+        .unwrap();
     let shown = pre.text().await.unwrap();
-    assert!(shown.contains("pii@example.com") && shown.contains("<img src=x"), "{shown}");
-    let pwned = c.execute("return window.__pwned === undefined", vec![]).await.unwrap();
+    assert!(
+        shown.contains("pii@example.com") && shown.contains("<img src=x"),
+        "{shown}"
+    );
+    let pwned = c
+        .execute("return window.__pwned === undefined", vec![])
+        .await
+        .unwrap();
     assert_eq!(pwned, json!(true), "hostile event data ran as script");
     assert!(
-        c.find_all(Locator::Css("pre.payload img, pre.payload script")).await.unwrap().is_empty(),
+        c.find_all(Locator::Css("pre.payload img, pre.payload script"))
+            .await
+            .unwrap()
+            .is_empty(),
         "hostile event data became elements"
     );
 
@@ -456,18 +559,25 @@ async fn console_in_headless_chromium_shows_the_dlq_and_replays_with_the_button(
     let replay = Locator::Css("button[data-action=replay]");
     c.find(replay).await.unwrap().click().await.unwrap();
     let asked = c.get_alert_text().await.unwrap();
-    assert!(asked.contains("Replay") && asked.contains("acct-bad"), "{asked}");
+    assert!(
+        asked.contains("Replay") && asked.contains("acct-bad"),
+        "{asked}"
+    );
     c.dismiss_alert().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!s.vendor.applied().iter().any(|r| r.key == "bad-1"));
     c.find(replay).await.unwrap().click().await.unwrap();
     c.accept_alert().await.unwrap();
     wait_delivered(&s.vendor, "bad-1").await;
-    eventually(Duration::from_secs(10), "the page says so and the DLQ is empty", || async {
-        let msg = c.find(Locator::Id("msg")).await.ok()?.text().await.ok()?;
-        let empty = c.find(Locator::Css("p.dlq-empty")).await.is_ok();
-        (msg.contains("Replayed 1 event") && empty).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the page says so and the DLQ is empty",
+        || async {
+            let msg = c.find(Locator::Id("msg")).await.ok()?.text().await.ok()?;
+            let empty = c.find(Locator::Css("p.dlq-empty")).await.is_ok();
+            (msg.contains("Replayed 1 event") && empty).then_some(())
+        },
+    )
     .await;
     let png = c.screenshot().await.unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
@@ -493,7 +603,10 @@ async fn mcp_over_stdio_reports_status_and_replays_a_dead_letter() {
     // The tools, with read-only and state-changing hints.
     let tools = client.list_all_tools().await.unwrap();
     let hint = |name: &str| {
-        let t = tools.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no tool {name}"));
+        let t = tools
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no tool {name}"));
         let a = t.annotations.clone().expect("annotations");
         (a.read_only_hint, a.destructive_hint)
     };
@@ -518,9 +631,16 @@ async fn mcp_over_stdio_reports_status_and_replays_a_dead_letter() {
     let v = st.structured_content.expect("structured status");
     assert_eq!(v["router"]["running"], true, "{v}");
     let esp = &v["consumers"]["esp"];
-    assert_eq!((esp["dlq"].as_u64(), esp["last_error"]["reason"].as_str()), (Some(1), Some("HTTP 400")), "{v}");
+    assert_eq!(
+        (esp["dlq"].as_u64(), esp["last_error"]["reason"].as_str()),
+        (Some(1), Some("HTTP 400")),
+        "{v}"
+    );
 
-    let lag = call("lag", json!({"consumer": "esp"})).await.structured_content.unwrap();
+    let lag = call("lag", json!({"consumer": "esp"}))
+        .await
+        .structured_content
+        .unwrap();
     assert_eq!(lag["consumers"]["esp"]["state"], "failing", "{lag}");
 
     // Payloads redacted (the server runs without --show-payloads).
@@ -528,7 +648,10 @@ async fn mcp_over_stdio_reports_status_and_replays_a_dead_letter() {
     let shown = shown.structured_content.unwrap();
     assert_eq!(shown["event"]["data"], "[redacted]", "{shown}");
     assert!(!shown.to_string().contains("pii@example.com"));
-    let tail = call("tail", json!({"account": "acct-bad"})).await.structured_content.unwrap();
+    let tail = call("tail", json!({"account": "acct-bad"}))
+        .await
+        .structured_content
+        .unwrap();
     assert_eq!(tail["events"][0]["event"]["id"], "bad-1", "{tail}");
     assert!(!tail.to_string().contains("pii@example.com"), "{tail}");
 
@@ -537,9 +660,16 @@ async fn mcp_over_stdio_reports_status_and_replays_a_dead_letter() {
     assert_eq!(refused.is_error, Some(true));
     s.fixed.store(true, Ordering::SeqCst);
     let r = call("dlq_replay", json!({"consumer": "esp", "id": "bad-1"})).await;
-    assert_eq!(r.structured_content.as_ref().map(|v| v["replayed"].clone()), Some(json!(1)), "{r:?}");
+    assert_eq!(
+        r.structured_content.as_ref().map(|v| v["replayed"].clone()),
+        Some(json!(1)),
+        "{r:?}"
+    );
     wait_delivered(&s.vendor, "bad-1").await;
-    let list = call("dlq_list", json!({"consumer": "esp"})).await.structured_content.unwrap();
+    let list = call("dlq_list", json!({"consumer": "esp"}))
+        .await
+        .structured_content
+        .unwrap();
     assert_eq!(list["entries"], json!([]), "{list}");
     client.cancel().await.unwrap();
 }

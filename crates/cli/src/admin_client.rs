@@ -61,7 +61,9 @@ pub struct AdminClient {
 fn api_error(status: u16, v: &Value) -> anyhow::Error {
     let msg = v["error"].as_str().unwrap_or("no message");
     match v["field"].as_str() {
-        Some(f) if !f.is_empty() => anyhow::anyhow!("router answered {status}: {msg} (field `{f}`)"),
+        Some(f) if !f.is_empty() => {
+            anyhow::anyhow!("router answered {status}: {msg} (field `{f}`)")
+        }
         _ => anyhow::anyhow!("router answered {status}: {msg}"),
     }
 }
@@ -92,17 +94,31 @@ impl AdminClient {
             if let Ok(Some(rec)) = switchyard_store::router_addr::lookup(log).await {
                 let rec: Value = serde_json::from_str(&rec).unwrap_or_default();
                 if let Some(u) = rec["admin"].as_str() {
-                    candidates.push((u.to_string(), admin_token.as_ref().map(|t| t.expose().to_string())));
+                    candidates.push((
+                        u.to_string(),
+                        admin_token.as_ref().map(|t| t.expose().to_string()),
+                    ));
                 }
                 if let Some(u) = rec["server"].as_str() {
-                    candidates.push((u.to_string(), server_token.as_ref().map(|t| t.expose().to_string())));
+                    candidates.push((
+                        u.to_string(),
+                        server_token.as_ref().map(|t| t.expose().to_string()),
+                    ));
                 }
             }
         }
-        if let Some(u) = config.admin.as_ref().and_then(|a| fixed_url(a.listen, "http")) {
+        if let Some(u) = config
+            .admin
+            .as_ref()
+            .and_then(|a| fixed_url(a.listen, "http"))
+        {
             candidates.push((u, admin_token.as_ref().map(|t| t.expose().to_string())));
         }
-        let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if let Some(u) = fixed_url(config.server.listen, scheme) {
             candidates.push((u, server_token.as_ref().map(|t| t.expose().to_string())));
         }
@@ -145,7 +161,12 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let Target::Live { base, token, client } = &self.target else {
+        let Target::Live {
+            base,
+            token,
+            client,
+        } = &self.target
+        else {
             anyhow::bail!("no router is running (this needs one)");
         };
         let url = format!("{base}{path}");
@@ -164,7 +185,12 @@ impl AdminClient {
         Ok((status, resp.json().await.unwrap_or_default()))
     }
 
-    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    async fn ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let (status, v) = self.request(method, path, body).await?;
         if (200..300).contains(&status) {
             Ok(v)
@@ -205,14 +231,17 @@ impl AdminClient {
                     if v["consumers"].get(name).is_none() {
                         if let Some(log) = &self.log {
                             v["consumers"][name] =
-                                switchyard_router::admin_api::consumer_not_running(log, name, c).await?;
+                                switchyard_router::admin_api::consumer_not_running(log, name, c)
+                                    .await?;
                             v["consumers"][name]["running"] = json!(false);
                         }
                     }
                 }
                 Ok(v)
             }
-            Target::Redis { log } => switchyard_router::admin_api::status_from_redis(&self.config, log).await,
+            Target::Redis { log } => {
+                switchyard_router::admin_api::status_from_redis(&self.config, log).await
+            }
         }
     }
 
@@ -233,7 +262,11 @@ impl AdminClient {
                 q.push_str(&format!("&since={}", Self::seg(&s.to_rfc3339())));
             }
             let v = self
-                .ok(reqwest::Method::GET, &format!("/admin/consumers/{}/dlq{q}", Self::seg(consumer)), None)
+                .ok(
+                    reqwest::Method::GET,
+                    &format!("/admin/consumers/{}/dlq{q}", Self::seg(consumer)),
+                    None,
+                )
                 .await?;
             return Ok(v["entries"].as_array().cloned().unwrap_or_default());
         }
@@ -253,7 +286,11 @@ impl AdminClient {
             let (status, v) = self
                 .request(
                     reqwest::Method::GET,
-                    &format!("/admin/consumers/{}/dlq/{}", Self::seg(consumer), Self::seg(id)),
+                    &format!(
+                        "/admin/consumers/{}/dlq/{}",
+                        Self::seg(consumer),
+                        Self::seg(id)
+                    ),
                     None,
                 )
                 .await?;
@@ -268,7 +305,12 @@ impl AdminClient {
     }
 
     /// Replay (`replay` true) or drop DLQ entries; returns how many events moved.
-    pub async fn dlq_change(&self, consumer: &str, sel: &Selection, replay: bool) -> anyhow::Result<u64> {
+    pub async fn dlq_change(
+        &self,
+        consumer: &str,
+        sel: &Selection,
+        replay: bool,
+    ) -> anyhow::Result<u64> {
         self.known(consumer)?;
         let action = if replay { "replay" } else { "drop" };
         if self.is_live() {
@@ -280,7 +322,9 @@ impl AdminClient {
                     Some(&body),
                 )
                 .await?;
-            return Ok(v[if replay { "replayed" } else { "dropped" }].as_u64().unwrap_or(0));
+            return Ok(v[if replay { "replayed" } else { "dropped" }]
+                .as_u64()
+                .unwrap_or(0));
         }
         let mut admin = self.consumer_admin(consumer).await?;
         let (account, since) = switchyard_router::admin_api::resolve(&mut admin, consumer, sel)
@@ -306,7 +350,8 @@ impl AdminClient {
                 .await?;
             return Ok(v["rewound_to"].as_str().unwrap_or_default().to_string());
         }
-        let to = switchyard_router::delivery::config::Start::parse(to).map_err(anyhow::Error::msg)?;
+        let to =
+            switchyard_router::delivery::config::Start::parse(to).map_err(anyhow::Error::msg)?;
         let mut admin = self.consumer_admin(consumer).await?;
         admin.rewind(&to).await?;
         Ok(to.stream_id())
@@ -319,26 +364,32 @@ impl AdminClient {
                 let v = self
                     .ok(
                         reqwest::Method::GET,
-                        &format!("/admin/accounts/{}/events?limit={limit}", Self::seg(account)),
+                        &format!(
+                            "/admin/accounts/{}/events?limit={limit}",
+                            Self::seg(account)
+                        ),
                         None,
                     )
                     .await?;
                 Ok(v["events"].as_array().cloned().unwrap_or_default())
             }
-            Target::Redis { log } => Ok(switchyard_store::tail::recent_of_account(log, account, limit, 10_000)
-                .await?
-                .into_iter()
-                .filter_map(|e| {
-                    let ev = e.event.ok()?;
-                    Some(json!({"stream_id": e.stream_id, "partition": e.partition, "event": ev}))
-                })
-                .collect()),
+            Target::Redis { log } => Ok(switchyard_store::tail::recent_of_account(
+                log, account, limit, 10_000,
+            )
+            .await?
+            .into_iter()
+            .filter_map(|e| {
+                let ev = e.event.ok()?;
+                Some(json!({"stream_id": e.stream_id, "partition": e.partition, "event": ev}))
+            })
+            .collect()),
         }
     }
 
     /// Ask the router to reload its chains (needs a running router).
     pub async fn reload(&self) -> anyhow::Result<(u16, Value)> {
-        self.request(reqwest::Method::POST, "/admin/reload", None).await
+        self.request(reqwest::Method::POST, "/admin/reload", None)
+            .await
     }
 }
 
@@ -357,7 +408,13 @@ pub fn status_table(st: &Value) -> String {
         st["health"]["reasons"]
             .as_array()
             .filter(|r| !r.is_empty())
-            .map(|r| format!(" ({})", r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")))
+            .map(|r| format!(
+                " ({})",
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
             .unwrap_or_default()
     ));
     let f = |v: &Value| match v {
@@ -385,7 +442,10 @@ pub fn status_table(st: &Value) -> String {
             ));
         }
     }
-    out.push_str(&format!("{:<20} {:<8} {:>10} {:>9}\n", "SOURCE", "TYPE", "RATE/s", "LAG(s)"));
+    out.push_str(&format!(
+        "{:<20} {:<8} {:>10} {:>9}\n",
+        "SOURCE", "TYPE", "RATE/s", "LAG(s)"
+    ));
     if let Some(ss) = st["sources"].as_object() {
         for (name, s) in ss {
             out.push_str(&format!(

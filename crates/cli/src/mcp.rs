@@ -21,8 +21,8 @@ use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler, 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use switchyard_router::admin_api::Selection;
 use crate::admin_client::AdminClient;
+use switchyard_router::admin_api::Selection;
 use switchyard_router::config::Config;
 
 /// The fields of an event that may hold personal data.
@@ -100,7 +100,9 @@ pub struct TailArgs {
 }
 
 fn fail(e: impl std::fmt::Display) -> Result<CallToolResult, ErrorData> {
-    Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]))
+    Ok(CallToolResult::error(vec![ContentBlock::text(
+        e.to_string(),
+    )]))
 }
 
 fn since_of(s: &Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
@@ -137,7 +139,11 @@ impl Server {
     /// Health, and per consumer: state, lag in events and seconds, delivery
     /// rate, p99 latency, DLQ depth, parked accounts, module versions, last
     /// error; per source: rate and lag.
-    #[tool(annotations(title = "Router status", read_only_hint = true, open_world_hint = false))]
+    #[tool(annotations(
+        title = "Router status",
+        read_only_hint = true,
+        open_world_hint = false
+    ))]
     async fn status(&self) -> Result<CallToolResult, ErrorData> {
         match async { self.client().await?.status().await }.await {
             Ok(v) => Ok(CallToolResult::structured(v)),
@@ -148,7 +154,10 @@ impl Server {
     /// How far behind each consumer is: events not yet delivered, the age of
     /// the oldest one in seconds, and its state.
     #[tool(annotations(title = "Consumer lag", read_only_hint = true, open_world_hint = false))]
-    async fn lag(&self, Parameters(a): Parameters<ConsumerArg>) -> Result<CallToolResult, ErrorData> {
+    async fn lag(
+        &self,
+        Parameters(a): Parameters<ConsumerArg>,
+    ) -> Result<CallToolResult, ErrorData> {
         let st = match async { self.client().await?.status().await }.await {
             Ok(v) => v,
             Err(e) => return fail(format!("{e:#}")),
@@ -180,8 +189,15 @@ impl Server {
 
     /// A consumer's dead-lettered events (reason, attempts, last status, age;
     /// no payloads: see dlq_show).
-    #[tool(annotations(title = "List dead letters", read_only_hint = true, open_world_hint = false))]
-    async fn dlq_list(&self, Parameters(a): Parameters<DlqListArgs>) -> Result<CallToolResult, ErrorData> {
+    #[tool(annotations(
+        title = "List dead letters",
+        read_only_hint = true,
+        open_world_hint = false
+    ))]
+    async fn dlq_list(
+        &self,
+        Parameters(a): Parameters<DlqListArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         let since = match since_of(&a.since) {
             Ok(s) => s,
             Err(e) => return fail(e),
@@ -203,8 +219,15 @@ impl Server {
 
     /// One dead-lettered event with its DLQ fields (payload redacted unless
     /// the server runs with --show-payloads).
-    #[tool(annotations(title = "Show a dead letter", read_only_hint = true, open_world_hint = false))]
-    async fn dlq_show(&self, Parameters(a): Parameters<DlqShowArgs>) -> Result<CallToolResult, ErrorData> {
+    #[tool(annotations(
+        title = "Show a dead letter",
+        read_only_hint = true,
+        open_world_hint = false
+    ))]
+    async fn dlq_show(
+        &self,
+        Parameters(a): Parameters<DlqShowArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         match async { self.client().await?.dlq_show(&a.consumer, &a.id).await }.await {
             Ok(Some(mut v)) => {
                 if let Some(ev) = v.get_mut("event") {
@@ -212,7 +235,10 @@ impl Server {
                 }
                 Ok(CallToolResult::structured(v))
             }
-            Ok(None) => fail(format!("no DLQ entry `{}` for consumer {}", a.id, a.consumer)),
+            Ok(None) => fail(format!(
+                "no DLQ entry `{}` for consumer {}",
+                a.id, a.consumer
+            )),
             Err(e) => fail(format!("{e:#}")),
         }
     }
@@ -227,7 +253,10 @@ impl Server {
         idempotent_hint = false,
         open_world_hint = true
     ))]
-    async fn dlq_replay(&self, Parameters(a): Parameters<DlqChangeArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn dlq_replay(
+        &self,
+        Parameters(a): Parameters<DlqChangeArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         self.change(a, true).await
     }
 
@@ -240,13 +269,20 @@ impl Server {
         idempotent_hint = true,
         open_world_hint = false
     ))]
-    async fn dlq_drop(&self, Parameters(a): Parameters<DlqChangeArgs>) -> Result<CallToolResult, ErrorData> {
+    async fn dlq_drop(
+        &self,
+        Parameters(a): Parameters<DlqChangeArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         self.change(a, false).await
     }
 
     /// The newest events of one account in the log, newest first (payloads
     /// redacted unless the server runs with --show-payloads).
-    #[tool(annotations(title = "Tail an account", read_only_hint = true, open_world_hint = false))]
+    #[tool(annotations(
+        title = "Tail an account",
+        read_only_hint = true,
+        open_world_hint = false
+    ))]
     async fn tail(&self, Parameters(a): Parameters<TailArgs>) -> Result<CallToolResult, ErrorData> {
         let limit = a.limit.unwrap_or(20).clamp(1, 200);
         match async { self.client().await?.recent_events(&a.account, limit).await }.await {
@@ -275,7 +311,14 @@ impl Server {
             since: a.since,
             id: a.id,
         };
-        match async { self.client().await?.dlq_change(&a.consumer, &sel, replay).await }.await {
+        match async {
+            self.client()
+                .await?
+                .dlq_change(&a.consumer, &sel, replay)
+                .await
+        }
+        .await
+        {
             Ok(n) => Ok(CallToolResult::structured(json!({
                 "consumer": a.consumer,
                 if replay { "replayed" } else { "dropped" }: n,
