@@ -73,7 +73,8 @@ async fn setup() -> Setup {
     let f = fixed.clone();
     vendor.script(move |r| {
         if r.key == "bad-1" && !f.load(Ordering::SeqCst) {
-            Reply::Status(400)
+            // The error quotes the request back (PII included), as many APIs do.
+            Reply::Echo(400)
         } else {
             Reply::Status(200)
         }
@@ -233,6 +234,13 @@ async fn admin_api_routes_need_the_token_and_name_the_field_in_errors() {
     let (st, shown) = admin_get(r, "/admin/consumers/esp/dlq/bad-1").await;
     assert_eq!(st, 200);
     assert_eq!(shown["event"]["data"]["note"], HOSTILE);
+    assert!(
+        shown["fields"]["response"]
+            .as_str()
+            .unwrap()
+            .contains("pii@example.com"),
+        "the DLQ keeps the vendor's answer for triage: {shown}"
+    );
 
     // Errors: a status and a message naming the field.
     let (st, v) = admin_get(r, "/admin/consumers/nope/dlq").await;
@@ -656,6 +664,19 @@ async fn mcp_over_stdio_reports_status_and_replays_a_dead_letter() {
     assert!(!tail.to_string().contains("pii@example.com"), "{tail}");
 
     // A replay needs a selection; with the entry's id it delivers the event.
+    let listed = call("dlq_list", json!({"consumer": "esp"}))
+        .await
+        .structured_content
+        .unwrap();
+    assert_eq!(
+        listed["entries"][0]["fields"]["event_id"], "bad-1",
+        "{listed}"
+    );
+    assert_eq!(
+        listed["entries"][0]["fields"]["response"], "[redacted]",
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains("pii@example.com"), "{listed}");
     let refused = call("dlq_replay", json!({"consumer": "esp"})).await;
     assert_eq!(refused.is_error, Some(true));
     s.fixed.store(true, Ordering::SeqCst);

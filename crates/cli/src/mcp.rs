@@ -10,9 +10,10 @@
 //! `id` or an `account`: an agent cannot replay or drop a whole DLQ by
 //! leaving the selection out.
 //!
-//! Event payloads (`data`, `before`, `after`, `key`, `attributes`) are
-//! redacted in `dlq_show` and `tail` unless the operator started the server
-//! with `--show-payloads`.
+//! Event payloads (`data`, `before`, `after`, `key`, `attributes`) and the
+//! vendor's last response body (`fields.response`: vendors quote requests
+//! back) are redacted in `dlq_list`, `dlq_show` and `tail` unless the
+//! operator started the server with `--show-payloads`.
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -37,6 +38,19 @@ pub fn redact_event(ev: &mut Value) {
                     *v = json!("[redacted]");
                 }
             }
+        }
+    }
+}
+
+/// Redact a DLQ entry: its event's payload and the vendor's last response
+/// body (vendors often quote the request back).
+pub fn redact_entry(entry: &mut Value) {
+    if let Some(ev) = entry.get_mut("event") {
+        redact_event(ev);
+    }
+    if let Some(r) = entry.pointer_mut("/fields/response") {
+        if r.as_str().is_some_and(|s| !s.is_empty()) {
+            *r = json!("[redacted]");
         }
     }
 }
@@ -210,9 +224,14 @@ impl Server {
         }
         .await
         {
-            Ok(entries) => Ok(CallToolResult::structured(
-                json!({"consumer": a.consumer, "entries": entries}),
-            )),
+            Ok(mut entries) => {
+                if !self.show_payloads {
+                    entries.iter_mut().for_each(redact_entry);
+                }
+                Ok(CallToolResult::structured(
+                    json!({"consumer": a.consumer, "entries": entries}),
+                ))
+            }
             Err(e) => fail(format!("{e:#}")),
         }
     }
@@ -230,8 +249,8 @@ impl Server {
     ) -> Result<CallToolResult, ErrorData> {
         match async { self.client().await?.dlq_show(&a.consumer, &a.id).await }.await {
             Ok(Some(mut v)) => {
-                if let Some(ev) = v.get_mut("event") {
-                    self.payloads(ev);
+                if !self.show_payloads {
+                    redact_entry(&mut v);
                 }
                 Ok(CallToolResult::structured(v))
             }
