@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the committed seed corpora under fuzz/seeds/<target>/ (a few valid
 and a few near-miss inputs per target). Re-run after changing an input
-format; `cargo test -p switchyard --lib fuzzing::tests::seeds` checks that
+format; `cargo test -p switchyard-router --lib fuzzing::tests::seeds` checks that
 every seed satisfies its target's invariants."""
 import gzip, json, os, struct
 

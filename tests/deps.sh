@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine with Rust:
 # redis-server (+ redis-tools), PostgreSQL 15 server binaries, MariaDB (mariadb-server, with mysqlbinlog:
-# the MySQL source's tests and bench), curl, and the
-# wasm32-wasip2 Rust target, and chromium + chromium-driver (the console test). Idempotent; quiet when everything is present.
+# the MySQL source's tests and bench), curl, python3 (+ venv), the
+# wasm32-wasip2 Rust target, and the Python clients of the ingest tests
+# (tests/python/venv.sh), and chromium + chromium-driver (tests/it/console.rs drives the web
+# console in headless Chromium over WebDriver). Idempotent; quiet when everything is present.
 set -euo pipefail
 
 SUDO=""
@@ -17,6 +19,11 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ] && ! ls /usr/lib/postgresql/*/bi
 fi
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v mysqlbinlog >/dev/null 2>&1 || missing+=(mariadb-server)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   $SUDO apt-get update -qq
@@ -27,9 +34,8 @@ if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$' || rustup target add wasm32-wasip2 >&2
 fi
 
-# Headless Chromium + chromedriver: tests/it/console.rs drives the web console over WebDriver.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  echo "installing: chromium chromium-driver" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
-fi
+# The real client libraries the ingest compatibility tests drive (CloudEvents
+# SDK, segment-analytics-python), pinned in tests/python/requirements.txt, in a
+# venv under $SWITCHYARD_TOOLS_DIR (default ~/.cache/switchyard-tools). The
+# tests run the same script, so it is a no-op there once this ran.
+bash "$(dirname "$0")/python/venv.sh" >/dev/null

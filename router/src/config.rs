@@ -367,6 +367,7 @@ impl Config {
             }
             src.validate(&path, errors);
         }
+        switchyard_sources::http::validate_write_keys(self.http_sources(), errors);
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP listener: ingest (`POST /v1/events`), health, readiness and the
+//! The HTTP listener: ingest (`POST /v1/events`, the Segment-compatible
+//! `/v1/track`… `/v1/batch`), health, readiness and the
 //! admin endpoints. Routing is a match on (method, path); each handler lives
 //! with its subject (ingest in `switchyard_sources::http::ingest`).
 
@@ -24,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use switchyard_store::log::Log;
-use switchyard_sources::http::{json_response, read_body, reject, Ingest, Reject};
+use switchyard_sources::http::{json_response, read_body, reject, segment, Ingest, Reject};
 
 /// Extra routes served under `/admin/` (reload, status…), provided by the
 /// runtime. Kept behind a trait so the listener doesn't depend on delivery.
@@ -445,6 +446,11 @@ async fn route(
     let h1 = req.version() < http::Version::HTTP_2;
     let mut resp = match (req.method().clone(), path.as_str()) {
         (Method::POST, "/v1/events") => state.ingest.handle(req, shutdown).await,
+        // Segment-compatible ingest: /v1/track, /v1/identify, …, /v1/batch.
+        (Method::POST, p) if segment::route(p).is_some() => {
+            let r = segment::route(p).expect("checked by the guard");
+            state.ingest.handle_segment(r, req, shutdown).await
+        }
         (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (Method::GET, "/readyz") => {
             let (status, body) = crate::health::readyz(&state.log).await;

@@ -11,6 +11,7 @@ mod console;
 mod contract;
 mod delivery;
 mod ingest;
+mod ingest_compat;
 mod mysql;
 mod ops;
 mod redis_loss;

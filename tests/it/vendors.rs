@@ -617,7 +617,7 @@ fn reference_config_vendor_examples_pass_check() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("transforms/target/wasm32-wasip2/release"));
     let block = block.replace(
-        "../../transforms/target/wasm32-wasip2/release",
+        "../transforms/target/wasm32-wasip2/release",
         &transforms.display().to_string(),
     );
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,5 @@
-//! The one bearer-token check, used by ingest (`sources.<name>.token`) and by
+//! The one token check, used by ingest (`sources.<name>.token`; the Basic-auth
+//! user name for a Segment write key, `sources.<name>.segment.write_key`) and by
 //! the admin routes (`server.admin_token`).
 //!
 //! The scheme is matched case-insensitively (`Bearer`, `bearer`, `BEARER`:
@@ -31,6 +32,8 @@ impl std::fmt::Debug for TokenDigest {
 pub enum TokenError {
     #[error("missing `Authorization: Bearer <token>` header")]
     Missing,
+    #[error("missing `Authorization: Basic <base64 of write_key:>` header (the Segment write key as the user name)")]
+    MissingBasic,
     #[error("unknown token")]
     Unknown,
 }
@@ -47,6 +50,25 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The user name of an `Authorization` header value `Basic <base64 of
+/// user:password>` (RFC 7617), scheme in any case. The password is not
+/// returned: Segment's write-key auth sends the key as the user name and an
+/// empty password. `None` for another scheme, invalid base64 or UTF-8, or
+/// an empty user name.
+pub fn basic_user(authorization: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, rest) = authorization.split_once([' ', '\t'])?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_matches([' ', '\t']))
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+    (!user.is_empty()).then(|| user.to_string())
+}
+
 /// Which of `known` (by position) the bearer token in `authorization` is.
 pub fn check<'a>(
     authorization: Option<&str>,
@@ -55,6 +77,27 @@ pub fn check<'a>(
     let presented = authorization
         .and_then(bearer_token)
         .ok_or(TokenError::Missing)?;
+    check_secret(presented, known)
+}
+
+/// Which of `known` (by position) the Basic-auth user name in
+/// `authorization` is (a Segment write key). Same comparison as [`check`].
+pub fn check_basic_user<'a>(
+    authorization: Option<&str>,
+    known: impl IntoIterator<Item = &'a TokenDigest>,
+) -> Result<usize, TokenError> {
+    let presented = authorization
+        .and_then(basic_user)
+        .ok_or(TokenError::MissingBasic)?;
+    check_secret(&presented, known)
+}
+
+/// Which of `known` (by position) `presented` is: SHA-256 digests compared
+/// in constant time, every one of them whatever matched before.
+fn check_secret<'a>(
+    presented: &str,
+    known: impl IntoIterator<Item = &'a TokenDigest>,
+) -> Result<usize, TokenError> {
     let presented = TokenDigest::of(presented);
     let mut found = Choice::from(0);
     let mut index = 0u64;
@@ -102,5 +145,41 @@ mod tests {
             assert_eq!(check(h, &known), Err(TokenError::Missing), "{h:?}");
         }
         assert_eq!(check(Some("Bearer tok-a"), &[]), Err(TokenError::Unknown));
+    }
+
+    #[test]
+    fn basic_user_is_the_write_key() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let known = [TokenDigest::of("key-a"), TokenDigest::of("key-b")];
+        for h in [
+            format!("Basic {}", b64("key-b:")),
+            format!("basic {}", b64("key-b:")),
+            format!("BASIC  {} ", b64("key-b:ignored-password")),
+            format!("Basic {}", b64("key-b")),
+        ] {
+            assert_eq!(check_basic_user(Some(&h), &known), Ok(1), "{h:?}");
+        }
+        for h in [format!("Basic {}", b64("key-c:")), format!("Basic {}", b64("KEY-A:"))] {
+            assert_eq!(check_basic_user(Some(&h), &known), Err(TokenError::Unknown), "{h:?}");
+        }
+        for h in [
+            None,
+            Some("Bearer key-a".to_string()),
+            Some(format!("Basic {}", b64(":key-a"))),
+            Some("Basic !!!".to_string()),
+            Some("Basic".to_string()),
+        ] {
+            assert_eq!(
+                check_basic_user(h.as_deref(), &known),
+                Err(TokenError::MissingBasic),
+                "{h:?}"
+            );
+        }
+        // A bearer token is not a Basic user, and the other way round.
+        assert_eq!(
+            check(Some(&format!("Basic {}", b64("key-a:"))), &known),
+            Err(TokenError::Missing)
+        );
     }
 }

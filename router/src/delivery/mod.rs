@@ -10,7 +10,9 @@
 //! - `admin.rs`: DLQ, replay, rewind and status operations (CLI)
 
 pub mod config;
+mod account;
 pub mod partition;
+mod reader;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,15 +1,16 @@
-//! One consumer × one partition: a reader task, an actor that owns all state
-//! transitions, and one short-lived task per account with work.
+//! One consumer × one partition: a reader task (`reader.rs`), this actor,
+//! which owns all state transitions, and one short-lived task per account
+//! with work (`account.rs`).
 //!
 //! ```text
 //!  reader task ──batches──▶ actor ──spawn──▶ account task (one at a time per account)
 //!  (XREADGROUP, own conn)    │  ▲                 │ dedup check → chain → send/retry
 //!                            │  └────outcome──────┘
-//!                            └─▶ Redis: XACK / defer / park / DLQ (store.rs)
+//!                            └─▶ Redis: XACK / defer / park / DLQ (switchyard_store::consumer)
 //! ```
 //!
 //! An account task that panics (of any cause) dead-letters its event with
-//! the panic's message ([`guarded`]): the account moves on, nothing is
+//! the panic's message ([`super::account::guarded`]): the account moves on, nothing is
 //! wedged.
 //!
 //! Ordering: an account has at most one task, and its events are taken from
@@ -21,22 +22,19 @@
 //! `max_partition_buffer` events: the backlog stays in Redis.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use switchyard_destinations::classify::{backoff, classify, Attempt, Verdict};
 use super::config::OnFailure;
-use switchyard_store::consumer::{DeadLetter, GroupReader, Origin, PartitionStore, ReadError, Routed};
+use switchyard_store::consumer::{Origin, PartitionStore, Routed};
 use super::ConsumerCtx;
 use switchyard_core::event::{self, Event};
 use switchyard_store::log::Log;
-use switchyard_wasm_host::ChainOutcome;
+use super::account::{deliver, guarded, Done, Outcome};
+use super::reader::{reader, Batch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -70,32 +68,6 @@ impl Account {
             busy: false,
         }
     }
-}
-
-enum Outcome {
-    Delivered {
-        skipped: bool,
-    },
-    Filtered(String),
-    Dead(DeadLetter),
-    /// Shutting down: leave the event where it is (pending or deferred).
-    Cancelled,
-    /// The defer list turned out empty.
-    NothingDeferred,
-}
-
-struct Done {
-    account: String,
-    origin: Origin,
-    ev: Option<Event>,
-    outcome: Outcome,
-}
-
-/// Entries from the reader. `resync`: re-read from this consumer's pending
-/// list after a read failed (see [`reader`]); some may already be in memory.
-struct Batch {
-    resync: bool,
-    entries: Vec<(String, Result<Event, event::CodecError>)>,
 }
 
 pub(super) struct Partition {
@@ -791,297 +763,8 @@ fn stream_id_lt(a: &str, b: &str) -> bool {
     parse(a) < parse(b)
 }
 
-/// Run an account task's delivery; if it panics (a bug, of any cause), the
-/// event is dead-lettered with the panic's message instead of the task
-/// dying with the account still marked busy (which would hold the account's
-/// events, and every later one, forever). The panic itself is logged by the
-/// panic hook (`switchyard_core::panic`).
-async fn guarded(
-    consumer: &str,
-    delivery: impl Future<Output = Outcome>,
-    modules: impl FnOnce() -> String,
-) -> Outcome {
-    match AssertUnwindSafe(delivery).catch_unwind().await {
-        Ok(outcome) => outcome,
-        Err(p) => {
-            let msg = switchyard_core::panic::message(&*p);
-            tracing::error!(consumer, error = %msg, "a delivery task panicked; its event goes to the DLQ");
-            Outcome::Dead(DeadLetter {
-                kind: "failed",
-                reason: format!("internal error while delivering (the router panicked): {msg}"),
-                attempts: 0,
-                last_status: None,
-                last_response: String::new(),
-                modules: modules(),
-                behind: None,
-            })
-        }
-    }
-}
-
-/// Deliver one event: dedup check, transform chain, send with retries.
-async fn deliver(
-    ctx: &ConsumerCtx,
-    store: &mut PartitionStore,
-    epoch: u64,
-    ev: &Event,
-    check_dedup: bool,
-    cancel: &CancellationToken,
-) -> Outcome {
-    // Already acknowledged by the endpoint? The record and the XACK are written
-    // together, so this catches a second copy of the same id in the log (a client
-    // retry beyond the ingest idempotency window, a CDC re-read), in this epoch.
-    let mut delay = Duration::from_millis(50);
-    if check_dedup {
-        loop {
-            match store.was_acked(epoch, &ev.id).await {
-                Ok(true) => return Outcome::Delivered { skipped: true },
-                Ok(false) => break,
-                Err(e) => {
-                    if cancel.is_cancelled() {
-                        return Outcome::Cancelled;
-                    }
-                    tracing::warn!(error = %e, "dedup check failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-
-    let started = Instant::now();
-    let mut attempts: u32 = 0;
-    let mut last_status = None;
-    let mut last_response = String::new();
-    let policy = &ctx.cfg.retry;
-    let dead = |reason: String, attempts: u32, last_status: Option<u16>, last_response: String| {
-        Outcome::Dead(DeadLetter {
-            kind: "failed",
-            reason,
-            attempts,
-            last_status,
-            last_response,
-            modules: ctx.module_versions(),
-            behind: None,
-        })
-    };
-
-    // Transform (off the async workers); a retryable module error is
-    // retried like a failed send. A module at its deadline (up to 10 s) does
-    // not hold up shutdown: the event stays pending for the next start.
-    let mut requests = loop {
-        let prepared = tokio::select! {
-            _ = cancel.cancelled() => return Outcome::Cancelled,
-            p = ctx.prepare(ev) => p,
-        };
-        match prepared {
-            ChainOutcome::Requests(r) => break r,
-            ChainOutcome::Dropped { module } => return Outcome::Filtered(module),
-            ChainOutcome::Failed {
-                module,
-                message,
-                retryable,
-            } => {
-                attempts += 1;
-                let a = Attempt::Module {
-                    module,
-                    message,
-                    retryable,
-                };
-                ctx.stats.failed(&a);
-                match classify(&a) {
-                    Verdict::Fail { reason } => return dead(reason, attempts, None, String::new()),
-                    Verdict::Retry { reason, .. } => {
-                        if attempts >= policy.max_attempts || started.elapsed() >= policy.max_age {
-                            return dead(
-                                format!("retries exhausted: {reason}"),
-                                attempts,
-                                None,
-                                String::new(),
-                            );
-                        }
-                        let d = backoff(policy, &ctx.schedule, attempts);
-                        tokio::select! {
-                            _ = cancel.cancelled() => return Outcome::Cancelled,
-                            _ = tokio::time::sleep(d) => {}
-                        }
-                    }
-                    Verdict::Delivered => unreachable!("module errors never deliver"),
-                }
-            }
-        }
-    };
-
-    switchyard_core::tracectx::inject(&mut requests, ev);
-    for req in &requests {
-        loop {
-            if cancel.is_cancelled() {
-                return Outcome::Cancelled;
-            }
-            attempts += 1;
-            let a = {
-                let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
-                ctx.destination.send(&ev.id, req).await
-            };
-            crate::metrics::response(&ctx.name, a.metric_class());
-            if let Attempt::Response { status, body, .. } = &a {
-                last_status = Some(*status);
-                last_response = body.clone();
-            }
-            if !matches!(classify(&a), Verdict::Delivered) {
-                ctx.stats.failed(&a);
-            }
-            match classify(&a) {
-                Verdict::Delivered => break,
-                Verdict::Fail { reason } => {
-                    return dead(reason, attempts, last_status, last_response)
-                }
-                Verdict::Retry { after, reason } => {
-                    ctx.stats.inc(&ctx.stats.retries);
-                    let wait =
-                        backoff(policy, &ctx.schedule, attempts).max(after.unwrap_or_default());
-                    if attempts >= policy.max_attempts || started.elapsed() + wait > policy.max_age
-                    {
-                        return dead(
-                            format!("retries exhausted after {attempts} attempts: {reason}"),
-                            attempts,
-                            last_status,
-                            last_response,
-                        );
-                    }
-                    tracing::debug!(consumer = %ctx.name, event = %ev.id, attempt = attempts, ?wait, %reason, "will retry");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Outcome::Cancelled,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-            }
-        }
-    }
-    crate::metrics::delivered(&ctx.name, ev);
-    Outcome::Delivered { skipped: false }
-}
-
-/// Reads new entries for the actor, never more than the partition's free room.
-///
-/// A read whose reply is lost (a response timeout while Redis is paused, a
-/// connection cut) may still run in Redis, moving entries into this
-/// consumer's pending list that nobody delivers. So after any failed read the
-/// reader opens a new connection, kills the old one server-side (a read still
-/// queued there can no longer run later), and reads its pending list past the
-/// last entry it received, sending those (`resync`) before any newer entry:
-/// nothing is stranded and an account's order holds.
-async fn reader(
-    log: Log,
-    ctx: Arc<ConsumerCtx>,
-    p: u32,
-    room: Arc<Semaphore>,
-    tx: mpsc::Sender<Batch>,
-    stop: CancellationToken,
-) {
-    let mut rd = GroupReader::new(ctx.keys.clone(), p);
-    let mut last_seen = "0-0".to_string();
-    let mut resync = false;
-    loop {
-        if stop.is_cancelled() {
-            return;
-        }
-        if !rd.connected() {
-            if let Err(e) = rd.connect(&log).await {
-                tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "reader cannot connect; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-                continue;
-            }
-        }
-
-        let r: Result<(), ReadError> = async {
-            if resync {
-                loop {
-                    let entries = rd.read_pending(&last_seen, 500).await?;
-                    let Some((last, _)) = entries.last() else { break };
-                    last_seen = last.clone();
-                    tracing::info!(consumer = %ctx.name, partition = p, n = entries.len(), "re-read pending entries after a failed read");
-                    if tx.send(Batch { resync: true, entries }).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                resync = false;
-            }
-            let want = room.available_permits().clamp(1, 500) as u32;
-            let permit = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                p = room.clone().acquire_many_owned(want) => p.expect("never closed"),
-            };
-            let entries = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                r = rd.read_new(want as usize, 1000) => r?,
-            };
-            if let Some((last, _)) = entries.last() {
-                last_seen = last.clone();
-            }
-            permit.forget();
-            room.add_permits(want as usize - entries.len());
-            if !entries.is_empty() {
-                let _ = tx.send(Batch { resync: false, entries }).await;
-            }
-            Ok(())
-        }
-        .await;
-        if tx.is_closed() {
-            return;
-        }
-        let e = match r {
-            Ok(()) => continue,
-            Err(ReadError::NoGroup) => {
-                // The stream or group vanished (e.g. Redis lost its data): recreate it.
-                tracing::warn!(consumer = %ctx.name, partition = p, "consumer group missing; recreating it");
-                let _ = rd.recreate_group().await;
-                continue;
-            }
-            Err(ReadError::Other(e)) => e,
-        };
-        tracing::warn!(consumer = %ctx.name, partition = p, error = %e, "read failed; reconnecting and re-reading pending entries");
-        rd.drop_connection();
-        resync = true;
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{guarded, Outcome};
-
-    #[tokio::test]
-    async fn a_panicking_delivery_dead_letters_its_event_with_the_message() {
-        let o = guarded(
-            "crm",
-            async { panic!("Cannot start a runtime from within a runtime") },
-            || "esc@0123".to_string(),
-        )
-        .await;
-        let Outcome::Dead(dl) = o else {
-            panic!("expected a dead letter")
-        };
-        assert_eq!(dl.kind, "failed");
-        assert!(
-            dl.reason.contains("the router panicked")
-                && dl
-                    .reason
-                    .contains("Cannot start a runtime from within a runtime"),
-            "{}",
-            dl.reason
-        );
-        assert_eq!(dl.modules, "esc@0123");
-        // A delivery that does not panic keeps its outcome.
-        let o = guarded("crm", async { Outcome::Cancelled }, String::new).await;
-        assert!(matches!(o, Outcome::Cancelled));
-    }
 
     #[test]
     fn stream_ids_compare_numerically() {

@@ -1,4 +1,5 @@
-//! The HTTP ingest pipeline, whole: `POST /v1/events` from the request to
+//! The HTTP ingest pipeline, whole: `POST /v1/events` (native JSON and
+//! CloudEvents) and the Segment-compatible endpoints, from the request to
 //! the answer (authentication, body formats and encodings, validation,
 //! append, metrics). The router's listener only routes the request here.
 
@@ -12,7 +13,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{split_body, to_event, Auth, BodyFormat, Encoding, Reject};
+use super::{cloudevents, segment, split_body, to_event, Auth, AuthSource, BodyFormat, Encoding, Reject};
 use switchyard_store::log::{Log, LogError};
 
 type Resp = Response<Full<Bytes>>;
@@ -120,22 +121,72 @@ impl Ingest {
     /// Handle `POST /v1/events`: authenticate, read and decode the body,
     /// validate every element, append, and answer (202, or the [`Reject`]).
     pub async fn handle(&self, req: Request<Incoming>, shutdown: &CancellationToken) -> Resp {
-        let state = self;
-        let retry_after = state.limits.retry_after_secs;
-    let mut source = None;
-    let span = tracing::debug_span!(
+        let retry_after = self.limits.retry_after_secs;
+        let mut source = None;
+        let span = ingest_span();
+        let result =
+            tracing::Instrument::instrument(ingest_inner(self, req, shutdown, &mut source), span)
+                .await;
+        match answered(source, 202, result) {
+            Ok(v) => json_response(StatusCode::ACCEPTED, &v),
+            Err(r) => reject(&r, retry_after),
+        }
+    }
+
+    /// Handle a Segment endpoint (`/v1/track`, …, `/v1/batch`): like
+    /// [`Ingest::handle`], authenticated by a write key, answered as
+    /// Segment does: 200 `{"success": true}`.
+    pub async fn handle_segment(
+        &self,
+        route: segment::Route,
+        req: Request<Incoming>,
+        shutdown: &CancellationToken,
+    ) -> Resp {
+        let retry_after = self.limits.retry_after_secs;
+        let mut source = None;
+        let span = ingest_span();
+        let result = tracing::Instrument::instrument(
+            segment_inner(self, route, req, shutdown, &mut source),
+            span,
+        )
+        .await;
+        match answered(source, 200, result) {
+            Ok(_) => json_response(StatusCode::OK, &json!({"success": true})),
+            Err(r) => {
+                let mut resp = reject(&r, retry_after);
+                *resp.body_mut() = Full::new(Bytes::from(
+                    serde_json::to_vec(&segment::error_body(&r)).unwrap_or_default(),
+                ));
+                if r.status == 401 {
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Basic"),
+                    );
+                }
+                resp
+            }
+        }
+    }
+}
+
+fn ingest_span() -> tracing::Span {
+    tracing::debug_span!(
         "ingest",
         source = tracing::field::Empty,
         trace_id = tracing::field::Empty
-    );
-    let result =
-        tracing::Instrument::instrument(ingest_inner(state, req, shutdown, &mut source), span)
-            .await;
-    match result {
+    )
+}
+
+/// Count the request in the metrics and log a failure.
+fn answered(
+    source: Option<&str>,
+    ok_status: u16,
+    result: Result<Value, Reject>,
+) -> Result<Value, Reject> {
+    match &result {
         Ok(v) => {
             let n = |k: &str| v[k].as_u64().unwrap_or(0);
-            switchyard_core::metrics::ingest_request(source, 202, n("accepted"), n("duplicates"));
-            json_response(StatusCode::ACCEPTED, &v)
+            switchyard_core::metrics::ingest_request(source, ok_status, n("accepted"), n("duplicates"));
         }
         Err(r) => {
             switchyard_core::metrics::ingest_request(source, r.status, 0, 0);
@@ -147,10 +198,9 @@ impl Ingest {
                 // that may be PII. The client gets them in the response.
                 tracing::debug!(status = r.status, "ingest rejected");
             }
-            reject(&r, retry_after)
         }
     }
-}
+    result
 }
 
 /// The outcome of an append that failed after the request may have reached
@@ -159,31 +209,25 @@ const UNKNOWN_OUTCOME: &str = "the outcome is unknown: some or all events may ha
      Retry with the same ids, or with the same Idempotency-Key header: events already \
      written are then reported as duplicates, not written again";
 
-async fn ingest_inner<'a>(
-    state: &'a Ingest,
+/// `Content-Encoding` (415), then `Content-Length` against `server.max_body`
+/// (413), then the body within `server.body_read_timeout`, decompressed.
+/// The trace of the request (its valid `traceparent`, else a new one) is
+/// recorded on the span.
+async fn read_request(
+    state: &Ingest,
     req: Request<Incoming>,
+    source: &AuthSource,
     shutdown: &CancellationToken,
-    source_name: &mut Option<&'a str>,
-) -> Result<Value, Reject> {
+    before_body: impl FnOnce(&http::HeaderMap) -> Result<(), Reject>,
+) -> Result<(Bytes, Option<String>), Reject> {
     let headers = req.headers();
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let source = state.auth.authenticate(auth)?;
-    *source_name = Some(source.name());
-    let format = BodyFormat::from_content_type(
-        headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    )?;
     let codings: Vec<String> = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     let encoding = Encoding::from_header(&codings.join(","))?;
-    let idempotency_key =
-        super::idempotency_key(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
+    before_body(headers)?;
     let max = state.limits.max_body;
     let too_large = || {
         Reject::new(
@@ -211,24 +255,137 @@ async fn ingest_inner<'a>(
     span.record("source", source.name());
     span.record("trace_id", switchyard_core::tracectx::trace_id(trace.as_deref()));
     let body = read_body(req.into_body(), max, state.limits.body_read_timeout, shutdown, too_large).await?;
-    let body = super::decode_body(encoding, body, max)?;
-    let items = split_body(format, &body, state.limits.max_batch)?;
+    Ok((super::decode_body(encoding, body, max)?, trace))
+}
+
+async fn ingest_inner<'a>(
+    state: &'a Ingest,
+    req: Request<Incoming>,
+    shutdown: &CancellationToken,
+    source_name: &mut Option<&'a str>,
+) -> Result<Value, Reject> {
+    let headers = req.headers();
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let source = state.auth.authenticate(auth)?;
+    *source_name = Some(source.name());
+    // CloudEvents (structured, batch, binary), else the native format.
+    let ce_mode = cloudevents::mode(headers)?;
+    let format = match ce_mode {
+        Some(_) => None,
+        None => Some(BodyFormat::from_content_type(
+            headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        )?),
+    };
+    let mut idempotency_key = None;
+    let (body, trace) = read_request(state, req, source, shutdown, |headers| {
+        idempotency_key =
+            super::idempotency_key(headers.get("idempotency-key").map(|v| v.as_bytes()))?;
+        Ok(())
+    })
+    .await?;
     let now = Utc::now();
-    let mut events = Vec::with_capacity(items.len());
-    // Ids the client gave may repeat (retries), and so may ids derived from
-    // an Idempotency-Key: those are checked. Ids generated here cannot.
-    let mut checked = Vec::with_capacity(items.len());
-    for (i, (label, v)) in items.into_iter().enumerate() {
-        let client_id = v.get("id").is_some_and(|id| !id.is_null());
-        let mut ev = to_event(&label, v, source.name(), trace.as_deref(), now)?;
-        if let (false, Some(key)) = (client_id, &idempotency_key) {
-            ev.id = super::idempotent_id(source.name(), key, i);
+    let (events, checked, topic_fields) = match (format, ce_mode) {
+        (Some(format), _) => {
+            let items = split_body(format, &body, state.limits.max_batch)?;
+            let mut events = Vec::with_capacity(items.len());
+            // Ids the client gave may repeat (retries), and so may ids derived from
+            // an Idempotency-Key: those are checked. Ids generated here cannot.
+            let mut checked = Vec::with_capacity(items.len());
+            let mut topic_fields = Vec::with_capacity(items.len());
+            for (i, (label, v)) in items.into_iter().enumerate() {
+                let client_id = v.get("id").is_some_and(|id| !id.is_null());
+                let mut ev = to_event(&label, v, source.name(), trace.as_deref(), now)?;
+                if let (false, Some(key)) = (client_id, &idempotency_key) {
+                    ev.id = super::idempotent_id(source.name(), key, i);
+                }
+                checked.push(client_id || idempotency_key.is_some());
+                topic_fields.push(format!("{label}.topic"));
+                events.push(ev);
+            }
+            (events, checked, topic_fields)
         }
-        checked.push(client_id || idempotency_key.is_some());
+        (None, Some(mode)) => {
+            let converted = cloudevents::events(
+                &mode,
+                &body,
+                source.cloudevents(),
+                source.name(),
+                trace.as_deref(),
+                now,
+                state.limits.max_batch,
+            )?;
+            // Every CloudEvent has an id: all are checked.
+            let checked = converted.iter().map(|c| c.checked).collect();
+            let (fields, events) = converted
+                .into_iter()
+                .map(|c| (c.topic_field, c.event))
+                .unzip();
+            (events, checked, fields)
+        }
+        (None, None) => unreachable!("either a native format or a CloudEvents mode"),
+    };
+    append(state, source, events, &checked, &topic_fields).await
+}
+
+async fn segment_inner<'a>(
+    state: &'a Ingest,
+    route: segment::Route,
+    req: Request<Incoming>,
+    shutdown: &CancellationToken,
+    source_name: &mut Option<&'a str>,
+) -> Result<Value, Reject> {
+    let headers = req.headers();
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let source = state.auth.authenticate_write_key(auth)?;
+    *source_name = Some(source.name());
+    let cfg = source
+        .segment()
+        .expect("a source found by its write key has a segment config");
+    segment::check_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let (body, trace) = read_request(state, req, source, shutdown, |_| Ok(())).await?;
+    let converted = segment::events(
+        route,
+        &body,
+        cfg,
+        source.name(),
+        trace.as_deref(),
+        Utc::now(),
+        state.limits.max_batch,
+    )?;
+    // Messages without a messageId get ids generated here: not checked.
+    let checked: Vec<bool> = converted.iter().map(|c| c.checked).collect();
+    let (fields, events): (Vec<String>, Vec<_>) = converted
+        .into_iter()
+        .map(|c| (c.topic_field, c.event))
+        .unzip();
+    append(state, source, events, &checked, &fields).await
+}
+
+/// The topic permission of every event (403 naming its topic field), then
+/// the append and the 202 body: each event's id, partition and stream id,
+/// or `duplicate: true`.
+async fn append(
+    state: &Ingest,
+    source: &AuthSource,
+    events: Vec<switchyard_core::event::Event>,
+    checked: &[bool],
+    topic_fields: &[String],
+) -> Result<Value, Reject> {
+    for (ev, field) in events.iter().zip(topic_fields) {
         if !source.allows(&ev.topic) {
             return Err(Reject::new(
                 403,
-                Some(format!("{label}.topic")),
+                Some(field.clone()),
                 format!(
                     "source `{}` may not publish to topic `{}` (sources.{}.topics)",
                     source.name(),
@@ -237,7 +394,10 @@ async fn ingest_inner<'a>(
                 ),
             ));
         }
-        events.push(ev);
+    }
+    if events.is_empty() {
+        // An empty CloudEvents batch: nothing to write.
+        return Ok(json!({"accepted": 0, "duplicates": 0, "events": []}));
     }
     let appended = state
         .log

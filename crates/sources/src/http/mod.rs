@@ -19,9 +19,13 @@ use serde_json::{Map, Value};
 use switchyard_core::event::{self, ConsentState, Event, Op};
 use switchyard_core::token::{self, TokenDigest};
 
+pub mod cloudevents;
 mod config;
 pub mod ingest;
-pub use config::HttpSourceConfig;
+pub mod segment;
+pub use config::{
+    validate_write_keys, CloudEventsConfig, HttpSourceConfig, SegmentAccountId, SegmentConfig,
+};
 pub use ingest::{json_response, read_body, reject, Ingest, IngestLimits};
 
 /// A rejected request: status and a message that names the field.
@@ -40,7 +44,7 @@ impl Reject {
             message: message.into(),
         }
     }
-    fn bad(field: String, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(field: String, message: impl Into<String>) -> Self {
         Reject::new(400, Some(field), message)
     }
     pub fn to_json(&self) -> Value {
@@ -53,16 +57,33 @@ impl Reject {
     }
 }
 
+/// One message of another format (CloudEvents, Segment) turned into a
+/// canonical event, with the label its errors use (`event`, `events[i]`,
+/// `batch[i]`…) and the field that names its topic (for a 403).
+#[derive(Debug)]
+pub struct Converted {
+    pub label: String,
+    pub topic_field: String,
+    pub event: Event,
+    /// Whether the id came from the client (so a retry may repeat it) and
+    /// must be checked against the idempotency window.
+    pub checked: bool,
+}
+
 /// Token → source mapping (the check is [`switchyard_core::token::check`], shared with
 /// the admin routes).
 pub struct Auth {
     sources: Vec<AuthSource>,
+    /// Segment write keys: (key, index into `sources`).
+    write_keys: Vec<(TokenDigest, usize)>,
 }
 
 pub struct AuthSource {
     name: String,
     token: TokenDigest,
     topics: GlobSet,
+    cloudevents: CloudEventsConfig,
+    segment: Option<SegmentConfig>,
 }
 
 impl Auth {
@@ -76,10 +97,25 @@ impl Auth {
             _ => None,
         });
         let mut sources = Vec::new();
+        let mut write_keys = Vec::new();
+        let mut seen_keys = std::collections::HashMap::new();
         for (name, h) in http {
             let token = h
                 .load_token()
                 .with_context(|| format!("reading the token of source `{name}`"))?;
+            if let Some(key) = h
+                .load_write_key()
+                .with_context(|| format!("reading the Segment write key of source `{name}`"))?
+            {
+                // One key, one source: otherwise which source a request is
+                // from would depend on the order of the config.
+                if let Some(other) = seen_keys.insert(key.clone(), name.clone()) {
+                    anyhow::bail!(
+                        "sources.{name}.segment.write_key: the same write key as sources.{other}.segment"
+                    );
+                }
+                write_keys.push((TokenDigest::of(&key), sources.len()));
+            }
             let mut b = GlobSetBuilder::new();
             for t in &h.topics {
                 b.add(Glob::new(t).with_context(|| format!("sources.{name}.topics: `{t}`"))?);
@@ -88,9 +124,26 @@ impl Auth {
                 name: name.clone(),
                 token: TokenDigest::of(&token),
                 topics: b.build()?,
+                cloudevents: h.cloudevents.clone(),
+                segment: h.segment.clone(),
             });
         }
-        Ok(Auth { sources })
+        Ok(Auth {
+            sources,
+            write_keys,
+        })
+    }
+
+    /// The source whose Segment write key is the Basic-auth user name of
+    /// `authorization` (the header value).
+    pub fn authenticate_write_key(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<&AuthSource, Reject> {
+        match token::check_basic_user(authorization, self.write_keys.iter().map(|(k, _)| k)) {
+            Ok(i) => Ok(&self.sources[self.write_keys[i].1]),
+            Err(e) => Err(Reject::new(401, None, e.to_string())),
+        }
     }
 
     /// The source whose token matches `authorization` (the header value).
@@ -109,6 +162,14 @@ impl AuthSource {
     /// Whether this source may publish to `topic` (`sources.<name>.topics`).
     pub fn allows(&self, topic: &str) -> bool {
         self.topics.is_match(topic)
+    }
+    /// `sources.<name>.cloudevents`.
+    pub fn cloudevents(&self) -> &CloudEventsConfig {
+        &self.cloudevents
+    }
+    /// `sources.<name>.segment` (set: this source authenticated with it).
+    pub fn segment(&self) -> Option<&SegmentConfig> {
+        self.segment.as_ref()
     }
 }
 
