@@ -7,7 +7,9 @@
 # examples/python-module and examples/js-module (componentize-py from PyPI in a
 # venv, componentize-js from npm with the example's package-lock.json), all
 # under $SWITCHYARD_TOOLS_DIR (default ~/.cache/switchyard-tools), outside the
-# clone, so a machine installs each pinned version once.
+# clone, so a machine installs each pinned version once; and
+# chromium + chromium-driver (tests/it/console.rs drives the web console in
+# headless Chromium over WebDriver).
 # Idempotent; quiet when everything is present.
 set -euo pipefail
 
@@ -28,6 +30,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
   $SUDO apt-get update -qq

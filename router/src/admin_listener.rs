@@ -107,6 +107,9 @@ async fn handle(ctx: &AdminCtx, req: Request<Incoming>, peer: SocketAddr) -> Res
             ))))
             .expect("static response parts are valid"),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        // The console's page holds no data (it asks for the token and loads
+        // the views below with it): served without a token.
+        (&Method::GET, "/console") | (&Method::GET, "/console/") => crate::console::page(),
         (&Method::GET, "/readyz") => {
             let (status, body) = crate::health::readyz(&ctx.log).await;
             json_response(status, &body)
@@ -177,8 +180,9 @@ pub async fn start(
     delivery: &Arc<Delivery>,
     runtime: Option<Arc<dyn Admin>>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SocketAddr> {
     let listener = bind(cfg).await?;
+    let addr = listener.local_addr()?;
     let ctx = Arc::new(AdminCtx {
         log: log.clone(),
         delivery: delivery.clone(),
@@ -190,5 +194,62 @@ pub async fn start(
         registry: crate::metrics::registry(Some(delivery.clone())),
     });
     tokio::spawn(serve(listener, ctx, shutdown.clone()));
-    Ok(())
+    Ok(addr)
+}
+
+/// How long the address record lives without a refresh.
+const RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `http://host:port` for a bound address (an unspecified IP is reached on loopback).
+pub fn url_of(addr: SocketAddr, scheme: &str) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        if addr.is_ipv6() {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+    } else {
+        addr.ip()
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Record where this router's admin API answers (`switchyard_store::router_addr`):
+/// the admin listener's URL (`admin`, when `[admin]` is configured) and the
+/// main listener's (`server`, which serves the same API under `/admin/`),
+/// refreshed every 10 s with a 30 s expiry, removed on shutdown.
+pub fn spawn_address_record(
+    log: &Log,
+    admin: Option<SocketAddr>,
+    server: SocketAddr,
+    server_tls: bool,
+    shutdown: CancellationToken,
+) {
+    let record = json!({
+        "admin": admin.map(|a| url_of(a, "http")),
+        "server": url_of(server, if server_tls { "https" } else { "http" }),
+        "pid": std::process::id(),
+    })
+    .to_string();
+    let log = log.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match switchyard_store::router_addr::record(&log, &record, RECORD_TTL).await {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot record the admin address in Redis; the CLI falls back to the config's addresses");
+                    }
+                    failing = true;
+                }
+            }
+        }
+        let _ = switchyard_store::router_addr::clear(&log, &record).await;
+    });
 }

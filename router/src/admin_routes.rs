@@ -19,11 +19,16 @@ pub struct AdminRequest {
 
 pub async fn route(ctx: &AdminCtx, req: AdminRequest) -> Resp {
     match (&req.method, req.path.as_str()) {
+        (&Method::GET, p) if p.starts_with("/console/") => {
+            crate::console::view(ctx, p, req.query.as_deref()).await
+        }
         (_, p) if p.starts_with("/admin/") => match &ctx.runtime {
             Some(rt) => {
-                let (status, v) = rt
-                    .handle(req.method.clone(), req.path.clone(), req.body)
-                    .await;
+                let path = match &req.query {
+                    Some(q) => format!("{}?{q}", req.path),
+                    None => req.path.clone(),
+                };
+                let (status, v) = rt.handle(req.method.clone(), path, req.body).await;
                 json_response(status, &v)
             }
             None => json_response(

@@ -132,6 +132,11 @@ pub async fn run(
         }
     };
     let runtime = Arc::new(Runtime {
+        api: Arc::new(crate::admin_api::Api {
+            log: log.clone(),
+            delivery: delivery.clone(),
+            config: Arc::new(config.clone()),
+        }),
         delivery: delivery.clone(),
         config_path,
         admin_token: config.server.admin_token.clone(),
@@ -141,10 +146,20 @@ pub async fn run(
     spawn_sighup(runtime.clone(), shutdown.clone());
     let admin: Arc<dyn Admin> = runtime.clone();
     crate::monitor::start(&config, &log, delivery.clone(), &shutdown)?;
-    if let Some(a) = &config.admin {
-        crate::admin_listener::start(a, &config, &log, &delivery, Some(admin.clone()), &shutdown)
-            .await?;
-    }
+    let admin_addr = match &config.admin {
+        Some(a) => Some(
+            crate::admin_listener::start(a, &config, &log, &delivery, Some(admin.clone()), &shutdown)
+                .await?,
+        ),
+        None => None,
+    };
+    crate::admin_listener::spawn_address_record(
+        &log,
+        admin_addr,
+        addr,
+        tls_on,
+        shutdown.clone(),
+    );
     let _ = state.admin.set(admin);
     state.startup.ready();
     tracing::info!(addr = %addr, "ready");
@@ -166,6 +181,7 @@ pub async fn run(
 
 /// What the admin endpoints and SIGHUP act on.
 struct Runtime {
+    api: Arc<crate::admin_api::Api>,
     delivery: Arc<Delivery>,
     config_path: Option<PathBuf>,
     admin_token: Option<switchyard_core::secret::Secret>,
@@ -229,13 +245,13 @@ impl Admin for Runtime {
         &self,
         method: Method,
         path: String,
-        _body: Bytes,
+        body: Bytes,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (StatusCode, Value)> + Send + '_>> {
         Box::pin(async move {
-            match (method, path.as_str()) {
-                (Method::GET, "/admin/status") => {
-                    (StatusCode::OK, json!({"consumers": self.delivery.status()}))
-                }
+            if let Some(answer) = self.api.handle(&method, &path, &body).await {
+                return answer;
+            }
+            match (method, path.split('?').next().unwrap_or("")) {
                 (Method::POST, "/admin/reload") => {
                     let r = tokio::task::block_in_place(|| self.reload());
                     let status = if r["ok"] == true {

@@ -5,6 +5,7 @@
 //! loop (`source/postgres/monitor.rs`), started from here too.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +51,7 @@ pub fn start(
         }
     }
     let interval = config.monitor.interval;
+    let source_names: Vec<String> = config.sources.keys().cloned().collect();
     let log = log.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -61,6 +63,16 @@ pub fn start(
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            for name in &source_names {
+                let accepted = metrics::get()
+                    .ingest_events
+                    .get_or_create(&metrics::SourceStatus {
+                        source: name.clone(),
+                        status: "accepted".into(),
+                    })
+                    .get();
+                crate::admin_api::history().record_source(name, accepted);
+            }
             for c in &delivery.consumers {
                 match observe_consumer(&log, c).await {
                     Ok((seen, parked)) => {
@@ -69,6 +81,19 @@ pub fn start(
                             failing = false;
                         }
                         set_gauges(&c.name, seen, parked);
+                        crate::admin_api::history().record(
+                            &c.name,
+                            crate::admin_api::Sample {
+                                at: chrono::Utc::now(),
+                                mono: std::time::Instant::now(),
+                                lag_events: seen.lag_events,
+                                lag_seconds: seen.lag_seconds,
+                                dlq: seen.dlq,
+                                parked,
+                                delivered: c.stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+                                p99_ms: c.stats.p99_ms(Duration::from_secs(300)),
+                            },
+                        );
                         if let Some(s) = &c.cfg.sla {
                             sla.evaluate(
                                 &Target {

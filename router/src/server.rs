@@ -465,6 +465,11 @@ async fn route(
         }
         (m, p) if p.starts_with("/admin/") => match state.admin.get() {
             Some(admin) => {
+                // The admin API reads its filters from the query.
+                let p = match req.uri().query() {
+                    Some(q) => format!("{p}?{q}"),
+                    None => p.to_string(),
+                };
                 let auth = req
                     .headers()
                     .get(header::AUTHORIZATION)
@@ -484,7 +489,7 @@ async fn route(
                         Ok(b) => b,
                         Err(r) => return reject(&r, state.server.retry_after_secs),
                     };
-                let (status, v) = admin.handle(m, p.to_string(), body).await;
+                let (status, v) = admin.handle(m, p, body).await;
                 json_response(status, &v)
             }
             None => json_response(

@@ -445,16 +445,13 @@ async fn new_consumer_backfills_and_rewind_redelivers_without_touching_others() 
     assert_eq!(esp.requests().len(), 50);
 
     let st = std::process::Command::new(bin())
-        .args(["status", "--config"])
+        .args(["status", "--json", "--config"])
         .arg(&router.config_path)
         .output()
         .unwrap();
     assert!(st.status.success());
-    let lines: Vec<Value> = String::from_utf8(st.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let doc: Value = serde_json::from_slice(&st.stdout).unwrap();
+    let lines: Vec<Value> = doc["consumers"].as_object().unwrap().values().cloned().collect();
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["dlq"] == 0), "{lines:?}");
 }
@@ -529,11 +526,12 @@ async fn events_outside_the_topics_are_not_sent() {
     assert_eq!(vendor.applied_by_account()["1"], vec!["e1", "e4"]);
     let started = Instant::now();
     let st = std::process::Command::new(bin())
-        .args(["status", "--config"])
+        .args(["status", "--json", "--config"])
         .arg(&router.config_path)
         .output()
         .unwrap();
-    let s: Value = serde_json::from_slice(&st.stdout).unwrap();
+    let doc: Value = serde_json::from_slice(&st.stdout).unwrap();
+    let s = doc["consumers"].as_object().unwrap().values().next().unwrap().clone();
     assert_eq!(
         s["lag"],
         0,

@@ -7,6 +7,7 @@ mod support;
 mod cdc;
 mod cluster;
 mod check;
+mod console;
 mod contract;
 mod delivery;
 mod ingest;

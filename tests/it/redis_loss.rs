@@ -65,7 +65,7 @@ async fn delivered(vendor: &Vendor, n: usize) {
 
 fn status(router: &Router) -> Value {
     let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
+        .args(["status", "--json", "--config"])
         .arg(&router.config_path)
         .output()
         .unwrap();
@@ -74,7 +74,8 @@ fn status(router: &Router) -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["consumers"].as_object().unwrap().values().next().unwrap().clone()
 }
 
 fn meta(redis: &RedisServer) -> Option<String> {
@@ -137,7 +138,7 @@ async fn redis_restarted_empty_gets_its_partition_guard_back_and_status_tells_th
 
 fn status_of(config: &std::path::Path) -> Value {
     let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
+        .args(["status", "--json", "--config"])
         .arg(config)
         .output()
         .unwrap();
@@ -146,7 +147,8 @@ fn status_of(config: &std::path::Path) -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["consumers"].as_object().unwrap().values().next().unwrap().clone()
 }
 
 /// Without a group (Redis lost it and no reader made it again) or with a

@@ -330,7 +330,7 @@ async fn modules_hot_reload_by_file_watch_sighup_and_cli_and_a_bad_version_keeps
     assert!(err.contains("mapper.wasm"), "{err}");
     assert_eq!(send_and_expect("c").await, "c");
     let status = std::process::Command::new(bin())
-        .args(["status", "--config"])
+        .args(["status", "--json", "--config"])
         .arg(&router.config_path)
         .output()
         .unwrap();

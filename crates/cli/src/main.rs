@@ -5,27 +5,15 @@ use std::process::ExitCode;
 
 mod admin_client;
 mod check;
+mod mcp;
 mod sink;
 mod tail;
 mod transform;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use crate::admin_client::AdminClient;
 use switchyard_config::Config;
-use switchyard_store::admin::ConsumerAdmin;
-use switchyard_store::log::Log;
-
-/// Operator actions on consumer `name` of `cfg` (it must be in the config).
-async fn consumer_admin(cfg: &Config, name: &str) -> anyhow::Result<ConsumerAdmin> {
-    if !cfg.consumers.contains_key(name) {
-        let known: Vec<&String> = cfg.consumers.keys().collect();
-        anyhow::bail!("no consumer `{name}` in the config (known: {known:?})");
-    }
-    let log = Log::connect(&cfg.redis, &cfg.log)
-        .await
-        .context("connecting to Redis (redis.url)")?;
-    ConsumerAdmin::connect(log, name).await
-}
 
 async fn dlq(action: DlqAction) -> anyhow::Result<()> {
     let f = match &action {
@@ -33,25 +21,30 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         DlqAction::Show { filter, .. } => filter,
     };
     let cfg = Config::load(&f.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut admin = consumer_admin(&cfg, &f.consumer).await?;
+    // The running router's admin API, or Redis when none runs.
+    let admin = AdminClient::connect(&cfg).await?;
     let account = f.account.as_deref();
+    let sel = switchyard_router::admin_api::Selection {
+        account: f.account.clone(),
+        since: f.since.map(|t| t.to_rfc3339()),
+        id: None,
+    };
     match &action {
         DlqAction::List(f) => {
-            for mut e in admin.dlq_list(account, f.since).await? {
-                e.event = None;
+            for e in admin.dlq_list(&f.consumer, account, f.since).await? {
                 println!("{}", serde_json::to_string(&e)?);
             }
         }
-        DlqAction::Show { id, .. } => match admin.dlq_show(id).await? {
+        DlqAction::Show { id, .. } => match admin.dlq_show(&f.consumer, id).await? {
             Some(e) => println!("{}", serde_json::to_string_pretty(&e)?),
             None => anyhow::bail!("no DLQ entry with id `{id}` for consumer {}", f.consumer),
         },
         DlqAction::Replay(f) => {
-            let n = admin.dlq_replay(account, f.since).await?;
+            let n = admin.dlq_change(&f.consumer, &sel, true).await?;
             println!("{n} event(s) sent back for delivery");
         }
         DlqAction::Drop(f) => {
-            let n = admin.dlq_drop(account, f.since).await?;
+            let n = admin.dlq_change(&f.consumer, &sel, false).await?;
             println!("{n} event(s) dropped");
         }
     }
@@ -129,10 +122,23 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: std::net::SocketAddr,
     },
-    /// Lag, pending, DLQ and parked accounts of every consumer (read from Redis).
+    /// Per consumer: state, lag, rate, p99, DLQ, parked accounts, modules,
+    /// last error; per source: rate and lag; health. From the running
+    /// router's admin API, or from Redis when none runs.
     Status {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
+        /// Print the admin API's status document (JSON) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An MCP server on stdin/stdout: status, lag, DLQ and account tools for agents.
+    Mcp {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// Show event payloads in DLQ and tail results (redacted otherwise).
+        #[arg(long)]
+        show_payloads: bool,
     },
 }
 
@@ -274,11 +280,9 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 };
                 async {
-                    let to = switchyard_config::consumer::Start::parse(&to)
-                        .map_err(anyhow::Error::msg)?;
-                    let mut admin = consumer_admin(&cfg, &consumer).await?;
-                    admin.rewind(&to).await?;
-                    println!("consumer {consumer} rewound to {}", to.stream_id());
+                    let admin = AdminClient::connect(&cfg).await?;
+                    let id = admin.rewind(&consumer, &to).await?;
+                    println!("consumer {consumer} rewound to {id}");
                     Ok(())
                 }
                 .await
@@ -288,13 +292,8 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                match crate::admin_client::call(
-                    &cfg,
-                    reqwest::Method::POST,
-                    "/admin/reload",
-                )
-                .await
-                {
+                let r = async { AdminClient::connect(&cfg).await?.reload().await }.await;
+                match r {
                     Ok((status, v)) => {
                         println!("{v}");
                         if status == 200 {
@@ -337,36 +336,31 @@ fn main() -> ExitCode {
             Command::Sink { listen } => {
                 crate::sink::run(listen, switchyard_router::app::shutdown_on_signals()).await
             }
-            Command::Status { config } => {
+            Command::Status { config, json } => {
                 let cfg = match load(&config) {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
                 async {
-                    // Live counters and module versions, when a router answers.
-                    let live = crate::admin_client::call(
-                        &cfg,
-                        reqwest::Method::GET,
-                        "/admin/status",
-                    )
-                    .await
-                    .ok()
-                    .map(|(_, v)| v);
-                    for name in cfg.consumers.keys() {
-                        let mut admin = consumer_admin(&cfg, name).await?;
-                        let mut s = admin.status().await?;
-                        if let Some(l) = live
-                            .as_ref()
-                            .map(|v| &v["consumers"][name])
-                            .filter(|v| !v.is_null())
-                        {
-                            s["router"] = l.clone();
-                        }
-                        println!("{s}");
+                    let st = AdminClient::connect(&cfg).await?.status().await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&st)?);
+                    } else {
+                        print!("{}", crate::admin_client::status_table(&st));
                     }
                     Ok(())
                 }
                 .await
+            }
+            Command::Mcp {
+                config,
+                show_payloads,
+            } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                crate::mcp::serve_stdio(cfg, show_payloads).await
             }
             Command::Tail {
                 config,

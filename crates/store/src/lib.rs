@@ -19,6 +19,7 @@ pub mod config;
 pub mod consumer;
 pub mod lag;
 pub mod log;
+pub mod router_addr;
 pub mod source_state;
 pub mod tail;
 

@@ -104,3 +104,41 @@ impl Tail {
         Ok(out)
     }
 }
+
+/// The newest `limit` events of `account` (newest first), looking at most
+/// `scan` entries back in its partition. Entries that do not decode are
+/// skipped (they cannot be attributed to an account).
+pub async fn recent_of_account(
+    log: &Log,
+    account: &str,
+    limit: usize,
+    scan: usize,
+) -> Result<Vec<TailEntry>, LogError> {
+    let p = log.partition_of(account);
+    let stream = log.keys().stream(p);
+    let mut conn = log.conn().await?;
+    let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(&stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(scan.max(1))
+        .query_async(&mut conn)
+        .await?;
+    let mut out = Vec::new();
+    for entry in reply.ids {
+        let event = decode_entry(&entry);
+        if matches!(&event, Ok(ev) if ev.account_id == account) {
+            out.push(TailEntry {
+                partition: p,
+                stream: stream.clone(),
+                stream_id: entry.id.clone(),
+                event,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

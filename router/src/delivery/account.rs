@@ -132,6 +132,7 @@ pub(super) async fn deliver(
                     message,
                     retryable,
                 };
+                ctx.stats.failed(&a);
                 match classify(&a) {
                     Verdict::Fail { reason } => return dead(reason, attempts, None, String::new()),
                     Verdict::Retry { reason, .. } => {
@@ -170,6 +171,9 @@ pub(super) async fn deliver(
             if let Attempt::Response { status, body, .. } = &a {
                 last_status = Some(*status);
                 last_response = body.clone();
+            }
+            if !matches!(classify(&a), Verdict::Delivered) {
+                ctx.stats.failed(&a);
             }
             match classify(&a) {
                 Verdict::Delivered => break,

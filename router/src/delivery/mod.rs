@@ -58,7 +58,15 @@ pub struct Stats {
     filtered: Mutex<BTreeMap<String, u64>>,
     latency_us_sum: AtomicU64,
     latency_n: AtomicU64,
+    /// Recent ingest-to-2xx latencies (for the p99 of `status`), newest last.
+    recent_latency: Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
+    /// The last failed attempt: a reason without PII (status, timeout,
+    /// module name) and when.
+    last_error: Mutex<Option<(String, chrono::DateTime<chrono::Utc>)>>,
 }
+
+/// At most this many latencies are kept for the p99.
+const RECENT_LATENCIES: usize = 2048;
 
 impl Stats {
     pub fn inc(&self, c: &AtomicU64) {
@@ -86,6 +94,52 @@ impl Stats {
             .max(0) as u64;
         self.latency_us_sum.fetch_add(us, Ordering::Relaxed);
         self.latency_n.fetch_add(1, Ordering::Relaxed);
+        let mut r = self.recent_latency.lock().unwrap();
+        if r.len() >= RECENT_LATENCIES {
+            r.pop_front();
+        }
+        r.push_back((std::time::Instant::now(), us));
+    }
+    /// The 99th percentile of ingest-to-2xx latencies (ms) of deliveries
+    /// within `window`; `None` without any.
+    pub fn p99_ms(&self, window: Duration) -> Option<f64> {
+        let now = std::time::Instant::now();
+        let mut v: Vec<u64> = self
+            .recent_latency
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= window)
+            .map(|(_, us)| *us)
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
+        Some(v[i] as f64 / 1000.0)
+    }
+    /// Record a failed attempt. The reason is the HTTP status, `timed out`,
+    /// `connection failed` or the failing module's name: never a response
+    /// body or a module's message (either may quote the event).
+    pub fn failed(&self, a: &switchyard_destinations::classify::Attempt) {
+        let reason = match a {
+            switchyard_destinations::classify::Attempt::Response { status, .. } => format!("HTTP {status}"),
+            switchyard_destinations::classify::Attempt::Timeout => "timed out".into(),
+            switchyard_destinations::classify::Attempt::Connect(_) => "connection failed".into(),
+            switchyard_destinations::classify::Attempt::Module { module, retryable, .. } => format!(
+                "module {module} failed ({})",
+                if *retryable { "retryable" } else { "not retryable" }
+            ),
+            switchyard_destinations::classify::Attempt::Unsendable { module, .. } => {
+                format!("module {module} built a request that cannot be sent")
+            }
+        };
+        *self.last_error.lock().unwrap() = Some((reason, chrono::Utc::now()));
+    }
+    /// The last failed attempt's reason and time.
+    pub fn last_error(&self) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+        self.last_error.lock().unwrap().clone()
     }
     pub fn snapshot(&self) -> serde_json::Value {
         let n = self.latency_n.load(Ordering::Relaxed);
