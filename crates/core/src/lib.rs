@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod panic;
+pub mod retry;
 pub mod secret;
 pub mod tls;
 pub mod token;

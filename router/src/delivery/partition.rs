@@ -90,7 +90,10 @@ pub(super) struct Partition {
 /// Retry a Redis operation until it succeeds or `cancel` fires.
 macro_rules! persist {
     ($self:ident, $what:expr, $op:expr) => {{
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = switchyard_core::retry::Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_secs(2),
+        );
         loop {
             match $op {
                 Ok(v) => break Some(v),
@@ -99,8 +102,7 @@ macro_rules! persist {
                     if $self.cancel.is_cancelled() {
                         break None;
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }

@@ -27,6 +27,7 @@ pub mod stream;
 pub mod tls;
 pub mod values;
 
+use switchyard_core::retry::Backoff;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -76,8 +77,7 @@ pub async fn run(
         conn,
         opts,
     };
-    let min_delay = Duration::from_millis(100);
-    let mut delay = min_delay;
+    let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff);
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -91,15 +91,14 @@ pub async fn run(
             }
             Err(SessionError::Transient(e)) => {
                 if started.elapsed() > Duration::from_secs(30) {
-                    delay = min_delay;
+                    backoff.reset();
                 }
+                let delay = backoff.next_delay();
                 tracing::warn!(source = %name, error = %format!("{e:#}"), retry_in = ?delay,
                     "mysql source: connection lost or not ready; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
+                if !Backoff::sleep(delay, &shutdown).await {
+                    return Ok(());
                 }
-                delay = (delay * 2).min(cfg.max_backoff);
             }
         }
     }
@@ -138,17 +137,16 @@ pub async fn store_position(
     ctx: &SourceCtx<'_>,
     p: &position::BinlogPos,
 ) -> Result<(), SessionError> {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match position::store(ctx.log, ctx.source, p).await {
             Ok(()) => return Ok(()),
             Err(e @ (LogError::Unavailable(_) | LogError::Tls(_))) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(source = ctx.source, error = %e, retry_in = ?delay, "cannot store the binlog position; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = ctx.shutdown.cancelled() => return Err(SessionError::Shutdown),
+                if !Backoff::sleep(delay, &ctx.shutdown).await {
+                    return Err(SessionError::Shutdown);
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(SessionError::log(e)),
         }
@@ -322,7 +320,7 @@ pub async fn append_retry(
     if events.is_empty() {
         return Ok(());
     }
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match log.append(events).await {
             Ok(appended) => {
@@ -337,12 +335,11 @@ pub async fn append_retry(
                 return Ok(());
             }
             Err(LogError::Unavailable(e) | LogError::Tls(e)) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(source, error = %e, retry_in = ?delay, "log unavailable; retrying append");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
+                if !Backoff::sleep(delay, &shutdown).await {
+                    return Err(SessionError::Shutdown);
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 return Err(SessionError::Transient(anyhow::anyhow!(

@@ -13,6 +13,7 @@ pub mod stream;
 pub mod tls;
 pub mod values;
 
+use switchyard_core::retry::Backoff;
 use std::time::{Duration, Instant};
 
 use pgwire_replication::{PgWireError, ReplicationConfig};
@@ -68,8 +69,7 @@ pub async fn run(
         conn,
         sql_tls,
     };
-    let min_delay = Duration::from_millis(100);
-    let mut delay = min_delay;
+    let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff);
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -88,15 +88,14 @@ pub async fn run(
             }
             Err(SessionError::Transient(e)) => {
                 if started.elapsed() > Duration::from_secs(30) {
-                    delay = min_delay;
+                    backoff.reset();
                 }
+                let delay = backoff.next_delay();
                 tracing::warn!(source = %name, error = %format!("{e:#}"), retry_in = ?delay,
                     "postgres source: connection lost or not ready; reconnecting");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
+                if !Backoff::sleep(delay, &shutdown).await {
+                    return Ok(());
                 }
-                delay = (delay * 2).min(cfg.max_backoff);
             }
         }
     }
@@ -385,7 +384,7 @@ pub async fn append_retry(
     if events.is_empty() {
         return Ok(());
     }
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match log.append(events).await {
             Ok(appended) => {
@@ -401,12 +400,11 @@ pub async fn append_retry(
                 return Ok(());
             }
             Err(LogError::Unavailable(e) | LogError::Tls(e)) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(source, error = %e, retry_in = ?delay, "log unavailable; retrying append");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Err(SessionError::Shutdown),
+                if !Backoff::sleep(delay, &shutdown).await {
+                    return Err(SessionError::Shutdown);
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             #[allow(unreachable_patterns)]
             Err(e) => {
