@@ -16,3 +16,18 @@ pub struct OutRequest {
     /// Override configured headers of the same name.
     pub headers: Vec<(String, String)>,
 }
+
+impl OutRequest {
+    /// The canonical event as JSON: what a consumer without modules receives,
+    /// and what an event leaving the last module becomes (`module` names it).
+    pub fn canonical_json(ev: &crate::event::Event, module: &str) -> OutRequest {
+        OutRequest {
+            module: module.to_string(),
+            body: serde_json::to_vec(ev).expect("an event always serialises to JSON"),
+            content_type: "application/json".into(),
+            method: None,
+            path: None,
+            headers: Vec::new(),
+        }
+    }
+}

@@ -136,14 +136,5 @@ pub fn request_from_wit(r: wit::Request, module: &str) -> OutRequest {
 
 /// An event that left the last module: sent as the canonical JSON.
 pub fn event_request(ev: wit::Event, module: &str) -> Result<OutRequest, String> {
-    let ev = from_wit(ev)?;
-    let body = serde_json::to_vec(&ev).map_err(|e| format!("cannot encode event as JSON: {e}"))?;
-    Ok(OutRequest {
-        module: module.to_string(),
-        body,
-        content_type: "application/json".into(),
-        method: None,
-        path: None,
-        headers: Vec::new(),
-    })
+    Ok(OutRequest::canonical_json(&from_wit(ev)?, module))
 }

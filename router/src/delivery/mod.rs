@@ -31,21 +31,6 @@ use switchyard_config::consumer::{ConsumerConfig, Start};
 use switchyard_destinations::Destination;
 use switchyard_store::consumer::ConsumerKeys;
 
-/// What the module chain made of an event.
-#[derive(Debug, Clone)]
-pub enum Prepared {
-    Requests(Vec<OutRequest>),
-    /// Dropped by a named rule (a module's name, or `topics`).
-    Dropped {
-        rule: String,
-    },
-    Failed {
-        module: String,
-        message: String,
-        retryable: bool,
-    },
-}
-
 /// Counters of one consumer (reported by `status`).
 #[derive(Default)]
 pub struct Stats {
@@ -225,7 +210,7 @@ impl ConsumerCtx {
                 let span = tracing::debug_span!("transform", consumer = %self.name);
                 tracing::Instrument::instrument(c.run_async(ev.clone()), span).await
             }
-            None => ChainOutcome::Requests(vec![default_request(ev)]),
+            None => ChainOutcome::Requests(vec![OutRequest::canonical_json(ev, "")]),
         }
     }
 
@@ -244,17 +229,6 @@ impl ConsumerCtx {
     }
 }
 
-/// Without modules a consumer receives the canonical event as JSON.
-pub fn default_request(ev: &Event) -> OutRequest {
-    OutRequest {
-        module: String::new(),
-        body: serde_json::to_vec(ev).expect("events serialise"),
-        content_type: "application/json".into(),
-        method: None,
-        path: None,
-        headers: Vec::new(),
-    }
-}
 
 /// The running consumers.
 pub struct Delivery {
