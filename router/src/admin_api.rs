@@ -26,8 +26,8 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use switchyard_config::{Config, SourceConfig};
 use crate::delivery::Delivery;
+use switchyard_config::{Config, SourceConfig};
 use switchyard_store::admin::ConsumerAdmin;
 use switchyard_store::log::Log;
 

@@ -21,15 +21,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Delivery;
-use switchyard_store::log::Log;
-use switchyard_core::secret::Secret;
 use crate::server::Admin;
 use switchyard_config::admin::AdminConfig;
+use switchyard_core::secret::Secret;
+use switchyard_store::log::Log;
 
 /// What the admin routes work with.
 pub struct AdminCtx {
@@ -43,15 +43,7 @@ pub struct AdminCtx {
 
 pub type Resp = Response<Full<Bytes>>;
 
-pub fn json_response(status: StatusCode, body: &Value) -> Resp {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(body).unwrap_or_default(),
-        )))
-        .expect("static response parts are valid")
-}
+pub use switchyard_sources::http::json_response;
 
 /// Bind the admin listener; logs `admin listening` with the bound address.
 pub async fn bind(cfg: &AdminConfig) -> anyhow::Result<TcpListener> {

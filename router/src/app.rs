@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use switchyard_config::Config;
 use crate::delivery::Delivery;
-use switchyard_store::log::{Log, LogError};
 use crate::server::{self, Admin, Startup, State};
+use switchyard_config::Config;
 use switchyard_sources::http::{Auth, Ingest, IngestLimits};
+use switchyard_store::log::{Log, LogError};
 use switchyard_wasm_host::{spawn_watcher, EngineLimits, TransformEngine, TransformWatcher};
 
 /// Run the router until `shutdown` is cancelled. `config_path` is re-read on reload.
@@ -33,7 +33,8 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let log = Log::new(&config.redis, &config.log).context("opening the Redis client (redis.url)")?;
+    let log =
+        Log::new(&config.redis, &config.log).context("opening the Redis client (redis.url)")?;
     match log.conn().await {
         Ok(_) => tracing::info!(partitions = log.partitions(), "connected to Redis"),
         // Wrong partitions or certificates will not fix themselves: refuse to start.
@@ -49,12 +50,14 @@ pub async fn run(
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
     let addr = listener.local_addr()?;
     let tls = match &config.server.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(switchyard_core::tls::server_config(
-            "server.tls.cert_file",
-            &t.cert_file,
-            "server.tls.key_file",
-            &t.key_file,
-        )?)),
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            switchyard_core::tls::server_config(
+                "server.tls.cert_file",
+                &t.cert_file,
+                "server.tls.key_file",
+                &t.key_file,
+            )?,
+        )),
         None => None,
     };
     let state = Arc::new(State {
@@ -148,18 +151,19 @@ pub async fn run(
     crate::monitor::start(&config, &log, delivery.clone(), &shutdown)?;
     let admin_addr = match &config.admin {
         Some(a) => Some(
-            crate::admin_listener::start(a, &config, &log, &delivery, Some(admin.clone()), &shutdown)
-                .await?,
+            crate::admin_listener::start(
+                a,
+                &config,
+                &log,
+                &delivery,
+                Some(admin.clone()),
+                &shutdown,
+            )
+            .await?,
         ),
         None => None,
     };
-    crate::admin_listener::spawn_address_record(
-        &log,
-        admin_addr,
-        addr,
-        tls_on,
-        shutdown.clone(),
-    );
+    crate::admin_listener::spawn_address_record(&log, admin_addr, addr, tls_on, shutdown.clone());
     let _ = state.admin.set(admin);
     state.startup.ready();
     tracing::info!(addr = %addr, "ready");
@@ -273,10 +277,11 @@ impl Admin for Runtime {
         match &self.admin_token {
             // Without an admin token, admin routes answer only on loopback.
             None => peer_is_loopback,
-            Some(t) => {
-                switchyard_core::token::check(authorization, [&switchyard_core::token::TokenDigest::of(t.expose())])
-                    .is_ok()
-            }
+            Some(t) => switchyard_core::token::check(
+                authorization,
+                [&switchyard_core::token::TokenDigest::of(t.expose())],
+            )
+            .is_ok(),
         }
     }
 }

@@ -4,12 +4,11 @@
 //! stalled replication slot), the SLA evaluator (a `critical` consumer in
 //! breach). `/healthz` only says the process lives and never looks here.
 
-
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use switchyard_store::log::Log;
 pub use switchyard_core::health::{reasons, set};
+use switchyard_store::log::Log;
 
 /// The `/readyz` answer: status and JSON body (`reasons` when not ready).
 pub async fn readyz(log: &Log) -> (StatusCode, Value) {

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use switchyard_config::Config;
 use crate::delivery::{ConsumerCtx, Delivery};
-use switchyard_store::log::{Log, LogError};
 use crate::metrics;
 use crate::sla::{Observed, Sla, Target};
+use switchyard_config::Config;
+use switchyard_store::log::{Log, LogError};
 
 /// Read one consumer's lag, DLQ depth and parked accounts over every partition.
 pub async fn observe_consumer(log: &Log, c: &ConsumerCtx) -> Result<(Observed, u64), LogError> {
@@ -90,7 +90,10 @@ pub fn start(
                                 lag_seconds: seen.lag_seconds,
                                 dlq: seen.dlq,
                                 parked,
-                                delivered: c.stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+                                delivered: c
+                                    .stats
+                                    .delivered
+                                    .load(std::sync::atomic::Ordering::Relaxed),
                                 p99_ms: c.stats.p99_ms(Duration::from_secs(300)),
                             },
                         );

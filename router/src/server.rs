@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use switchyard_config::ServerConfig;
-use switchyard_store::log::Log;
 use switchyard_sources::http::{json_response, read_body, reject, segment, Ingest, Reject};
+use switchyard_store::log::Log;
 
 /// Extra routes served under `/admin/` (reload, status…), provided by the
 /// runtime. Kept behind a trait so the listener doesn't depend on delivery.
@@ -480,15 +480,18 @@ async fn route(
                         0,
                     );
                 }
-                let body =
-                    match read_body(req.into_body(), 1 << 20, state.server.body_read_timeout, shutdown, || {
-                        Reject::new(413, None, "admin request body too large")
-                    })
-                    .await
-                    {
-                        Ok(b) => b,
-                        Err(r) => return reject(&r, state.server.retry_after_secs),
-                    };
+                let body = match read_body(
+                    req.into_body(),
+                    1 << 20,
+                    state.server.body_read_timeout,
+                    shutdown,
+                    || Reject::new(413, None, "admin request body too large"),
+                )
+                .await
+                {
+                    Ok(b) => b,
+                    Err(r) => return reject(&r, state.server.retry_after_secs),
+                };
                 let (status, v) = admin.handle(m, p, body).await;
                 json_response(status, &v)
             }
@@ -535,4 +538,3 @@ fn not_ready(state: &State, path: &str, reason: &str) -> Resp {
     );
     r
 }
-

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use switchyard_config::alerts::{AlertsConfig, SlaConfig};
 use crate::metrics;
+use switchyard_config::alerts::{AlertsConfig, SlaConfig};
 
 /// What the monitor measured for one consumer.
 #[derive(Debug, Clone, Copy, Default)]

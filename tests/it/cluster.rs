@@ -76,10 +76,18 @@ async fn a_router_on_a_redis_cluster_delivers_in_order_parks_and_replays() {
     );
 
     // The DLQ holds the failure and the parked events behind it.
-    let list = cli(&router, &["dlq", "list", "--consumer", "esp", "--account", "acct-bad"]);
+    let list = cli(
+        &router,
+        &["dlq", "list", "--consumer", "esp", "--account", "acct-bad"],
+    );
     let kinds: Vec<String> = list
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["fields"]["kind"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["fields"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(kinds.len(), 7, "{list}");
     assert_eq!(kinds[0], "failed");
@@ -87,7 +95,17 @@ async fn a_router_on_a_redis_cluster_delivers_in_order_parks_and_replays() {
 
     // Replay after the fix: the account completes, still in order.
     fixed.store(true, Ordering::SeqCst);
-    let out = cli(&router, &["dlq", "replay", "--consumer", "esp", "--account", "acct-bad"]);
+    let out = cli(
+        &router,
+        &[
+            "dlq",
+            "replay",
+            "--consumer",
+            "esp",
+            "--account",
+            "acct-bad",
+        ],
+    );
     assert!(out.contains("7 event(s)"), "{out}");
     wait_applied(&vendor, good + 10, 60).await;
     assert_order(&vendor, &expected);

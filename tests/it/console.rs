@@ -406,7 +406,9 @@ impl Drop for Driver {
         use std::io::{Read, Write};
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = s.write_all(b"GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(
+                b"GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            );
             let _ = s.read_to_end(&mut Vec::new());
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -42,7 +42,11 @@ fn client() -> reqwest::Client {
 }
 
 /// Post `n` events per account (ids `<acct>-<i>`) in batches; returns ids per account in order.
-pub(crate) async fn post_events(r: &Router, accounts: &[String], n: usize) -> HashMap<String, Vec<String>> {
+pub(crate) async fn post_events(
+    r: &Router,
+    accounts: &[String],
+    n: usize,
+) -> HashMap<String, Vec<String>> {
     let mut ids: HashMap<String, Vec<String>> = HashMap::new();
     for i in 0..n {
         let batch: Vec<Value> = accounts
@@ -451,7 +455,12 @@ async fn new_consumer_backfills_and_rewind_redelivers_without_touching_others() 
         .unwrap();
     assert!(st.status.success());
     let doc: Value = serde_json::from_slice(&st.stdout).unwrap();
-    let lines: Vec<Value> = doc["consumers"].as_object().unwrap().values().cloned().collect();
+    let lines: Vec<Value> = doc["consumers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["dlq"] == 0), "{lines:?}");
 }
@@ -531,7 +540,13 @@ async fn events_outside_the_topics_are_not_sent() {
         .output()
         .unwrap();
     let doc: Value = serde_json::from_slice(&st.stdout).unwrap();
-    let s = doc["consumers"].as_object().unwrap().values().next().unwrap().clone();
+    let s = doc["consumers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
     assert_eq!(
         s["lag"],
         0,

@@ -309,7 +309,10 @@ async fn canonical_fields_and_traceparent_are_kept() {
     assert_eq!(ev.changed, vec!["email"]);
     assert_eq!(ev.occurred_at.to_rfc3339(), "2026-11-20T17:04:05.123+00:00");
     assert!(ev.ingested_at > ev.occurred_at);
-    assert_eq!(ev.consent["sms"], switchyard_core::event::ConsentState::Denied);
+    assert_eq!(
+        ev.consent["sms"],
+        switchyard_core::event::ConsentState::Denied
+    );
     assert_eq!(ev.attributes["banner"], "b");
     assert_eq!(ev.key, Some(json!({"id": 9})));
 }

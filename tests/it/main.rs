@@ -5,8 +5,8 @@
 mod support;
 
 mod cdc;
-mod cluster;
 mod check;
+mod cluster;
 mod console;
 mod contract;
 mod delivery;

@@ -607,7 +607,10 @@ url = "{url}"
     let created = t2.body["trace"]
         .as_str()
         .expect("a trace created at ingest");
-    assert!(switchyard_core::event::valid_traceparent(created), "{created}");
+    assert!(
+        switchyard_core::event::valid_traceparent(created),
+        "{created}"
+    );
     let sent = parts(&t2.headers["traceparent"]);
     assert!(switchyard_core::event::valid_traceparent(
         &t2.headers["traceparent"]

@@ -187,9 +187,11 @@ const SENT: [u32; 5] = [1, 3, 5, 7, 8];
 /// What every implementation must send for event `n` of `account`.
 fn expected_body(account: &str, n: u32) -> Value {
     let attrs = match n {
-        1 => json!({"email": "Ada@Example.com", "phone_number": "+447700900123", "external_id": account,
+        1 => {
+            json!({"email": "Ada@Example.com", "phone_number": "+447700900123", "external_id": account,
                     "first_name": "Ada", "last_name": "Lovelace",
-                    "properties": {"tier": "gold", "address.city": "London"}}),
+                    "properties": {"tier": "gold", "address.city": "London"}})
+        }
         3 => json!({"email": "bob@example.com", "external_id": account, "first_name": "Bob",
                     "properties": {"tier": 3}}),
         5 => json!({"phone_number": "+15550109999", "external_id": account, "last_name": "Doe"}),
@@ -214,7 +216,11 @@ async fn python_and_js_modules_send_what_the_rust_chain_sends_in_order() {
         "rust",
         &rust("filter"),
         &format!("config = {{ topics = \"{TOPICS}\" }}"),
-    ) + &module("rust", &rust("klaviyo"), &format!("config = {{ {MAPPING} }}"));
+    ) + &module(
+        "rust",
+        &rust("klaviyo"),
+        &format!("config = {{ {MAPPING} }}"),
+    );
     let py_cfg = format!("config = {{ topics = \"{TOPICS}\", {MAPPING} }}");
     // Python instances are recycled every 4 calls here: events must flow
     // through the replacements in order, none lost.
@@ -240,7 +246,10 @@ async fn python_and_js_modules_send_what_the_rust_chain_sends_in_order() {
         assert!(
             Instant::now() < deadline,
             "not every vendor got {want} requests: {:?}; status: {}",
-            vendors.iter().map(|v| v.applied().len()).collect::<Vec<_>>(),
+            vendors
+                .iter()
+                .map(|v| v.applied().len())
+                .collect::<Vec<_>>(),
             status(&router).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -249,12 +258,19 @@ async fn python_and_js_modules_send_what_the_rust_chain_sends_in_order() {
 
     for (name, vendor) in names.iter().zip(&vendors) {
         let reqs = vendor.requests();
-        assert_eq!(reqs.len(), want, "{name}: one request per sent event, no retries");
+        assert_eq!(
+            reqs.len(),
+            want,
+            "{name}: one request per sent event, no retries"
+        );
         for r in &reqs {
             assert_eq!(r.status, 200);
             assert_eq!(r.method, "POST", "{name}");
             assert_eq!(r.path, "/api/profile-import", "{name}");
-            assert_eq!(r.headers["content-type"], "application/vnd.api+json", "{name}");
+            assert_eq!(
+                r.headers["content-type"], "application/vnd.api+json",
+                "{name}"
+            );
             assert_eq!(r.headers["accept"], "application/vnd.api+json", "{name}");
             assert_eq!(r.headers["revision"], "2024-10-15", "{name}");
         }
@@ -424,15 +440,26 @@ async fn python_instances_are_recycled_before_their_memory_runs_out() {
         + &consumer(
             "recycled",
             &recycled_vendor.url(),
-            &module("recycled", &python(), &format!("{cap}\nrecycle_above = \"14MiB\"\n{cfg}")),
+            &module(
+                "recycled",
+                &python(),
+                &format!("{cap}\nrecycle_above = \"14MiB\"\n{cfg}"),
+            ),
         )
         + &consumer(
             "leaky",
             &leaky_vendor.url(),
-            &module("leaky", &python(), &format!("{cap}\nrecycle_above = \"16MiB\"\n{cfg}")),
+            &module(
+                "leaky",
+                &python(),
+                &format!("{cap}\nrecycle_above = \"16MiB\"\n{cfg}"),
+            ),
         )
         // A failed event goes to the DLQ and the account's next ones flow.
-        .replace("start = \"earliest\"", "start = \"earliest\"\non_failure = \"skip\"");
+        .replace(
+            "start = \"earliest\"",
+            "start = \"earliest\"\non_failure = \"skip\"",
+        );
     let router = start(&config).await;
 
     // 4 accounts × 40 events, each returning a ~128 KiB body.
@@ -441,9 +468,11 @@ async fn python_instances_are_recycled_before_their_memory_runs_out() {
     let mut all = Vec::new();
     for i in 0..40 {
         for a in accounts {
-            all.push(json!({"id": format!("{a}-{i:02}"), "topic": "customer.a.profile_updated",
+            all.push(
+                json!({"id": format!("{a}-{i:02}"), "topic": "customer.a.profile_updated",
                             "account_id": a, "op": "update",
-                            "after": {"email": format!("{a}@example.com"), "blob": blob}}));
+                            "after": {"email": format!("{a}@example.com"), "blob": blob}}),
+            );
         }
     }
     let want = all.len();
@@ -476,9 +505,16 @@ async fn python_instances_are_recycled_before_their_memory_runs_out() {
 
     // With recycling: everything, once, in order per account.
     assert_eq!(recycled_vendor.requests().len(), want);
-    let applied: Vec<String> = recycled_vendor.applied().into_iter().map(|r| r.key).collect();
+    let applied: Vec<String> = recycled_vendor
+        .applied()
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
     for a in accounts {
-        let got: Vec<&String> = applied.iter().filter(|k| k.starts_with(&format!("{a}-"))).collect();
+        let got: Vec<&String> = applied
+            .iter()
+            .filter(|k| k.starts_with(&format!("{a}-")))
+            .collect();
         let expected: Vec<String> = (0..40).map(|i| format!("{a}-{i:02}")).collect();
         assert_eq!(got, expected.iter().collect::<Vec<_>>(), "{a}");
     }
@@ -487,7 +523,10 @@ async fn python_instances_are_recycled_before_their_memory_runs_out() {
     assert!(m["recycled"].as_u64().unwrap() >= 1, "{m}");
     let max = m["max_memory"].as_u64().unwrap();
     // Bounded by the mark plus what one call adds (~130 KiB here).
-    assert!(max <= (14 << 20) + (1 << 20), "memory stayed near the 14 MiB mark: {m}");
+    assert!(
+        max <= (14 << 20) + (1 << 20),
+        "memory stayed near the 14 MiB mark: {m}"
+    );
 
     // Without: the same events run the instances into the cap.
     let m = &st["consumers"]["leaky"]["transforms"]["modules"][0];
@@ -507,7 +546,9 @@ async fn python_instances_are_recycled_before_their_memory_runs_out() {
         .collect();
     assert_eq!(reasons.len() as u64, failed, "{reasons:?}");
     assert!(
-        reasons.iter().all(|r| r.contains("exceeded memory cap 16 MiB")),
+        reasons
+            .iter()
+            .all(|r| r.contains("exceeded memory cap 16 MiB")),
         "{reasons:?}"
     );
     assert_eq!(leaky_vendor.applied().len() as u64, want as u64 - failed);

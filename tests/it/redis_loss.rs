@@ -75,7 +75,13 @@ fn status(router: &Router) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["consumers"].as_object().unwrap().values().next().unwrap().clone()
+    doc["consumers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone()
 }
 
 fn meta(redis: &RedisServer) -> Option<String> {
@@ -148,7 +154,13 @@ fn status_of(config: &std::path::Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["consumers"].as_object().unwrap().values().next().unwrap().clone()
+    doc["consumers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone()
 }
 
 /// Without a group (Redis lost it and no reader made it again) or with a

@@ -201,8 +201,7 @@ fn main() {
                 assert_eq!(r.len(), 1);
                 let body: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
                 assert_eq!(
-                    body["data"]["attributes"]["phone_number"],
-                    "+447700900123",
+                    body["data"]["attributes"]["phone_number"], "+447700900123",
                     "{}",
                     lang.name
                 );

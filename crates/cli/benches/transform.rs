@@ -17,9 +17,8 @@ use switchyard_wasm_host::{
 fn wasm_dir() -> PathBuf {
     match std::env::var_os("SWITCHYARD_TRANSFORMS_DIR") {
         Some(d) => PathBuf::from(d),
-        None => {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../transforms/target/wasm32-wasip2/release")
-        }
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../transforms/target/wasm32-wasip2/release"),
     }
 }
 

@@ -350,8 +350,7 @@ impl AdminClient {
                 .await?;
             return Ok(v["rewound_to"].as_str().unwrap_or_default().to_string());
         }
-        let to =
-            switchyard_config::consumer::Start::parse(to).map_err(anyhow::Error::msg)?;
+        let to = switchyard_config::consumer::Start::parse(to).map_err(anyhow::Error::msg)?;
         let mut admin = self.consumer_admin(consumer).await?;
         admin.rewind(&to).await?;
         Ok(to.stream_id())

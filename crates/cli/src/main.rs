@@ -10,9 +10,9 @@ mod sink;
 mod tail;
 mod transform;
 
+use crate::admin_client::AdminClient;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crate::admin_client::AdminClient;
 use switchyard_config::Config;
 
 async fn dlq(action: DlqAction) -> anyhow::Result<()> {
@@ -214,7 +214,8 @@ enum ConsumerAction {
 
 fn init_tracing() {
     // A bare level is the router's; other crates stay at warn unless named.
-    let filter = switchyard_core::log_filter::filter(std::env::var("SWITCHYARD_LOG").ok().as_deref());
+    let filter =
+        switchyard_core::log_filter::filter(std::env::var("SWITCHYARD_LOG").ok().as_deref());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -246,8 +247,7 @@ fn main() -> ExitCode {
         let result: anyhow::Result<()> = match cli.command {
             Command::Check { config } => {
                 // Loads every module (compiling it, blocking): off the async workers.
-                return match tokio::task::block_in_place(|| crate::check::check(&config))
-                {
+                return match tokio::task::block_in_place(|| crate::check::check(&config)) {
                     Ok(_) => {
                         println!("{}: ok", config.display());
                         ExitCode::SUCCESS
@@ -325,9 +325,7 @@ fn main() -> ExitCode {
                     event,
                 };
                 let mut out = std::io::stdout();
-                match tokio::task::block_in_place(|| {
-                    crate::transform::test(args, &mut out)
-                }) {
+                match tokio::task::block_in_place(|| crate::transform::test(args, &mut out)) {
                     Ok(true) => Ok(()),
                     Ok(false) => return ExitCode::FAILURE,
                     Err(e) => Err(e),

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::admin_client::AdminClient;
-use switchyard_router::admin_api::Selection;
 use switchyard_config::Config;
+use switchyard_router::admin_api::Selection;
 
 /// The fields of an event that may hold personal data.
 const PAYLOAD_FIELDS: [&str; 5] = ["data", "before", "after", "key", "attributes"];

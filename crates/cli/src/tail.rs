@@ -67,7 +67,8 @@ pub async fn tail(
                 continue;
             }
             let mut v = serde_json::to_value(&ev)?;
-            v["log"] = serde_json::json!({"partition": entry.partition, "stream_id": entry.stream_id});
+            v["log"] =
+                serde_json::json!({"partition": entry.partition, "stream_id": entry.stream_id});
             writeln!(out, "{v}")?;
             printed += 1;
             if args.limit.is_some_and(|l| printed >= l) {

@@ -17,4 +17,3 @@ pub struct AdminConfig {
     #[serde(default)]
     pub token: Option<Secret>,
 }
-

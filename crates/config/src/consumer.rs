@@ -132,4 +132,3 @@ impl ConsumerConfig {
         self.retry.delays()
     }
 }
-

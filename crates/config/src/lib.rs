@@ -30,13 +30,13 @@ pub mod consumer;
 pub mod fuzzing;
 pub mod monitor;
 
-use switchyard_core::secret::Secret;
-pub use switchyard_store::config::{LogConfig, RedisConfig, RedisTlsConfig};
-pub use switchyard_wasm_host::TransformsConfig;
-pub use switchyard_sources::{HttpSourceConfig, SourceConfig};
 pub use switchyard_core::config::{
     de_size, parse_size, resolve_url_paths, tls_error, valid_name, ConfigError, ConfigErrors,
 };
+use switchyard_core::secret::Secret;
+pub use switchyard_sources::{HttpSourceConfig, SourceConfig};
+pub use switchyard_store::config::{LogConfig, RedisConfig, RedisTlsConfig};
+pub use switchyard_wasm_host::TransformsConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
@@ -384,7 +384,6 @@ impl Config {
         switchyard_sources::http::validate_write_keys(self.http_sources(), errors);
     }
 }
-
 
 fn interpolate(
     v: &mut toml::Value,

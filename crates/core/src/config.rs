@@ -40,7 +40,6 @@ pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
 }
 
-
 /// Parse a byte size: `1048576`, `512KiB`, `1MiB`, `64MB`, `2GiB` (one parser for the
 /// whole config: [`ByteSize`]).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -59,7 +58,6 @@ pub fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> 
         Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
     }
 }
-
 
 /// A byte size: an integer (bytes) or a string such as "64MiB", "512 KiB",
 /// "1GiB", "64MB" (decimal units are accepted too).
@@ -122,7 +120,6 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-
 /// A TLS file problem as a config error at its setting's path.
 pub fn tls_error(e: crate::tls::TlsError) -> ConfigError {
     use crate::tls::TlsError as T;
@@ -148,7 +145,6 @@ pub fn valid_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
-
 
 /// A connection URL (`scheme://…?k=v&…`) with the relative file paths of the
 /// query parameters `keys` made absolute against `base`, the config file's
@@ -184,7 +180,6 @@ pub fn resolve_url_paths(url: &str, keys: &[&str], base: &Path) -> String {
         .collect();
     format!("{head}?{}", parts.join("&"))
 }
-
 
 /// Human form of a byte size ("64 MiB").
 pub fn fmt_bytes(n: u64) -> String {

@@ -26,4 +26,3 @@ pub fn set(key: &str, reason: Option<String>) {
 pub fn reasons() -> Vec<String> {
     REASONS.lock().unwrap().values().cloned().collect()
 }
-

@@ -229,4 +229,3 @@ pub fn module_call(consumer: &str, module: &str, took: Duration) {
         })
         .observe(took.as_secs_f64());
 }
-

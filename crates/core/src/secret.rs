@@ -158,10 +158,15 @@ mod tests {
 
 /// The one secret-or-file reader: a secret given inline, or read from a file
 /// (trailing whitespace trimmed, so a file written with `echo` works).
-pub fn read_secret(inline: &Option<Secret>, file: &Option<std::path::PathBuf>) -> std::io::Result<String> {
+pub fn read_secret(
+    inline: &Option<Secret>,
+    file: &Option<std::path::PathBuf>,
+) -> std::io::Result<String> {
     match (inline, file) {
         (Some(s), _) => Ok(s.expose().to_string()),
         (None, Some(f)) => Ok(std::fs::read_to_string(f)?.trim_end().to_string()),
-        (None, None) => Err(std::io::Error::other("no secret configured: set it inline or give a file")),
+        (None, None) => Err(std::io::Error::other(
+            "no secret configured: set it inline or give a file",
+        )),
     }
 }

@@ -160,8 +160,15 @@ mod tests {
         ] {
             assert_eq!(check_basic_user(Some(&h), &known), Ok(1), "{h:?}");
         }
-        for h in [format!("Basic {}", b64("key-c:")), format!("Basic {}", b64("KEY-A:"))] {
-            assert_eq!(check_basic_user(Some(&h), &known), Err(TokenError::Unknown), "{h:?}");
+        for h in [
+            format!("Basic {}", b64("key-c:")),
+            format!("Basic {}", b64("KEY-A:")),
+        ] {
+            assert_eq!(
+                check_basic_user(Some(&h), &known),
+                Err(TokenError::Unknown),
+                "{h:?}"
+            );
         }
         for h in [
             None,

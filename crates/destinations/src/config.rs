@@ -181,10 +181,7 @@ impl EndpointConfig {
         let e = |p: &str, m: String| at(path, p, m);
         match reqwest::Url::parse(&self.url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            Ok(_) => errors.push(e(
-                "url",
-                "must be an http:// or https:// URL".into(),
-            )),
+            Ok(_) => errors.push(e("url", "must be an http:// or https:// URL".into())),
             Err(err) => errors.push(e("url", format!("is not a URL: {err}"))),
         }
         if http::Method::from_bytes(self.method.as_bytes()).is_err() {
@@ -194,19 +191,13 @@ impl EndpointConfig {
             ));
         }
         if http::HeaderName::from_bytes(self.idempotency_header.as_bytes()).is_err() {
-            errors.push(e(
-                "idempotency_header",
-                "is not a valid header name".into(),
-            ));
+            errors.push(e("idempotency_header", "is not a valid header name".into()));
         }
         for (k, v) in &self.headers {
             if http::HeaderName::from_bytes(k.as_bytes()).is_err()
                 || http::HeaderValue::from_str(v).is_err()
             {
-                errors.push(e(
-                    &format!("headers.{k}"),
-                    "is not a valid header".into(),
-                ));
+                errors.push(e(&format!("headers.{k}"), "is not a valid header".into()));
             }
         }
         if let Some(a) = &self.auth {

@@ -50,7 +50,6 @@ pub enum SourceConfig {
     Mysql(mysql::MysqlSourceConfig),
 }
 
-
 impl SourceConfig {
     /// Check `[sources.<name>]` (at TOML path `path`).
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {

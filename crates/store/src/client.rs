@@ -8,11 +8,15 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value,
+};
 
 use crate::config::RedisConfig;
 use crate::log::LogError;
@@ -71,7 +75,11 @@ impl Conn {
     /// Run a command that names no key (`CLIENT ID`, `CLIENT KILL`) on the
     /// node that owns `key`'s slot: on a cluster, the node a blocking read of
     /// `key` runs on. Standalone: the connection itself.
-    pub async fn query_on_node_of<T: FromRedisValue>(&mut self, cmd: Cmd, key: &str) -> RedisResult<T> {
+    pub async fn query_on_node_of<T: FromRedisValue>(
+        &mut self,
+        cmd: Cmd,
+        key: &str,
+    ) -> RedisResult<T> {
         match self {
             Conn::Cluster(c) => {
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
@@ -90,7 +98,10 @@ impl Client {
     pub fn new(cfg: &RedisConfig) -> Result<Client, LogError> {
         switchyard_core::tls::install_crypto_provider();
         let bad_url = |e: redis::RedisError| {
-            LogError::Config(format!("redis.url: not a valid Redis URL ({}): {e}", cfg.url))
+            LogError::Config(format!(
+                "redis.url: not a valid Redis URL ({}): {e}",
+                cfg.url
+            ))
         };
         let certs = match &cfg.tls {
             None => None,

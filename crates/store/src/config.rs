@@ -78,7 +78,6 @@ impl Default for LogConfig {
     }
 }
 
-
 fn default_redis_url() -> ConnUrl {
     ConnUrl::new("redis://127.0.0.1:6379")
 }

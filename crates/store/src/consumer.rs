@@ -319,7 +319,11 @@ impl PartitionStore {
 
     /// Move an entry that does not decode to the DLQ and acknowledge it, in
     /// one transaction (DLQ and stream share the partition's slot).
-    pub async fn dead_letter_undecodable(&mut self, sid: &str, reason: &str) -> Result<(), LogError> {
+    pub async fn dead_letter_undecodable(
+        &mut self,
+        sid: &str,
+        reason: &str,
+    ) -> Result<(), LogError> {
         let (keys, p) = (&self.keys, self.p);
         redis::pipe()
             .atomic()
@@ -678,7 +682,6 @@ impl Start {
     }
 }
 
-
 /// What [`PartitionStore::autoclaim`] took over.
 pub struct Claimed {
     pub entries: Vec<(String, Result<Event, event::CodecError>)>,
@@ -754,16 +757,29 @@ impl GroupReader {
     }
 
     /// Entries already delivered to this reader (its pending list) after `after`.
-    pub async fn read_pending(&mut self, after: &str, count: usize) -> Result<ReadEntries, ReadError> {
+    pub async fn read_pending(
+        &mut self,
+        after: &str,
+        count: usize,
+    ) -> Result<ReadEntries, ReadError> {
         self.read(after, count, None).await
     }
 
     /// New entries, waiting up to `block_ms` for some.
-    pub async fn read_new(&mut self, count: usize, block_ms: usize) -> Result<ReadEntries, ReadError> {
+    pub async fn read_new(
+        &mut self,
+        count: usize,
+        block_ms: usize,
+    ) -> Result<ReadEntries, ReadError> {
         self.read(">", count, Some(block_ms)).await
     }
 
-    async fn read(&mut self, from: &str, count: usize, block: Option<usize>) -> Result<ReadEntries, ReadError> {
+    async fn read(
+        &mut self,
+        from: &str,
+        count: usize,
+        block: Option<usize>,
+    ) -> Result<ReadEntries, ReadError> {
         let key = self.keys.stream(self.p);
         let group = self.keys.consumer.clone();
         let mut opts = StreamReadOptions::default()

@@ -556,9 +556,13 @@ mod tests {
                 offenders.push(format!("{} names the redis crate", f.display()));
             }
             // Written in pieces so that this test does not find itself.
-            let makes_client = [["Client::", "open("], ["Client::", "build_with_tls("], ["ClusterClient::", "builder("]]
-                .iter()
-                .any(|n| text.contains(&n.concat()));
+            let makes_client = [
+                ["Client::", "open("],
+                ["Client::", "build_with_tls("],
+                ["ClusterClient::", "builder("],
+            ]
+            .iter()
+            .any(|n| text.contains(&n.concat()));
             if makes_client && !f.ends_with("client.rs") {
                 offenders.push(format!("{} makes a Redis client", f.display()));
             }

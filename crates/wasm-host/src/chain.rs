@@ -45,7 +45,6 @@ const INIT_REFUSED: &str = "init refused the config: ";
 
 pub use switchyard_core::outbound::OutRequest;
 
-
 /// Result of running a chain on one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainOutcome {
@@ -162,10 +161,11 @@ impl Module {
             .recycle_after_calls
             .unwrap_or(limits.max_calls_per_instance)
             .max(1);
-        let recycle_above = cfg.recycle_above.map_or(
-            memory_cap * limits.recycle_memory_percent / 100,
-            |b| b.0.min(memory_cap),
-        );
+        let recycle_above = cfg
+            .recycle_above
+            .map_or(memory_cap * limits.recycle_memory_percent / 100, |b| {
+                b.0.min(memory_cap)
+            });
         let compiled = engine.compile(&file)?;
         let pre: InstancePre<State> = engine
             .inner

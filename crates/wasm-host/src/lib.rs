@@ -46,12 +46,12 @@ pub use convert::{from_wit as event_from_wit, to_wit as event_to_wit};
 pub use engine::TransformEngine;
 pub use limits::EngineLimits;
 pub use module_config::{validate_chain, ModuleConfig};
-pub use switchyard_core::config::ByteSize;
 #[cfg(feature = "engine")]
 pub use reload::{
     spawn_watcher, ChainHandle, ChainStatus, ModuleStatus, ReloadError, TransformWatcher,
     WATCH_DEBOUNCE,
 };
+pub use switchyard_core::config::ByteSize;
 
 #[cfg(all(test, feature = "engine"))]
 mod tests;

@@ -15,9 +15,8 @@ use switchyard_core::event::{Commit, ConsentState, Event, Op};
 fn wasm_dir() -> PathBuf {
     match std::env::var_os("SWITCHYARD_TRANSFORMS_DIR") {
         Some(d) => PathBuf::from(d),
-        None => {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../transforms/target/wasm32-wasip2/release")
-        }
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../transforms/target/wasm32-wasip2/release"),
     }
 }
 
@@ -196,11 +195,15 @@ fn instances_are_recycled_after_n_calls() {
     assert_eq!(calls, ["1", "2", "3", "1", "2", "3", "1", "2"]);
     assert_eq!(m.stats.instantiations.load(Ordering::Relaxed), 3);
     assert_eq!(m.stats.recycled.load(Ordering::Relaxed), 2);
-    let st = &ChainHandle::new(engine(), "t", vec![{
-        let mut c = module("sy_test_echo");
-        c.recycle_after_calls = Some(3);
-        c
-    }])
+    let st = &ChainHandle::new(
+        engine(),
+        "t",
+        vec![{
+            let mut c = module("sy_test_echo");
+            c.recycle_after_calls = Some(3);
+            c
+        }],
+    )
     .unwrap()
     .status()
     .modules[0];
@@ -221,7 +224,10 @@ fn instances_above_the_memory_mark_are_recycled() {
     let m = &chain.modules[0];
     assert_eq!(m.stats.recycled.load(Ordering::Relaxed), 4);
     let peak = m.stats.max_memory.load(Ordering::Relaxed);
-    assert!((64 * 1024..limits::DEFAULT_MEMORY_CAP / 2).contains(&peak), "{peak}");
+    assert!(
+        (64 * 1024..limits::DEFAULT_MEMORY_CAP / 2).contains(&peak),
+        "{peak}"
+    );
 
     let chain = Chain::load(engine(), "t", &[module("sy_test_echo")]).unwrap();
     let calls: Vec<String> = (0..4).map(|_| calls_attr(chain.run(&sample()))).collect();
@@ -876,7 +882,9 @@ memory = 1048576
         "{errors:?}"
     );
     assert!(
-        errors[6].message.contains("at most the module's memory cap, 16 MiB"),
+        errors[6]
+            .message
+            .contains("at most the module's memory cap, 16 MiB"),
         "{errors:?}"
     );
 }

@@ -23,13 +23,13 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use switchyard_config::consumer::{ConsumerConfig, Start};
 use switchyard_config::Config;
 use switchyard_core::event::Event;
-use switchyard_store::log::Log;
-use switchyard_wasm_host::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
-use switchyard_config::consumer::{ConsumerConfig, Start};
 use switchyard_destinations::Destination;
 use switchyard_store::consumer::ConsumerKeys;
+use switchyard_store::log::Log;
+use switchyard_wasm_host::{ChainHandle, ChainOutcome, OutRequest, TransformEngine};
 
 /// Counters of one consumer (reported by `status`).
 #[derive(Default)]
@@ -109,12 +109,20 @@ impl Stats {
     /// body or a module's message (either may quote the event).
     pub fn failed(&self, a: &switchyard_destinations::classify::Attempt) {
         let reason = match a {
-            switchyard_destinations::classify::Attempt::Response { status, .. } => format!("HTTP {status}"),
+            switchyard_destinations::classify::Attempt::Response { status, .. } => {
+                format!("HTTP {status}")
+            }
             switchyard_destinations::classify::Attempt::Timeout => "timed out".into(),
             switchyard_destinations::classify::Attempt::Connect(_) => "connection failed".into(),
-            switchyard_destinations::classify::Attempt::Module { module, retryable, .. } => format!(
+            switchyard_destinations::classify::Attempt::Module {
+                module, retryable, ..
+            } => format!(
                 "module {module} failed ({})",
-                if *retryable { "retryable" } else { "not retryable" }
+                if *retryable {
+                    "retryable"
+                } else {
+                    "not retryable"
+                }
             ),
             switchyard_destinations::classify::Attempt::Unsendable { module, .. } => {
                 format!("module {module} built a request that cannot be sent")
@@ -228,7 +236,6 @@ impl ConsumerCtx {
         }
     }
 }
-
 
 /// The running consumers.
 pub struct Delivery {

@@ -28,13 +28,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use switchyard_config::consumer::OnFailure;
-use switchyard_store::consumer::{Origin, PartitionStore, Routed};
-use super::ConsumerCtx;
-use switchyard_core::event::{self, Event};
-use switchyard_store::log::Log;
 use super::account::{deliver, guarded, Done, Outcome};
 use super::reader::{reader, Batch};
+use super::ConsumerCtx;
+use switchyard_config::consumer::OnFailure;
+use switchyard_core::event::{self, Event};
+use switchyard_store::consumer::{Origin, PartitionStore, Routed};
+use switchyard_store::log::Log;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -288,7 +288,9 @@ impl Partition {
             }
             let c = cursor.clone();
             let mut store = self.store.clone();
-            let reply = persist!(self, "reclaiming pending entries", { store.autoclaim(&c).await })?;
+            let reply = persist!(self, "reclaiming pending entries", {
+                store.autoclaim(&c).await
+            })?;
             if !reply.entries.is_empty() {
                 tracing::info!(consumer = %self.ctx.name, partition = self.p, n = reply.entries.len(), "reclaimed pending entries");
             }

@@ -26,7 +26,10 @@ impl RedisCluster {
                 ])
             })
             .collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = std::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -49,7 +52,10 @@ impl RedisCluster {
                 if info.contains("cluster_state:ok") {
                     break;
                 }
-                assert!(Instant::now() < deadline, "the cluster did not come up: {info}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not come up: {info}"
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

@@ -2,7 +2,9 @@
 //! `POST /users/delete`. See README.md.
 
 use customer::{action, check_keys, Action, Fields, Outcome, Profile};
-use switchyard_guest::{json, log, transform, Config, ConfigError, Error, Event, Output, State, Value};
+use switchyard_guest::{
+    json, log, transform, Config, ConfigError, Error, Event, Output, State, Value,
+};
 
 static MAPPING: State<Mapping> = State::new();
 
@@ -67,7 +69,11 @@ impl Mapping {
         check_keys(cfg, OWN)?;
         Ok(Mapping {
             fields: Fields::from_config(cfg)?,
-            sms_group: cfg.get("sms_subscription_group_id").map(str::trim).filter(|s| !s.is_empty()).map(String::from),
+            sms_group: cfg
+                .get("sms_subscription_group_id")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
             update_existing_only: cfg.bool("update_existing_only", false)?,
         })
     }
@@ -113,8 +119,14 @@ impl Mapping {
             put("home_city", addr.city.clone().map(Value::from));
             put("country", addr.country.clone().map(Value::from));
         }
-        put("email_subscribe", subscribe_state(p.consent("email")).map(Value::from));
-        put("push_subscribe", subscribe_state(p.consent("push")).map(Value::from));
+        put(
+            "email_subscribe",
+            subscribe_state(p.consent("email")).map(Value::from),
+        );
+        put(
+            "push_subscribe",
+            subscribe_state(p.consent("push")).map(Value::from),
+        );
         if let (Some(group), Some(state)) = (&self.sms_group, p.consent("sms")) {
             let state = match state {
                 "granted" => Some("subscribed"),
@@ -122,11 +134,17 @@ impl Mapping {
                 _ => None,
             };
             if let Some(state) = state {
-                put("subscription_groups", Some(json!([{"subscription_group_id": group, "subscription_state": state}])));
+                put(
+                    "subscription_groups",
+                    Some(json!([{"subscription_group_id": group, "subscription_state": state}])),
+                );
             }
         }
         put("tier", p.tier.clone().map(Value::from));
-        put("subscription_status", p.subscription.clone().map(Value::from));
+        put(
+            "subscription_status",
+            p.subscription.clone().map(Value::from),
+        );
         for (k, v) in &p.properties {
             a.entry(k.clone()).or_insert_with(|| v.clone());
         }
@@ -146,7 +164,10 @@ mod tests {
     }
 
     fn ev(topic: &str, data: Value, consent: &[(&str, &str)]) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.data = Some(data);
         for (k, v) in consent {
             e.consent.insert(k.to_string(), v.to_string());
@@ -155,7 +176,9 @@ mod tests {
     }
 
     fn req(o: Outcome<Item>) -> (String, Value) {
-        let Outcome::Send(item) = o else { panic!("skipped: {o:?}") };
+        let Outcome::Send(item) = o else {
+            panic!("skipped: {o:?}")
+        };
         let out = item.request().unwrap();
         let r = out.as_request().unwrap();
         assert_eq!(r.method.as_deref(), Some("POST"));
@@ -165,7 +188,10 @@ mod tests {
 
     #[test]
     fn created_maps_standard_and_custom_attributes() {
-        let m = mapping(&[("sms_subscription_group_id", "grp-1"), ("properties", "plan")]);
+        let m = mapping(&[
+            ("sms_subscription_group_id", "grp-1"),
+            ("properties", "plan"),
+        ]);
         let (path, body) = req(m
             .item(&ev(
                 "customer.a.created",
@@ -187,18 +213,43 @@ mod tests {
     #[test]
     fn subscription_topic_sets_the_status_and_update_existing_only() {
         let m = mapping(&[("update_existing_only", "true")]);
-        let (_, body) = req(m.item(&ev("customer.a.subscription_cancelled", json!({"plan":"gold"}), &[])).unwrap());
-        assert_eq!(body, json!({"attributes":[{"external_id":"42","subscription_status":"cancelled","_update_existing_only":true}]}));
+        let (_, body) = req(m
+            .item(&ev(
+                "customer.a.subscription_cancelled",
+                json!({"plan":"gold"}),
+                &[],
+            ))
+            .unwrap());
+        assert_eq!(
+            body,
+            json!({"attributes":[{"external_id":"42","subscription_status":"cancelled","_update_existing_only":true}]})
+        );
     }
 
     #[test]
     fn deletion_and_row_deletes() {
         let m = mapping(&[]);
-        let (path, body) = req(m.item(&ev("customer.a.deletion_requested", json!({"email":"a@b.c"}), &[])).unwrap());
-        assert_eq!((path.as_str(), body), ("/users/delete", json!({"external_ids":["42"]})));
-        let mut e = ev("customer.a.deletion_requested", json!({"email":"a@b.c"}), &[]);
+        let (path, body) = req(m
+            .item(&ev(
+                "customer.a.deletion_requested",
+                json!({"email":"a@b.c"}),
+                &[],
+            ))
+            .unwrap());
+        assert_eq!(
+            (path.as_str(), body),
+            ("/users/delete", json!({"external_ids":["42"]}))
+        );
+        let mut e = ev(
+            "customer.a.deletion_requested",
+            json!({"email":"a@b.c"}),
+            &[],
+        );
         e.account_id.clear();
-        assert_eq!(req(m.item(&e).unwrap()).1, json!({"email_addresses":["a@b.c"]}));
+        assert_eq!(
+            req(m.item(&e).unwrap()).1,
+            json!({"email_addresses":["a@b.c"]})
+        );
         e.data = Some(json!({}));
         assert!(!m.item(&e).unwrap_err().retryable);
         let mut d = ev("customer.a.delete", json!({}), &[]);
@@ -208,8 +259,14 @@ mod tests {
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |p: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(p.iter().copied())).unwrap_err().to_string();
+        let err = |p: &[(&str, &str)]| {
+            Mapping::from_config(&Config::from_pairs(p.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[("api_key", "x")]).starts_with("config `api_key`: unknown key"));
-        assert!(err(&[("update_existing_only", "maybe")]).starts_with("config `update_existing_only`"));
+        assert!(
+            err(&[("update_existing_only", "maybe")]).starts_with("config `update_existing_only`")
+        );
     }
 }

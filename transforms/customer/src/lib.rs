@@ -187,17 +187,30 @@ pub const FIELD_KEYS: &[&str] = &[
 
 /// Refuse keys that are neither in [`FIELD_KEYS`] nor in `own`.
 pub fn check_keys(cfg: &Config, own: &[&str]) -> Result<(), ConfigError> {
-    if let Some((key, _)) = cfg.iter().find(|(k, _)| !FIELD_KEYS.contains(k) && !own.contains(k)) {
+    if let Some((key, _)) = cfg
+        .iter()
+        .find(|(k, _)| !FIELD_KEYS.contains(k) && !own.contains(k))
+    {
         let all: Vec<&str> = FIELD_KEYS.iter().chain(own).copied().collect();
-        return Err(ConfigError::new(key, format!("unknown key; expected one of {}", all.join(", "))));
+        return Err(ConfigError::new(
+            key,
+            format!("unknown key; expected one of {}", all.join(", ")),
+        ));
     }
     Ok(())
 }
 
 fn paths(cfg: &Config, key: &str, default: &str) -> Result<Vec<String>, ConfigError> {
-    let list = if cfg.get(key).is_some() { cfg.list(key) } else { Config::from_pairs([(key, default)]).list(key) };
+    let list = if cfg.get(key).is_some() {
+        cfg.list(key)
+    } else {
+        Config::from_pairs([(key, default)]).list(key)
+    };
     if let Some(bad) = list.iter().find(|f| f.split('.').any(str::is_empty)) {
-        return Err(ConfigError::new(key, format!("{bad:?} is not a field path")));
+        return Err(ConfigError::new(
+            key,
+            format!("{bad:?} is not a field path"),
+        ));
     }
     Ok(list)
 }
@@ -238,7 +251,12 @@ impl Fields {
             "auto" => Part::Auto,
             "after" => Part::After,
             "data" => Part::Data,
-            other => return Err(ConfigError::new("source", format!("{other:?}: expected auto, after or data"))),
+            other => {
+                return Err(ConfigError::new(
+                    "source",
+                    format!("{other:?}: expected auto, after or data"),
+                ))
+            }
         };
         let properties = match cfg.get("properties").map(str::trim) {
             None | Some("") => Properties::None,
@@ -250,7 +268,10 @@ impl Fields {
             Some(cc) => {
                 let d = cc.strip_prefix('+').unwrap_or(cc);
                 if d.is_empty() || d.len() > 3 || !d.chars().all(|c| c.is_ascii_digit()) {
-                    return Err(ConfigError::new("phone_country_code", format!("{cc:?} is not a calling code like 1 or 44")));
+                    return Err(ConfigError::new(
+                        "phone_country_code",
+                        format!("{cc:?} is not a calling code like 1 or 44"),
+                    ));
                 }
                 Some(d.to_string())
             }
@@ -263,7 +284,11 @@ impl Fields {
             last_name: paths(cfg, "last_name_field", "last_name, lastname, family_name")?,
             address: paths(cfg, "address_field", "address")?,
             tier: paths(cfg, "tier_field", "tier, loyalty_tier")?,
-            subscription: paths(cfg, "subscription_field", "subscription_status, subscription.status")?,
+            subscription: paths(
+                cfg,
+                "subscription_field",
+                "subscription_status, subscription.status",
+            )?,
             external_id: paths(cfg, "external_id_field", "")?.into_iter().next(),
             properties,
             phone_country_code,
@@ -282,7 +307,11 @@ impl Fields {
     /// The paths the identifiers are read from, for error messages:
     /// `email (email), phone (phone_number, phone, mobile)`.
     pub fn describe_identifiers(&self) -> String {
-        format!("email ({}), phone ({})", self.email.join(", "), self.phone.join(", "))
+        format!(
+            "email ({}), phone ({})",
+            self.email.join(", "),
+            self.phone.join(", ")
+        )
     }
 
     /// Read the profile of `ev`.
@@ -296,23 +325,30 @@ impl Fields {
             Some(path) => first_text(payload, std::slice::from_ref(path)),
             None => Some(ev.account_id.clone()).filter(|a| !a.is_empty()),
         };
-        let address = payload.and_then(|p| self.address.iter().find_map(|c| at(p, c))).and_then(|a| {
-            let addr = match a {
-                Value::Object(_) => Address {
-                    line1: pick(a, &["line1", "address1", "street", "street_address"]),
-                    line2: pick(a, &["line2", "address2"]),
-                    city: pick(a, &["city", "locality"]),
-                    region: pick(a, &["region", "state", "province"]),
-                    postal_code: pick(a, &["postal_code", "zip", "zip_code", "postcode"]),
-                    country: pick(a, &["country", "country_code"]),
-                },
-                v => Address { line1: text(v), ..Address::default() },
-            };
-            (!addr.is_empty()).then_some(addr)
-        });
+        let address = payload
+            .and_then(|p| self.address.iter().find_map(|c| at(p, c)))
+            .and_then(|a| {
+                let addr = match a {
+                    Value::Object(_) => Address {
+                        line1: pick(a, &["line1", "address1", "street", "street_address"]),
+                        line2: pick(a, &["line2", "address2"]),
+                        city: pick(a, &["city", "locality"]),
+                        region: pick(a, &["region", "state", "province"]),
+                        postal_code: pick(a, &["postal_code", "zip", "zip_code", "postcode"]),
+                        country: pick(a, &["country", "country_code"]),
+                    },
+                    v => Address {
+                        line1: text(v),
+                        ..Address::default()
+                    },
+                };
+                (!addr.is_empty()).then_some(addr)
+            });
         let subscription = first_text(payload, &self.subscription).or_else(|| {
             let last = ev.topic.rsplit('.').next().unwrap_or_default();
-            last.strip_prefix("subscription_").filter(|s| !s.is_empty() && *s != "changed").map(str::to_string)
+            last.strip_prefix("subscription_")
+                .filter(|s| !s.is_empty() && *s != "changed")
+                .map(str::to_string)
         });
         Profile {
             external_id,
@@ -323,7 +359,11 @@ impl Fields {
             address,
             tier: first_text(payload, &self.tier),
             subscription,
-            consent: ev.consent.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            consent: ev
+                .consent
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             properties: self.properties(payload),
         }
     }
@@ -389,7 +429,9 @@ pub mod url {
         let mut out = String::with_capacity(s.len());
         for b in s.bytes() {
             match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    out.push(b as char)
+                }
                 b' ' if space_plus => out.push('+'),
                 _ => out.push_str(&format!("%{b:02X}")),
             }
@@ -418,7 +460,10 @@ mod tests {
     use switchyard_guest::json;
 
     fn ev(topic: &str, op: &str, after: Value) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"{topic}","op":"{op}","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"{topic}","op":"{op}","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.after = Some(after);
         e
     }
@@ -433,17 +478,40 @@ mod tests {
         assert_eq!(k("customer.a.created", "event"), Kind::Created);
         assert_eq!(k("customer.a.email_changed", "update"), Kind::EmailChanged);
         assert_eq!(k("customer.a.phone_changed", "event"), Kind::PhoneChanged);
-        assert_eq!(k("customer.a.address_changed", "event"), Kind::AddressChanged);
-        assert_eq!(k("customer.a.consent_changed", "event"), Kind::ConsentChanged);
+        assert_eq!(
+            k("customer.a.address_changed", "event"),
+            Kind::AddressChanged
+        );
+        assert_eq!(
+            k("customer.a.consent_changed", "event"),
+            Kind::ConsentChanged
+        );
         assert_eq!(k("customer.a.tier_changed", "event"), Kind::TierChanged);
-        assert_eq!(k("customer.a.subscription_changed", "event"), Kind::SubscriptionChanged);
-        assert_eq!(k("customer.a.subscription_cancelled", "event"), Kind::SubscriptionChanged);
-        assert_eq!(k("customer.a.deletion_requested", "event"), Kind::DeletionRequested);
+        assert_eq!(
+            k("customer.a.subscription_changed", "event"),
+            Kind::SubscriptionChanged
+        );
+        assert_eq!(
+            k("customer.a.subscription_cancelled", "event"),
+            Kind::SubscriptionChanged
+        );
+        assert_eq!(
+            k("customer.a.deletion_requested", "event"),
+            Kind::DeletionRequested
+        );
         assert_eq!(k("customer.a.insert", "insert"), Kind::Created);
         assert_eq!(k("customer.a.update", "update"), Kind::Other);
-        assert_eq!(action(&ev("customer.a.deletion_requested", "event", json!({}))), Action::Delete);
-        assert!(matches!(action(&ev("customer.a.delete", "delete", json!({}))), Action::Skip(r) if r.contains("not a deletion request")));
-        assert_eq!(action(&ev("customer.a.tier_changed", "update", json!({}))), Action::Upsert(Kind::TierChanged));
+        assert_eq!(
+            action(&ev("customer.a.deletion_requested", "event", json!({}))),
+            Action::Delete
+        );
+        assert!(
+            matches!(action(&ev("customer.a.delete", "delete", json!({}))), Action::Skip(r) if r.contains("not a deletion request"))
+        );
+        assert_eq!(
+            action(&ev("customer.a.tier_changed", "update", json!({}))),
+            Action::Upsert(Kind::TierChanged)
+        );
     }
 
     #[test]
@@ -461,14 +529,24 @@ mod tests {
         assert_eq!(p.phone.as_deref(), Some("15550109999"));
         assert_eq!(p.phone_e164().as_deref(), Some("+15550109999"));
         let a = p.address.clone().unwrap();
-        assert_eq!((a.line1.as_deref(), a.city.as_deref(), a.region.as_deref()), (Some("1 Main St"), Some("Leeds"), Some("WY")));
-        assert_eq!((a.postal_code.as_deref(), a.country.as_deref(), a.line2), (Some("LS1"), Some("GB"), None));
+        assert_eq!(
+            (a.line1.as_deref(), a.city.as_deref(), a.region.as_deref()),
+            (Some("1 Main St"), Some("Leeds"), Some("WY"))
+        );
+        assert_eq!(
+            (a.postal_code.as_deref(), a.country.as_deref(), a.line2),
+            (Some("LS1"), Some("GB"), None)
+        );
         assert_eq!(p.tier.as_deref(), Some("gold"));
         assert_eq!(p.subscription.as_deref(), Some("cancelled"));
         assert_eq!(p.consent("email"), Some("granted"));
         assert_eq!(p.properties.get("plan"), Some(&json!("p")));
         // An explicit field wins over the topic.
-        let p = fields(&[]).profile(&ev("customer.a.subscription_changed", "event", json!({"subscription":{"status":"paused"}})));
+        let p = fields(&[]).profile(&ev(
+            "customer.a.subscription_changed",
+            "event",
+            json!({"subscription":{"status":"paused"}}),
+        ));
         assert_eq!(p.subscription.as_deref(), Some("paused"));
         let p = fields(&[]).profile(&ev("customer.a.subscription_changed", "event", json!({})));
         assert_eq!(p.subscription, None);
@@ -478,17 +556,33 @@ mod tests {
 
     #[test]
     fn hashes_and_encoding() {
-        assert_eq!(hash::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(hash::email("  Jane@Example.COM "), hash::sha256_hex("jane@example.com"));
+        assert_eq!(
+            hash::sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hash::email("  Jane@Example.COM "),
+            hash::sha256_hex("jane@example.com")
+        );
         assert_eq!(url::segment("a/b@c d"), "a%2Fb%40c%20d");
-        assert_eq!(url::form([("To", "+1555"), ("Body", "Hi there & bye")]), "To=%2B1555&Body=Hi+there+%26+bye");
+        assert_eq!(
+            url::form([("To", "+1555"), ("Body", "Hi there & bye")]),
+            "To=%2B1555&Body=Hi+there+%26+bye"
+        );
     }
 
     #[test]
     fn unknown_keys_are_named() {
         let cfg = Config::from_pairs([("api_key", "x")]);
-        assert!(check_keys(&cfg, &["list_id"]).unwrap_err().to_string().starts_with("config `api_key`: unknown key"));
-        assert!(check_keys(&Config::from_pairs([("list_id", "x"), ("email_field", "e")]), &["list_id"]).is_ok());
+        assert!(check_keys(&cfg, &["list_id"])
+            .unwrap_err()
+            .to_string()
+            .starts_with("config `api_key`: unknown key"));
+        assert!(check_keys(
+            &Config::from_pairs([("list_id", "x"), ("email_field", "e")]),
+            &["list_id"]
+        )
+        .is_ok());
         assert!(Fields::from_config(&Config::from_pairs([("source", "before")])).is_err());
         assert!(Fields::from_config(&Config::from_pairs([("phone_country_code", "x")])).is_err());
     }
@@ -519,8 +613,12 @@ pub fn membership(ev: &Event, p: &Profile, channel: &str) -> Outcome<Membership>
         Action::Upsert(_) => match p.consent(channel) {
             Some("granted") => Outcome::Send(Membership::Add),
             Some("denied") => Outcome::Send(Membership::Remove),
-            Some(other) => Outcome::Skip(format!("no {channel} consent (consent.{channel} = {other})")),
-            None => Outcome::Skip(format!("no {channel} consent (the event has no consent.{channel})")),
+            Some(other) => Outcome::Skip(format!(
+                "no {channel} consent (consent.{channel} = {other})"
+            )),
+            None => Outcome::Skip(format!(
+                "no {channel} consent (the event has no consent.{channel})"
+            )),
         },
     }
 }
@@ -529,11 +627,24 @@ pub fn membership(ev: &Event, p: &Profile, channel: &str) -> Outcome<Membership>
 /// `…+01:00`); `None` if it is not one.
 pub fn unix_seconds(t: &str) -> Option<i64> {
     let b = t.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
@@ -549,7 +660,11 @@ pub fn unix_seconds(t: &str) -> Option<i64> {
         "Z" | "z" => 0,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
             let v = o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60;
-            if o.starts_with('-') { -v } else { v }
+            if o.starts_with('-') {
+                -v
+            } else {
+                v
+            }
         }
         _ => return None,
     };

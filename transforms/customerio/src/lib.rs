@@ -4,7 +4,9 @@
 //! (`DELETE /api/v1/customers/{id}`). See README.md.
 
 use customer::{action, check_keys, url, Action, Fields, Kind, Outcome, Profile};
-use switchyard_guest::{json, log, transform, Config, ConfigError, Error, Event, Output, State, Value};
+use switchyard_guest::{
+    json, log, transform, Config, ConfigError, Error, Event, Output, State, Value,
+};
 
 static MAPPING: State<Mapping> = State::new();
 
@@ -18,7 +20,11 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     match MAPPING.get().item(&ev)? {
         Outcome::Send(item) => Ok(vec![item.request()?]),
         Outcome::Skip(reason) => {
-            log::info!("customerio: skipped event {} ({}): {reason}", ev.id, ev.topic);
+            log::info!(
+                "customerio: skipped event {} ({}): {reason}",
+                ev.id,
+                ev.topic
+            );
             Ok(vec![])
         }
     }
@@ -27,28 +33,53 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
 /// One event's Customer.io call, for the person `id`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
-    Identify { id: String, attributes: Value },
+    Identify {
+        id: String,
+        attributes: Value,
+    },
     /// `timestamp`: Unix seconds of the event's source time (replays and
     /// backfills keep their real time).
-    Track { id: String, name: String, data: Value, timestamp: Option<i64> },
-    Suppress { id: String },
-    Delete { id: String },
+    Track {
+        id: String,
+        name: String,
+        data: Value,
+        timestamp: Option<i64>,
+    },
+    Suppress {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 impl Item {
     pub fn request(&self) -> Result<Output, Error> {
         let base = |id: &str| format!("/api/v1/customers/{}", url::segment(id));
         Ok(match self {
-            Item::Identify { id, attributes } => Output::json(attributes)?.method("PUT").path(base(id)),
-            Item::Track { id, name, data, timestamp } => {
+            Item::Identify { id, attributes } => {
+                Output::json(attributes)?.method("PUT").path(base(id))
+            }
+            Item::Track {
+                id,
+                name,
+                data,
+                timestamp,
+            } => {
                 let mut body = json!({"name": name, "data": data});
                 if let Some(t) = timestamp {
                     body["timestamp"] = json!(t);
                 }
-                Output::json(&body)?.method("POST").path(format!("{}/events", base(id)))
+                Output::json(&body)?
+                    .method("POST")
+                    .path(format!("{}/events", base(id)))
             }
-            Item::Suppress { id } => Output::request(Vec::new(), "application/json").method("POST").path(format!("{}/suppress", base(id))),
-            Item::Delete { id } => Output::request(Vec::new(), "application/json").method("DELETE").path(base(id)),
+            Item::Suppress { id } => Output::request(Vec::new(), "application/json")
+                .method("POST")
+                .path(format!("{}/suppress", base(id))),
+            Item::Delete { id } => Output::request(Vec::new(), "application/json")
+                .method("DELETE")
+                .path(base(id)),
         })
     }
 }
@@ -77,16 +108,32 @@ const KINDS: &[&str] = &[
 impl Mapping {
     pub fn from_config(cfg: &Config) -> Result<Mapping, ConfigError> {
         check_keys(cfg, OWN)?;
-        let track = if cfg.get("track").is_some() { cfg.list("track") } else { vec!["subscription_changed".to_string()] };
+        let track = if cfg.get("track").is_some() {
+            cfg.list("track")
+        } else {
+            vec!["subscription_changed".to_string()]
+        };
         if let Some(bad) = track.iter().find(|k| !KINDS.contains(&k.as_str())) {
-            return Err(ConfigError::new("track", format!("{bad:?} is not one of {}", KINDS.join(", "))));
+            return Err(ConfigError::new(
+                "track",
+                format!("{bad:?} is not one of {}", KINDS.join(", ")),
+            ));
         }
         let suppress = match cfg.get_or("on_deletion", "suppress").trim() {
             "suppress" => true,
             "delete" => false,
-            o => return Err(ConfigError::new("on_deletion", format!("{o:?}: expected suppress or delete"))),
+            o => {
+                return Err(ConfigError::new(
+                    "on_deletion",
+                    format!("{o:?}: expected suppress or delete"),
+                ))
+            }
         };
-        Ok(Mapping { fields: Fields::from_config(cfg)?, track, suppress })
+        Ok(Mapping {
+            fields: Fields::from_config(cfg)?,
+            track,
+            suppress,
+        })
     }
 
     pub fn item(&self, ev: &Event) -> Result<Outcome<Item>, Error> {
@@ -102,7 +149,11 @@ impl Mapping {
             Action::Delete if self.suppress => Outcome::Send(Item::Suppress { id }),
             Action::Delete => Outcome::Send(Item::Delete { id }),
             Action::Upsert(kind) if self.track.iter().any(|k| k == kind.as_str()) => {
-                let name = if kind == Kind::Other { ev.topic.clone() } else { ev.topic.rsplit('.').next().unwrap_or_default().to_string() };
+                let name = if kind == Kind::Other {
+                    ev.topic.clone()
+                } else {
+                    ev.topic.rsplit('.').next().unwrap_or_default().to_string()
+                };
                 let mut data = match self.fields.payload(ev) {
                     Some(Value::Object(m)) => Value::Object(m.clone()),
                     _ => json!({}),
@@ -110,9 +161,17 @@ impl Mapping {
                 if let (Some(s), Some(o)) = (&p.subscription, data.as_object_mut()) {
                     o.entry("subscription_status").or_insert_with(|| json!(s));
                 }
-                Outcome::Send(Item::Track { id, name, data, timestamp: customer::unix_seconds(&ev.occurred_at) })
+                Outcome::Send(Item::Track {
+                    id,
+                    name,
+                    data,
+                    timestamp: customer::unix_seconds(&ev.occurred_at),
+                })
             }
-            Action::Upsert(_) => Outcome::Send(Item::Identify { id, attributes: attributes(&p) }),
+            Action::Upsert(_) => Outcome::Send(Item::Identify {
+                id,
+                attributes: attributes(&p),
+            }),
         })
     }
 }
@@ -138,7 +197,10 @@ fn attributes(p: &Profile) -> Value {
         put("country", addr.country.clone().map(Value::from));
     }
     put("tier", p.tier.clone().map(Value::from));
-    put("subscription_status", p.subscription.clone().map(Value::from));
+    put(
+        "subscription_status",
+        p.subscription.clone().map(Value::from),
+    );
     match p.consent("email") {
         Some("granted") => put("unsubscribed", Some(Value::Bool(false))),
         Some("denied") => put("unsubscribed", Some(Value::Bool(true))),
@@ -159,55 +221,98 @@ mod tests {
     }
 
     fn ev(topic: &str, data: Value) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.data = Some(data);
         e
     }
 
     fn req(o: Outcome<Item>) -> switchyard_guest::Request {
-        let Outcome::Send(item) = o else { panic!("skipped: {o:?}") };
+        let Outcome::Send(item) = o else {
+            panic!("skipped: {o:?}")
+        };
         item.request().unwrap().as_request().unwrap().clone()
     }
 
     #[test]
     fn identify_track_and_consent() {
-        let mut e = ev("customer.a.consent_changed", json!({"email":"ada@x.com","first_name":"Ada"}));
+        let mut e = ev(
+            "customer.a.consent_changed",
+            json!({"email":"ada@x.com","first_name":"Ada"}),
+        );
         e.consent.insert("email".into(), "denied".into());
         let r = req(mapping(&[]).item(&e).unwrap());
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("PUT"), Some("/api/v1/customers/42")));
-        assert_eq!(r.json().unwrap(), json!({"email":"ada@x.com","first_name":"Ada","unsubscribed":true}));
-        let mut e = ev("customer.a.subscription_cancelled", json!({"plan":"gold","reason":"moving"}));
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (Some("PUT"), Some("/api/v1/customers/42"))
+        );
+        assert_eq!(
+            r.json().unwrap(),
+            json!({"email":"ada@x.com","first_name":"Ada","unsubscribed":true})
+        );
+        let mut e = ev(
+            "customer.a.subscription_cancelled",
+            json!({"plan":"gold","reason":"moving"}),
+        );
         e.occurred_at = "2026-11-30T10:00:00Z".into();
         let r = req(mapping(&[]).item(&e).unwrap());
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/api/v1/customers/42/events")));
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (Some("POST"), Some("/api/v1/customers/42/events"))
+        );
         assert_eq!(
             r.json().unwrap(),
             json!({"name":"subscription_cancelled","data":{"plan":"gold","reason":"moving","subscription_status":"cancelled"},"timestamp":1796032800})
         );
         // tier_changed is an identify unless configured as a track event.
-        let r = req(mapping(&[]).item(&ev("customer.a.tier_changed", json!({"tier":"gold"}))).unwrap());
+        let r = req(mapping(&[])
+            .item(&ev("customer.a.tier_changed", json!({"tier":"gold"})))
+            .unwrap());
         assert_eq!(r.json().unwrap(), json!({"tier":"gold"}));
-        let r = req(mapping(&[("track", "tier_changed")]).item(&ev("customer.a.tier_changed", json!({"tier":"gold"}))).unwrap());
-        assert_eq!(r.json().unwrap(), json!({"name":"tier_changed","data":{"tier":"gold"}}));
+        let r = req(mapping(&[("track", "tier_changed")])
+            .item(&ev("customer.a.tier_changed", json!({"tier":"gold"})))
+            .unwrap());
+        assert_eq!(
+            r.json().unwrap(),
+            json!({"name":"tier_changed","data":{"tier":"gold"}})
+        );
     }
 
     #[test]
     fn deletion_suppresses_or_deletes() {
         let e = ev("customer.a.deletion_requested", json!({}));
         let r = req(mapping(&[]).item(&e).unwrap());
-        assert_eq!((r.method.as_deref(), r.path.as_deref(), r.body.len()), (Some("POST"), Some("/api/v1/customers/42/suppress"), 0));
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref(), r.body.len()),
+            (Some("POST"), Some("/api/v1/customers/42/suppress"), 0)
+        );
         let r = req(mapping(&[("on_deletion", "delete")]).item(&e).unwrap());
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("DELETE"), Some("/api/v1/customers/42")));
-        let mut e = ev("customer.a.deletion_requested", json!({"email":"a/b@x.com"}));
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (Some("DELETE"), Some("/api/v1/customers/42"))
+        );
+        let mut e = ev(
+            "customer.a.deletion_requested",
+            json!({"email":"a/b@x.com"}),
+        );
         e.account_id.clear();
-        assert_eq!(req(mapping(&[]).item(&e).unwrap()).path.as_deref(), Some("/api/v1/customers/a%2Fb%40x.com/suppress"));
+        assert_eq!(
+            req(mapping(&[]).item(&e).unwrap()).path.as_deref(),
+            Some("/api/v1/customers/a%2Fb%40x.com/suppress")
+        );
         e.data = Some(json!({}));
         assert!(!mapping(&[]).item(&e).unwrap_err().retryable);
     }
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |p: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(p.iter().copied())).unwrap_err().to_string();
+        let err = |p: &[(&str, &str)]| {
+            Mapping::from_config(&Config::from_pairs(p.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[("track", "orders")]).starts_with("config `track`"));
         assert!(err(&[("on_deletion", "forget")]).starts_with("config `on_deletion`"));
         assert!(err(&[("site_id", "x")]).starts_with("config `site_id`: unknown key"));

@@ -2,7 +2,9 @@
 //! Kept events pass through unchanged (`Output::event`); dropped ones give
 //! zero outputs. See README.md for the config keys.
 
-use switchyard_guest::{log, serde_json, transform, Config, ConfigError, Error, Event, Glob, Op, Output, State, Value};
+use switchyard_guest::{
+    log, serde_json, transform, Config, ConfigError, Error, Event, Glob, Op, Output, State, Value,
+};
 
 static RULES: State<Rules> = State::new();
 
@@ -39,7 +41,15 @@ pub struct Rules {
     log_drops: bool,
 }
 
-const KNOWN_KEYS: &[&str] = &["topics", "drop_topics", "ops", "require_consent", "where", "drop_where", "log_drops"];
+const KNOWN_KEYS: &[&str] = &[
+    "topics",
+    "drop_topics",
+    "ops",
+    "require_consent",
+    "where",
+    "drop_where",
+    "log_drops",
+];
 
 impl Rules {
     /// Parse and check the config; errors name the offending key.
@@ -48,21 +58,31 @@ impl Rules {
             if !KNOWN_KEYS.contains(&key) && !key.starts_with("eq.") && !key.starts_with("ne.") {
                 return Err(ConfigError::new(
                     key,
-                    format!("unknown key; expected one of {} or eq.<field> / ne.<field>", KNOWN_KEYS.join(", ")),
+                    format!(
+                        "unknown key; expected one of {} or eq.<field> / ne.<field>",
+                        KNOWN_KEYS.join(", ")
+                    ),
                 ));
             }
         }
         let ops = cfg
             .list("ops")
             .iter()
-            .map(|o| Op::parse(o).ok_or_else(|| ConfigError::new("ops", format!("unknown op {o:?}"))))
+            .map(|o| {
+                Op::parse(o).ok_or_else(|| ConfigError::new("ops", format!("unknown op {o:?}")))
+            })
             .collect::<Result<_, _>>()?;
         let mut keep_if = parse_predicates(cfg, "where")?;
         for (prefix, cmp) in [("eq.", Cmp::Eq), ("ne.", Cmp::Ne)] {
             for (path, value) in cfg.with_prefix(prefix) {
                 let key = format!("{prefix}{path}");
                 check_path(path).map_err(|m| ConfigError::new(&key, m))?;
-                keep_if.push(Predicate { path: path.to_string(), cmp, values: vec![parse_value(value.trim())], glob: None });
+                keep_if.push(Predicate {
+                    path: path.to_string(),
+                    cmp,
+                    values: vec![parse_value(value.trim())],
+                    glob: None,
+                });
             }
         }
         Ok(Rules {
@@ -82,12 +102,19 @@ impl Rules {
             return Err("topic matches no `topics` pattern".into());
         }
         if let Some(g) = self.drop_topics.iter().find(|g| g.matches(&ev.topic)) {
-            return Err(format!("topic matches drop_topics pattern {:?}", g.as_str()));
+            return Err(format!(
+                "topic matches drop_topics pattern {:?}",
+                g.as_str()
+            ));
         }
         if !self.ops.is_empty() && !self.ops.contains(&ev.op) {
             return Err(format!("op {} not in `ops`", ev.op));
         }
-        if let Some(ch) = self.require_consent.iter().find(|ch| !ev.consent_granted(ch)) {
+        if let Some(ch) = self
+            .require_consent
+            .iter()
+            .find(|ch| !ev.consent_granted(ch))
+        {
             return Err(format!("no granted consent for {ch:?}"));
         }
         if let Some(p) = self.keep_if.iter().find(|p| !p.holds(ev)) {
@@ -176,9 +203,26 @@ const WORDS: &[(&str, Cmp)] = &[
     ("missing", Cmp::Missing),
 ];
 
-const ROOTS: &[&str] = &["key", "before", "after", "data", "attributes", "consent", "commit"];
-const SCALARS: &[&str] =
-    &["id", "topic", "source", "op", "account_id", "occurred_at", "ingested_at", "traceparent", "changed"];
+const ROOTS: &[&str] = &[
+    "key",
+    "before",
+    "after",
+    "data",
+    "attributes",
+    "consent",
+    "commit",
+];
+const SCALARS: &[&str] = &[
+    "id",
+    "topic",
+    "source",
+    "op",
+    "account_id",
+    "occurred_at",
+    "ingested_at",
+    "traceparent",
+    "changed",
+];
 
 fn check_path(path: &str) -> Result<(), String> {
     let root = path.split('.').next().unwrap_or("");
@@ -241,11 +285,18 @@ fn parse_predicate(text: &str) -> Result<Predicate, String> {
         Cmp::Glob | Cmp::NotGlob => Some(Glob::new(value).map_err(|e| e.to_string())?),
         _ => None,
     };
-    Ok(Predicate { path: path.to_string(), cmp, values, glob })
+    Ok(Predicate {
+        path: path.to_string(),
+        cmp,
+        values,
+        glob,
+    })
 }
 
 fn parse_predicates(cfg: &Config, key: &str) -> Result<Vec<Predicate>, ConfigError> {
-    let Some(text) = cfg.get(key) else { return Ok(vec![]) };
+    let Some(text) = cfg.get(key) else {
+        return Ok(vec![]);
+    };
     text.split(';')
         .map(str::trim)
         .filter(|p| !p.is_empty())
@@ -278,14 +329,18 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
         (Value::String(s), n @ Value::Number(_)) | (n @ Value::Number(_), Value::String(s)) => {
             s.trim().parse::<f64>().ok() == number(n)
         }
-        (Value::String(s), Value::Bool(x)) | (Value::Bool(x), Value::String(s)) => s.trim() == x.to_string(),
+        (Value::String(s), Value::Bool(x)) | (Value::Bool(x), Value::String(s)) => {
+            s.trim() == x.to_string()
+        }
         _ => a == b,
     }
 }
 
 fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     match (a, b) {
-        (Value::String(x), Value::String(y)) if x.trim().parse::<f64>().is_err() || y.trim().parse::<f64>().is_err() => {
+        (Value::String(x), Value::String(y))
+            if x.trim().parse::<f64>().is_err() || y.trim().parse::<f64>().is_err() =>
+        {
             Some(x.cmp(y))
         }
         _ => number(a)?.partial_cmp(&number(b)?),
@@ -333,7 +388,9 @@ mod tests {
     }
 
     fn refuse(pairs: &[(&str, &str)]) -> String {
-        Rules::from_config(&Config::from_pairs(pairs.iter().copied())).unwrap_err().to_string()
+        Rules::from_config(&Config::from_pairs(pairs.iter().copied()))
+            .unwrap_err()
+            .to_string()
     }
 
     fn ev() -> Event {
@@ -352,22 +409,34 @@ mod tests {
 
     #[test]
     fn topics_and_drop_topics() {
-        assert!(rules(&[("topics", "order.*, customer.*.email_changed")]).decide(&ev()).is_ok());
+        assert!(rules(&[("topics", "order.*, customer.*.email_changed")])
+            .decide(&ev())
+            .is_ok());
         assert!(rules(&[("topics", "order.*")]).decide(&ev()).is_err());
-        assert!(rules(&[("topics", "customer.*"), ("drop_topics", "*.email_changed")]).decide(&ev()).is_err());
-        assert!(rules(&[("drop_topics", "customer.{banner-b,banner-c}.*")]).decide(&ev()).is_ok());
+        assert!(
+            rules(&[("topics", "customer.*"), ("drop_topics", "*.email_changed")])
+                .decide(&ev())
+                .is_err()
+        );
+        assert!(rules(&[("drop_topics", "customer.{banner-b,banner-c}.*")])
+            .decide(&ev())
+            .is_ok());
     }
 
     #[test]
     fn ops() {
         assert!(rules(&[("ops", "insert, update")]).decide(&ev()).is_ok());
-        assert!(rules(&[("ops", "delete,soft-delete")]).decide(&ev()).is_err());
+        assert!(rules(&[("ops", "delete,soft-delete")])
+            .decide(&ev())
+            .is_err());
     }
 
     #[test]
     fn consent() {
         assert!(rules(&[("require_consent", "email")]).decide(&ev()).is_ok());
-        assert!(rules(&[("require_consent", "email,sms")]).decide(&ev()).is_err());
+        assert!(rules(&[("require_consent", "email,sms")])
+            .decide(&ev())
+            .is_err());
         assert!(rules(&[("require_consent", "push")]).decide(&ev()).is_err());
     }
 
@@ -378,7 +447,9 @@ mod tests {
         assert!(!keep("after.country == US; after.status == closed"));
         assert!(keep("after.country==\"US\""));
         assert!(keep("after.age == 42")); // numeric string vs number
-        assert!(keep("after.age > 18; after.age <= 42; after.score < 10; after.score >= 7.5"));
+        assert!(keep(
+            "after.age > 18; after.age <= 42; after.score < 10; after.score >= 7.5"
+        ));
         assert!(!keep("after.age > 42"));
         assert!(keep("after.vip == true"));
         assert!(keep("after.country in US, CA"));
@@ -387,7 +458,9 @@ mod tests {
         assert!(keep("after.email !~ *@example.com"));
         assert!(keep("after.tags contains b"));
         assert!(keep("changed contains email"));
-        assert!(keep("after.email exists; after.nothing missing; after.nope missing"));
+        assert!(keep(
+            "after.email exists; after.nothing missing; after.nope missing"
+        ));
         assert!(!keep("after.nope exists"));
         assert!(!keep("after.nope == x"));
         assert!(keep("after.nope != x"));
@@ -397,10 +470,20 @@ mod tests {
 
     #[test]
     fn eq_ne_keys_and_drop_where() {
-        assert!(rules(&[("eq.after.country", "US"), ("ne.after.status", "closed")]).decide(&ev()).is_ok());
+        assert!(
+            rules(&[("eq.after.country", "US"), ("ne.after.status", "closed")])
+                .decide(&ev())
+                .is_ok()
+        );
         assert!(rules(&[("eq.after.country", "CA")]).decide(&ev()).is_err());
-        assert!(rules(&[("drop_where", "after.status == closed; after.vip == true")]).decide(&ev()).is_err());
-        assert!(rules(&[("drop_where", "after.status == closed")]).decide(&ev()).is_ok());
+        assert!(
+            rules(&[("drop_where", "after.status == closed; after.vip == true")])
+                .decide(&ev())
+                .is_err()
+        );
+        assert!(rules(&[("drop_where", "after.status == closed")])
+            .decide(&ev())
+            .is_ok());
     }
 
     #[test]
@@ -409,7 +492,10 @@ mod tests {
         assert!(refuse(&[("drop_topics", "{a")]).starts_with("config `drop_topics`"));
         assert!(refuse(&[("ops", "upsert")]).starts_with("config `ops`: unknown op"));
         let e = refuse(&[("where", "after.country = US")]);
-        assert!(e.starts_with("config `where`: in `after.country = US`: expected an operator"), "{e}");
+        assert!(
+            e.starts_with("config `where`: in `after.country = US`: expected an operator"),
+            "{e}"
+        );
         assert!(refuse(&[("where", "country == US")]).contains("unknown field"));
         assert!(refuse(&[("where", "after.x exists 3")]).contains("takes no value"));
         assert!(refuse(&[("where", "after.x ==")]).contains("needs a value"));
@@ -422,6 +508,9 @@ mod tests {
     #[test]
     fn drop_reason_is_explained() {
         let r = rules(&[("where", "after.country == CA")]);
-        assert_eq!(r.decide(&ev()).unwrap_err(), "`after.country == \"CA\"` does not hold");
+        assert_eq!(
+            r.decide(&ev()).unwrap_err(),
+            "`after.country == \"CA\"` does not hold"
+        );
     }
 }

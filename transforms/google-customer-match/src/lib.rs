@@ -6,7 +6,9 @@
 //! never sees responses, and create returns the job id). See README.md.
 
 use customer::{check_keys, hash, membership, Fields, Membership, Outcome};
-use switchyard_guest::{json, log, transform, Config, ConfigError, Error, Event, Output, State, Value};
+use switchyard_guest::{
+    json, log, transform, Config, ConfigError, Error, Event, Output, State, Value,
+};
 
 static MAPPING: State<Mapping> = State::new();
 
@@ -21,7 +23,11 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     match m.item(&ev)? {
         Outcome::Send(op) => Ok(vec![m.request(&[op])?]),
         Outcome::Skip(reason) => {
-            log::info!("google-customer-match: skipped event {} ({}): {reason}", ev.id, ev.topic);
+            log::info!(
+                "google-customer-match: skipped event {} ({}): {reason}",
+                ev.id,
+                ev.topic
+            );
             Ok(vec![])
         }
     }
@@ -43,9 +49,17 @@ pub fn phone_hash(digits: &str) -> String {
 }
 
 fn digits(cfg: &Config, key: &str, what: &str) -> Result<String, ConfigError> {
-    let v: String = cfg.require(key)?.trim().chars().filter(|c| *c != '-').collect();
+    let v: String = cfg
+        .require(key)?
+        .trim()
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
     if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
-        return Err(ConfigError::new(key, format!("{v:?} is not {what} (digits, dashes allowed)")));
+        return Err(ConfigError::new(
+            key,
+            format!("{v:?} is not {what} (digits, dashes allowed)"),
+        ));
     }
     Ok(v)
 }
@@ -78,10 +92,14 @@ impl Mapping {
         }
         if ids.is_empty() {
             return match op {
-                Membership::Add => Ok(Outcome::Skip(format!("nothing to match on: no {}", self.fields.describe_identifiers()))),
-                Membership::Remove => {
-                    Err(Error::fatal(format!("cannot remove from the user list: no {}", self.fields.describe_identifiers())))
-                }
+                Membership::Add => Ok(Outcome::Skip(format!(
+                    "nothing to match on: no {}",
+                    self.fields.describe_identifiers()
+                ))),
+                Membership::Remove => Err(Error::fatal(format!(
+                    "cannot remove from the user list: no {}",
+                    self.fields.describe_identifiers()
+                ))),
             };
         }
         let verb = match op {
@@ -93,9 +111,14 @@ impl Mapping {
 
     /// The `addOperations` request carrying `operations`.
     pub fn request(&self, operations: &[Value]) -> Result<Output, Error> {
-        Ok(Output::json(&json!({ "enablePartialFailure": true, "operations": operations }))?
-            .method("POST")
-            .path(format!("/customers/{}/offlineUserDataJobs/{}:addOperations", self.customer_id, self.job_id)))
+        Ok(
+            Output::json(&json!({ "enablePartialFailure": true, "operations": operations }))?
+                .method("POST")
+                .path(format!(
+                    "/customers/{}/offlineUserDataJobs/{}:addOperations",
+                    self.customer_id, self.job_id
+                )),
+        )
     }
 }
 
@@ -111,7 +134,10 @@ mod tests {
     }
 
     fn ev(topic: &str, data: Value, ads: Option<&str>) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.data = Some(data);
         if let Some(a) = ads {
             e.consent.insert("ads".into(), a.into());
@@ -120,30 +146,76 @@ mod tests {
     }
 
     fn req(m: &Mapping, e: &Event) -> switchyard_guest::Request {
-        let Outcome::Send(op) = m.item(e).unwrap() else { panic!("skipped") };
+        let Outcome::Send(op) = m.item(e).unwrap() else {
+            panic!("skipped")
+        };
         m.request(&[op]).unwrap().as_request().unwrap().clone()
     }
 
     #[test]
     fn create_and_remove_operations() {
         let m = mapping(&[("phone_country_code", "1")]);
-        let r = req(&m, &ev("customer.a.created", json!({"email":" Ada@Example.com","phone":"555.010.9999"}), Some("granted")));
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/customers/1234567890/offlineUserDataJobs/555:addOperations")));
+        let r = req(
+            &m,
+            &ev(
+                "customer.a.created",
+                json!({"email":" Ada@Example.com","phone":"555.010.9999"}),
+                Some("granted"),
+            ),
+        );
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (
+                Some("POST"),
+                Some("/customers/1234567890/offlineUserDataJobs/555:addOperations")
+            )
+        );
         assert_eq!(
             r.json().unwrap(),
             json!({"enablePartialFailure":true,"operations":[{"create":{"userIdentifiers":[
                 {"hashedEmail": sha256_hex("ada@example.com")}, {"hashedPhoneNumber": sha256_hex("+15550109999")}]}}]})
         );
-        let r = req(&m, &ev("customer.a.deletion_requested", json!({"email":"a@b.c"}), None));
-        assert_eq!(r.json().unwrap()["operations"], json!([{"remove":{"userIdentifiers":[{"hashedEmail": sha256_hex("a@b.c")}]}}]));
-        assert!(matches!(m.item(&ev("customer.a.created", json!({"email":"a@b.c"}), Some("unknown"))).unwrap(), Outcome::Skip(_)));
+        let r = req(
+            &m,
+            &ev(
+                "customer.a.deletion_requested",
+                json!({"email":"a@b.c"}),
+                None,
+            ),
+        );
+        assert_eq!(
+            r.json().unwrap()["operations"],
+            json!([{"remove":{"userIdentifiers":[{"hashedEmail": sha256_hex("a@b.c")}]}}])
+        );
+        assert!(matches!(
+            m.item(&ev(
+                "customer.a.created",
+                json!({"email":"a@b.c"}),
+                Some("unknown")
+            ))
+            .unwrap(),
+            Outcome::Skip(_)
+        ));
     }
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |p: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(p.iter().copied())).unwrap_err().to_string();
+        let err = |p: &[(&str, &str)]| {
+            Mapping::from_config(&Config::from_pairs(p.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[("job_id", "1")]).starts_with("config `customer_id`: is required"));
-        assert!(err(&[("customer_id", "1"), ("job_id", "customers/1/offlineUserDataJobs/2")]).starts_with("config `job_id`"));
-        assert!(err(&[("customer_id", "1"), ("job_id", "2"), ("developer_token", "x")]).starts_with("config `developer_token`: unknown key"));
+        assert!(err(&[
+            ("customer_id", "1"),
+            ("job_id", "customers/1/offlineUserDataJobs/2")
+        ])
+        .starts_with("config `job_id`"));
+        assert!(err(&[
+            ("customer_id", "1"),
+            ("job_id", "2"),
+            ("developer_token", "x")
+        ])
+        .starts_with("config `developer_token`: unknown key"));
     }
 }

@@ -3,7 +3,9 @@
 //! (`POST /crm/v3/objects/contacts/gdpr-delete`). See README.md.
 
 use customer::{action, check_keys, first_text, Action, Fields, Kind, Outcome, Profile};
-use switchyard_guest::{json, log, transform, Config, ConfigError, Error, Event, Output, State, Value};
+use switchyard_guest::{
+    json, log, transform, Config, ConfigError, Error, Event, Output, State, Value,
+};
 
 static MAPPING: State<Mapping> = State::new();
 
@@ -35,10 +37,12 @@ pub enum Item {
 impl Item {
     pub fn request(&self) -> Result<Output, Error> {
         Ok(match self {
-            Item::Upsert(input) => {
-                Output::json(&json!({ "inputs": [input] }))?.method("POST").path("/crm/v3/objects/contacts/batch/upsert")
-            }
-            Item::GdprDelete(body) => Output::json(body)?.method("POST").path("/crm/v3/objects/contacts/gdpr-delete"),
+            Item::Upsert(input) => Output::json(&json!({ "inputs": [input] }))?
+                .method("POST")
+                .path("/crm/v3/objects/contacts/batch/upsert"),
+            Item::GdprDelete(body) => Output::json(body)?
+                .method("POST")
+                .path("/crm/v3/objects/contacts/gdpr-delete"),
         })
     }
 }
@@ -57,8 +61,13 @@ pub struct Mapping {
 fn prop_name(cfg: &Config, key: &str) -> Result<Option<String>, ConfigError> {
     match cfg.get(key).map(str::trim) {
         None | Some("") => Ok(None),
-        Some(p) if p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(Some(p.to_string())),
-        Some(p) => Err(ConfigError::new(key, format!("{p:?} is not a HubSpot property name (letters, digits, `_`)"))),
+        Some(p) if p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            Ok(Some(p.to_string()))
+        }
+        Some(p) => Err(ConfigError::new(
+            key,
+            format!("{p:?} is not a HubSpot property name (letters, digits, `_`)"),
+        )),
     }
 }
 
@@ -79,10 +88,21 @@ impl Mapping {
 
     pub fn item(&self, ev: &Event) -> Result<Outcome<Item>, Error> {
         let p = self.fields.profile(ev);
-        let id = if self.by_email() { p.email.clone() } else { p.external_id.clone() };
+        let id = if self.by_email() {
+            p.email.clone()
+        } else {
+            p.external_id.clone()
+        };
         let missing = || {
-            let what = if self.by_email() { "email" } else { "external id (account_id or external_id_field)" };
-            Error::fatal(format!("no HubSpot contact id: {what} for id_property {} is missing", self.id_property))
+            let what = if self.by_email() {
+                "email"
+            } else {
+                "external id (account_id or external_id_field)"
+            };
+            Error::fatal(format!(
+                "no HubSpot contact id: {what} for id_property {} is missing",
+                self.id_property
+            ))
         };
         match action(ev) {
             Action::Skip(r) => Ok(Outcome::Skip(r)),
@@ -101,7 +121,9 @@ impl Mapping {
                 // An email change upserts the contact found by the old address
                 // (by email, the new address would create a second contact).
                 if self.by_email() && kind == Kind::EmailChanged {
-                    if let Some(old) = first_text(ev.before.as_ref(), &["email".to_string()]).filter(|e| e.contains('@')) {
+                    if let Some(old) = first_text(ev.before.as_ref(), &["email".to_string()])
+                        .filter(|e| e.contains('@'))
+                    {
                         id = old;
                     }
                 }
@@ -167,14 +189,19 @@ mod tests {
     }
 
     fn ev(topic: &str, before: Option<Value>, after: Value) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"{topic}","op":"update","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"{topic}","op":"update","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.before = before;
         e.after = Some(after);
         e
     }
 
     fn req(o: Outcome<Item>) -> switchyard_guest::Request {
-        let Outcome::Send(item) = o else { panic!("skipped: {o:?}") };
+        let Outcome::Send(item) = o else {
+            panic!("skipped: {o:?}")
+        };
         item.request().unwrap().as_request().unwrap().clone()
     }
 
@@ -188,34 +215,78 @@ mod tests {
                 json!({"email":"ada@x.com","first_name":"Ada","phone":"+1 555 010 9999","address":{"line1":"1 Main","line2":"Apt 2","city":"NYC","state":"NY","zip":"10001","country":"US"},"tier":"gold","points":12}),
             ))
             .unwrap());
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/crm/v3/objects/contacts/batch/upsert")));
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (Some("POST"), Some("/crm/v3/objects/contacts/batch/upsert"))
+        );
         assert_eq!(
             r.json().unwrap(),
             json!({"inputs":[{"idProperty":"email","id":"ada@x.com","properties":{"email":"ada@x.com","firstname":"Ada","phone":"+15550109999",
                 "address":"1 Main, Apt 2","city":"NYC","state":"NY","zip":"10001","country":"US","loyalty_tier":"gold","points":"12"}}]})
         );
-        let r = req(m.item(&ev("customer.a.email_changed", Some(json!({"email":"old@x.com"})), json!({"email":"new@x.com"}))).unwrap());
+        let r = req(m
+            .item(&ev(
+                "customer.a.email_changed",
+                Some(json!({"email":"old@x.com"})),
+                json!({"email":"new@x.com"}),
+            ))
+            .unwrap());
         assert_eq!(r.json().unwrap()["inputs"][0]["id"], "old@x.com");
-        assert_eq!(r.json().unwrap()["inputs"][0]["properties"]["email"], "new@x.com");
+        assert_eq!(
+            r.json().unwrap()["inputs"][0]["properties"]["email"],
+            "new@x.com"
+        );
     }
 
     #[test]
     fn custom_id_property_and_gdpr_delete() {
         let m = mapping(&[("id_property", "switchyard_id")]);
-        let r = req(m.item(&ev("customer.a.tier_changed", None, json!({"tier":"gold"}))).unwrap());
-        assert_eq!(r.json().unwrap(), json!({"inputs":[{"idProperty":"switchyard_id","id":"42","properties":{"switchyard_id":"42"}}]}));
-        let r = req(m.item(&ev("customer.a.deletion_requested", None, json!({}))).unwrap());
-        assert_eq!(r.path.as_deref(), Some("/crm/v3/objects/contacts/gdpr-delete"));
-        assert_eq!(r.json().unwrap(), json!({"objectId":"42","idProperty":"switchyard_id"}));
-        let r = req(mapping(&[]).item(&ev("customer.a.deletion_requested", None, json!({"email":"a@x.com"}))).unwrap());
-        assert_eq!(r.json().unwrap(), json!({"objectId":"a@x.com","idProperty":"email"}));
-        let err = mapping(&[]).item(&ev("customer.a.tier_changed", None, json!({"tier":"gold"}))).unwrap_err();
-        assert!(!err.retryable && err.message.contains("email"), "{}", err.message);
+        let r = req(m
+            .item(&ev("customer.a.tier_changed", None, json!({"tier":"gold"})))
+            .unwrap());
+        assert_eq!(
+            r.json().unwrap(),
+            json!({"inputs":[{"idProperty":"switchyard_id","id":"42","properties":{"switchyard_id":"42"}}]})
+        );
+        let r = req(m
+            .item(&ev("customer.a.deletion_requested", None, json!({})))
+            .unwrap());
+        assert_eq!(
+            r.path.as_deref(),
+            Some("/crm/v3/objects/contacts/gdpr-delete")
+        );
+        assert_eq!(
+            r.json().unwrap(),
+            json!({"objectId":"42","idProperty":"switchyard_id"})
+        );
+        let r = req(mapping(&[])
+            .item(&ev(
+                "customer.a.deletion_requested",
+                None,
+                json!({"email":"a@x.com"}),
+            ))
+            .unwrap());
+        assert_eq!(
+            r.json().unwrap(),
+            json!({"objectId":"a@x.com","idProperty":"email"})
+        );
+        let err = mapping(&[])
+            .item(&ev("customer.a.tier_changed", None, json!({"tier":"gold"})))
+            .unwrap_err();
+        assert!(
+            !err.retryable && err.message.contains("email"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |p: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(p.iter().copied())).unwrap_err().to_string();
+        let err = |p: &[(&str, &str)]| {
+            Mapping::from_config(&Config::from_pairs(p.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[("id_property", "a b")]).starts_with("config `id_property`"));
         assert!(err(&[("token", "x")]).starts_with("config `token`: unknown key"));
     }

@@ -2,7 +2,9 @@
 //! `DELETE /api/users/byUserId/{userId}` / `DELETE /api/users/{email}`. See README.md.
 
 use customer::{action, check_keys, url, Action, Fields, Outcome, Profile};
-use switchyard_guest::{json, log, transform, Config, ConfigError, Error, Event, Output, State, Value};
+use switchyard_guest::{
+    json, log, transform, Config, ConfigError, Error, Event, Output, State, Value,
+};
 
 static MAPPING: State<Mapping> = State::new();
 
@@ -35,12 +37,12 @@ impl Item {
     pub fn request(&self) -> Result<Output, Error> {
         Ok(match self {
             Item::Update(user) => Output::json(user)?.method("POST").path("/api/users/update"),
-            Item::DeleteByUserId(id) => {
-                Output::request(Vec::new(), "application/json").method("DELETE").path(format!("/api/users/byUserId/{}", url::segment(id)))
-            }
-            Item::DeleteByEmail(e) => {
-                Output::request(Vec::new(), "application/json").method("DELETE").path(format!("/api/users/{}", url::segment(e)))
-            }
+            Item::DeleteByUserId(id) => Output::request(Vec::new(), "application/json")
+                .method("DELETE")
+                .path(format!("/api/users/byUserId/{}", url::segment(id))),
+            Item::DeleteByEmail(e) => Output::request(Vec::new(), "application/json")
+                .method("DELETE")
+                .path(format!("/api/users/{}", url::segment(e))),
         })
     }
 }
@@ -65,14 +67,25 @@ impl Mapping {
         let by = match cfg.get_or("identify_by", "user_id").trim() {
             "user_id" => IdentifyBy::UserId,
             "email" => IdentifyBy::Email,
-            o => return Err(ConfigError::new("identify_by", format!("{o:?}: expected user_id or email"))),
+            o => {
+                return Err(ConfigError::new(
+                    "identify_by",
+                    format!("{o:?}: expected user_id or email"),
+                ))
+            }
         };
-        Ok(Mapping { fields: Fields::from_config(cfg)?, by })
+        Ok(Mapping {
+            fields: Fields::from_config(cfg)?,
+            by,
+        })
     }
 
     pub fn item(&self, ev: &Event) -> Result<Outcome<Item>, Error> {
         let p = self.fields.profile(ev);
-        let user_id = p.external_id.clone().filter(|_| self.by == IdentifyBy::UserId);
+        let user_id = p
+            .external_id
+            .clone()
+            .filter(|_| self.by == IdentifyBy::UserId);
         match action(ev) {
             Action::Skip(r) => Ok(Outcome::Skip(r)),
             Action::Delete => match (user_id, &p.email) {
@@ -90,8 +103,14 @@ impl Mapping {
     }
 
     fn no_identifier(&self) -> Error {
-        let by = if self.by == IdentifyBy::UserId { "userId (account_id or external_id_field) and " } else { "" };
-        Error::fatal(format!("no Iterable user identifier: {by}email are missing"))
+        let by = if self.by == IdentifyBy::UserId {
+            "userId (account_id or external_id_field) and "
+        } else {
+            ""
+        };
+        Error::fatal(format!(
+            "no Iterable user identifier: {by}email are missing"
+        ))
     }
 
     /// The `users/update` body.
@@ -122,7 +141,10 @@ impl Mapping {
             put("address", Some(Value::Object(o)));
         }
         put("tier", p.tier.clone().map(Value::from));
-        put("subscriptionStatus", p.subscription.clone().map(Value::from));
+        put(
+            "subscriptionStatus",
+            p.subscription.clone().map(Value::from),
+        );
         if !p.consent.is_empty() {
             put("consent", Some(json!(p.consent)));
         }
@@ -151,13 +173,18 @@ mod tests {
     }
 
     fn ev(topic: &str, data: Value) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.data = Some(data);
         e
     }
 
     fn req(o: Outcome<Item>) -> switchyard_guest::Request {
-        let Outcome::Send(item) = o else { panic!("skipped: {o:?}") };
+        let Outcome::Send(item) = o else {
+            panic!("skipped: {o:?}")
+        };
         item.request().unwrap().as_request().unwrap().clone()
     }
 
@@ -169,30 +196,61 @@ mod tests {
         );
         e.consent.insert("email".into(), "denied".into());
         let r = req(mapping(&[("phone_country_code", "1")]).item(&e).unwrap());
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/api/users/update")));
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (Some("POST"), Some("/api/users/update"))
+        );
         assert_eq!(
             r.json().unwrap(),
             json!({"email":"ada@x.com","userId":"42","preferUserId":true,"mergeNestedObjects":true,
                    "dataFields":{"phoneNumber":"+15550109999","address":{"line1":"1 Main","postalCode":"10001","country":"US"},
                                  "tier":"gold","consent":{"email":"denied"}}})
         );
-        let r = req(mapping(&[("identify_by", "email")]).item(&ev("customer.a.email_changed", json!({"email":"b@x.com"}))).unwrap());
-        assert_eq!(r.json().unwrap(), json!({"email":"b@x.com","mergeNestedObjects":true,"dataFields":{}}));
+        let r = req(mapping(&[("identify_by", "email")])
+            .item(&ev("customer.a.email_changed", json!({"email":"b@x.com"})))
+            .unwrap());
+        assert_eq!(
+            r.json().unwrap(),
+            json!({"email":"b@x.com","mergeNestedObjects":true,"dataFields":{}})
+        );
     }
 
     #[test]
     fn deletes() {
-        let r = req(mapping(&[]).item(&ev("customer.a.deletion_requested", json!({"email":"a+b@x.com"}))).unwrap());
-        assert_eq!((r.method.as_deref(), r.path.as_deref(), r.body.len()), (Some("DELETE"), Some("/api/users/byUserId/42"), 0));
-        let r = req(mapping(&[("identify_by", "email")]).item(&ev("customer.a.deletion_requested", json!({"email":"a+b@x.com"}))).unwrap());
+        let r = req(mapping(&[])
+            .item(&ev(
+                "customer.a.deletion_requested",
+                json!({"email":"a+b@x.com"}),
+            ))
+            .unwrap());
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref(), r.body.len()),
+            (Some("DELETE"), Some("/api/users/byUserId/42"), 0)
+        );
+        let r = req(mapping(&[("identify_by", "email")])
+            .item(&ev(
+                "customer.a.deletion_requested",
+                json!({"email":"a+b@x.com"}),
+            ))
+            .unwrap());
         assert_eq!(r.path.as_deref(), Some("/api/users/a%2Bb%40x.com"));
-        let err = mapping(&[("identify_by", "email")]).item(&ev("customer.a.deletion_requested", json!({}))).unwrap_err();
-        assert!(!err.retryable && err.message.contains("email"), "{}", err.message);
+        let err = mapping(&[("identify_by", "email")])
+            .item(&ev("customer.a.deletion_requested", json!({})))
+            .unwrap_err();
+        assert!(
+            !err.retryable && err.message.contains("email"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |p: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(p.iter().copied())).unwrap_err().to_string();
+        let err = |p: &[(&str, &str)]| {
+            Mapping::from_config(&Config::from_pairs(p.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[("identify_by", "phone")]).starts_with("config `identify_by`"));
         assert!(err(&[("api_key", "x")]).starts_with("config `api_key`: unknown key"));
     }

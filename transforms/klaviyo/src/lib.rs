@@ -5,7 +5,9 @@
 //! data-privacy deletion for `deletion_requested`
 //! (`/api/data-privacy-deletion-jobs`). See README.md.
 
-use switchyard_guest::{json, log, normalize, transform, Config, ConfigError, Error, Event, Op, Output, State, Value};
+use switchyard_guest::{
+    json, log, normalize, transform, Config, ConfigError, Error, Event, Op, Output, State, Value,
+};
 
 static MAPPING: State<Mapping> = State::new();
 
@@ -58,7 +60,11 @@ impl Job {
 
     pub fn body(&self) -> &Value {
         match self {
-            Job::Import(b) | Job::Subscribe(b) | Job::Unsubscribe(b) | Job::Suppress(b) | Job::Delete(b) => b,
+            Job::Import(b)
+            | Job::Subscribe(b)
+            | Job::Unsubscribe(b)
+            | Job::Suppress(b)
+            | Job::Delete(b) => b,
         }
     }
 }
@@ -128,9 +134,16 @@ const KNOWN: &[&str] = &[
 ];
 
 fn fields(cfg: &Config, key: &str, default: &str) -> Result<Vec<String>, ConfigError> {
-    let list = if cfg.get(key).is_some() { cfg.list(key) } else { Config::from_pairs([(key, default)]).list(key) };
+    let list = if cfg.get(key).is_some() {
+        cfg.list(key)
+    } else {
+        Config::from_pairs([(key, default)]).list(key)
+    };
     if let Some(bad) = list.iter().find(|f| f.split('.').any(str::is_empty)) {
-        return Err(ConfigError::new(key, format!("{bad:?} is not a field path")));
+        return Err(ConfigError::new(
+            key,
+            format!("{bad:?} is not a field path"),
+        ));
     }
     Ok(list)
 }
@@ -158,13 +171,21 @@ impl Mapping {
     /// Parse and check the config; errors name the offending key.
     pub fn from_config(cfg: &Config) -> Result<Mapping, ConfigError> {
         if let Some((key, _)) = cfg.iter().find(|(k, _)| !KNOWN.contains(k)) {
-            return Err(ConfigError::new(key, format!("unknown key; expected one of {}", KNOWN.join(", "))));
+            return Err(ConfigError::new(
+                key,
+                format!("unknown key; expected one of {}", KNOWN.join(", ")),
+            ));
         }
         let part = match cfg.get_or("source", "auto").trim() {
             "auto" => Part::Auto,
             "after" => Part::After,
             "data" => Part::Data,
-            other => return Err(ConfigError::new("source", format!("{other:?}: expected auto, after or data"))),
+            other => {
+                return Err(ConfigError::new(
+                    "source",
+                    format!("{other:?}: expected auto, after or data"),
+                ))
+            }
         };
         let properties = match cfg.get("properties").map(str::trim) {
             None | Some("") => Properties::None,
@@ -176,7 +197,10 @@ impl Mapping {
             Some(cc) => {
                 let d = cc.strip_prefix('+').unwrap_or(cc);
                 if d.is_empty() || d.len() > 3 || !d.chars().all(|c| c.is_ascii_digit()) {
-                    return Err(ConfigError::new("phone_country_code", format!("{cc:?} is not a calling code like 1 or 44")));
+                    return Err(ConfigError::new(
+                        "phone_country_code",
+                        format!("{cc:?} is not a calling code like 1 or 44"),
+                    ));
                 }
                 Some(d.to_string())
             }
@@ -192,11 +216,20 @@ impl Mapping {
             properties,
             phone_country_code,
             revision: cfg.get_or("revision", DEFAULT_REVISION).trim().to_string(),
-            list_id: cfg.get("list_id").map(str::trim).filter(|s| !s.is_empty()).map(String::from),
+            list_id: cfg
+                .get("list_id")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
             suppress_on_email_denied: match cfg.get_or("email_denied", "unsubscribe").trim() {
                 "unsubscribe" => false,
                 "suppress" => true,
-                o => return Err(ConfigError::new("email_denied", format!("{o:?}: expected unsubscribe or suppress"))),
+                o => {
+                    return Err(ConfigError::new(
+                        "email_denied",
+                        format!("{o:?}: expected unsubscribe or suppress"),
+                    ))
+                }
             },
         })
     }
@@ -231,10 +264,14 @@ impl Mapping {
                         )))
                     }
                 };
-                Ok(Jobs::Send(vec![Job::Delete(json!({"data": {"type": "data-privacy-deletion-job",
-                    "attributes": {"profile": {"data": {"type": "profile", "attributes": attrs}}}}}))]))
+                Ok(Jobs::Send(vec![Job::Delete(
+                    json!({"data": {"type": "data-privacy-deletion-job",
+                    "attributes": {"profile": {"data": {"type": "profile", "attributes": attrs}}}}}),
+                )]))
             }
-            customer::Kind::ConsentChanged if !matches!(ev.op, Op::Delete | Op::SoftDelete) => self.consent_jobs(ev),
+            customer::Kind::ConsentChanged if !matches!(ev.op, Op::Delete | Op::SoftDelete) => {
+                self.consent_jobs(ev)
+            }
             _ => Ok(match self.profile(ev)? {
                 Outcome::Import(b) => Jobs::Send(vec![Job::Import(b)]),
                 Outcome::Skip(r) => Jobs::Skip(r),
@@ -246,18 +283,31 @@ impl Mapping {
         let (email, phone) = self.contact(ev);
         let (mut sub, mut unsub, mut notes) = (serde_json_map(), serde_json_map(), Vec::new());
         for (channel, id) in [("email", &email), ("sms", &phone)] {
-            let Some(state) = ev.consent(channel) else { continue };
+            let Some(state) = ev.consent(channel) else {
+                continue;
+            };
             if id.is_none() {
-                notes.push(format!("consent.{channel} = {state} but no {}", if channel == "sms" { "phone" } else { "email" }));
+                notes.push(format!(
+                    "consent.{channel} = {state} but no {}",
+                    if channel == "sms" { "phone" } else { "email" }
+                ));
                 continue;
             }
             match state {
                 "granted" if self.list_id.is_some() => {
-                    sub.insert(channel.into(), json!({"marketing": {"consent": "SUBSCRIBED"}}));
+                    sub.insert(
+                        channel.into(),
+                        json!({"marketing": {"consent": "SUBSCRIBED"}}),
+                    );
                 }
-                "granted" => notes.push(format!("consent.{channel} = granted but no `list_id` to subscribe to")),
+                "granted" => notes.push(format!(
+                    "consent.{channel} = granted but no `list_id` to subscribe to"
+                )),
                 "denied" => {
-                    unsub.insert(channel.into(), json!({"marketing": {"consent": "UNSUBSCRIBED"}}));
+                    unsub.insert(
+                        channel.into(),
+                        json!({"marketing": {"consent": "UNSUBSCRIBED"}}),
+                    );
                 }
                 other => notes.push(format!("consent.{channel} = {other}")),
             }
@@ -275,18 +325,25 @@ impl Mapping {
             }
             json!({"data": [{"type": "profile", "attributes": a}]})
         };
-        let list = self.list_id.as_ref().map(|id| json!({"list": {"data": {"type": "list", "id": id}}}));
+        let list = self
+            .list_id
+            .as_ref()
+            .map(|id| json!({"list": {"data": {"type": "list", "id": id}}}));
         let mut jobs = Vec::new();
         if !sub.is_empty() {
-            jobs.push(Job::Subscribe(json!({"data": {"type": "profile-subscription-bulk-create-job",
+            jobs.push(Job::Subscribe(
+                json!({"data": {"type": "profile-subscription-bulk-create-job",
                 "attributes": {"profiles": profile(&sub, true), "historical_import": false},
-                "relationships": list.clone().expect("subscribe needs list_id")}})));
+                "relationships": list.clone().expect("subscribe needs list_id")}}),
+            ));
         }
         if self.suppress_on_email_denied && unsub.contains_key("email") {
             let mut only_email = serde_json_map();
             only_email.insert("email".into(), Value::Null);
-            jobs.push(Job::Suppress(json!({"data": {"type": "profile-suppression-bulk-create-job",
-                "attributes": {"profiles": profile(&only_email, false)}}})));
+            jobs.push(Job::Suppress(
+                json!({"data": {"type": "profile-suppression-bulk-create-job",
+                "attributes": {"profiles": profile(&only_email, false)}}}),
+            ));
             unsub.remove("email");
         }
         if !unsub.is_empty() {
@@ -298,7 +355,11 @@ impl Mapping {
             jobs.push(Job::Unsubscribe(body));
         }
         if jobs.is_empty() {
-            let why = if notes.is_empty() { "no email or sms consent in the event".to_string() } else { notes.join("; ") };
+            let why = if notes.is_empty() {
+                "no email or sms consent in the event".to_string()
+            } else {
+                notes.join("; ")
+            };
             return Ok(Jobs::Skip(format!("no subscription change: {why}")));
         }
         for n in &notes {
@@ -322,7 +383,11 @@ impl Mapping {
                 .enumerate()
                 .map(|(i, j)| {
                     let out = self.job_request(j)?;
-                    Ok(if i == 0 { out } else { out.header("Idempotency-Key", format!("{}:{}", ev.id, j.name())) })
+                    Ok(if i == 0 {
+                        out
+                    } else {
+                        out.header("Idempotency-Key", format!("{}:{}", ev.id, j.name()))
+                    })
                 })
                 .collect(),
         }
@@ -345,7 +410,10 @@ impl Mapping {
     /// if the profile has no identifier at all.
     pub fn profile(&self, ev: &Event) -> Result<Outcome, Error> {
         if matches!(ev.op, Op::Delete | Op::SoftDelete) {
-            return Ok(Outcome::Skip(format!("{} events do not import profiles", ev.op)));
+            return Ok(Outcome::Skip(format!(
+                "{} events do not import profiles",
+                ev.op
+            )));
         }
         let payload = self.payload(ev);
         let email = first_text(payload, &self.email).filter(|e| {
@@ -364,7 +432,10 @@ impl Mapping {
             None => Some(ev.account_id.clone()).filter(|a| !a.is_empty()),
         };
         if email.is_none() && phone.is_none() && external_id.is_none() {
-            let ext = self.external_id.clone().unwrap_or_else(|| "account_id".into());
+            let ext = self
+                .external_id
+                .clone()
+                .unwrap_or_else(|| "account_id".into());
             return Err(Error::fatal(format!(
                 "no profile identifier: email ({}), phone ({}) and external id ({ext}) are all missing",
                 self.email.join(", "),
@@ -386,20 +457,26 @@ impl Mapping {
         if !props.is_empty() {
             attrs.insert("properties".into(), Value::Object(props));
         }
-        Ok(Outcome::Import(json!({ "data": { "type": "profile", "attributes": attrs } })))
+        Ok(Outcome::Import(
+            json!({ "data": { "type": "profile", "attributes": attrs } }),
+        ))
     }
 
-    fn properties(&self, payload: Option<&Value>) -> switchyard_guest::serde_json::Map<String, Value> {
+    fn properties(
+        &self,
+        payload: Option<&Value>,
+    ) -> switchyard_guest::serde_json::Map<String, Value> {
         let mut props = serde_json_map();
         let Some(payload) = payload else { return props };
         match &self.properties {
             Properties::None => {}
             Properties::All => {
-                let mapped: Vec<&String> = [&self.email, &self.phone, &self.first_name, &self.last_name]
-                    .into_iter()
-                    .flatten()
-                    .chain(self.external_id.as_ref())
-                    .collect();
+                let mapped: Vec<&String> =
+                    [&self.email, &self.phone, &self.first_name, &self.last_name]
+                        .into_iter()
+                        .flatten()
+                        .chain(self.external_id.as_ref())
+                        .collect();
                 if let Value::Object(m) = payload {
                     for (k, v) in m {
                         if !v.is_null() && !mapped.contains(&k) {
@@ -443,7 +520,10 @@ mod tests {
     }
 
     fn ev(op: &str, after: Value) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"customer.updated","op":"{op}","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"customer.updated","op":"{op}","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.after = Some(after);
         e
     }
@@ -484,21 +564,32 @@ mod tests {
             ("phone_country_code", "44"),
         ]);
         let mut e = Event::new("signup", Op::Event);
-        e.data = Some(json!({"customer_id": 9001, "tier": "gold", "contact": {"email": "a@b.c", "mobile": "07700 900123", "city": "Leeds"}}));
+        e.data = Some(
+            json!({"customer_id": 9001, "tier": "gold", "contact": {"email": "a@b.c", "mobile": "07700 900123", "city": "Leeds"}}),
+        );
         let a = attrs(m.profile(&e).unwrap());
         assert_eq!(
             a,
             json!({"email":"a@b.c","phone_number":"+447700900123","external_id":"9001","properties":{"tier":"gold","contact.city":"Leeds"}})
         );
         let all = mapping(&[("properties", "*")]);
-        let a = attrs(all.profile(&ev("insert", json!({"email":"a@b.c","tier":"gold","n":null}))).unwrap());
+        let a = attrs(
+            all.profile(&ev(
+                "insert",
+                json!({"email":"a@b.c","tier":"gold","n":null}),
+            ))
+            .unwrap(),
+        );
         assert_eq!(a["properties"], json!({"tier":"gold"}));
     }
 
     #[test]
     fn request_shape() {
         let m = mapping(&[]);
-        let Outcome::Import(body) = m.profile(&ev("insert", json!({"email":"a@b.c"}))).unwrap() else { panic!() };
+        let Outcome::Import(body) = m.profile(&ev("insert", json!({"email":"a@b.c"}))).unwrap()
+        else {
+            panic!()
+        };
         let out = m.request(&body).unwrap();
         let r = out.as_request().unwrap();
         assert_eq!(r.method.as_deref(), Some("POST"));
@@ -513,7 +604,10 @@ mod tests {
     fn deletes_are_skipped() {
         let m = mapping(&[]);
         for op in ["delete", "soft_delete"] {
-            assert!(matches!(m.profile(&ev(op, json!({"email":"a@b.c"}))).unwrap(), Outcome::Skip(_)));
+            assert!(matches!(
+                m.profile(&ev(op, json!({"email":"a@b.c"}))).unwrap(),
+                Outcome::Skip(_)
+            ));
         }
     }
 
@@ -532,7 +626,11 @@ mod tests {
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |pairs: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(pairs.iter().copied())).unwrap_err().to_string();
+        let err = |pairs: &[(&str, &str)]| {
+            Mapping::from_config(&Config::from_pairs(pairs.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[("source", "before")]).starts_with("config `source`"));
         assert!(err(&[("email_field", "a..b")]).starts_with("config `email_field`"));
         assert!(err(&[("phone_country_code", "x")]).starts_with("config `phone_country_code`"));
@@ -541,7 +639,10 @@ mod tests {
     }
 
     fn consent_ev(email: Option<&str>, sms: Option<&str>) -> Event {
-        let mut e = ev("event", json!({"email": "ada@x.com", "phone": "+1 555 010 9999"}));
+        let mut e = ev(
+            "event",
+            json!({"email": "ada@x.com", "phone": "+1 555 010 9999"}),
+        );
         e.topic = "customer.a.consent_changed".into();
         if let Some(s) = email {
             e.consent.insert("email".into(), s.into());
@@ -562,7 +663,10 @@ mod tests {
     #[test]
     fn consent_subscribes_and_unsubscribes_per_channel() {
         let m = mapping(&[("list_id", "Y6nRLr")]);
-        let jobs = sent(m.jobs(&consent_ev(Some("granted"), Some("denied"))).unwrap());
+        let jobs = sent(
+            m.jobs(&consent_ev(Some("granted"), Some("denied")))
+                .unwrap(),
+        );
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].path(), "/api/profile-subscription-bulk-create-jobs");
         assert_eq!(
@@ -578,13 +682,31 @@ mod tests {
                 {"phone_number":"+15550109999","subscriptions":{"sms":{"marketing":{"consent":"UNSUBSCRIBED"}}}}}]}},
                 "relationships":{"list":{"data":{"type":"list","id":"Y6nRLr"}}}}})
         );
-        let outs = m.outputs(&consent_ev(Some("granted"), Some("denied"))).unwrap();
+        let outs = m
+            .outputs(&consent_ev(Some("granted"), Some("denied")))
+            .unwrap();
         assert_eq!(outs.len(), 2);
         let (first, r) = (outs[0].as_request().unwrap(), outs[1].as_request().unwrap());
-        assert_eq!(first.path.as_deref(), Some("/api/profile-subscription-bulk-create-jobs"));
-        assert_eq!(first.header("idempotency-key"), None, "the first keeps the router's (the event id)");
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/api/profile-subscription-bulk-delete-jobs")));
-        assert_eq!((r.header("revision"), r.content_type.as_str()), (Some("2024-10-15"), "application/vnd.api+json"));
+        assert_eq!(
+            first.path.as_deref(),
+            Some("/api/profile-subscription-bulk-create-jobs")
+        );
+        assert_eq!(
+            first.header("idempotency-key"),
+            None,
+            "the first keeps the router's (the event id)"
+        );
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (
+                Some("POST"),
+                Some("/api/profile-subscription-bulk-delete-jobs")
+            )
+        );
+        assert_eq!(
+            (r.header("revision"), r.content_type.as_str()),
+            (Some("2024-10-15"), "application/vnd.api+json")
+        );
         assert_eq!(r.header("idempotency-key"), Some("e1:unsubscribe"));
     }
 
@@ -599,7 +721,10 @@ mod tests {
             &json!({"data":{"type":"profile-suppression-bulk-create-job","attributes":{"profiles":{"data":[{"type":"profile","attributes":{"email":"ada@x.com"}}]}}}})
         );
         // Granted without a list to subscribe to: nothing to send, and the reason says why.
-        match mapping(&[]).jobs(&consent_ev(Some("granted"), None)).unwrap() {
+        match mapping(&[])
+            .jobs(&consent_ev(Some("granted"), None))
+            .unwrap()
+        {
             Jobs::Skip(r) => assert!(r.contains("no `list_id`"), "{r}"),
             j => panic!("{j:?}"),
         }
@@ -608,7 +733,10 @@ mod tests {
     #[test]
     fn deletion_request_is_a_data_privacy_job() {
         let m = mapping(&[]);
-        let mut e = ev("event", json!({"email": "ada@x.com", "phone": "+15550109999"}));
+        let mut e = ev(
+            "event",
+            json!({"email": "ada@x.com", "phone": "+15550109999"}),
+        );
         e.topic = "customer.a.deletion_requested".into();
         let jobs = sent(m.jobs(&e).unwrap());
         assert_eq!(jobs[0].path(), "/api/data-privacy-deletion-jobs");
@@ -617,10 +745,17 @@ mod tests {
             &json!({"data":{"type":"data-privacy-deletion-job","attributes":{"profile":{"data":{"type":"profile","attributes":{"email":"ada@x.com"}}}}}})
         );
         e.after = Some(json!({"phone": "+15550109999"}));
-        assert_eq!(sent(m.jobs(&e).unwrap())[0].body()["data"]["attributes"]["profile"]["data"]["attributes"], json!({"phone_number":"+15550109999"}));
+        assert_eq!(
+            sent(m.jobs(&e).unwrap())[0].body()["data"]["attributes"]["profile"]["data"]
+                ["attributes"],
+            json!({"phone_number":"+15550109999"})
+        );
         e.after = Some(json!({}));
         assert!(!m.jobs(&e).unwrap_err().retryable);
         // Other kinds stay profile imports.
-        assert!(matches!(&sent(m.jobs(&ev("update", json!({"email":"a@b.c"}))).unwrap())[0], Job::Import(_)));
+        assert!(matches!(
+            &sent(m.jobs(&ev("update", json!({"email":"a@b.c"}))).unwrap())[0],
+            Job::Import(_)
+        ));
     }
 }

@@ -4,7 +4,9 @@
 //! SHA-256 of the normalised email and phone. See README.md.
 
 use customer::{check_keys, hash, membership, Fields, Membership, Outcome};
-use switchyard_guest::{json, log, transform, Config, ConfigError, Error, Event, Output, State, Value};
+use switchyard_guest::{
+    json, log, transform, Config, ConfigError, Error, Event, Output, State, Value,
+};
 
 static MAPPING: State<Mapping> = State::new();
 
@@ -19,7 +21,11 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     match m.item(&ev)? {
         Outcome::Send(item) => Ok(vec![m.request(&item)?]),
         Outcome::Skip(reason) => {
-            log::info!("meta-audiences: skipped event {} ({}): {reason}", ev.id, ev.topic);
+            log::info!(
+                "meta-audiences: skipped event {} ({}): {reason}",
+                ev.id,
+                ev.topic
+            );
             Ok(vec![])
         }
     }
@@ -55,7 +61,10 @@ impl Mapping {
         check_keys(cfg, OWN)?;
         let audience_id = cfg.require("audience_id")?.trim().to_string();
         if !audience_id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(ConfigError::new("audience_id", format!("{audience_id:?} is not a Custom Audience id (digits)")));
+            return Err(ConfigError::new(
+                "audience_id",
+                format!("{audience_id:?} is not a Custom Audience id (digits)"),
+            ));
         }
         Ok(Mapping {
             fields: Fields::from_config(cfg)?,
@@ -81,7 +90,10 @@ impl Mapping {
         }
         if row.is_empty() {
             return match op {
-                Membership::Add => Ok(Outcome::Skip(format!("nothing to match on: no {}", self.fields.describe_identifiers()))),
+                Membership::Add => Ok(Outcome::Skip(format!(
+                    "nothing to match on: no {}",
+                    self.fields.describe_identifiers()
+                ))),
                 Membership::Remove => Err(Error::fatal(format!(
                     "cannot remove from the audience: no {}",
                     self.fields.describe_identifiers()
@@ -119,7 +131,10 @@ mod tests {
     }
 
     fn ev(topic: &str, data: Value, ads: Option<&str>) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.data = Some(data);
         if let Some(a) = ads {
             e.consent.insert("ads".into(), a.into());
@@ -128,47 +143,104 @@ mod tests {
     }
 
     fn req(m: &Mapping, e: &Event) -> switchyard_guest::Request {
-        let Outcome::Send(item) = m.item(e).unwrap() else { panic!("skipped") };
+        let Outcome::Send(item) = m.item(e).unwrap() else {
+            panic!("skipped")
+        };
         m.request(&item).unwrap().as_request().unwrap().clone()
     }
 
     #[test]
     fn add_with_normalised_hashes() {
         let m = mapping(&[]);
-        let r = req(&m, &ev("customer.a.created", json!({"email":"  Ada.L@Example.COM ","phone":"+44 7700-900123"}), Some("granted")));
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some("/23850000000000001/users")));
+        let r = req(
+            &m,
+            &ev(
+                "customer.a.created",
+                json!({"email":"  Ada.L@Example.COM ","phone":"+44 7700-900123"}),
+                Some("granted"),
+            ),
+        );
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (Some("POST"), Some("/23850000000000001/users"))
+        );
         assert_eq!(
             r.json().unwrap(),
             json!({"payload":{"schema":["EMAIL","PHONE"],"data":[[sha256_hex("ada.l@example.com"), sha256_hex("447700900123")]]}})
         );
         let m = mapping(&[("phone_country_code", "1")]);
-        let r = req(&m, &ev("customer.a.phone_changed", json!({"phone":"(555) 010-9999"}), Some("granted")));
-        assert_eq!(r.json().unwrap(), json!({"payload":{"schema":["PHONE"],"data":[[sha256_hex("15550109999")]]}}));
+        let r = req(
+            &m,
+            &ev(
+                "customer.a.phone_changed",
+                json!({"phone":"(555) 010-9999"}),
+                Some("granted"),
+            ),
+        );
+        assert_eq!(
+            r.json().unwrap(),
+            json!({"payload":{"schema":["PHONE"],"data":[[sha256_hex("15550109999")]]}})
+        );
     }
 
     #[test]
     fn remove_on_denied_or_deletion_and_skip_without_consent() {
         let m = mapping(&[]);
         for e in [
-            ev("customer.a.consent_changed", json!({"email":"a@b.c"}), Some("denied")),
-            ev("customer.a.deletion_requested", json!({"email":"a@b.c"}), None),
+            ev(
+                "customer.a.consent_changed",
+                json!({"email":"a@b.c"}),
+                Some("denied"),
+            ),
+            ev(
+                "customer.a.deletion_requested",
+                json!({"email":"a@b.c"}),
+                None,
+            ),
         ] {
             let r = req(&m, &e);
-            assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("DELETE"), Some("/23850000000000001/users")));
-            assert_eq!(r.json().unwrap(), json!({"payload":{"schema":["EMAIL"],"data":[[sha256_hex("a@b.c")]]}}));
+            assert_eq!(
+                (r.method.as_deref(), r.path.as_deref()),
+                (Some("DELETE"), Some("/23850000000000001/users"))
+            );
+            assert_eq!(
+                r.json().unwrap(),
+                json!({"payload":{"schema":["EMAIL"],"data":[[sha256_hex("a@b.c")]]}})
+            );
         }
-        assert!(matches!(m.item(&ev("customer.a.created", json!({"email":"a@b.c"}), None)).unwrap(), Outcome::Skip(r) if r.contains("no ads consent")));
-        assert!(matches!(m.item(&ev("customer.a.tier_changed", json!({"tier":"g"}), Some("granted"))).unwrap(), Outcome::Skip(r) if r.contains("nothing to match")));
-        assert!(!m.item(&ev("customer.a.deletion_requested", json!({}), None)).unwrap_err().retryable);
+        assert!(
+            matches!(m.item(&ev("customer.a.created", json!({"email":"a@b.c"}), None)).unwrap(), Outcome::Skip(r) if r.contains("no ads consent"))
+        );
+        assert!(
+            matches!(m.item(&ev("customer.a.tier_changed", json!({"tier":"g"}), Some("granted"))).unwrap(), Outcome::Skip(r) if r.contains("nothing to match"))
+        );
+        assert!(
+            !m.item(&ev("customer.a.deletion_requested", json!({}), None))
+                .unwrap_err()
+                .retryable
+        );
         let m = mapping(&[("consent_channel", "marketing")]);
-        assert!(matches!(m.item(&ev("customer.a.created", json!({"email":"a@b.c"}), Some("granted"))).unwrap(), Outcome::Skip(_)));
+        assert!(matches!(
+            m.item(&ev(
+                "customer.a.created",
+                json!({"email":"a@b.c"}),
+                Some("granted")
+            ))
+            .unwrap(),
+            Outcome::Skip(_)
+        ));
     }
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |p: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(p.iter().copied())).unwrap_err().to_string();
+        let err = |p: &[(&str, &str)]| {
+            Mapping::from_config(&Config::from_pairs(p.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[]).starts_with("config `audience_id`: is required"));
         assert!(err(&[("audience_id", "act_1")]).starts_with("config `audience_id`"));
-        assert!(err(&[("audience_id", "1"), ("access_token", "x")]).starts_with("config `access_token`: unknown key"));
+        assert!(err(&[("audience_id", "1"), ("access_token", "x")])
+            .starts_with("config `access_token`: unknown key"));
     }
 }

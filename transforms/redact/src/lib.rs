@@ -2,7 +2,9 @@
 //! pass the rewritten event on. See README.md for the config keys.
 
 use sha2::{Digest, Sha256};
-use switchyard_guest::{normalize, transform, Config, ConfigError, Error, Event, Output, State, Value};
+use switchyard_guest::{
+    normalize, transform, Config, ConfigError, Error, Event, Output, State, Value,
+};
 
 static PLAN: State<Plan> = State::new();
 
@@ -46,12 +48,25 @@ impl HashKind {
         let last = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
         if last.contains("email") {
             HashKind::Email
-        } else if last.contains("phone") || last.contains("mobile") || last == "tel" || last == "msisdn" {
+        } else if last.contains("phone")
+            || last.contains("mobile")
+            || last == "tel"
+            || last == "msisdn"
+        {
             HashKind::Phone
         } else if matches!(
             last.as_str(),
-            "name" | "first_name" | "last_name" | "firstname" | "lastname" | "given_name" | "family_name"
-                | "full_name" | "fn" | "ln" | "middle_name"
+            "name"
+                | "first_name"
+                | "last_name"
+                | "firstname"
+                | "lastname"
+                | "given_name"
+                | "family_name"
+                | "full_name"
+                | "fn"
+                | "ln"
+                | "middle_name"
         ) {
             HashKind::Name
         } else {
@@ -110,16 +125,32 @@ pub struct Plan {
 impl Plan {
     /// Parse and check the config; errors name the offending key.
     pub fn from_config(cfg: &Config) -> Result<Plan, ConfigError> {
-        let known = ["drop", "hash", "mask", "mask_keep", "phone_country_code", "salt"];
+        let known = [
+            "drop",
+            "hash",
+            "mask",
+            "mask_keep",
+            "phone_country_code",
+            "salt",
+        ];
         for (key, _) in cfg.iter() {
             if !known.contains(&key) && !key.starts_with("hash_kind.") {
-                return Err(ConfigError::new(key, format!("unknown key; expected one of {} or hash_kind.<field>", known.join(", "))));
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "unknown key; expected one of {} or hash_kind.<field>",
+                        known.join(", ")
+                    ),
+                ));
             }
         }
         let hash_targets = targets(cfg, "hash")?;
         for (field, _) in cfg.with_prefix("hash_kind.") {
             if !hash_targets.iter().any(|t| t.name == field) {
-                return Err(ConfigError::new(format!("hash_kind.{field}"), format!("{field:?} is not listed in `hash`")));
+                return Err(ConfigError::new(
+                    format!("hash_kind.{field}"),
+                    format!("{field:?} is not listed in `hash`"),
+                ));
             }
         }
         let hash = hash_targets
@@ -128,8 +159,9 @@ impl Plan {
                 let key = format!("hash_kind.{}", t.name);
                 let kind = match cfg.get(&key) {
                     None => HashKind::infer(&t.name),
-                    Some(k) => HashKind::parse(k)
-                        .ok_or_else(|| ConfigError::new(&key, format!("{k:?}: expected email, phone, name or raw")))?,
+                    Some(k) => HashKind::parse(k).ok_or_else(|| {
+                        ConfigError::new(&key, format!("{k:?}: expected email, phone, name or raw"))
+                    })?,
                 };
                 Ok((t, kind))
             })
@@ -138,8 +170,14 @@ impl Plan {
             None | Some("") => None,
             Some(cc) => {
                 let digits = cc.strip_prefix('+').unwrap_or(cc);
-                if digits.is_empty() || digits.len() > 3 || !digits.chars().all(|c| c.is_ascii_digit()) {
-                    return Err(ConfigError::new("phone_country_code", format!("{cc:?} is not a calling code like 1 or 44")));
+                if digits.is_empty()
+                    || digits.len() > 3
+                    || !digits.chars().all(|c| c.is_ascii_digit())
+                {
+                    return Err(ConfigError::new(
+                        "phone_country_code",
+                        format!("{cc:?} is not a calling code like 1 or 44"),
+                    ));
                 }
                 Some(digits.to_string())
             }
@@ -224,7 +262,11 @@ fn mask_value(v: &mut Value, keep: usize) {
     };
     let chars: Vec<char> = text.chars().collect();
     // Values no longer than `keep` would be shown whole: hide them entirely.
-    let tail: String = if chars.len() > keep { chars[chars.len() - keep..].iter().collect() } else { String::new() };
+    let tail: String = if chars.len() > keep {
+        chars[chars.len() - keep..].iter().collect()
+    } else {
+        String::new()
+    };
     *v = Value::String(format!("****{tail}"));
 }
 
@@ -251,7 +293,10 @@ mod tests {
 
     #[test]
     fn sha256_known_vector() {
-        assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
@@ -262,19 +307,41 @@ mod tests {
         assert_eq!(e.json("after.ssn"), None);
         assert_eq!(e.json("data.ssn"), None);
         assert_eq!(e.json("after.nested"), Some(&json!({})));
-        assert_eq!(e.json("after.email"), Some(&json!("  Jane.Doe@Example.COM ")));
+        assert_eq!(
+            e.json("after.email"),
+            Some(&json!("  Jane.Doe@Example.COM "))
+        );
     }
 
     #[test]
     fn hash_normalises_by_kind() {
         let mut e = ev();
-        plan(&[("hash", "email, after.phone, after.first_name, after.emails, after.loyalty, after.nothing")]).apply(&mut e);
-        assert_eq!(e.json("after.email"), Some(&json!(sha256_hex("jane.doe@example.com"))));
-        assert_eq!(e.json("before.email"), Some(&json!(sha256_hex("old@x.com"))));
-        assert_eq!(e.json("after.phone"), Some(&json!(sha256_hex("15550109999"))));
+        plan(&[(
+            "hash",
+            "email, after.phone, after.first_name, after.emails, after.loyalty, after.nothing",
+        )])
+        .apply(&mut e);
+        assert_eq!(
+            e.json("after.email"),
+            Some(&json!(sha256_hex("jane.doe@example.com")))
+        );
+        assert_eq!(
+            e.json("before.email"),
+            Some(&json!(sha256_hex("old@x.com")))
+        );
+        assert_eq!(
+            e.json("after.phone"),
+            Some(&json!(sha256_hex("15550109999")))
+        );
         assert_eq!(e.json("after.first_name"), Some(&json!(sha256_hex("jane"))));
-        assert_eq!(e.json("after.emails"), Some(&json!([sha256_hex("a@b.c"), null])));
-        assert_eq!(e.json("after.loyalty"), Some(&json!(sha256_hex("12345678"))));
+        assert_eq!(
+            e.json("after.emails"),
+            Some(&json!([sha256_hex("a@b.c"), null]))
+        );
+        assert_eq!(
+            e.json("after.loyalty"),
+            Some(&json!(sha256_hex("12345678")))
+        );
         assert_eq!(e.json("after.nothing"), Some(&Value::Null));
     }
 
@@ -289,8 +356,14 @@ mod tests {
             ("salt", "s:"),
         ])
         .apply(&mut e);
-        assert_eq!(e.json("after.phone"), Some(&json!(sha256_hex("s:15550109999"))));
-        assert_eq!(e.json("after.card"), Some(&json!(sha256_hex("s:14111111111111111"))));
+        assert_eq!(
+            e.json("after.phone"),
+            Some(&json!(sha256_hex("s:15550109999")))
+        );
+        assert_eq!(
+            e.json("after.card"),
+            Some(&json!(sha256_hex("s:14111111111111111")))
+        );
     }
 
     #[test]
@@ -315,10 +388,17 @@ mod tests {
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |pairs: &[(&str, &str)]| Plan::from_config(&Config::from_pairs(pairs.iter().copied())).unwrap_err().to_string();
-        assert!(err(&[("hash", "email"), ("hash_kind.email", "md5")]).starts_with("config `hash_kind.email`"));
+        let err = |pairs: &[(&str, &str)]| {
+            Plan::from_config(&Config::from_pairs(pairs.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("hash", "email"), ("hash_kind.email", "md5")])
+            .starts_with("config `hash_kind.email`"));
         assert!(err(&[("hash_kind.phone", "phone")]).contains("not listed in `hash`"));
-        assert!(err(&[("drop", "after")]).starts_with("config `drop`: \"after\" names a whole part"));
+        assert!(
+            err(&[("drop", "after")]).starts_with("config `drop`: \"after\" names a whole part")
+        );
         assert!(err(&[("mask", "after..x")]).starts_with("config `mask`"));
         assert!(err(&[("mask_keep", "-1")]).starts_with("config `mask_keep`"));
         assert!(err(&[("phone_country_code", "US")]).starts_with("config `phone_country_code`"));

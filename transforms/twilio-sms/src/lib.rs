@@ -18,7 +18,11 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     match m.item(&ev)? {
         Outcome::Send(msg) => Ok(vec![m.request(&msg)]),
         Outcome::Skip(reason) => {
-            log::info!("twilio-sms: dropped event {} ({}): {reason}", ev.id, ev.topic);
+            log::info!(
+                "twilio-sms: dropped event {} ({}): {reason}",
+                ev.id,
+                ev.topic
+            );
             Ok(vec![])
         }
     }
@@ -37,7 +41,13 @@ enum Sender {
     Service(String),
 }
 
-const OWN: &[&str] = &["account_sid", "from", "messaging_service_sid", "consent_channel", "body_field"];
+const OWN: &[&str] = &[
+    "account_sid",
+    "from",
+    "messaging_service_sid",
+    "consent_channel",
+    "body_field",
+];
 
 #[derive(Debug)]
 pub struct Mapping {
@@ -53,23 +63,56 @@ pub struct Mapping {
 impl Mapping {
     pub fn from_config(cfg: &Config) -> Result<Mapping, ConfigError> {
         let own_or_template = |k: &str| OWN.contains(&k) || k.starts_with("template.");
-        let templates: Vec<(String, String)> = cfg.with_prefix("template.").map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let keys: Vec<&str> = cfg.iter().map(|(k, _)| k).filter(|k| !own_or_template(k)).collect();
+        let templates: Vec<(String, String)> = cfg
+            .with_prefix("template.")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let keys: Vec<&str> = cfg
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| !own_or_template(k))
+            .collect();
         check_keys(&Config::from_pairs(keys.iter().map(|k| (*k, ""))), &[])?;
         let account_sid = cfg.require("account_sid")?.trim().to_string();
-        if !(account_sid.starts_with("AC") && account_sid.len() == 34 && account_sid[2..].chars().all(|c| c.is_ascii_hexdigit())) {
-            return Err(ConfigError::new("account_sid", format!("{account_sid:?} is not a Twilio Account SID (AC + 32 hex digits)")));
+        if !(account_sid.starts_with("AC")
+            && account_sid.len() == 34
+            && account_sid[2..].chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(ConfigError::new(
+                "account_sid",
+                format!("{account_sid:?} is not a Twilio Account SID (AC + 32 hex digits)"),
+            ));
         }
-        let sender = match (cfg.get("from").map(str::trim), cfg.get("messaging_service_sid").map(str::trim)) {
-            (Some(f), None) if !f.is_empty() => Sender::From(f.to_string()),
-            (None, Some(s)) if s.starts_with("MG") => Sender::Service(s.to_string()),
-            (None, Some(s)) => return Err(ConfigError::new("messaging_service_sid", format!("{s:?} is not a Messaging Service SID (MG…)"))),
-            (Some(_), Some(_)) => return Err(ConfigError::new("from", "set either `from` or `messaging_service_sid`, not both")),
-            _ => return Err(ConfigError::new("from", "is required (a sender number like +15017122661), or `messaging_service_sid`")),
-        };
+        let sender =
+            match (
+                cfg.get("from").map(str::trim),
+                cfg.get("messaging_service_sid").map(str::trim),
+            ) {
+                (Some(f), None) if !f.is_empty() => Sender::From(f.to_string()),
+                (None, Some(s)) if s.starts_with("MG") => Sender::Service(s.to_string()),
+                (None, Some(s)) => {
+                    return Err(ConfigError::new(
+                        "messaging_service_sid",
+                        format!("{s:?} is not a Messaging Service SID (MG…)"),
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        "from",
+                        "set either `from` or `messaging_service_sid`, not both",
+                    ))
+                }
+                _ => return Err(ConfigError::new(
+                    "from",
+                    "is required (a sender number like +15017122661), or `messaging_service_sid`",
+                )),
+            };
         for (k, t) in &templates {
             if k.is_empty() || t.trim().is_empty() {
-                return Err(ConfigError::new(format!("template.{k}"), "needs a kind name and a non-empty text"));
+                return Err(ConfigError::new(
+                    format!("template.{k}"),
+                    "needs a kind name and a non-empty text",
+                ));
             }
             placeholders(t).map_err(|m| ConfigError::new(format!("template.{k}"), m))?;
         }
@@ -93,21 +136,46 @@ impl Mapping {
         let p = self.fields.profile(ev);
         match p.consent(&self.channel) {
             Some("granted") => {}
-            Some(other) => return Ok(Outcome::Skip(format!("no SMS consent (consent.{} = {other})", self.channel))),
-            None => return Ok(Outcome::Skip(format!("no SMS consent (the event has no consent.{})", self.channel))),
+            Some(other) => {
+                return Ok(Outcome::Skip(format!(
+                    "no SMS consent (consent.{} = {other})",
+                    self.channel
+                )))
+            }
+            None => {
+                return Ok(Outcome::Skip(format!(
+                    "no SMS consent (the event has no consent.{})",
+                    self.channel
+                )))
+            }
         }
         let Some(to) = p.phone_e164() else {
-            return Ok(Outcome::Skip(format!("no phone number in {}", self.fields.describe_identifiers())));
+            return Ok(Outcome::Skip(format!(
+                "no phone number in {}",
+                self.fields.describe_identifiers()
+            )));
         };
         let payload = self.fields.payload(ev);
-        let name = if kind == Kind::Other { ev.topic.rsplit('.').next().unwrap_or_default() } else { kind.as_str() };
-        let text = match payload.and_then(|v| at(v, &self.body_field)) {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            _ => match self.templates.iter().find(|(k, _)| k == name || k == ev.topic.rsplit('.').next().unwrap_or_default()) {
-                Some((_, t)) => render(t, payload)?,
-                None => return Ok(Outcome::Skip(format!("no text: no `{}` in the event and no template.{name}", self.body_field))),
-            },
+        let name = if kind == Kind::Other {
+            ev.topic.rsplit('.').next().unwrap_or_default()
+        } else {
+            kind.as_str()
         };
+        let text =
+            match payload.and_then(|v| at(v, &self.body_field)) {
+                Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+                _ => match self.templates.iter().find(|(k, _)| {
+                    k == name || k == ev.topic.rsplit('.').next().unwrap_or_default()
+                }) {
+                    Some((_, t)) => render(t, payload)?,
+                    None => {
+                        return Ok(Outcome::Skip(format!(
+                            "no text: no `{}` in the event and no template.{name}",
+                            self.body_field
+                        )))
+                    }
+                },
+            };
         Ok(Outcome::Send(Message { to, body: text }))
     }
 
@@ -120,7 +188,10 @@ impl Mapping {
         let body = url::form([("To", m.to.as_str()), (k, v), ("Body", m.body.as_str())]);
         Output::request(body, "application/x-www-form-urlencoded")
             .method("POST")
-            .path(format!("/2010-04-01/Accounts/{}/Messages.json", self.account_sid))
+            .path(format!(
+                "/2010-04-01/Accounts/{}/Messages.json",
+                self.account_sid
+            ))
     }
 }
 
@@ -133,7 +204,9 @@ fn placeholders(t: &str) -> Result<Vec<String>, String> {
             rest = &rest[i + 2..];
             continue;
         }
-        let Some(j) = rest[i..].find('}') else { return Err("unclosed `{`".into()) };
+        let Some(j) = rest[i..].find('}') else {
+            return Err("unclosed `{`".into());
+        };
         let name = &rest[i + 1..i + j];
         if name.is_empty() || name.split('.').any(str::is_empty) {
             return Err(format!("{{{name}}} is not a field path"));
@@ -154,7 +227,11 @@ fn render(t: &str, payload: Option<&Value>) -> Result<String, Error> {
             Value::Bool(b) => Some(b.to_string()),
             _ => None,
         });
-        let Some(v) = v else { return Err(Error::fatal(format!("template field `{name}` is missing from the event"))) };
+        let Some(v) = v else {
+            return Err(Error::fatal(format!(
+                "template field `{name}` is missing from the event"
+            )));
+        };
         s = s.replacen(&format!("{{{name}}}"), &v, 1);
     }
     Ok(s.replace("{{", "{"))
@@ -174,7 +251,10 @@ mod tests {
     }
 
     fn ev(topic: &str, data: Value, sms: Option<&str>) -> Event {
-        let mut e = Event::from_json(&format!(r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#)).unwrap();
+        let mut e = Event::from_json(&format!(
+            r#"{{"id":"e1","topic":"{topic}","op":"event","account_id":"42"}}"#
+        ))
+        .unwrap();
         e.data = Some(data);
         if let Some(s) = sms {
             e.consent.insert("sms".into(), s.into());
@@ -184,22 +264,60 @@ mod tests {
 
     #[test]
     fn templated_text_is_form_encoded() {
-        let m = mapping(&[("from", "+15017122661"), ("template.tier_changed", "Hi {first_name}, you are now {tier} & more!")]);
-        let Outcome::Send(msg) = m.item(&ev("customer.a.tier_changed", json!({"phone":"+1 555 010 9999","first_name":"Ada","tier":"Gold"}), Some("granted"))).unwrap() else {
+        let m = mapping(&[
+            ("from", "+15017122661"),
+            (
+                "template.tier_changed",
+                "Hi {first_name}, you are now {tier} & more!",
+            ),
+        ]);
+        let Outcome::Send(msg) = m
+            .item(&ev(
+                "customer.a.tier_changed",
+                json!({"phone":"+1 555 010 9999","first_name":"Ada","tier":"Gold"}),
+                Some("granted"),
+            ))
+            .unwrap()
+        else {
             panic!()
         };
-        assert_eq!(msg, Message { to: "+15550109999".into(), body: "Hi Ada, you are now Gold & more!".into() });
+        assert_eq!(
+            msg,
+            Message {
+                to: "+15550109999".into(),
+                body: "Hi Ada, you are now Gold & more!".into()
+            }
+        );
         let out = m.request(&msg);
         let r = out.as_request().unwrap();
-        assert_eq!((r.method.as_deref(), r.path.as_deref()), (Some("POST"), Some(format!("/2010-04-01/Accounts/{SID}/Messages.json").as_str())));
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (
+                Some("POST"),
+                Some(format!("/2010-04-01/Accounts/{SID}/Messages.json").as_str())
+            )
+        );
         assert_eq!(r.content_type, "application/x-www-form-urlencoded");
-        assert_eq!(String::from_utf8(r.body.clone()).unwrap(), "To=%2B15550109999&From=%2B15017122661&Body=Hi+Ada%2C+you+are+now+Gold+%26+more%21");
+        assert_eq!(
+            String::from_utf8(r.body.clone()).unwrap(),
+            "To=%2B15550109999&From=%2B15017122661&Body=Hi+Ada%2C+you+are+now+Gold+%26+more%21"
+        );
     }
 
     #[test]
     fn body_field_wins_and_messaging_service() {
-        let m = mapping(&[("messaging_service_sid", "MG00000000000000000000000000000000")]);
-        let Outcome::Send(msg) = m.item(&ev("customer.a.order_shipped", json!({"phone":"+15550109999","sms_body":"Shipped!"}), Some("granted"))).unwrap() else {
+        let m = mapping(&[(
+            "messaging_service_sid",
+            "MG00000000000000000000000000000000",
+        )]);
+        let Outcome::Send(msg) = m
+            .item(&ev(
+                "customer.a.order_shipped",
+                json!({"phone":"+15550109999","sms_body":"Shipped!"}),
+                Some("granted"),
+            ))
+            .unwrap()
+        else {
             panic!()
         };
         let out = m.request(&msg);
@@ -216,24 +334,72 @@ mod tests {
             Outcome::Skip(r) => r,
             o => panic!("{o:?}"),
         };
-        assert_eq!(skip(ev("customer.a.created", json!({"phone":"+15550109999"}), Some("denied"))), "no SMS consent (consent.sms = denied)");
-        assert_eq!(skip(ev("customer.a.created", json!({"phone":"+15550109999"}), None)), "no SMS consent (the event has no consent.sms)");
-        assert!(skip(ev("customer.a.created", json!({}), Some("granted"))).starts_with("no phone number"));
-        assert!(skip(ev("customer.a.tier_changed", json!({"phone":"+15550109999"}), Some("granted"))).contains("no template.tier_changed"));
-        assert!(skip(ev("customer.a.deletion_requested", json!({"phone":"+15550109999"}), Some("granted"))).contains("deletion"));
+        assert_eq!(
+            skip(ev(
+                "customer.a.created",
+                json!({"phone":"+15550109999"}),
+                Some("denied")
+            )),
+            "no SMS consent (consent.sms = denied)"
+        );
+        assert_eq!(
+            skip(ev(
+                "customer.a.created",
+                json!({"phone":"+15550109999"}),
+                None
+            )),
+            "no SMS consent (the event has no consent.sms)"
+        );
+        assert!(skip(ev("customer.a.created", json!({}), Some("granted")))
+            .starts_with("no phone number"));
+        assert!(skip(ev(
+            "customer.a.tier_changed",
+            json!({"phone":"+15550109999"}),
+            Some("granted")
+        ))
+        .contains("no template.tier_changed"));
+        assert!(skip(ev(
+            "customer.a.deletion_requested",
+            json!({"phone":"+15550109999"}),
+            Some("granted")
+        ))
+        .contains("deletion"));
         let m = mapping(&[("from", "+1"), ("template.created", "Hi {first_name}")]);
-        let err = m.item(&ev("customer.a.created", json!({"phone":"+15550109999"}), Some("granted"))).unwrap_err();
+        let err = m
+            .item(&ev(
+                "customer.a.created",
+                json!({"phone":"+15550109999"}),
+                Some("granted"),
+            ))
+            .unwrap_err();
         assert!(!err.retryable && err.message.contains("first_name"));
     }
 
     #[test]
     fn bad_config_names_the_key() {
-        let err = |p: &[(&str, &str)]| Mapping::from_config(&Config::from_pairs(p.iter().copied())).unwrap_err().to_string();
+        let err = |p: &[(&str, &str)]| {
+            Mapping::from_config(&Config::from_pairs(p.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[("from", "+1")]).starts_with("config `account_sid`: is required"));
         assert!(err(&[("account_sid", "AC1"), ("from", "+1")]).starts_with("config `account_sid`"));
         assert!(err(&[("account_sid", SID)]).starts_with("config `from`"));
-        assert!(err(&[("account_sid", SID), ("from", "+1"), ("messaging_service_sid", "MG1")]).starts_with("config `from`"));
-        assert!(err(&[("account_sid", SID), ("from", "+1"), ("template.x", "Hi {a")]).starts_with("config `template.x`"));
-        assert!(err(&[("account_sid", SID), ("from", "+1"), ("auth_token", "x")]).starts_with("config `auth_token`: unknown key"));
+        assert!(err(&[
+            ("account_sid", SID),
+            ("from", "+1"),
+            ("messaging_service_sid", "MG1")
+        ])
+        .starts_with("config `from`"));
+        assert!(err(&[
+            ("account_sid", SID),
+            ("from", "+1"),
+            ("template.x", "Hi {a")
+        ])
+        .starts_with("config `template.x`"));
+        assert!(
+            err(&[("account_sid", SID), ("from", "+1"), ("auth_token", "x")])
+                .starts_with("config `auth_token`: unknown key")
+        );
     }
 }

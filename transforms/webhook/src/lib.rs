@@ -35,22 +35,40 @@ impl Settings {
     pub fn from_config(cfg: &Config) -> Result<Settings, ConfigError> {
         let known = ["format", "source_prefix", "type_prefix", "method", "path"];
         if let Some((key, _)) = cfg.iter().find(|(k, _)| !known.contains(k)) {
-            return Err(ConfigError::new(key, format!("unknown key; expected one of {}", known.join(", "))));
+            return Err(ConfigError::new(
+                key,
+                format!("unknown key; expected one of {}", known.join(", ")),
+            ));
         }
         let method = match cfg.get("method").map(str::trim) {
             None | Some("") => None,
             Some(m) if m.chars().all(|c| c.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
-            Some(m) => return Err(ConfigError::new("method", format!("{m:?} is not an HTTP method"))),
+            Some(m) => {
+                return Err(ConfigError::new(
+                    "method",
+                    format!("{m:?} is not an HTTP method"),
+                ))
+            }
         };
         let path = match cfg.get("path").map(str::trim) {
             None | Some("") => None,
             Some(p) if p.starts_with('/') => Some(p.to_string()),
-            Some(p) => return Err(ConfigError::new("path", format!("{p:?} must start with `/`"))),
+            Some(p) => {
+                return Err(ConfigError::new(
+                    "path",
+                    format!("{p:?} must start with `/`"),
+                ))
+            }
         };
         let standard = match cfg.get_or("format", "cloudevents").trim() {
             "cloudevents" => false,
             "standard" => true,
-            f => return Err(ConfigError::new("format", format!("{f:?}: expected cloudevents or standard"))),
+            f => {
+                return Err(ConfigError::new(
+                    "format",
+                    format!("{f:?}: expected cloudevents or standard"),
+                ))
+            }
         };
         Ok(Settings {
             standard,
@@ -121,7 +139,10 @@ impl Settings {
     /// The request for `ev`.
     pub fn request(&self, ev: &Event) -> Result<Output, Error> {
         let mut out = if self.standard {
-            Output::request(serde_json_bytes(&self.standard_payload(ev)), "application/json")
+            Output::request(
+                serde_json_bytes(&self.standard_payload(ev)),
+                "application/json",
+            )
         } else {
             Output::request(serde_json_bytes(&self.cloudevent(ev)), CONTENT_TYPE)
         };
@@ -197,9 +218,14 @@ mod tests {
         e.id = "x".into();
         e.source = "shop".into();
         e.data = Some(json!({"total": 10}));
-        let out = settings(&[("method", "put"), ("path", "/hooks/sy"), ("source_prefix", "urn:acme:"), ("type_prefix", "com.acme.")])
-            .request(&e)
-            .unwrap();
+        let out = settings(&[
+            ("method", "put"),
+            ("path", "/hooks/sy"),
+            ("source_prefix", "urn:acme:"),
+            ("type_prefix", "com.acme."),
+        ])
+        .request(&e)
+        .unwrap();
         let req = out.as_request().unwrap();
         assert_eq!(req.method.as_deref(), Some("PUT"));
         assert_eq!(req.path.as_deref(), Some("/hooks/sy"));
@@ -216,10 +242,15 @@ mod tests {
 
     #[test]
     fn standard_webhooks_payload() {
-        let out = settings(&[("format", "standard"), ("type_prefix", "com.acme.")]).request(&ev()).unwrap();
+        let out = settings(&[("format", "standard"), ("type_prefix", "com.acme.")])
+            .request(&ev())
+            .unwrap();
         let req = out.as_request().unwrap();
         assert_eq!(req.content_type, "application/json");
-        assert!(req.headers.is_empty(), "signing is the router's (auth.type = \"hmac\")");
+        assert!(
+            req.headers.is_empty(),
+            "signing is the router's (auth.type = \"hmac\")"
+        );
         assert_eq!(
             req.json().unwrap(),
             json!({
@@ -236,8 +267,17 @@ mod tests {
 
     #[test]
     fn bad_config_names_the_key() {
-        assert!(Settings::from_config(&Config::from_pairs([("format", "xml")])).unwrap_err().to_string().starts_with("config `format`"));
-        let err = |pairs: &[(&str, &str)]| Settings::from_config(&Config::from_pairs(pairs.iter().copied())).unwrap_err().to_string();
+        assert!(
+            Settings::from_config(&Config::from_pairs([("format", "xml")]))
+                .unwrap_err()
+                .to_string()
+                .starts_with("config `format`")
+        );
+        let err = |pairs: &[(&str, &str)]| {
+            Settings::from_config(&Config::from_pairs(pairs.iter().copied()))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(&[("path", "hooks")]).starts_with("config `path`"));
         assert!(err(&[("method", "PO ST")]).starts_with("config `method`"));
         assert!(err(&[("url", "x")]).starts_with("config `url`: unknown key"));

@@ -132,8 +132,8 @@ impl Sender {
                 hmac = Some(webhook_key(&raw));
             }
         }
-        let idem_header = HeaderName::from_bytes(endpoint.idempotency_header.as_bytes())
-            .map_err(|_| {
+        let idem_header =
+            HeaderName::from_bytes(endpoint.idempotency_header.as_bytes()).map_err(|_| {
                 anyhow::anyhow!(
                     "consumers.{name}.endpoint.idempotency_header: is not a valid HTTP header name"
                 )
@@ -376,7 +376,9 @@ mod tests {
 
     #[test]
     fn the_webhook_signature_stays_the_routers() {
-        let s = sender("[auth]\ntype = \"hmac\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n");
+        let s = sender(
+            "[auth]\ntype = \"hmac\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        );
         let h = s
             .headers_for(
                 "ev1",
@@ -416,10 +418,9 @@ mod tests {
 
     #[test]
     fn an_auth_token_that_cannot_be_a_header_is_refused_at_start() {
-        let c: EndpointConfig = toml::from_str(
-            "url = \"http://x\"\n[auth]\ntype = \"bearer\"\ntoken = \"a\\nb\"\n",
-        )
-        .unwrap();
+        let c: EndpointConfig =
+            toml::from_str("url = \"http://x\"\n[auth]\ntype = \"bearer\"\ntoken = \"a\\nb\"\n")
+                .unwrap();
         let e = Sender::new("crm", &c, Duration::from_secs(5), 4, None)
             .err()
             .unwrap()

@@ -107,7 +107,6 @@ fn default_topic_prefix() -> String {
     "segment".into()
 }
 
-
 fn default_topics() -> Vec<String> {
     vec!["*".into()]
 }
@@ -117,7 +116,9 @@ impl HttpSourceConfig {
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         let files = [
             self.token_file.as_mut(),
-            self.segment.as_mut().and_then(|s| s.write_key_file.as_mut()),
+            self.segment
+                .as_mut()
+                .and_then(|s| s.write_key_file.as_mut()),
         ];
         for f in files.into_iter().flatten() {
             if f.is_relative() && !f.as_os_str().is_empty() {
@@ -167,7 +168,9 @@ impl HttpSourceConfig {
         let a = &self.cloudevents.account_attribute;
         if a.is_empty()
             || a.len() > 20
-            || !a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            || !a
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         {
             errors.push(ConfigError::new(
                 format!("{path}.cloudevents.account_attribute"),
@@ -188,7 +191,9 @@ impl HttpSourceConfig {
     pub fn load_write_key(&self) -> std::io::Result<Option<String>> {
         match &self.segment {
             None => Ok(None),
-            Some(s) => switchyard_core::secret::read_secret(&s.write_key, &s.write_key_file).map(Some),
+            Some(s) => {
+                switchyard_core::secret::read_secret(&s.write_key, &s.write_key_file).map(Some)
+            }
         }
     }
 
@@ -230,7 +235,9 @@ impl SegmentConfig {
         let p = &self.topic_prefix;
         if p.is_empty()
             || p.len() > 64
-            || !p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
             errors.push(ConfigError::new(
                 format!("{path}.topic_prefix"),
@@ -274,8 +281,14 @@ mod tests {
 
     #[test]
     fn write_keys_are_unique_across_sources() {
-        let a = parse("token = \"t-0123456789abcdef\"\n[segment]\nwrite_key = \"k-0123456789abcdef\"\n").unwrap();
-        let b = parse("token = \"u-0123456789abcdef\"\n[segment]\nwrite_key = \"k-0123456789abcdef\"\n").unwrap();
+        let a = parse(
+            "token = \"t-0123456789abcdef\"\n[segment]\nwrite_key = \"k-0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let b = parse(
+            "token = \"u-0123456789abcdef\"\n[segment]\nwrite_key = \"k-0123456789abcdef\"\n",
+        )
+        .unwrap();
         let c = parse("token = \"v-0123456789abcdef\"\n").unwrap();
         let names = ["a".to_string(), "b".to_string(), "c".to_string()];
         let mut e = Vec::new();
@@ -309,7 +322,9 @@ mod tests {
                 continue;
             }
             if inside {
-                let Some(l) = line.strip_prefix('#') else { break };
+                let Some(l) = line.strip_prefix('#') else {
+                    break;
+                };
                 let l = l.strip_prefix(' ').unwrap_or(l);
                 // `[sources.app.segment]` becomes `[segment]` of this source's table.
                 block.push_str(&l.replace("[sources.app.segment]", "[segment]"));
@@ -353,7 +368,9 @@ mod tests {
         assert!(e[0].1.contains("already has a meaning"), "{e:?}");
         assert_eq!(e[1].0, "sources.app.segment.write_key");
         // Unknown keys are refused.
-        assert!(parse("token = \"x\"\n[segment]\nwritekey = \"k\"\n").unwrap_err().contains("unknown field"));
+        assert!(parse("token = \"x\"\n[segment]\nwritekey = \"k\"\n")
+            .unwrap_err()
+            .contains("unknown field"));
         assert!(parse("token = \"x\"\n[segment]\naccount_id = \"email\"\n").is_err());
         assert!(parse("token = \"x\"\n[cloudevents]\naccount = \"a\"\n").is_err());
     }

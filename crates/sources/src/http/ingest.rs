@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{cloudevents, segment, split_body, to_event, Auth, AuthSource, BodyFormat, Encoding, Reject};
+use super::{
+    cloudevents, segment, split_body, to_event, Auth, AuthSource, BodyFormat, Encoding, Reject,
+};
 use switchyard_store::log::{Log, LogError};
 
 type Resp = Response<Full<Bytes>>;
@@ -74,7 +76,6 @@ pub fn reject(r: &Reject, retry_after: u64) -> Resp {
     resp
 }
 
-
 /// Read a request body of at most `max` bytes within
 /// `server.body_read_timeout`. 413 above `max` (`too_large`), 408 when it
 /// does not arrive in time, 503 when shutdown begins while it is arriving
@@ -115,7 +116,6 @@ pub async fn read_body(
         )),
     }
 }
-
 
 impl Ingest {
     /// Handle `POST /v1/events`: authenticate, read and decode the body,
@@ -186,7 +186,12 @@ fn answered(
     match &result {
         Ok(v) => {
             let n = |k: &str| v[k].as_u64().unwrap_or(0);
-            switchyard_core::metrics::ingest_request(source, ok_status, n("accepted"), n("duplicates"));
+            switchyard_core::metrics::ingest_request(
+                source,
+                ok_status,
+                n("accepted"),
+                n("duplicates"),
+            );
         }
         Err(r) => {
             switchyard_core::metrics::ingest_request(source, r.status, 0, 0);
@@ -253,8 +258,18 @@ async fn read_request(
         .or_else(|| Some(switchyard_core::tracectx::new_traceparent()));
     let span = tracing::Span::current();
     span.record("source", source.name());
-    span.record("trace_id", switchyard_core::tracectx::trace_id(trace.as_deref()));
-    let body = read_body(req.into_body(), max, state.limits.body_read_timeout, shutdown, too_large).await?;
+    span.record(
+        "trace_id",
+        switchyard_core::tracectx::trace_id(trace.as_deref()),
+    );
+    let body = read_body(
+        req.into_body(),
+        max,
+        state.limits.body_read_timeout,
+        shutdown,
+        too_large,
+    )
+    .await?;
     Ok((super::decode_body(encoding, body, max)?, trace))
 }
 

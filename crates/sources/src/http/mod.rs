@@ -942,8 +942,8 @@ mod tests {
             "9999-12-31T23:00:00-00:59",
         ] {
             let e = ev(json!({"topic": "t", "account_id": "1", "occurred_at": t})).unwrap();
-            let back =
-                switchyard_wasm_host::event_from_wit(switchyard_wasm_host::event_to_wit(&e)).unwrap();
+            let back = switchyard_wasm_host::event_from_wit(switchyard_wasm_host::event_to_wit(&e))
+                .unwrap();
             assert_eq!(back, e, "{t} crosses the module boundary");
         }
     }

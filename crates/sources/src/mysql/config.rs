@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use switchyard_core::config::ConfigError;
 use crate::cdc_rules::{validate_rules, RuleConfig, Template};
+use switchyard_core::config::ConfigError;
 
 /// One MySQL/MariaDB CDC source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -101,11 +101,12 @@ pub fn split_table_name(s: &str) -> Result<(Option<String>, String), String> {
 impl MysqlSourceConfig {
     /// Certificate paths in the URL resolve against `base`, the config file's directory.
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
-        self.url = switchyard_core::secret::ConnUrl::new(switchyard_core::config::resolve_url_paths(
-            &self.url,
-            &["ssl-ca", "ssl-cert", "ssl-key"],
-            base,
-        ));
+        self.url =
+            switchyard_core::secret::ConnUrl::new(switchyard_core::config::resolve_url_paths(
+                &self.url,
+                &["ssl-ca", "ssl-cert", "ssl-key"],
+                base,
+            ));
     }
 
     /// Report every problem, each with its TOML path under `path`

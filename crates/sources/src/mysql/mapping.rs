@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use switchyard_core::event::{Commit, Event, Op};
 use crate::cdc_rules::{
     changed_columns, compile_rules, retain_valid_topics, topics_for, update_op, Rule, Template,
     Vars,
 };
+use switchyard_core::event::{Commit, Event, Op};
 
 use super::config::TableConfig;
 use super::values::ColKind;

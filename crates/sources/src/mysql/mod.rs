@@ -27,8 +27,8 @@ pub mod stream;
 pub mod tls;
 pub mod values;
 
-use switchyard_core::retry::Backoff;
 use std::time::{Duration, Instant};
+use switchyard_core::retry::Backoff;
 
 use tokio_util::sync::CancellationToken;
 

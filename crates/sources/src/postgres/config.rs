@@ -165,7 +165,8 @@ pub(crate) fn split_table_name(s: &str) -> Result<(Option<String>, String), Stri
 impl PostgresSourceConfig {
     /// Certificate paths in the URL resolve against `base`, the config file's directory.
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
-        self.url = switchyard_core::secret::ConnUrl::new(super::tls::resolve_paths(&self.url, base));
+        self.url =
+            switchyard_core::secret::ConnUrl::new(super::tls::resolve_paths(&self.url, base));
     }
 
     /// Report every problem, each with its TOML path under `path`

@@ -13,18 +13,18 @@ pub mod stream;
 pub mod tls;
 pub mod values;
 
-use switchyard_core::retry::Backoff;
 use std::time::{Duration, Instant};
+use switchyard_core::retry::Backoff;
 
 use pgwire_replication::{PgWireError, ReplicationConfig};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{PostgresSourceConfig, RuleConfig, TableConfig};
 
-use switchyard_core::event::Event;
-use switchyard_store::log::{Log, LogError};
-use switchyard_core::tls::TlsFailure;
 use pgoutput::Lsn;
+use switchyard_core::event::Event;
+use switchyard_core::tls::TlsFailure;
+use switchyard_store::log::{Log, LogError};
 use tls::{PgTls, SslMode};
 
 /// The postgres source as a [`crate::Source`] (registered in
@@ -389,7 +389,11 @@ pub async fn append_retry(
         match log.append(events).await {
             Ok(appended) => {
                 let dups = appended.iter().filter(|a| a.stream_id.is_none()).count();
-                switchyard_core::metrics::ingest_events(source, (appended.len() - dups) as u64, dups as u64);
+                switchyard_core::metrics::ingest_events(
+                    source,
+                    (appended.len() - dups) as u64,
+                    dups as u64,
+                );
                 if dups > 0 {
                     tracing::debug!(
                         source,

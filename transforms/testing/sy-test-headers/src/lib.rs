@@ -18,8 +18,18 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     let mut out = Output::request(ev.id.clone(), content_type);
     if let Output::Request(r) = &mut out {
         // Raw, so a test can also send two headers of one name.
-        for pair in data.get("headers").and_then(Value::as_array).into_iter().flatten() {
-            let field = |i: usize| pair.get(i).and_then(Value::as_str).unwrap_or_default().to_string();
+        for pair in data
+            .get("headers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let field = |i: usize| {
+                pair.get(i)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             r.headers.push((field(0), field(1)));
         }
     }

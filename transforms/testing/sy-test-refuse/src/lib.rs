@@ -3,7 +3,10 @@
 use switchyard_guest::{transform, Config, Error, Event, Output};
 
 fn init(cfg: &Config) -> Result<(), String> {
-    Err(format!("refused: {}", cfg.get_or("reason", "this module refuses every config")))
+    Err(format!(
+        "refused: {}",
+        cfg.get_or("reason", "this module refuses every config")
+    ))
 }
 
 #[transform(init = init)]
