@@ -14,7 +14,7 @@ root="$(cd "$here/../.." && pwd)"
 out="$here/build/klaviyo_js.wasm"
 
 if [ "${FORCE:-}" != 1 ] && [ -f "$out" ] &&
-  [ -z "$(find "$here/app.js" "$here/build.sh" "$here/package-lock.json" "$root/wit" -newer "$out" -print -quit)" ]; then
+  [ -z "$(find "$here/app.js" "$here/build.sh" "$here/package-lock.json" "$root/wit/v0.1" -newer "$out" -print -quit)" ]; then
   exit 0
 fi
 
@@ -37,7 +37,7 @@ tmp="$(mktemp "$here/build/.klaviyo_js.XXXXXX")"
 trap 'rm -f "$tmp"' EXIT
 # -d http fetch-event: without it the component imports wasi:http, which the
 # router does not provide (see ../../README.md's module rules).
-"$cjs" "$here/app.js" --wit "$root/wit" --world-name transformer -d http fetch-event -o "$tmp" >/dev/null
+"$cjs" "$here/app.js" --wit "$root/wit/v0.1" --world-name transformer -d http fetch-event -o "$tmp" >/dev/null
 chmod 644 "$tmp"
 mv -f "$tmp" "$out"
 echo "built $out ($(du -h "$out" | cut -f1))" >&2

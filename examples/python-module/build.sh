@@ -15,7 +15,7 @@ out="$here/build/klaviyo_py.wasm"
 version=0.25.1
 
 if [ "${FORCE:-}" != 1 ] && [ -f "$out" ] &&
-  [ -z "$(find "$here/app.py" "$here/build.sh" "$root/wit" -newer "$out" -print -quit)" ]; then
+  [ -z "$(find "$here/app.py" "$here/build.sh" "$root/wit/v0.1" -newer "$out" -print -quit)" ]; then
   exit 0
 fi
 
@@ -40,7 +40,7 @@ trap 'rm -f "$tmp"' EXIT
 src="$(mktemp -d)"
 trap 'rm -f "$tmp"; rm -rf "$src"' EXIT
 cp "$here/app.py" "$src/"
-(cd "$src" && "$cpy" -d "$root/wit" -w transformer componentize app -o "$tmp" >/dev/null)
+(cd "$src" && "$cpy" -d "$root/wit/v0.1" -w transformer componentize app -o "$tmp" >/dev/null)
 chmod 644 "$tmp"
 mv -f "$tmp" "$out"
 echo "built $out ($(du -h "$out" | cut -f1))" >&2

@@ -5,6 +5,7 @@
 // `::switchyard_guest` from inside the crate too.
 extern crate self as switchyard_guest;
 
+mod batch;
 mod config;
 mod error;
 mod event;
@@ -13,6 +14,7 @@ pub mod log;
 pub mod normalize;
 mod output;
 mod state;
+mod stateful;
 
 pub use config::{Config, ConfigError};
 pub use error::Error;
@@ -20,7 +22,9 @@ pub use event::{Commit, Event, Op};
 pub use glob::{glob_match, Glob, GlobError};
 pub use output::{Output, Request};
 pub use serde_json::{self, json, Value};
+pub use batch::{Batch, BatchRequest, ItemOutcome};
 pub use state::State;
+pub use stateful::{emit, kv};
 
 /// Marks the function that transforms one event; see the crate docs.
 ///
@@ -28,6 +32,10 @@ pub use state::State;
 /// * `#[transform]`
 /// * `#[transform(init = my_init)]` where `fn my_init(cfg: &Config) -> Result<(), E>`
 ///   and `E: Display` (e.g. `String` or [`ConfigError`]).
+/// * `#[transform(batch = my_batch)]` where `fn my_batch(events: Vec<Event>, cfg: &Config)
+///   -> Result<Batch, Error>`, optionally with `batch_response = my_response` where
+///   `fn my_response(req: &Request, items: usize, status: u16, body: &[u8]) -> Vec<ItemOutcome>`
+///   (see [`Batch`]). The module then exports `switchyard:transform/batch`.
 ///
 /// The function takes `(Event, &Config)` (or just `(Event)`) and returns
 /// `Result<Vec<Output>, Error>`. One `#[transform]` per module.
@@ -46,6 +54,23 @@ pub mod bindings {
     });
 }
 
+/// The `batch` export alone (world `batch-export`, on the types of
+/// [`bindings`]); a batching module exports both, which together are the
+/// `batch-transformer` world. Not a stable API.
+#[doc(hidden)]
+pub mod batch_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "batch-export",
+        pub_export_macro: true,
+        export_macro_name: "__export_batch_transformer",
+        default_bindings_module: "::switchyard_guest::batch_bindings",
+        with: {
+            "switchyard:transform/types@0.2.0": crate::bindings::switchyard::transform::types,
+        },
+    });
+}
+
 /// Glue used by the `#[transform]` expansion. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
@@ -53,12 +78,17 @@ pub mod __private {
     use std::fmt::Display;
     use std::rc::Rc;
 
+    pub use crate::batch_bindings;
+    pub use crate::batch_bindings::exports::switchyard::transform::batch::Guest as BatchGuest;
     pub use crate::bindings;
     pub use crate::bindings::exports::switchyard::transform::guest::Guest;
     use crate::bindings::switchyard::transform::types as wit;
-    pub use wit::{Event as WitEvent, Output as WitOutput, TransformError as WitError};
+    pub use wit::{
+        Batch as WitBatch, ItemOutcome as WitItemOutcome, Request as WitRequest,
+        Event as WitEvent, Output as WitOutput, TransformError as WitError,
+    };
 
-    use crate::{Config, Error, Event, Output};
+    use crate::{Batch, Config, Error, Event, ItemOutcome, Output, Request};
 
     enum InitState {
         NotCalled,
@@ -88,6 +118,85 @@ pub mod __private {
         result
     }
 
+    fn config() -> Result<Rc<Config>, WitError> {
+        let cfg = STATE.with(|s| match &*s.borrow() {
+            InitState::Ready(cfg) => Ok(cfg.clone()),
+            InitState::Refused(m) => Err(format!("module refused its config at init: {m}")),
+            InitState::NotCalled => Err("transform called before init (host bug)".to_string()),
+        });
+        cfg.map_err(|message| WitError {
+            message,
+            retryable: false,
+        })
+    }
+
+    /// `batch.transform-batch`: convert, call the author's function, convert
+    /// back. An event that does not convert fails alone.
+    pub fn transform_batch(
+        events: Vec<WitEvent>,
+        f: impl FnOnce(Vec<Event>, &Config) -> Result<Batch, Error>,
+    ) -> Result<WitBatch, WitError> {
+        let cfg = config()?;
+        let mut good = Vec::with_capacity(events.len());
+        let mut index = Vec::with_capacity(events.len());
+        let mut failed = Vec::new();
+        for (i, e) in events.into_iter().enumerate() {
+            match Event::from_wit(e) {
+                Ok(ev) => {
+                    good.push(ev);
+                    index.push(i as u32);
+                }
+                Err(e) => failed.push((i as u32, WitError::from(e))),
+            }
+        }
+        let b = f(good, &cfg).map_err(WitError::from)?;
+        let mut requests = Vec::with_capacity(b.requests.len());
+        for r in b.requests {
+            let Output::Request(req) = r.request else {
+                return Err(WitError {
+                    message: "a batch request must be Output::Request, not an event".into(),
+                    retryable: false,
+                });
+            };
+            let mut items = Vec::with_capacity(r.items.len());
+            for i in r.items {
+                items.push(*index.get(i).ok_or_else(|| WitError {
+                    message: format!("batch item index {i} is out of range"),
+                    retryable: false,
+                })?);
+            }
+            requests.push(crate::bindings::switchyard::transform::types::BatchRequest {
+                request: req.into_wit(),
+                items,
+            });
+        }
+        for (i, e) in b.failed {
+            if let Some(&orig) = index.get(i) {
+                failed.push((orig, e.into()));
+            }
+        }
+        Ok(WitBatch { requests, failed })
+    }
+
+    /// `batch.batch-response`.
+    pub fn batch_response(
+        req: WitRequest,
+        items: u32,
+        status: u16,
+        body: Vec<u8>,
+        f: impl FnOnce(&Request, usize, u16, &[u8]) -> Vec<ItemOutcome>,
+    ) -> Vec<WitItemOutcome> {
+        let req = Request::from_wit(req);
+        f(&req, items as usize, status, &body)
+            .into_iter()
+            .map(|o| match o {
+                ItemOutcome::Ok => WitItemOutcome::Ok,
+                ItemOutcome::Retry(m) => WitItemOutcome::Retry(m),
+                ItemOutcome::Fail(m) => WitItemOutcome::Fail(m),
+            })
+            .collect()
+    }
+
     /// `guest.transform`: convert, call the author's function, convert back.
     /// Without a successful `init` every event fails (fatal): running with a
     /// config the module never accepted could let events through that the
@@ -96,15 +205,7 @@ pub mod __private {
         event: WitEvent,
         f: impl FnOnce(Event, &Config) -> Result<Vec<Output>, Error>,
     ) -> Result<Vec<WitOutput>, WitError> {
-        let cfg = STATE.with(|s| match &*s.borrow() {
-            InitState::Ready(cfg) => Ok(cfg.clone()),
-            InitState::Refused(m) => Err(format!("module refused its config at init: {m}")),
-            InitState::NotCalled => Err("transform called before init (host bug)".to_string()),
-        });
-        let cfg = cfg.map_err(|message| WitError {
-            message,
-            retryable: false,
-        })?;
+        let cfg = config()?;
         let event = Event::from_wit(event).map_err(WitError::from)?;
         match f(event, &cfg) {
             Ok(outputs) => Ok(outputs.into_iter().map(Output::into_wit).collect()),

@@ -34,6 +34,26 @@ impl Request {
     pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::from_slice(&self.body)
     }
+
+    pub(crate) fn into_wit(self) -> wit::Request {
+        wit::Request {
+            body: self.body,
+            content_type: self.content_type,
+            method: self.method,
+            path: self.path,
+            headers: self.headers,
+        }
+    }
+
+    pub(crate) fn from_wit(r: wit::Request) -> Request {
+        Request {
+            body: r.body,
+            content_type: r.content_type,
+            method: r.method,
+            path: r.path,
+            headers: r.headers,
+        }
+    }
 }
 
 /// One output of a transform. Returning no outputs drops the event.
@@ -141,13 +161,7 @@ impl Output {
     pub fn into_wit(self) -> wit::Output {
         match self {
             Output::Event(ev) => wit::Output::Event(ev.into_wit()),
-            Output::Request(r) => wit::Output::Request(wit::Request {
-                body: r.body,
-                content_type: r.content_type,
-                method: r.method,
-                path: r.path,
-                headers: r.headers,
-            }),
+            Output::Request(r) => wit::Output::Request(r.into_wit()),
         }
     }
 }

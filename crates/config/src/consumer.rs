@@ -49,6 +49,36 @@ pub struct ConsumerConfig {
     /// A critical consumer in breach of its SLA makes `/readyz` fail.
     #[serde(default)]
     pub critical: bool,
+    /// `[consumers.<name>.batch]`: send several events in one request, built
+    /// by the last module's `transform-batch` (contract 0.2).
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+}
+
+/// Batch limits: a batch is sent when it holds `max_events` events or
+/// `max_bytes`, or `max_wait` after its first event, whichever comes first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Events per batch (the vendor's limit, e.g. 75 for Braze `/users/track`).
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    /// Approximate bytes of event data per batch (JSON texts and strings).
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: switchyard_core::config::ByteSize,
+    /// How long the first event of a batch waits for company.
+    #[serde(default = "default_batch_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+fn default_batch_events() -> usize {
+    75
+}
+fn default_batch_bytes() -> switchyard_core::config::ByteSize {
+    switchyard_core::config::ByteSize(1024 * 1024)
+}
+fn default_batch_wait() -> Duration {
+    Duration::from_millis(100)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -125,6 +155,23 @@ impl ConsumerConfig {
             rl.validate(&format!("{path}.rate_limit"), errors);
         }
         switchyard_wasm_host::validate_chain(&self.modules, &format!("{path}.modules"), errors);
+        if let Some(b) = &self.batch {
+            if !(1..=10_000).contains(&b.max_events) {
+                errors.push(e("batch.max_events", "must be 1 to 10000".into()));
+            }
+            if b.max_bytes.0 == 0 {
+                errors.push(e("batch.max_bytes", "must be greater than 0".into()));
+            }
+            if b.max_wait > Duration::from_secs(60) {
+                errors.push(e("batch.max_wait", "must be at most 60s".into()));
+            }
+            if self.modules.is_empty() {
+                errors.push(e(
+                    "batch",
+                    "batching needs modules whose last one exports switchyard:transform/batch (e.g. transforms/braze)".into(),
+                ));
+            }
+        }
     }
 
     /// The retry schedule as durations (validated already).

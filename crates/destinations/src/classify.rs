@@ -27,6 +27,14 @@ pub enum Attempt {
     /// The request a module built cannot be sent as it is (a header name or
     /// value, a method that is not valid HTTP): nothing went out.
     Unsendable { module: String, reason: String },
+    /// The vendor answered a batch request and reported this event's item as
+    /// rejected; the batching module read it (`batch-response`) and says
+    /// whether a retry can help.
+    Rejected {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 impl Attempt {
@@ -43,7 +51,9 @@ impl Attempt {
             },
             Attempt::Timeout => "timeout",
             Attempt::Connect(_) => "connect_error",
-            Attempt::Module { .. } | Attempt::Unsendable { .. } => return None,
+            Attempt::Module { .. } | Attempt::Unsendable { .. } | Attempt::Rejected { .. } => {
+                return None
+            }
         })
     }
 }
@@ -105,6 +115,21 @@ pub fn classify(a: &Attempt) -> Verdict {
         },
         Attempt::Unsendable { module, reason } => Verdict::Fail {
             reason: format!("module {module}: {reason}"),
+        },
+        Attempt::Rejected {
+            module,
+            message,
+            retryable: true,
+        } => Verdict::Retry {
+            after: None,
+            reason: format!("item rejected (read by module {module}): {message}"),
+        },
+        Attempt::Rejected {
+            module,
+            message,
+            retryable: false,
+        } => Verdict::Fail {
+            reason: format!("item rejected (read by module {module}): {message}"),
         },
     }
 }

@@ -29,6 +29,41 @@ static DEFER_DONE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(DEFER_DONE_LUA));
 static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD_LUA));
 static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLAY_LUA));
+static EFFECTS_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(EFFECTS_LUA));
+
+/// Commit a stateful module's staged writes for one event, once: KEYS[1] the
+/// event's `effects_done` marker, KEYS[2..] the kv keys; ARGV[1] the marker's
+/// TTL (s), then per key (op `s`|`d`, value, TTL ms or 0). Returns 1 when
+/// applied, 0 when the marker was already there (a redelivery).
+const EFFECTS_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #KEYS do
+  local a = 2 + (i - 2) * 3
+  if ARGV[a] == 's' then
+    if tonumber(ARGV[a + 2]) > 0 then
+      redis.call('SET', KEYS[i], ARGV[a + 1], 'PX', ARGV[a + 2])
+    else
+      redis.call('SET', KEYS[i], ARGV[a + 1])
+    end
+  else
+    redis.call('DEL', KEYS[i])
+  end
+end
+redis.call('SET', KEYS[1], 1, 'EX', ARGV[1])
+return 1
+"#;
+
+/// One staged write of a stateful module (see [`PartitionStore::commit_effects`]).
+#[derive(Debug, Clone)]
+pub struct KvWrite<'a> {
+    pub module: &'a str,
+    pub key: &'a str,
+    /// `None`: delete.
+    pub value: Option<&'a [u8]>,
+    /// Milliseconds; 0: no expiry.
+    pub ttl_ms: u64,
+}
 
 #[derive(Debug, Clone)]
 pub struct ConsumerKeys {
@@ -61,6 +96,23 @@ impl ConsumerKeys {
     /// Bumped by `consumer rewind`: acked records of older epochs no longer suppress a send.
     pub fn epoch(&self) -> String {
         format!("{}:c:{}:epoch", self.ns, self.consumer)
+    }
+    /// A stateful module's value (contract 0.2 `kv`): scoped to (consumer,
+    /// module, account), in the account's partition. Module and account are
+    /// length-prefixed so no two scopes share a key.
+    pub fn kv(&self, p: u32, module: &str, account: &str, key: &str) -> String {
+        format!(
+            "{}:c:{}:kv:{{p{p}}}:{}:{module}:{}:{account}:{key}",
+            self.ns,
+            self.consumer,
+            module.len(),
+            account.len()
+        )
+    }
+    /// Marks that the staged effects of event `id` were committed (kept for
+    /// `dedup_window`): a redelivered event does not apply them again.
+    pub fn effects_done(&self, p: u32, id: &str) -> String {
+        format!("{}:c:{}:fx:{{p{p}}}:{id}", self.ns, self.consumer)
     }
     /// Prefix of every key of this consumer (for `consumer delete`-style scans).
     pub fn prefix(&self) -> String {
@@ -371,6 +423,50 @@ impl PartitionStore {
             .query_async(&mut self.conn)
             .await?;
         Ok(v.unwrap_or(0))
+    }
+
+    /// A stateful module's committed value.
+    pub async fn kv_get(
+        &mut self,
+        module: &str,
+        account: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(redis::cmd("GET")
+            .arg(self.keys.kv(self.p, module, account, key))
+            .query_async(&mut self.conn)
+            .await?)
+    }
+
+    /// Were event `id`'s staged effects committed already?
+    pub async fn effects_committed(&mut self, id: &str) -> Result<bool, LogError> {
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(self.keys.effects_done(self.p, id))
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Apply the staged writes of event `id` of `account` and set its
+    /// marker, atomically, unless the marker is there. True: applied now.
+    pub async fn commit_effects(
+        &mut self,
+        id: &str,
+        account: &str,
+        writes: &[KvWrite<'_>],
+    ) -> Result<bool, LogError> {
+        let mut inv = EFFECTS_SCRIPT.prepare_invoke();
+        inv.key(self.keys.effects_done(self.p, id))
+            .arg(self.dedup_ttl);
+        for w in writes {
+            inv.key(self.keys.kv(self.p, w.module, account, w.key));
+            match w.value {
+                Some(v) => inv.arg("s").arg(v).arg(w.ttl_ms),
+                None => inv.arg("d").arg("").arg(0),
+            };
+        }
+        let n: i64 = inv.invoke_async(&mut self.conn).await?;
+        Ok(n == 1)
     }
 
     pub async fn was_acked(&mut self, epoch: u64, id: &str) -> Result<bool, LogError> {

@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use globset::GlobSet;
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
 
-use super::bindings::{self as wit, Transformer, TransformerIndices, TransformerPre};
+use super::bindings::{self as wit};
 use super::convert;
+use super::effects::{CallCtx, Effects, KvStore, NoKv};
 use super::engine::{State, TransformEngine};
 use super::limits::fmt_bytes;
 use super::module_config::ModuleConfig;
@@ -77,10 +79,61 @@ pub struct ModuleStats {
     pub max_memory: AtomicU64,
 }
 
+type GuestV02 = wit::exports::switchyard::transform::guest::Guest;
+type BatchV02 = wit::exports::switchyard::transform::batch::Guest;
+type GuestV01 = wit::v01::exports::switchyard::transform::guest::Guest;
+
+/// Where a module's exports are, by contract version (looked up once per load).
+enum Indices {
+    V01(wit::v01::exports::switchyard::transform::guest::GuestIndices),
+    V02 {
+        guest: wit::exports::switchyard::transform::guest::GuestIndices,
+        batch: Option<wit::exports::switchyard::transform::batch::GuestIndices>,
+    },
+}
+
+/// The exports of one instance.
+enum Api {
+    V01(GuestV01),
+    V02 {
+        guest: GuestV02,
+        batch: Option<BatchV02>,
+    },
+}
+
+impl Api {
+    fn init(
+        &self,
+        store: &mut Store<State>,
+        cfg: &[(String, String)],
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Api::V01(g) => g.call_init(store, cfg),
+            Api::V02 { guest, .. } => guest.call_init(store, cfg),
+        }
+    }
+    fn transform(
+        &self,
+        store: &mut Store<State>,
+        ev: &wit::Event,
+    ) -> wasmtime::Result<Result<Vec<wit::Output>, wit::TransformError>> {
+        match self {
+            Api::V01(g) => g.call_transform(store, ev),
+            Api::V02 { guest, .. } => guest.call_transform(store, ev),
+        }
+    }
+    fn batch(&self) -> Option<&BatchV02> {
+        match self {
+            Api::V02 { batch, .. } => batch.as_ref(),
+            Api::V01(_) => None,
+        }
+    }
+}
+
 /// An instantiated, initialised module.
 struct Instance {
     store: Store<State>,
-    guest: Transformer,
+    guest: Api,
     calls: u64,
 }
 
@@ -103,6 +156,11 @@ pub struct Module {
     pub hash: String,
     /// Contract version the module was built against (e.g. "0.1.0").
     pub version: String,
+    /// It exports `switchyard:transform/batch` (contract 0.2): it can build
+    /// one request from several events.
+    pub batches: bool,
+    /// Topics it may `emit` to (`emit_topics`); `None`: it may not emit.
+    pub emit_topics: Option<Arc<GlobSet>>,
     pub deadline: Duration,
     pub memory_cap: u64,
     /// An instance is replaced after this many calls…
@@ -116,8 +174,8 @@ pub struct Module {
     pub stats: Arc<ModuleStats>,
     name_arc: Arc<str>,
     engine: TransformEngine,
-    pre: TransformerPre<State>,
-    indices: TransformerIndices,
+    pre: InstancePre<State>,
+    indices: Indices,
     deadline_ticks: u64,
     idle: Mutex<Vec<Instance>>,
 }
@@ -177,23 +235,44 @@ impl Module {
                     format!("module {fname} needs imports this router does not provide: {e:#}"),
                 )
             })?;
-        let indices = TransformerIndices::new(&pre).map_err(|e| {
+        let mismatch = |e: wasmtime::Error| {
             LoadError::new(&fname, format!(
                 "module {fname} does not implement world switchyard:transform/transformer@{}: {e:#}",
-                wit::CONTRACT_VERSION
+                compiled.contract_version
             ))
-        })?;
-        let pre = TransformerPre::new(pre).map_err(|e| {
-            LoadError::new(&fname, format!(
-                "module {fname} does not implement world switchyard:transform/transformer@{}: {e:#}",
-                wit::CONTRACT_VERSION
-            ))
-        })?;
+        };
+        let indices = if compiled.contract_version.starts_with("0.1.") {
+            Indices::V01(
+                wit::v01::exports::switchyard::transform::guest::GuestIndices::new(&pre)
+                    .map_err(mismatch)?,
+            )
+        } else {
+            let batch_name = format!("{}@{}", wit::BATCH_EXPORT, compiled.contract_version);
+            let batch = if compiled.component.get_export_index(None, &batch_name).is_some() {
+                Some(
+                    wit::exports::switchyard::transform::batch::GuestIndices::new(&pre)
+                        .map_err(mismatch)?,
+                )
+            } else {
+                None
+            };
+            Indices::V02 {
+                guest: wit::exports::switchyard::transform::guest::GuestIndices::new(&pre)
+                    .map_err(mismatch)?,
+                batch,
+            }
+        };
+        let emit_topics = cfg
+            .emit_globs()
+            .map_err(|m| LoadError::new(&fname, format!("module {fname}: {m}")))?
+            .map(Arc::new);
         let module = Module {
             name_arc: Arc::from(name.as_str()),
             name,
             file,
             hash: compiled.hash,
+            batches: matches!(&indices, Indices::V02 { batch: Some(_), .. }),
+            emit_topics,
             version: compiled.contract_version,
             deadline,
             memory_cap,
@@ -304,25 +383,32 @@ impl Module {
         // runs guest code (start functions: traps, deadline, memory cap);
         // looking up the typed exports checks the function types against
         // the contract (TransformerPre::new only checked the names).
-        let instance = match self.pre.instance_pre().instantiate(&mut store) {
+        let instance = match self.pre.instantiate(&mut store) {
             Ok(i) => i,
             Err(e) => {
                 let msg = self.classify(&store, &e);
                 return Err(format!("instantiation failed: {msg}"));
             }
         };
-        let guest = self.indices.load(&mut store, &instance).map_err(|e| {
+        let mismatch = |e: wasmtime::Error| {
             format!(
                 "does not implement world switchyard:transform/transformer@{}: {e:#}",
-                wit::CONTRACT_VERSION
+                self.version
             )
-        })?;
+        };
+        let guest = match &self.indices {
+            Indices::V01(i) => Api::V01(i.load(&mut store, &instance).map_err(mismatch)?),
+            Indices::V02 { guest, batch } => Api::V02 {
+                guest: guest.load(&mut store, &instance).map_err(mismatch)?,
+                batch: match batch {
+                    Some(b) => Some(b.load(&mut store, &instance).map_err(mismatch)?),
+                    None => None,
+                },
+            },
+        };
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         self.arm(&mut store);
-        match guest
-            .switchyard_transform_guest()
-            .call_init(&mut store, &self.init_config)
-        {
+        match guest.init(&mut store, &self.init_config) {
             Ok(Ok(())) => {
                 let peak = store.data().limiter.peak as u64;
                 self.stats.max_memory.fetch_max(peak, Ordering::Relaxed);
@@ -337,11 +423,86 @@ impl Module {
         }
     }
 
-    fn call(&self, ev: &wit::Event) -> Result<Vec<wit::Output>, CallError> {
+    /// `transform` one event; `ctx` is what its `kv`/`emit` calls see,
+    /// given back with what they staged.
+    fn call(
+        &self,
+        ev: &wit::Event,
+        ctx: CallCtx,
+    ) -> (Result<Vec<wit::Output>, CallError>, Option<CallCtx>) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         // A panic in the host (wasmtime, WASI, our imports) fails this call
         // like a trap: the instance unwinds with it and is never reused.
-        catch_unwind(AssertUnwindSafe(|| self.call_instance(ev))).unwrap_or_else(|p| {
+        catch_unwind(AssertUnwindSafe(|| self.call_instance(ev, ctx))).unwrap_or_else(|p| {
+            (
+                Err(CallError::Fatal(format!(
+                    "the host failed during the call: {}",
+                    panic_message(&*p)
+                ))),
+                None,
+            )
+        })
+    }
+
+    fn call_instance(
+        &self,
+        ev: &wit::Event,
+        ctx: CallCtx,
+    ) -> (Result<Vec<wit::Output>, CallError>, Option<CallCtx>) {
+        self.with_instance(|inst| {
+            inst.store.data_mut().call = Some(ctx);
+            let r = inst.guest.transform(&mut inst.store, ev);
+            let ctx = inst.store.data_mut().call.take();
+            (r, ctx)
+        })
+    }
+
+    /// Run `f` on a pooled (or new) instance under the deadline; a trap
+    /// drops the instance, anything else returns it to the pool.
+    fn with_instance<T, X>(
+        &self,
+        f: impl FnOnce(&mut Instance) -> (wasmtime::Result<Result<T, wit::TransformError>>, X),
+    ) -> (Result<T, CallError>, Option<X>) {
+        let pooled = self.idle.lock().unwrap().pop();
+        let mut inst = match pooled {
+            Some(i) => i,
+            None => match self.instantiate() {
+                Ok(i) => i,
+                Err(m) => return (Err(CallError::Instantiate(m)), None),
+            },
+        };
+        self.arm(&mut inst.store);
+        let (r, x) = f(&mut inst);
+        inst.calls += 1;
+        match r {
+            Ok(r) => {
+                self.release(inst);
+                (r.map_err(CallError::Guest), Some(x))
+            }
+            Err(e) => {
+                // The instance trapped: never reuse it (dropped here).
+                (Err(CallError::Fatal(self.classify(&inst.store, &e))), None)
+            }
+        }
+    }
+
+    /// `transform-batch` (the module must export `batch`).
+    fn call_batch(&self, events: &[wit::Event]) -> Result<wit::Batch, CallError> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        catch_unwind(AssertUnwindSafe(|| {
+            self.with_instance(|inst| {
+                let r = match inst.guest.batch() {
+                    Some(b) => b.call_transform_batch(&mut inst.store, events),
+                    None => Ok(Err(wit::TransformError {
+                        message: "the module does not export switchyard:transform/batch".into(),
+                        retryable: false,
+                    })),
+                };
+                (r, ())
+            })
+            .0
+        }))
+        .unwrap_or_else(|p| {
             Err(CallError::Fatal(format!(
                 "the host failed during the call: {}",
                 panic_message(&*p)
@@ -349,28 +510,32 @@ impl Module {
         })
     }
 
-    fn call_instance(&self, ev: &wit::Event) -> Result<Vec<wit::Output>, CallError> {
-        let pooled = self.idle.lock().unwrap().pop();
-        let mut inst = match pooled {
-            Some(i) => i,
-            None => self.instantiate().map_err(CallError::Instantiate)?,
-        };
-        self.arm(&mut inst.store);
-        let r = inst
-            .guest
-            .switchyard_transform_guest()
-            .call_transform(&mut inst.store, ev);
-        inst.calls += 1;
-        match r {
-            Ok(r) => {
-                self.release(inst);
-                r.map_err(CallError::Guest)
-            }
-            Err(e) => {
-                // The instance trapped: never reuse it (dropped here).
-                Err(CallError::Fatal(self.classify(&inst.store, &e)))
-            }
-        }
+    /// `batch-response`: the module's reading of the vendor's answer.
+    fn call_batch_response(
+        &self,
+        req: &wit::Request,
+        items: u32,
+        status: u16,
+        body: &[u8],
+    ) -> Result<Vec<wit::ItemOutcome>, CallError> {
+        catch_unwind(AssertUnwindSafe(|| {
+            self.with_instance(|inst| {
+                let r = match inst.guest.batch() {
+                    Some(b) => b
+                        .call_batch_response(&mut inst.store, req, items, status, body)
+                        .map(Ok),
+                    None => Ok(Ok(Vec::new())),
+                };
+                (r, ())
+            })
+            .0
+        }))
+        .unwrap_or_else(|p| {
+            Err(CallError::Fatal(format!(
+                "the host failed during the call: {}",
+                panic_message(&*p)
+            )))
+        })
     }
 
     /// Back to the idle pool, unless it is due for recycling (dropped here:
@@ -408,6 +573,105 @@ fn host_failure(message: String) -> ChainOutcome {
         message: format!("the transform host failed: {message}"),
         retryable: false,
     }
+}
+
+/// One chain run's accumulators.
+struct Run<'a> {
+    source: &'a Event,
+    kv: &'a Arc<dyn KvStore>,
+    out: Vec<OutRequest>,
+    first_drop: Option<String>,
+    effects: Effects,
+    /// Batching: events stop before the last module and are collected here.
+    batching: bool,
+    items: Vec<wit::Event>,
+}
+
+impl<'a> Run<'a> {
+    fn new(source: &'a Event, kv: &'a Arc<dyn KvStore>, batching: bool) -> Self {
+        Run {
+            source,
+            kv,
+            out: Vec::new(),
+            first_drop: None,
+            effects: Effects::default(),
+            batching,
+            items: Vec::new(),
+        }
+    }
+}
+
+/// An event on its way into a batch (opaque: the WIT record).
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    ev: wit::Event,
+    /// Bytes of its JSON texts and strings: what `batch.max_bytes` counts.
+    pub approx_bytes: usize,
+}
+
+fn approx_size(e: &wit::Event) -> usize {
+    let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    e.id.len()
+        + e.topic.len()
+        + e.account_id.len()
+        + opt(&e.key)
+        + opt(&e.before)
+        + opt(&e.after)
+        + opt(&e.data)
+        + e.attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + 64
+}
+
+/// Batching step 1's result for one event.
+#[derive(Debug)]
+pub enum PrefixOutcome {
+    /// Events for the batch module (usually one), and requests that earlier
+    /// modules' outputs already built (sent one by one).
+    Items {
+        items: Vec<BatchItem>,
+        requests: Vec<OutRequest>,
+    },
+    Dropped {
+        module: String,
+    },
+    Failed {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// What `transform-batch` made of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchPlan {
+    pub module: String,
+    /// Each request with the indices (into the batch) of the items it
+    /// carries, in the request's item order.
+    pub requests: Vec<(OutRequest, Vec<usize>)>,
+    /// Items the module could not put in a request: (index, message, retryable).
+    pub failed: Vec<(usize, String, bool)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BatchOutcome {
+    Plan(BatchPlan),
+    /// `transform-batch` failed: every item of the batch fails this way.
+    Failed {
+        module: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// The module's verdict on one item of a batch request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemVerdict {
+    Ok,
+    Retry(String),
+    Fail(String),
 }
 
 enum Step {
@@ -470,80 +734,313 @@ impl Chain {
     /// filters/enrichers needs no "serialise" module. If any module fails,
     /// the whole event fails (outputs of other branches are discarded: the
     /// event is retried or dead-lettered as a unit).
+    ///
+    /// `kv` reads see an empty store and staged effects are thrown away:
+    /// delivery uses [`Chain::run_async_effects`].
     pub fn run(&self, ev: &Event) -> ChainOutcome {
+        self.run_effects(ev, Arc::new(NoKv)).0
+    }
+
+    /// [`Chain::run`], also returning what the modules staged (`kv` writes,
+    /// emitted events), reading committed values from `kv`.
+    pub fn run_effects(&self, ev: &Event, kv: Arc<dyn KvStore>) -> (ChainOutcome, Effects) {
         let Some(first) = self.modules.first() else {
-            return self.run_here(ev);
+            return self.run_here(ev, &kv);
         };
         if threads::can_run_here() {
-            return self.run_here(ev);
+            return self.run_here(ev, &kv);
         }
         let (chain, ev) = (self.clone(), ev.clone());
         first
             .engine
             .inner
             .threads
-            .run_blocking(move || chain.run_here(&ev))
-            .unwrap_or_else(host_failure)
+            .run_blocking(move || chain.run_here(&ev, &kv))
+            .unwrap_or_else(|m| (host_failure(m), Effects::default()))
     }
 
     /// [`Chain::run`] for async callers: the chain runs on the engine's guest
     /// threads and the caller awaits it, so a Tokio worker never runs guest
     /// code (a call may take up to its module's deadline, ≤ 10 s).
     pub async fn run_async(self: Arc<Chain>, ev: Event) -> ChainOutcome {
+        self.run_async_effects(ev, Arc::new(NoKv)).await.0
+    }
+
+    /// [`Chain::run_async`] with the staged effects (see [`Chain::run_effects`]).
+    pub async fn run_async_effects(
+        self: Arc<Chain>,
+        ev: Event,
+        kv: Arc<dyn KvStore>,
+    ) -> (ChainOutcome, Effects) {
         let Some(engine) = self.modules.first().map(|m| m.engine.clone()) else {
-            return self.run_here(&ev);
+            return self.run_here(&ev, &kv);
         };
         engine
             .inner
             .threads
-            .run(move || self.run_here(&ev))
+            .run(move || self.run_here(&ev, &kv))
             .await
-            .unwrap_or_else(host_failure)
+            .unwrap_or_else(|m| (host_failure(m), Effects::default()))
     }
 
-    /// Run the chain on this thread (which may run guest code).
-    fn run_here(&self, ev: &Event) -> ChainOutcome {
-        if self.modules.is_empty() {
-            return match convert::event_request(convert::to_wit(ev), "") {
-                Ok(r) => ChainOutcome::Requests(vec![r]),
-                Err(message) => ChainOutcome::Failed {
+    /// The module that builds batches: the last one, if it exports `batch`.
+    pub fn batch_module(&self) -> Option<&Arc<Module>> {
+        self.modules.last().filter(|m| m.batches)
+    }
+
+    /// Batching, step 1 (one event): every module but the last, as
+    /// [`Chain::run_async_effects`] runs them; the events that would enter
+    /// the last module are returned for [`Chain::batch_async`].
+    pub async fn prefix_async(
+        self: Arc<Chain>,
+        ev: Event,
+        kv: Arc<dyn KvStore>,
+    ) -> (PrefixOutcome, Effects) {
+        let Some(engine) = self.modules.first().map(|m| m.engine.clone()) else {
+            return (
+                PrefixOutcome::Failed {
                     module: String::new(),
-                    message,
+                    message: "batching needs a module that exports switchyard:transform/batch"
+                        .into(),
                     retryable: false,
                 },
-            };
-        }
-        let mut out = Vec::new();
-        let mut first_drop: Option<String> = None;
-        match self.step(0, &convert::to_wit(ev), &mut out, &mut first_drop) {
+                Effects::default(),
+            );
+        };
+        engine
+            .inner
+            .threads
+            .run(move || self.prefix_here(&ev, &kv))
+            .await
+            .unwrap_or_else(|m| {
+                let ChainOutcome::Failed {
+                    module,
+                    message,
+                    retryable,
+                } = host_failure(m)
+                else {
+                    unreachable!()
+                };
+                (
+                    PrefixOutcome::Failed {
+                        module,
+                        message,
+                        retryable,
+                    },
+                    Effects::default(),
+                )
+            })
+    }
+
+    fn prefix_here(&self, ev: &Event, kv: &Arc<dyn KvStore>) -> (PrefixOutcome, Effects) {
+        let mut run = Run::new(ev, kv, true);
+        match self.step(0, &convert::to_wit(ev), &mut run) {
             Step::Fail {
                 module,
                 message,
                 retryable,
-            } => ChainOutcome::Failed {
-                module,
-                message,
-                retryable,
-            },
-            Step::Ok if out.is_empty() => ChainOutcome::Dropped {
-                module: first_drop.unwrap_or_default(),
-            },
-            Step::Ok => ChainOutcome::Requests(out),
+            } => (
+                PrefixOutcome::Failed {
+                    module,
+                    message,
+                    retryable,
+                },
+                Effects::default(),
+            ),
+            Step::Ok if run.items.is_empty() && run.out.is_empty() => (
+                PrefixOutcome::Dropped {
+                    module: run.first_drop.unwrap_or_default(),
+                },
+                run.effects,
+            ),
+            Step::Ok => (
+                PrefixOutcome::Items {
+                    items: run
+                        .items
+                        .into_iter()
+                        .map(|ev| {
+                            let approx_bytes = approx_size(&ev);
+                            BatchItem { ev, approx_bytes }
+                        })
+                        .collect(),
+                    requests: run.out,
+                },
+                run.effects,
+            ),
         }
     }
 
-    fn step(
-        &self,
-        i: usize,
-        ev: &wit::Event,
-        out: &mut Vec<OutRequest>,
-        first_drop: &mut Option<String>,
-    ) -> Step {
+    /// Batching, step 2: the last module's `transform-batch` over `items`
+    /// (of several events), on a guest thread.
+    pub async fn batch_async(self: Arc<Chain>, items: Vec<BatchItem>) -> BatchOutcome {
+        let Some(m) = self.batch_module().cloned() else {
+            return BatchOutcome::Failed {
+                module: String::new(),
+                message: "batching needs a last module that exports switchyard:transform/batch"
+                    .into(),
+                retryable: false,
+            };
+        };
+        let engine = m.engine.clone();
+        engine
+            .inner
+            .threads
+            .run(move || self.batch_here(&m, items))
+            .await
+            .unwrap_or_else(|message| BatchOutcome::Failed {
+                module: "(host)".into(),
+                message: format!("the transform host failed: {message}"),
+                retryable: false,
+            })
+    }
+
+    fn batch_here(&self, m: &Module, items: Vec<BatchItem>) -> BatchOutcome {
+        let events: Vec<wit::Event> = items.into_iter().map(|i| i.ev).collect();
+        let started = Instant::now();
+        let r = m.call_batch(&events);
+        switchyard_core::metrics::module_call(&self.consumer, &m.name, started.elapsed());
+        match r {
+            Ok(b) => {
+                let n = events.len();
+                let mut requests = Vec::with_capacity(b.requests.len());
+                let mut failed = Vec::new();
+                for br in b.requests {
+                    if let Some(bad) = br.items.iter().find(|&&i| i as usize >= n) {
+                        m.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return BatchOutcome::Failed {
+                            module: m.name.clone(),
+                            message: format!(
+                                "transform-batch returned item index {bad} for a batch of {n} events"
+                            ),
+                            retryable: false,
+                        };
+                    }
+                    let items = br.items.iter().map(|&i| i as usize).collect();
+                    requests.push((convert::request_from_wit(br.request, &m.name), items));
+                }
+                for (i, e) in b.failed {
+                    if (i as usize) < n {
+                        failed.push((i as usize, e.message, e.retryable));
+                    }
+                }
+                BatchOutcome::Plan(BatchPlan {
+                    module: m.name.clone(),
+                    requests,
+                    failed,
+                })
+            }
+            Err(e) => {
+                m.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let (message, retryable) = match e {
+                    CallError::Guest(te) => (te.message, te.retryable),
+                    CallError::Fatal(msg) => (msg, false),
+                    CallError::Instantiate(msg) => (msg, true),
+                };
+                BatchOutcome::Failed {
+                    module: m.name.clone(),
+                    message,
+                    retryable,
+                }
+            }
+        }
+    }
+
+    /// Batching, step 3: the last module reads the vendor's answer to one
+    /// batch request: one verdict per item, or `Ok(vec![])` when the answer
+    /// has no per-item detail. `Err`: the module failed to read it.
+    pub async fn batch_response_async(
+        self: Arc<Chain>,
+        req: OutRequest,
+        items: u32,
+        status: u16,
+        body: Vec<u8>,
+    ) -> Result<Vec<ItemVerdict>, String> {
+        let Some(m) = self.batch_module().cloned() else {
+            return Ok(Vec::new());
+        };
+        let engine = m.engine.clone();
+        engine
+            .inner
+            .threads
+            .run(move || {
+                let wreq = wit::Request {
+                    body: req.body,
+                    content_type: req.content_type,
+                    method: req.method,
+                    path: req.path,
+                    headers: req.headers,
+                };
+                match m.call_batch_response(&wreq, items, status, &body) {
+                    Ok(v) => Ok(v
+                        .into_iter()
+                        .map(|o| match o {
+                            wit::ItemOutcome::Ok => ItemVerdict::Ok,
+                            wit::ItemOutcome::Retry(m) => ItemVerdict::Retry(m),
+                            wit::ItemOutcome::Fail(m) => ItemVerdict::Fail(m),
+                        })
+                        .collect()),
+                    Err(CallError::Guest(te)) => Err(te.message),
+                    Err(CallError::Fatal(m)) | Err(CallError::Instantiate(m)) => Err(m),
+                }
+            })
+            .await
+            .unwrap_or_else(Err)
+    }
+
+    /// Run the chain on this thread (which may run guest code).
+    fn run_here(&self, ev: &Event, kv: &Arc<dyn KvStore>) -> (ChainOutcome, Effects) {
+        if self.modules.is_empty() {
+            return (
+                match convert::event_request(convert::to_wit(ev), "") {
+                    Ok(r) => ChainOutcome::Requests(vec![r]),
+                    Err(message) => ChainOutcome::Failed {
+                        module: String::new(),
+                        message,
+                        retryable: false,
+                    },
+                },
+                Effects::default(),
+            );
+        }
+        let mut run = Run::new(ev, kv, false);
+        match self.step(0, &convert::to_wit(ev), &mut run) {
+            Step::Fail {
+                module,
+                message,
+                retryable,
+            } => (
+                ChainOutcome::Failed {
+                    module,
+                    message,
+                    retryable,
+                },
+                Effects::default(),
+            ),
+            Step::Ok if run.out.is_empty() => (
+                ChainOutcome::Dropped {
+                    module: run.first_drop.unwrap_or_default(),
+                },
+                run.effects,
+            ),
+            Step::Ok => (ChainOutcome::Requests(run.out), run.effects),
+        }
+    }
+
+    fn step(&self, i: usize, ev: &wit::Event, run: &mut Run<'_>) -> Step {
         let m = &self.modules[i];
         let last = i + 1 == self.modules.len();
+        if last && run.batching {
+            // The last module gets this event in a batch (`batch_async`).
+            run.items.push(ev.clone());
+            return Step::Ok;
+        }
         let started = std::time::Instant::now();
-        let called = m.call(ev);
+        let ctx = CallCtx::new(&self.consumer, m, run.source, run.kv, &run.effects);
+        let (called, ctx) = m.call(ev, ctx);
         switchyard_core::metrics::module_call(&self.consumer, &m.name, started.elapsed());
+        if let (Ok(_), Some(ctx)) = (&called, ctx) {
+            ctx.into_effects(&mut run.effects);
+        }
         let outputs = match called {
             Ok(o) => o,
             Err(e) => {
@@ -562,7 +1059,7 @@ impl Chain {
         };
         if outputs.is_empty() {
             m.stats.drops.fetch_add(1, Ordering::Relaxed);
-            first_drop.get_or_insert_with(|| m.name.clone());
+            run.first_drop.get_or_insert_with(|| m.name.clone());
             return Step::Ok;
         }
         for o in outputs {
@@ -585,9 +1082,9 @@ impl Chain {
                 }
             }
             match o {
-                wit::Output::Request(r) => out.push(convert::request_from_wit(r, &m.name)),
+                wit::Output::Request(r) => run.out.push(convert::request_from_wit(r, &m.name)),
                 wit::Output::Event(e) if last => match convert::event_request(e, &m.name) {
-                    Ok(r) => out.push(r),
+                    Ok(r) => run.out.push(r),
                     Err(msg) => {
                         m.stats.errors.fetch_add(1, Ordering::Relaxed);
                         return Step::Fail {
@@ -598,7 +1095,7 @@ impl Chain {
                     }
                 },
                 wit::Output::Event(e) => {
-                    if let f @ Step::Fail { .. } = self.step(i + 1, &e, out, first_drop) {
+                    if let f @ Step::Fail { .. } = self.step(i + 1, &e, run) {
                         return f;
                     }
                 }

@@ -18,7 +18,8 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::{self, Level, CONTRACT_VERSION, GUEST_EXPORT};
+use super::bindings::{self, Level, CONTRACT_VERSION, CONTRACT_VERSIONS, GUEST_EXPORT};
+use super::effects::CallCtx;
 use super::limits::{EngineLimits, MemoryLimiter};
 use super::threads::GuestThreads;
 use super::LoadError;
@@ -35,6 +36,9 @@ pub struct State {
     pub(crate) deadline: Instant,
     /// A host-side wait was cut short by `deadline`; reset before each call.
     pub(crate) wait_timed_out: bool,
+    /// The `kv`/`emit` context of the `transform` call in progress (contract
+    /// 0.2); `None` outside one, where those imports return an error.
+    pub(crate) call: Option<CallCtx>,
 }
 
 impl State {
@@ -53,6 +57,7 @@ impl State {
             // Until a call arms it, any wait ends at once.
             deadline: Instant::now(),
             wait_timed_out: false,
+            call: None,
         }
     }
 
@@ -73,10 +78,48 @@ impl WasiView for State {
 
 impl bindings::switchyard::transform::types::Host for State {}
 
-/// Guest log lines → `tracing`, target `switchyard::transform::guest`, with
-/// the module name. Messages are cut at 4 KiB.
 impl bindings::switchyard::transform::host::Host for State {
     fn log(&mut self, level: Level, message: String) {
+        self.guest_log(level, message)
+    }
+}
+
+/// Contract 0.1's `host` import: the same log.
+impl bindings::v01::switchyard::transform::host::Host for State {
+    fn log(&mut self, level: Level, message: String) {
+        self.guest_log(level, message)
+    }
+}
+
+const NO_CALL: &str = "kv and emit are only available inside transform";
+
+/// `kv`: staged in the call's context (`effects.rs`).
+impl bindings::switchyard::transform::kv::Host for State {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
+        self.call.as_mut().ok_or(NO_CALL)?.get(&key)
+    }
+    fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: u32) -> Result<(), String> {
+        self.call
+            .as_mut()
+            .ok_or(NO_CALL)?
+            .set(&key, value, ttl_seconds)
+    }
+    fn delete(&mut self, key: String) -> Result<(), String> {
+        self.call.as_mut().ok_or(NO_CALL)?.delete(&key)
+    }
+}
+
+/// `emit`: staged in the call's context (`effects.rs`).
+impl bindings::switchyard::transform::emit::Host for State {
+    fn emit(&mut self, event: bindings::NewEvent) -> Result<String, String> {
+        self.call.as_mut().ok_or(NO_CALL)?.emit(event)
+    }
+}
+
+impl State {
+    /// Guest log lines → `tracing`, target `switchyard::transform::guest`, with
+    /// the module name. Messages are cut at 4 KiB.
+    fn guest_log(&mut self, level: Level, message: String) {
         let mut msg = message;
         if msg.len() > 4096 {
             let mut cut = 4096;
@@ -268,7 +311,10 @@ impl TransformEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
         // Waits in `wasi:io/poll` end at the call's deadline (deadline.rs).
         super::deadline::link(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::Transformer::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        // Both contract versions: 0.2's imports (host, kv, emit) and 0.1's host.
+        bindings::BatchTransformer::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+        bindings::v01::Transformer::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
 
         let mut h = ShaHasher(Sha256::new());
@@ -412,7 +458,8 @@ fn rand_u64() -> u64 {
 }
 
 /// Check the component's exports before instantiating: it must export
-/// `switchyard:transform/guest@0.1.x`. Returns the version it was built for.
+/// `switchyard:transform/guest@0.2.x` or `@0.1.x`. Returns the version it
+/// was built for.
 fn check_contract(engine: &Engine, component: &Component, file: &str) -> Result<String, LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
@@ -431,20 +478,21 @@ fn check_contract(engine: &Engine, component: &Component, file: &str) -> Result<
             file,
             if unversioned {
                 format!(
-                    "module {file} exports an unversioned {GUEST_EXPORT}; this router speaks {CONTRACT_VERSION} — rebuild it with switchyard-guest 0.1"
+                    "module {file} exports an unversioned {GUEST_EXPORT}; this router speaks {} — rebuild it with switchyard-guest 0.2", CONTRACT_VERSIONS.join(" and ")
                 )
             } else {
                 format!(
-                    "module {file} does not implement world switchyard:transform/transformer@{CONTRACT_VERSION} (it exports {what}); build it with switchyard-guest 0.1"
+                    "module {file} does not implement world switchyard:transform/transformer@{CONTRACT_VERSION} (it exports {what}); build it with switchyard-guest 0.2"
                 )
             },
         ));
     };
-    if !compatible(&version, CONTRACT_VERSION) {
+    if !CONTRACT_VERSIONS.iter().any(|v| compatible(&version, v)) {
         return Err(LoadError::new(
             file,
             format!(
-                "module {file} was built against switchyard:transform@{version}; this router speaks {CONTRACT_VERSION} — rebuild it with switchyard-guest 0.1"
+                "module {file} was built against switchyard:transform@{version}; this router speaks {} — rebuild it with switchyard-guest 0.2",
+                CONTRACT_VERSIONS.join(" and ")
             ),
         ));
     }
@@ -482,5 +530,7 @@ mod unit {
         assert!(!super::compatible("0.0.1", "0.1.0"));
         assert!(!super::compatible("0.2.0", "0.1.0"));
         assert!(!super::compatible("1.0.0", "0.1.0"));
+        assert!(super::compatible("0.2.1", "0.2.0"));
+        assert!(!super::compatible("0.1.0", "0.2.0"));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A consumer's `modules` form a [`Chain`] run on every event before
 //! delivery. Modules are WebAssembly components implementing
-//! `wit/transform.wit` (world `switchyard:transform/transformer@0.1.0`).
+//! `wit/transform.wit` (world `switchyard:transform/transformer@0.2.0`, or
+//! `@0.1.0` from `wit/v0.1/`).
 //! [`TransformEngine`] owns the wasmtime engine, the linker and the compile
 //! cache, and the threads guest code runs on; [`ChainHandle`] holds a
 //! consumer's live chain and hot-reloads it.
@@ -25,6 +26,8 @@ mod convert;
 #[cfg(feature = "engine")]
 mod deadline;
 #[cfg(feature = "engine")]
+mod effects;
+#[cfg(feature = "engine")]
 mod engine;
 pub mod limits;
 mod module_config;
@@ -36,7 +39,14 @@ mod threads;
 #[cfg(feature = "engine")]
 pub use bindings::CONTRACT_VERSION;
 #[cfg(feature = "engine")]
-pub use chain::{Chain, ChainOutcome, LoadError, Module, ModuleStats, OutRequest};
+pub use bindings::CONTRACT_VERSIONS;
+#[cfg(feature = "engine")]
+pub use chain::{
+    BatchItem, BatchOutcome, BatchPlan, Chain, ChainOutcome, ItemVerdict, LoadError, Module,
+    ModuleStats, OutRequest, PrefixOutcome,
+};
+#[cfg(feature = "engine")]
+pub use effects::{emit_id, Effects, KvStore, KvWrite, NoKv};
 #[cfg(feature = "engine")]
 pub use cli::{print_outcome, run_chain_once, run_chain_once_cached};
 pub use config::TransformsConfig;

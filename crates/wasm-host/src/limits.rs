@@ -32,6 +32,21 @@ pub const DEFAULT_MEMORY_CAP: u64 = 64 * MIB;
 pub const MIN_MEMORY_CAP: u64 = MIB;
 /// Largest memory cap a module may configure = size of a pool memory slot.
 pub const MAX_MEMORY_CAP: u64 = 256 * MIB;
+/// Longest `kv` key (bytes): keys live in Redis next to the consumer's own
+/// keys; a module needs an identifier, not a document.
+pub const KV_MAX_KEY: usize = 256;
+/// Largest `kv` value (bytes): state per account, not a blob store; it is
+/// staged in memory until the event's outcome is committed.
+pub const KV_MAX_VALUE: usize = 64 * 1024;
+/// Distinct keys one module may write (set or delete) for one event: the
+/// commit is one Redis script per event.
+pub const KV_WRITES_PER_EVENT: usize = 64;
+/// `kv` calls (get/set/delete) one module may make for one event: each
+/// `get` may be a Redis round trip on a guest thread.
+pub const KV_OPS_PER_EVENT: usize = 256;
+/// Events one module may emit for one event: a loop in a module must not
+/// flood the log.
+pub const EMITS_PER_EVENT: usize = 16;
 
 /// Limits of one [`TransformEngine`](super::TransformEngine).
 #[derive(Debug, Clone)]

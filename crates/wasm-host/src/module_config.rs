@@ -48,6 +48,10 @@ pub struct ModuleConfig {
     /// turned into their text form).
     #[serde(default, deserialize_with = "de_string_map")]
     pub config: BTreeMap<String, String>,
+    /// Topic globs this module may publish to with `emit` (contract 0.2).
+    /// Empty (the default): the module may not emit.
+    #[serde(default)]
+    pub emit_topics: Vec<String>,
 }
 
 /// `config` values are not printed: they may be secrets (`redact`'s `salt`).
@@ -66,6 +70,7 @@ impl std::fmt::Debug for ModuleConfig {
             .field("recycle_after_calls", &self.recycle_after_calls)
             .field("recycle_above", &self.recycle_above)
             .field("config", &config)
+            .field("emit_topics", &self.emit_topics)
             .finish()
     }
 }
@@ -81,7 +86,23 @@ impl ModuleConfig {
             recycle_after_calls: None,
             recycle_above: None,
             config: BTreeMap::new(),
+            emit_topics: Vec::new(),
         }
+    }
+
+    /// The `emit_topics` globs, compiled; `None` when the module may not emit.
+    pub fn emit_globs(&self) -> Result<Option<globset::GlobSet>, String> {
+        if self.emit_topics.is_empty() {
+            return Ok(None);
+        }
+        let mut b = globset::GlobSetBuilder::new();
+        for (i, t) in self.emit_topics.iter().enumerate() {
+            b.add(
+                globset::Glob::new(t)
+                    .map_err(|e| format!("emit_topics[{i}]: invalid glob {t:?}: {e}"))?,
+            );
+        }
+        b.build().map(Some).map_err(|e| e.to_string())
     }
 
     pub fn with_config<K: Into<String>, V: Into<String>>(
@@ -163,6 +184,9 @@ impl ModuleConfig {
                     ),
                 );
             }
+        }
+        if let Err(m) = self.emit_globs() {
+            err("emit_topics", m);
         }
         if self.recycle_after_calls == Some(0) {
             err(

@@ -1354,3 +1354,166 @@ fn an_emitted_event_with_an_invalid_topic_fails_naming_the_module() {
     let v: serde_json::Value = serde_json::from_slice(&r[0].body).unwrap();
     assert_eq!(v["topic"], "customer.renamed");
 }
+
+// ---- contract 0.2: 0.1 modules, batching, kv and emit ----
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn customer_event(id: &str, account: &str, email: &str) -> Event {
+    let mut e = sample();
+    e.id = id.into();
+    e.account_id = account.into();
+    e.topic = "customer.banner-a.created".into();
+    e.op = Op::Event;
+    e.before = None;
+    e.after = None;
+    e.data = Some(serde_json::json!({ "email": email }));
+    e.consent = Default::default();
+    e
+}
+
+/// A module built for contract 0.1.0 (the Braze module as main built it
+/// before 0.2, kept as a binary fixture) loads and runs unchanged, next to
+/// the same module rebuilt for 0.2: same request.
+#[test]
+fn a_module_built_for_0_1_loads_and_runs_unchanged() {
+    let old = Chain::load(
+        engine(),
+        "t",
+        &[relaxed(&fixture("braze-0.1.0.wasm"))],
+    )
+    .unwrap();
+    assert_eq!(old.modules[0].version, "0.1.0");
+    assert!(!old.modules[0].batches);
+    let new = Chain::load(engine(), "t", &[module("braze")]).unwrap();
+    assert_eq!(new.modules[0].version, "0.2.0");
+    assert!(new.modules[0].batches);
+    let ev = customer_event("e1", "42", "ada@example.com");
+    let a = requests(old.run(&ev));
+    let b = requests(new.run(&ev));
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].path.as_deref(), Some("/users/track"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&a[0].body).unwrap(),
+        serde_json::json!({"attributes":[{"external_id":"42","email":"ada@example.com"}]})
+    );
+    assert_eq!((&a[0].body, &a[0].path, &a[0].method), (&b[0].body, &b[0].path, &b[0].method));
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Braze batching through the host: the prefix hands the event on, the
+/// module builds one `/users/track` of up to 75 attributes objects per
+/// request, and reads Braze's per-object "minor errors".
+#[test]
+fn braze_builds_batches_and_reads_per_item_errors() {
+    let chain = Arc::new(Chain::load(engine(), "t", &[module("braze")]).unwrap());
+    let rt = rt();
+    let mut items = Vec::new();
+    for i in 0..80 {
+        let ev = customer_event(&format!("e{i}"), &format!("a{i}"), &format!("u{i}@x.com"));
+        let (p, fx) = rt.block_on(chain.clone().prefix_async(ev, Arc::new(NoKv)));
+        assert!(fx.is_empty());
+        match p {
+            PrefixOutcome::Items { items: it, requests } => {
+                assert!(requests.is_empty());
+                items.extend(it);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let BatchOutcome::Plan(plan) = rt.block_on(chain.clone().batch_async(items)) else {
+        panic!("batch failed")
+    };
+    assert_eq!(plan.requests.len(), 2);
+    let (r0, idx0) = &plan.requests[0];
+    assert_eq!((r0.method.as_deref(), r0.path.as_deref()), (Some("POST"), Some("/users/track")));
+    let body: serde_json::Value = serde_json::from_slice(&r0.body).unwrap();
+    assert_eq!(body["attributes"].as_array().unwrap().len(), 75);
+    assert_eq!(body["attributes"][0], serde_json::json!({"external_id":"a0","email":"u0@x.com"}));
+    assert_eq!(idx0, &(0..75).collect::<Vec<_>>());
+    assert_eq!(plan.requests[1].1, (75..80).collect::<Vec<_>>());
+    let answer = br#"{"message":"success","errors":[{"type":"'email' is invalid","input_array":"attributes","index":2}]}"#;
+    let v = rt
+        .block_on(chain.clone().batch_response_async(r0.clone(), 75, 201, answer.to_vec()))
+        .unwrap();
+    assert_eq!(v.len(), 75);
+    assert_eq!(v[0], ItemVerdict::Ok);
+    assert!(matches!(&v[2], ItemVerdict::Fail(m) if m.contains("attributes[2]")));
+    // No per-item detail: the status decides.
+    let v = rt
+        .block_on(chain.batch_response_async(r0.clone(), 75, 500, b"oops".to_vec()))
+        .unwrap();
+    assert!(v.is_empty());
+}
+
+/// What a KvStore saw; holds committed values.
+struct MapKv(std::sync::Mutex<BTreeMap<String, Vec<u8>>>);
+impl KvStore for MapKv {
+    fn get(&self, module: &str, account: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().unwrap().get(&format!("{module}/{account}/{key}")).cloned())
+    }
+}
+
+fn stateful(extra: &[(&str, &str)], emit: &[&str]) -> ModuleConfig {
+    let mut m = module("sy_test_stateful").with_config(extra.iter().copied());
+    m.emit_topics = emit.iter().map(|s| s.to_string()).collect();
+    m
+}
+
+/// kv writes and emits are staged, returned with the outcome, never applied
+/// by the host itself; emitted events carry deterministic ids.
+#[test]
+fn kv_and_emit_are_staged_with_deterministic_ids() {
+    let chain = Chain::load(engine(), "c", &[stateful(&[], &["customer.parent.*"])]).unwrap();
+    let kv = Arc::new(MapKv(Default::default()));
+    let ev = customer_event("e1", "42", "a@x.com");
+    let (o, fx) = chain.run_effects(&ev, kv.clone());
+    assert_eq!(requests(o)[0].body, b"1");
+    assert_eq!(fx.writes.len(), 1);
+    assert_eq!(fx.writes[0].key, "count");
+    assert_eq!(fx.writes[0].value.as_deref(), Some(&b"1"[..]));
+    assert_eq!(fx.emits.len(), 1);
+    let e = &fx.emits[0];
+    assert_eq!(e.id, emit_id("c", "sy_test_stateful", "e1", 0));
+    assert_eq!(e.topic, "customer.parent.first_seen");
+    assert_eq!(e.account_id, "42");
+    assert_eq!(e.data, Some(serde_json::json!({"first": "e1"})));
+    assert_eq!(e.attributes.get("emitted_from").map(String::as_str), Some("e1"));
+    // Nothing was committed: the same event again stages the same effects.
+    let (_, again) = chain.run_effects(&ev, kv.clone());
+    assert_eq!(again.writes, fx.writes);
+    assert_eq!(again.emits[0].id, fx.emits[0].id);
+    // Once the caller commits, the module reads the committed value.
+    kv.0.lock().unwrap().insert("sy_test_stateful/42/count".into(), b"1".to_vec());
+    let (o, fx2) = chain.run_effects(&customer_event("e2", "42", "a@x.com"), kv);
+    assert_eq!(requests(o)[0].body, b"2");
+    assert!(fx2.emits.is_empty());
+}
+
+/// The host bounds emits: a topic outside `emit_topics`, or no
+/// `emit_topics` at all, fails the event (not retryable) naming the reason.
+#[test]
+fn emits_outside_the_allowed_topics_are_refused() {
+    let chain = Chain::load(
+        engine(),
+        "c",
+        &[stateful(&[("bad_topic", "order.x.created")], &["customer.parent.*"])],
+    )
+    .unwrap();
+    let (o, fx) = chain.run_effects(&customer_event("e1", "1", "a@x.com"), Arc::new(NoKv));
+    let (_, msg, retryable) = failed(o);
+    assert!(msg.contains("not in this module's emit_topics"), "{msg}");
+    assert!(!retryable);
+    assert!(fx.is_empty(), "a failed event stages nothing");
+    let chain = Chain::load(engine(), "c2", &[stateful(&[], &[])]).unwrap();
+    let (_, msg, _) = failed(chain.run(&customer_event("e1", "1", "a@x.com")));
+    assert!(msg.contains("may not emit"), "{msg}");
+}

@@ -11,26 +11,46 @@ use syn::{parse_macro_input, FnArg, ItemFn, Path};
 #[proc_macro_attribute]
 pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut init: Option<Path> = None;
+    let mut batch: Option<Path> = None;
+    let mut batch_response: Option<Path> = None;
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("init") {
-            if init.is_some() {
-                return Err(meta.error("`init` given twice"));
-            }
-            init = Some(meta.value()?.parse()?);
-            Ok(())
+        let slot = if meta.path.is_ident("init") {
+            &mut init
+        } else if meta.path.is_ident("batch") {
+            &mut batch
+        } else if meta.path.is_ident("batch_response") {
+            &mut batch_response
         } else {
-            Err(meta.error("unknown option; expected `init = path::to::fn`"))
+            return Err(meta.error(
+                "unknown option; expected `init = path`, `batch = path` or `batch_response = path`",
+            ));
+        };
+        if slot.is_some() {
+            return Err(meta.error("option given twice"));
         }
+        *slot = Some(meta.value()?.parse()?);
+        Ok(())
     });
     parse_macro_input!(attr with parser);
     let func = parse_macro_input!(item as ItemFn);
-    match expand(init, func) {
+    if batch.is_none() {
+        if let Some(r) = &batch_response {
+            return syn::Error::new(r.span(), "`batch_response` needs `batch`")
+                .to_compile_error()
+                .into();
+        }
+    }
+    match expand(init, batch.map(|b| (b, batch_response)), func) {
         Ok(ts) => ts.into(),
         Err(e) => e.to_compile_error().into(),
     }
 }
 
-fn expand(init: Option<Path>, func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+fn expand(
+    init: Option<Path>,
+    batch: Option<(Path, Option<Path>)>,
+    func: ItemFn,
+) -> syn::Result<proc_macro2::TokenStream> {
     let sig = &func.sig;
     if let Some(a) = &sig.asyncness {
         return Err(syn::Error::new(
@@ -69,28 +89,74 @@ fn expand(init: Option<Path>, func: ItemFn) -> syn::Result<proc_macro2::TokenStr
         >::Ok(())),
     };
     let ty = syn::Ident::new("__SwitchyardTransform", Span::call_site());
+    let guest_fns = quote! {
+        fn init(
+            config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+        ) -> ::core::result::Result<(), ::std::string::String> {
+            ::switchyard_guest::__private::init(config, #hook)
+        }
+        fn transform(
+            event: ::switchyard_guest::__private::WitEvent,
+        ) -> ::core::result::Result<
+            ::std::vec::Vec<::switchyard_guest::__private::WitOutput>,
+            ::switchyard_guest::__private::WitError,
+        > {
+            ::switchyard_guest::__private::transform(event, #call)
+        }
+    };
+    let Some((batch, response)) = batch else {
+        return Ok(quote! {
+            #func
+
+            const _: () = {
+                struct #ty;
+                impl ::switchyard_guest::__private::Guest for #ty {
+                    #guest_fns
+                }
+                ::switchyard_guest::__private::bindings::__export_transformer!(
+                    #ty with_types_in ::switchyard_guest::__private::bindings
+                );
+            };
+        });
+    };
+    let response = match response {
+        Some(p) => quote_spanned!(p.span()=> #p),
+        // Without one, the HTTP status decides for every item.
+        None => quote!(|_: &::switchyard_guest::Request, _: usize, _: u16, _: &[u8]| {
+            ::std::vec::Vec::<::switchyard_guest::ItemOutcome>::new()
+        }),
+    };
     Ok(quote! {
         #func
 
         const _: () = {
             struct #ty;
             impl ::switchyard_guest::__private::Guest for #ty {
-                fn init(
-                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    ::switchyard_guest::__private::init(config, #hook)
-                }
-                fn transform(
-                    event: ::switchyard_guest::__private::WitEvent,
+                #guest_fns
+            }
+            impl ::switchyard_guest::__private::BatchGuest for #ty {
+                fn transform_batch(
+                    events: ::std::vec::Vec<::switchyard_guest::__private::WitEvent>,
                 ) -> ::core::result::Result<
-                    ::std::vec::Vec<::switchyard_guest::__private::WitOutput>,
+                    ::switchyard_guest::__private::WitBatch,
                     ::switchyard_guest::__private::WitError,
                 > {
-                    ::switchyard_guest::__private::transform(event, #call)
+                    ::switchyard_guest::__private::transform_batch(events, #batch)
+                }
+                fn batch_response(
+                    request: ::switchyard_guest::__private::WitRequest,
+                    items: u32,
+                    status: u16,
+                    body: ::std::vec::Vec<u8>,
+                ) -> ::std::vec::Vec<::switchyard_guest::__private::WitItemOutcome> {
+                    ::switchyard_guest::__private::batch_response(request, items, status, body, #response)
                 }
             }
             ::switchyard_guest::__private::bindings::__export_transformer!(
                 #ty with_types_in ::switchyard_guest::__private::bindings
+            );
+            ::switchyard_guest::__private::batch_bindings::__export_batch_transformer!(
+                #ty with_types_in ::switchyard_guest::__private::batch_bindings
             );
         };
     })

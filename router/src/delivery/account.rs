@@ -10,11 +10,33 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use super::batch::{Batcher, Reply};
+use super::stateful::{commit, RedisKv};
 use super::ConsumerCtx;
 use switchyard_core::event::Event;
 use switchyard_destinations::classify::{backoff, classify, Attempt, Verdict};
 use switchyard_store::consumer::{DeadLetter, Origin, PartitionStore};
-use switchyard_wasm_host::ChainOutcome;
+use switchyard_store::log::Log;
+use switchyard_wasm_host::{ChainOutcome, KvStore, PrefixOutcome};
+
+/// What the account tasks of one partition share besides the consumer:
+/// the log (modules' emitted events are appended there) and the batcher
+/// (`[consumers.<name>.batch]`).
+pub(super) struct PartExtras {
+    pub log: Log,
+    pub batcher: Option<Batcher>,
+}
+
+/// The first 1 KiB of a response body, as a DLQ entry keeps it.
+fn kept(body: &str) -> String {
+    let mut cut = body.len().min(1024);
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    body[..cut].to_string()
+}
 
 pub(super) enum Outcome {
     Delivered {
@@ -71,6 +93,7 @@ pub(super) async fn deliver(
     ev: &Event,
     check_dedup: bool,
     cancel: &CancellationToken,
+    extras: &PartExtras,
 ) -> Outcome {
     // Already acknowledged by the endpoint? The record and the XACK are written
     // together, so this catches a second copy of the same id in the log (a client
@@ -93,6 +116,15 @@ pub(super) async fn deliver(
         }
     }
 
+    // `kv.get` of stateful modules reads the event's partition.
+    let kv: Arc<dyn KvStore> = Arc::new(RedisKv {
+        store: store.clone(),
+        rt: tokio::runtime::Handle::current(),
+    });
+    if let (Some(batcher), Some(chain)) = (&extras.batcher, &ctx.chain) {
+        return deliver_batched(ctx, store, ev, cancel, extras, batcher, chain, kv).await;
+    }
+
     let started = Instant::now();
     let mut attempts: u32 = 0;
     let mut last_status = None;
@@ -113,14 +145,19 @@ pub(super) async fn deliver(
     // Transform (off the async workers); a retryable module error is
     // retried like a failed send. A module at its deadline (up to 10 s) does
     // not hold up shutdown: the event stays pending for the next start.
-    let mut requests = loop {
-        let prepared = tokio::select! {
+    let (mut requests, effects) = loop {
+        let (prepared, effects) = tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
-            p = ctx.prepare(ev) => p,
+            p = ctx.prepare(ev, kv.clone()) => p,
         };
         match prepared {
-            ChainOutcome::Requests(r) => break r,
-            ChainOutcome::Dropped { module } => return Outcome::Filtered(module),
+            ChainOutcome::Requests(r) => break (r, effects),
+            ChainOutcome::Dropped { module } => {
+                if !commit(store, &extras.log, ev, &effects, cancel).await {
+                    return Outcome::Cancelled;
+                }
+                return Outcome::Filtered(module);
+            }
             ChainOutcome::Failed {
                 module,
                 message,
@@ -170,7 +207,7 @@ pub(super) async fn deliver(
             crate::metrics::response(&ctx.name, a.metric_class());
             if let Attempt::Response { status, body, .. } = &a {
                 last_status = Some(*status);
-                last_response = body.clone();
+                last_response = kept(body);
             }
             if !matches!(classify(&a), Verdict::Delivered) {
                 ctx.stats.failed(&a);
@@ -202,8 +239,149 @@ pub(super) async fn deliver(
             }
         }
     }
+    if !commit(store, &extras.log, ev, &effects, cancel).await {
+        return Outcome::Cancelled;
+    }
     crate::metrics::delivered(&ctx.name, ev);
     Outcome::Delivered { skipped: false }
+}
+
+/// [`deliver`] for a batching consumer: the chain up to its last module on
+/// this event, then the event's items go into the partition's next batch;
+/// the [`Attempt`] the batch reports for this event goes through
+/// [`classify`] like a single request's, with the same retries, backoff and
+/// dead-lettering. An account's next event starts only after this returns.
+#[allow(clippy::too_many_arguments)]
+async fn deliver_batched(
+    ctx: &ConsumerCtx,
+    store: &mut PartitionStore,
+    ev: &Event,
+    cancel: &CancellationToken,
+    extras: &PartExtras,
+    batcher: &Batcher,
+    chain: &switchyard_wasm_host::ChainHandle,
+    kv: Arc<dyn KvStore>,
+) -> Outcome {
+    let started = Instant::now();
+    let policy = &ctx.cfg.retry;
+    let mut attempts: u32 = 0;
+    let mut last_status = None;
+    let mut last_response = String::new();
+    loop {
+        let current = chain.chain();
+        let (prefix, effects) = tokio::select! {
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+            p = current.clone().prefix_async(ev.clone(), kv.clone()) => p,
+        };
+        let attempt = match prefix {
+            PrefixOutcome::Dropped { module } => {
+                if !commit(store, &extras.log, ev, &effects, cancel).await {
+                    return Outcome::Cancelled;
+                }
+                return Outcome::Filtered(module);
+            }
+            PrefixOutcome::Failed {
+                module,
+                message,
+                retryable,
+            } => Attempt::Module {
+                module,
+                message,
+                retryable,
+            },
+            PrefixOutcome::Items { items, requests } => {
+                // Requests earlier modules built go out one by one first.
+                let mut failed = None;
+                let sent = !requests.is_empty();
+                for req in &requests {
+                    let a = {
+                        let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
+                        ctx.destination.send(&ev.id, req).await
+                    };
+                    crate::metrics::response(&ctx.name, a.metric_class());
+                    if !matches!(classify(&a), Verdict::Delivered) {
+                        failed = Some(a);
+                        break;
+                    }
+                }
+                match failed {
+                    Some(a) => a,
+                    None if items.is_empty() => Attempt::Response {
+                        status: 200,
+                        retry_after: None,
+                        body: String::new(),
+                    },
+                    None => {
+                        let reply = tokio::select! {
+                            _ = cancel.cancelled() => return Outcome::Cancelled,
+                            r = batcher.submit(current.clone(), items) => r,
+                        };
+                        match reply {
+                            None => return Outcome::Cancelled,
+                            Some(Reply::Dropped(module)) if !sent => {
+                                if !commit(store, &extras.log, ev, &effects, cancel).await {
+                                    return Outcome::Cancelled;
+                                }
+                                return Outcome::Filtered(module);
+                            }
+                            Some(Reply::Dropped(_)) => Attempt::Response {
+                                status: 200,
+                                retry_after: None,
+                                body: String::new(),
+                            },
+                            Some(Reply::Attempt(a)) => a,
+                        }
+                    }
+                }
+            }
+        };
+        attempts += 1;
+        if let Attempt::Response { status, body, .. } = &attempt {
+            last_status = Some(*status);
+            last_response = kept(body);
+        }
+        let dead = |reason: String, last_status: Option<u16>, last_response: String| {
+            Outcome::Dead(DeadLetter {
+                kind: "failed",
+                reason,
+                attempts,
+                last_status,
+                last_response,
+                modules: ctx.module_versions(),
+                behind: None,
+            })
+        };
+        match classify(&attempt) {
+            Verdict::Delivered => {
+                if !commit(store, &extras.log, ev, &effects, cancel).await {
+                    return Outcome::Cancelled;
+                }
+                crate::metrics::delivered(&ctx.name, ev);
+                return Outcome::Delivered { skipped: false };
+            }
+            Verdict::Fail { reason } => {
+                ctx.stats.failed(&attempt);
+                return dead(reason, last_status, last_response);
+            }
+            Verdict::Retry { after, reason } => {
+                ctx.stats.failed(&attempt);
+                ctx.stats.inc(&ctx.stats.retries);
+                let wait = backoff(policy, &ctx.schedule, attempts).max(after.unwrap_or_default());
+                if attempts >= policy.max_attempts || started.elapsed() + wait > policy.max_age {
+                    return dead(
+                        format!("retries exhausted after {attempts} attempts: {reason}"),
+                        last_status,
+                        last_response,
+                    );
+                }
+                tracing::debug!(consumer = %ctx.name, event = %ev.id, attempt = attempts, ?wait, %reason, "will retry (batched)");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Outcome::Cancelled,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@
 //! - `admin.rs`: DLQ, replay, rewind and status operations (CLI)
 
 mod account;
+mod batch;
 pub mod partition;
 mod reader;
+mod stateful;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -207,18 +209,42 @@ impl ConsumerCtx {
             },
             cfg: cfg.clone(),
         })
+        .and_then(|ctx| {
+            if ctx.cfg.batch.is_some() {
+                let last = ctx.chain.as_ref().and_then(|c| c.chain().modules.last().cloned());
+                match last {
+                    Some(m) if m.batches => {}
+                    Some(m) => anyhow::bail!(
+                        "batch: the last module, {} (contract {}), does not export switchyard:transform/batch@0.2.0; build it with #[transform(batch = ...)] (switchyard-guest 0.2) or remove [consumers.{name}.batch]",
+                        m.name, m.version
+                    ),
+                    None => anyhow::bail!("batch: batching needs a module that exports switchyard:transform/batch@0.2.0"),
+                }
+            }
+            Ok(ctx)
+        })
     }
 
     /// Turn an event into the requests to send: the module chain (run on the
     /// transform engine's guest threads, never on this async worker), or the
     /// canonical event as JSON when the consumer has no modules.
-    pub async fn prepare(&self, ev: &Event) -> ChainOutcome {
+    /// Also returns what stateful modules staged (`kv` writes read through
+    /// `kv`, emitted events), to be committed with the event's outcome.
+    pub async fn prepare(
+        &self,
+        ev: &Event,
+        kv: Arc<dyn switchyard_wasm_host::KvStore>,
+    ) -> (ChainOutcome, switchyard_wasm_host::Effects) {
         match &self.chain {
             Some(c) => {
                 let span = tracing::debug_span!("transform", consumer = %self.name);
-                tracing::Instrument::instrument(c.run_async(ev.clone()), span).await
+                tracing::Instrument::instrument(c.chain().run_async_effects(ev.clone(), kv), span)
+                    .await
             }
-            None => ChainOutcome::Requests(vec![OutRequest::canonical_json(ev, "")]),
+            None => (
+                ChainOutcome::Requests(vec![OutRequest::canonical_json(ev, "")]),
+                Default::default(),
+            ),
         }
     }
 

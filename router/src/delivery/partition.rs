@@ -28,7 +28,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::account::{deliver, guarded, Done, Outcome};
+use super::account::{deliver, guarded, Done, Outcome, PartExtras};
+use super::batch::Batcher;
 use super::reader::{reader, Batch};
 use super::ConsumerCtx;
 use switchyard_config::consumer::OnFailure;
@@ -81,6 +82,8 @@ pub(super) struct Partition {
     done_rx: mpsc::UnboundedReceiver<Done>,
     in_flight: usize,
     cancel: CancellationToken,
+    /// The log and the batcher, for account tasks.
+    extras: Arc<PartExtras>,
     /// False until entries left pending by a previous run are back in line:
     /// until then no account may start a delivery, or a deferred event could
     /// overtake an older pending one of its account.
@@ -130,7 +133,16 @@ pub(super) async fn run(ctx: Arc<ConsumerCtx>, p: u32, log: Log, shutdown: Cance
         dedup_ttl: ctx.cfg.dedup_window.as_secs().max(1),
     };
     let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let extras = Arc::new(PartExtras {
+        log: log.clone(),
+        batcher: ctx
+            .cfg
+            .batch
+            .clone()
+            .map(|b| Batcher::start(ctx.clone(), b, shutdown.clone())),
+    });
     let mut part = Partition {
+        extras,
         room: Arc::new(Semaphore::new(ctx.cfg.max_partition_buffer)),
         ctx,
         p,
@@ -504,6 +516,7 @@ impl Partition {
         let tx = self.done_tx.clone();
         let cancel = self.cancel.clone();
         let account = account.to_string();
+        let extras = self.extras.clone();
         tokio::spawn(async move {
             let mut origin = origin;
             let ev = match ev {
@@ -545,7 +558,7 @@ impl Partition {
             let outcome = guarded(
                 &ctx.name,
                 tracing::Instrument::instrument(
-                    deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel),
+                    deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel, &extras),
                     span,
                 ),
                 || ctx.module_versions(),

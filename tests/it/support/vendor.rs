@@ -53,6 +53,8 @@ pub enum Reply {
     /// Answer `status` with the request body quoted back in the error, as
     /// many APIs do (`{"error": "…", "request": <body>}`).
     Echo(u16),
+    /// Answer `status` with this body.
+    Body(u16, String),
 }
 
 type Script = Box<dyn FnMut(&Received) -> Reply + Send>;
@@ -248,6 +250,10 @@ async fn handle(inner: Arc<Mutex<Inner>>, req: Request<Incoming>) -> Response<Fu
         Reply::Slow(d, s) => {
             rec.delayed = true;
             tokio::time::sleep(d).await;
+            (s, None)
+        }
+        Reply::Body(s, body) => {
+            answer = Some(body);
             (s, None)
         }
         Reply::Echo(s) => {

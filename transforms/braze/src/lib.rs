@@ -3,7 +3,8 @@
 
 use customer::{action, check_keys, Action, Fields, Outcome, Profile};
 use switchyard_guest::{
-    json, log, transform, Config, ConfigError, Error, Event, Output, State, Value,
+    json, log, transform, Batch, Config, ConfigError, Error, Event, ItemOutcome, Output, Request,
+    State, Value,
 };
 
 static MAPPING: State<Mapping> = State::new();
@@ -13,7 +14,7 @@ fn init(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-#[transform(init = init)]
+#[transform(init = init, batch = batch, batch_response = response)]
 fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     let m = MAPPING.get();
     match m.item(&ev)? {
@@ -23,6 +24,50 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
             Ok(vec![])
         }
     }
+}
+
+/// Braze's limit: attributes objects per `/users/track` request.
+pub const MAX_TRACK: usize = 75;
+/// Braze's limit: users per `/users/delete` request.
+pub const MAX_DELETE: usize = 50;
+
+fn batch(events: Vec<Event>, _cfg: &Config) -> Result<Batch, Error> {
+    MAPPING.get().batch(&events)
+}
+
+fn response(req: &Request, items: usize, status: u16, body: &[u8]) -> Vec<ItemOutcome> {
+    item_outcomes(req, items, status, body)
+}
+
+/// Braze reports "minor errors" of `/users/track` per object: a 2xx with
+/// `{"message": "success", "errors": [{"type": "...", "input_array":
+/// "attributes", "index": 3}]}`; those objects were not applied (bad data:
+/// dead-letter them), the others were. Anything else has no per-item detail:
+/// the status decides for every item.
+pub fn item_outcomes(req: &Request, items: usize, status: u16, body: &[u8]) -> Vec<ItemOutcome> {
+    if req.path.as_deref() != Some("/users/track") || !(200..300).contains(&status) {
+        return Vec::new();
+    }
+    let Ok(v) = switchyard_guest::serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let Some(errors) = v.get("errors").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let mut out = vec![ItemOutcome::Ok; items];
+    for e in errors {
+        if e.get("input_array").and_then(Value::as_str) != Some("attributes") {
+            continue;
+        }
+        let Some(i) = e.get("index").and_then(Value::as_u64).map(|i| i as usize) else {
+            continue;
+        };
+        if i < items {
+            let why = e.get("type").and_then(Value::as_str).unwrap_or("rejected");
+            out[i] = ItemOutcome::Fail(format!("Braze rejected attributes[{i}]: {why}"));
+        }
+    }
+    out
 }
 
 /// One event's contribution to a Braze request.
@@ -96,6 +141,53 @@ impl Mapping {
                 Ok(Outcome::Send(Item::Track(self.attributes(&p))))
             }
         }
+    }
+
+    /// Several events in as few requests as Braze allows: `/users/track`
+    /// with up to 75 attributes objects, `/users/delete` with up to 50 users.
+    pub fn batch(&self, events: &[Event]) -> Result<Batch, Error> {
+        let mut b = Batch::default();
+        let (mut tracks, mut deletes) = (Vec::new(), Vec::new());
+        for (i, ev) in events.iter().enumerate() {
+            match self.item(ev) {
+                Ok(Outcome::Send(Item::Track(a))) => tracks.push((i, a)),
+                Ok(Outcome::Send(Item::Delete(k, id))) => deletes.push((i, k, id)),
+                Ok(Outcome::Skip(reason)) => {
+                    log::info!("braze: skipped event {} ({}): {reason}", ev.id, ev.topic)
+                }
+                Err(e) => b = b.fail(i, e),
+            }
+        }
+        for chunk in tracks.chunks(MAX_TRACK) {
+            let attrs: Vec<&Value> = chunk.iter().map(|(_, a)| a).collect();
+            let out = Output::json(&json!({ "attributes": attrs }))?
+                .method("POST")
+                .path("/users/track");
+            b = b.request(out, chunk.iter().map(|(i, _)| *i));
+        }
+        for chunk in deletes.chunks(MAX_DELETE) {
+            // Items in body order: external ids, then emails.
+            let mut body = switchyard_guest::serde_json::Map::new();
+            let mut order = Vec::new();
+            for key in ["external_ids", "email_addresses"] {
+                let ids: Vec<&String> = chunk
+                    .iter()
+                    .filter(|(_, k, _)| *k == key)
+                    .map(|(i, _, id)| {
+                        order.push(*i);
+                        id
+                    })
+                    .collect();
+                if !ids.is_empty() {
+                    body.insert(key.into(), json!(ids));
+                }
+            }
+            let out = Output::json(&Value::Object(body))?
+                .method("POST")
+                .path("/users/delete");
+            b = b.request(out, order);
+        }
+        Ok(b)
     }
 
     fn no_identifier(&self) -> Error {
@@ -255,6 +347,56 @@ mod tests {
         let mut d = ev("customer.a.delete", json!({}), &[]);
         d.op = switchyard_guest::Op::Delete;
         assert!(matches!(m.item(&d).unwrap(), Outcome::Skip(_)));
+    }
+
+    #[test]
+    fn batch_groups_tracks_by_75_and_deletes_and_fails_alone() {
+        let m = mapping(&[]);
+        let mut events: Vec<Event> = (0..80)
+            .map(|i| {
+                let mut e = ev("customer.a.created", json!({"email": format!("u{i}@x.com")}), &[]);
+                e.account_id = format!("a{i}");
+                e
+            })
+            .collect();
+        let mut del = ev("customer.a.deletion_requested", json!({}), &[]);
+        del.account_id = "gone".into();
+        events.push(del);
+        let mut bad = ev("customer.a.created", json!({}), &[]);
+        bad.account_id.clear();
+        events.push(bad);
+        let b = m.batch(&events).unwrap();
+        assert_eq!(b.requests.len(), 3);
+        let r0 = b.requests[0].request.as_request().unwrap();
+        assert_eq!(r0.path.as_deref(), Some("/users/track"));
+        let body = r0.json().unwrap();
+        assert_eq!(body["attributes"].as_array().unwrap().len(), 75);
+        assert_eq!(body["attributes"][3], json!({"external_id":"a3","email":"u3@x.com"}));
+        assert_eq!(b.requests[0].items, (0..75).collect::<Vec<_>>());
+        assert_eq!(b.requests[1].items, (75..80).collect::<Vec<_>>());
+        let r2 = b.requests[2].request.as_request().unwrap();
+        assert_eq!(
+            (r2.path.as_deref(), r2.json().unwrap()),
+            (Some("/users/delete"), json!({"external_ids":["gone"]}))
+        );
+        assert_eq!(b.requests[2].items, vec![80]);
+        assert_eq!(b.failed.len(), 1);
+        assert_eq!(b.failed[0].0, 81);
+    }
+
+    #[test]
+    fn minor_errors_fail_their_items_only() {
+        let req = Output::json(&json!({"attributes": []}))
+            .unwrap()
+            .path("/users/track");
+        let req = req.as_request().unwrap();
+        let body = br#"{"message":"success","errors":[{"type":"'external_id' or 'braze_id' or 'user_alias' is required","input_array":"attributes","index":1}]}"#;
+        let o = item_outcomes(req, 3, 201, body);
+        assert_eq!(o[0], ItemOutcome::Ok);
+        assert!(matches!(&o[1], ItemOutcome::Fail(m) if m.contains("attributes[1]")));
+        assert_eq!(o[2], ItemOutcome::Ok);
+        assert!(item_outcomes(req, 3, 201, br#"{"message":"success"}"#).is_empty());
+        assert!(item_outcomes(req, 3, 400, body).is_empty());
     }
 
     #[test]

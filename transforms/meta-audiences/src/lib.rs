@@ -5,7 +5,7 @@
 
 use customer::{check_keys, hash, membership, Fields, Membership, Outcome};
 use switchyard_guest::{
-    json, log, transform, Config, ConfigError, Error, Event, Output, State, Value,
+    json, log, transform, Batch, Config, ConfigError, Error, Event, Output, State, Value,
 };
 
 static MAPPING: State<Mapping> = State::new();
@@ -15,7 +15,7 @@ fn init(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-#[transform(init = init)]
+#[transform(init = init, batch = batch)]
 fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     let m = MAPPING.get();
     match m.item(&ev)? {
@@ -29,6 +29,16 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
             Ok(vec![])
         }
     }
+}
+
+/// Meta's limit: rows per `/{audience_id}/users` request.
+pub const MAX_ROWS: usize = 10_000;
+
+/// Meta answers a batch with counts (`num_received`,
+/// `num_invalid_entries`) and samples, not per-row results: no
+/// `batch_response`, the status decides for every event.
+fn batch(events: Vec<Event>, _cfg: &Config) -> Result<Batch, Error> {
+    MAPPING.get().batch(&events)
 }
 
 /// One event's audience change: add or remove one row.
@@ -106,6 +116,46 @@ impl Mapping {
     /// The `payload` of one item.
     pub fn payload(item: &Item) -> Value {
         json!({ "schema": item.schema, "data": [item.row] })
+    }
+
+    /// Rows of several events, one request per (add/remove, schema) with up
+    /// to 10 000 rows: Meta requires every row of a request to follow its
+    /// `schema`.
+    pub fn batch(&self, events: &[Event]) -> Result<Batch, Error> {
+        let mut b = Batch::default();
+        let mut groups: Vec<((Membership, Vec<&'static str>), Vec<(usize, Vec<String>)>)> =
+            Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            match self.item(ev) {
+                Ok(Outcome::Send(item)) => {
+                    let key = (item.op, item.schema);
+                    match groups.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, rows)) => rows.push((i, item.row)),
+                        None => groups.push((key, vec![(i, item.row)])),
+                    }
+                }
+                Ok(Outcome::Skip(reason)) => log::info!(
+                    "meta-audiences: skipped event {} ({}): {reason}",
+                    ev.id,
+                    ev.topic
+                ),
+                Err(e) => b = b.fail(i, e),
+            }
+        }
+        for ((op, schema), rows) in groups {
+            for chunk in rows.chunks(MAX_ROWS) {
+                let data: Vec<&Vec<String>> = chunk.iter().map(|(_, r)| r).collect();
+                let method = match op {
+                    Membership::Add => "POST",
+                    Membership::Remove => "DELETE",
+                };
+                let out = Output::json(&json!({ "payload": { "schema": schema, "data": data } }))?
+                    .method(method)
+                    .path(format!("/{}/users", self.audience_id));
+                b = b.request(out, chunk.iter().map(|(i, _)| *i));
+            }
+        }
+        Ok(b)
     }
 
     pub fn request(&self, item: &Item) -> Result<Output, Error> {
@@ -229,6 +279,35 @@ mod tests {
             .unwrap(),
             Outcome::Skip(_)
         ));
+    }
+
+    #[test]
+    fn batch_groups_rows_by_operation_and_schema() {
+        let m = mapping(&[]);
+        let events = vec![
+            ev("customer.a.created", json!({"email":"a@x.com"}), Some("granted")),
+            ev("customer.a.created", json!({"email":"b@x.com","phone":"+1 555 0100"}), Some("granted")),
+            ev("customer.a.created", json!({"email":"c@x.com"}), Some("granted")),
+            ev("customer.a.consent_changed", json!({"email":"d@x.com"}), Some("denied")),
+            ev("customer.a.created", json!({"email":"e@x.com"}), None),
+        ];
+        let b = m.batch(&events).unwrap();
+        assert_eq!(b.requests.len(), 3);
+        let r = b.requests[0].request.as_request().unwrap();
+        assert_eq!(
+            (r.method.as_deref(), r.path.as_deref()),
+            (Some("POST"), Some("/23850000000000001/users"))
+        );
+        assert_eq!(
+            r.json().unwrap(),
+            json!({"payload":{"schema":["EMAIL"],"data":[[sha256_hex("a@x.com")],[sha256_hex("c@x.com")]]}})
+        );
+        assert_eq!(b.requests[0].items, vec![0, 2]);
+        assert_eq!(b.requests[1].items, vec![1]);
+        let r = b.requests[2].request.as_request().unwrap();
+        assert_eq!(r.method.as_deref(), Some("DELETE"));
+        assert_eq!(b.requests[2].items, vec![3]);
+        assert!(b.failed.is_empty());
     }
 
     #[test]

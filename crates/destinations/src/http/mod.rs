@@ -255,8 +255,11 @@ impl Sender {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
+                // Up to 256 KiB: a batching module reads per-item results in
+                // it (delivery keeps only the first 1 KiB in a DLQ entry).
                 let body = match resp.bytes().await {
-                    Ok(b) => String::from_utf8_lossy(&b[..b.len().min(1024)]).into_owned(),
+                    Ok(b) => String::from_utf8_lossy(&b[..b.len().min(RESPONSE_BODY_MAX)])
+                        .into_owned(),
                     Err(e) if e.is_timeout() => return Attempt::Timeout,
                     Err(_) => String::new(),
                 };
@@ -276,6 +279,9 @@ impl Sender {
         }
     }
 }
+
+/// The most of a response body kept in an [`Attempt::Response`].
+pub const RESPONSE_BODY_MAX: usize = 256 * 1024;
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
