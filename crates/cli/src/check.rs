@@ -30,16 +30,23 @@ pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
 /// have a config error (`known`) are skipped: they cannot be loaded.
 pub fn module_errors(config: &Config, known: &[ConfigError]) -> Vec<ConfigError> {
     let mut out = Vec::new();
-    let todo: Vec<(String, &switchyard_wasm_host::ModuleConfig)> = config
+    // (path, module, the consumer's `batch` path when this is the last
+    // module of a batching consumer: it must export the batch interface).
+    let todo: Vec<(String, &switchyard_wasm_host::ModuleConfig, Option<String>)> = config
         .consumers
         .iter()
         .flat_map(|(name, c)| {
-            c.modules
-                .iter()
-                .enumerate()
-                .map(move |(i, m)| (format!("consumers.{name}.modules[{i}]"), m))
+            let last = c.modules.len().saturating_sub(1);
+            let batching = c.batch.is_some();
+            c.modules.iter().enumerate().map(move |(i, m)| {
+                (
+                    format!("consumers.{name}.modules[{i}]"),
+                    m,
+                    (batching && i == last).then(|| format!("consumers.{name}.batch")),
+                )
+            })
         })
-        .filter(|(path, _)| {
+        .filter(|(path, _, _)| {
             !known
                 .iter()
                 .any(|e| e.path == *path || e.path.starts_with(&format!("{path}.")))
@@ -59,15 +66,26 @@ pub fn module_errors(config: &Config, known: &[ConfigError]) -> Vec<ConfigError>
             return out;
         }
     };
-    for (path, m) in todo {
-        if let Err(e) = Module::load(&engine, m, None) {
-            out.push(match e.init_refused {
+    for (path, m, batch) in todo {
+        match Module::load(&engine, m, None) {
+            Ok(module) => {
+                if let (Some(bpath), false) = (batch, module.batches) {
+                    out.push(ConfigError::new(
+                        bpath,
+                        format!(
+                            "the last module, {} (contract {}), does not export switchyard:transform/batch@0.2.0: build it with #[transform(batch = ...)] (switchyard-guest 0.2) or remove the batch table",
+                            module.name, module.version
+                        ),
+                    ));
+                }
+            }
+            Err(e) => out.push(match e.init_refused {
                 Some(said) => ConfigError::new(
                     format!("{path}.config"),
                     format!("module {} refused it: {said}", m.display_name()),
                 ),
                 None => ConfigError::new(path, e.message),
-            });
+            }),
         }
     }
     out

@@ -449,12 +449,13 @@ impl Module {
         ev: &wit::Event,
         ctx: CallCtx,
     ) -> (Result<Vec<wit::Output>, CallError>, Option<CallCtx>) {
-        self.with_instance(|inst| {
+        let (r, ctx) = self.with_instance(|inst| {
             inst.store.data_mut().call = Some(ctx);
             let r = inst.guest.transform(&mut inst.store, ev);
             let ctx = inst.store.data_mut().call.take();
             (r, ctx)
-        })
+        });
+        (r, ctx.flatten())
     }
 
     /// Run `f` on a pooled (or new) instance under the deadline; a trap

@@ -316,6 +316,11 @@ impl TransformEngine {
             .map_err(anyhow::Error::from)?;
         bindings::v01::Transformer::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
+        // 0.1's `types` (types only, shared with 0.2's through `with`, so its
+        // bindings did not name it): the instance a 0.1 module imports.
+        linker
+            .instance("switchyard:transform/types@0.1.0")
+            .map_err(anyhow::Error::from)?;
 
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
