@@ -25,7 +25,7 @@ pub mod v01 {
 }
 
 pub use self::switchyard::transform::types::{
-    Batch, BatchRequest, CommitInfo, Event, ItemOutcome, Level, NewEvent, Op, Output, Request,
+    Batch, CommitInfo, Event, ItemOutcome, Level, NewEvent, Op, Output, Request,
     TransformError,
 };
 

@@ -849,6 +849,7 @@ memory = 1048576
             recycle_after_calls: Some(0),
             recycle_above: None,
             config: BTreeMap::new(),
+            emit_topics: Vec::new(),
         },
         ModuleConfig::new(&echo),
         ModuleConfig::new(&echo),

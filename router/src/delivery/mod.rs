@@ -129,6 +129,16 @@ impl Stats {
             switchyard_destinations::classify::Attempt::Unsendable { module, .. } => {
                 format!("module {module} built a request that cannot be sent")
             }
+            switchyard_destinations::classify::Attempt::Rejected {
+                module, retryable, ..
+            } => format!(
+                "the vendor rejected an item of a batch (read by module {module}, {})",
+                if *retryable {
+                    "retryable"
+                } else {
+                    "not retryable"
+                }
+            ),
         };
         *self.last_error.lock().unwrap() = Some((reason, chrono::Utc::now()));
     }
