@@ -118,7 +118,7 @@ fn load_reports_name_hash_and_contract_version() {
     let chain = Chain::load(engine(), "t", &[bare("sy_test_echo")]).unwrap();
     let m = &chain.modules[0];
     assert_eq!(m.name, "sy_test_echo");
-    assert_eq!(m.version, "0.1.0");
+    assert_eq!(m.version, "0.2.0");
     assert_eq!(m.hash.len(), 64);
     assert_eq!(m.deadline, limits::DEFAULT_DEADLINE);
     assert_eq!(m.memory_cap, limits::DEFAULT_MEMORY_CAP);
@@ -452,7 +452,7 @@ fn old_contract_version_is_refused_with_a_clear_message() {
     );
     assert!(
         e.message
-            .contains("this router speaks 0.1.0 — rebuild it with switchyard-guest 0.1"),
+            .contains("this router speaks 0.2.0 and 0.1.0 — rebuild it with switchyard-guest 0.2"),
         "{}",
         e.message
     );
@@ -468,7 +468,7 @@ fn component_of_another_world_is_refused() {
     let e = load_err(&[ModuleConfig::new(&p)]);
     assert!(
         e.message.contains(
-            "does not implement world switchyard:transform/transformer@0.1.0 (it exports nothing)"
+            "does not implement world switchyard:transform/transformer@0.2.0 (it exports nothing)"
         ),
         "{}",
         e.message
