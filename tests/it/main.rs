@@ -17,6 +17,7 @@ mod mysql;
 mod ops;
 mod polyglot;
 mod redis_loss;
+mod scaffold;
 mod security;
 mod startup;
 mod stateful;
