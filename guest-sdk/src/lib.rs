@@ -16,13 +16,13 @@ mod output;
 mod state;
 mod stateful;
 
+pub use batch::{Batch, BatchRequest, ItemOutcome};
 pub use config::{Config, ConfigError};
 pub use error::Error;
 pub use event::{Commit, Event, Op};
 pub use glob::{glob_match, Glob, GlobError};
 pub use output::{Output, Request};
 pub use serde_json::{self, json, Value};
-pub use batch::{Batch, BatchRequest, ItemOutcome};
 pub use state::State;
 pub use stateful::{emit, kv};
 
@@ -84,8 +84,8 @@ pub mod __private {
     pub use crate::bindings::exports::switchyard::transform::guest::Guest;
     use crate::bindings::switchyard::transform::types as wit;
     pub use wit::{
-        Batch as WitBatch, ItemOutcome as WitItemOutcome, Request as WitRequest,
-        Event as WitEvent, Output as WitOutput, TransformError as WitError,
+        Batch as WitBatch, Event as WitEvent, ItemOutcome as WitItemOutcome, Output as WitOutput,
+        Request as WitRequest, TransformError as WitError,
     };
 
     use crate::{Batch, Config, Error, Event, ItemOutcome, Output, Request};
@@ -165,10 +165,12 @@ pub mod __private {
                     retryable: false,
                 })?);
             }
-            requests.push(crate::bindings::switchyard::transform::types::BatchRequest {
-                request: req.into_wit(),
-                items,
-            });
+            requests.push(
+                crate::bindings::switchyard::transform::types::BatchRequest {
+                    request: req.into_wit(),
+                    items,
+                },
+            );
         }
         for (i, e) in b.failed {
             if let Some(&orig) = index.get(i) {

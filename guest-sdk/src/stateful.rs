@@ -48,15 +48,19 @@ pub mod kv {
     /// [`get`], parsed as JSON (a value that does not parse is a fatal error).
     pub fn get_json<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
         match get(key)? {
-            Some(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::fatal(format!("kv value of {key:?} is not the JSON expected: {e}"))),
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                Error::fatal(format!("kv value of {key:?} is not the JSON expected: {e}"))
+            }),
             None => Ok(None),
         }
     }
 
     /// [`set`] with `value` as JSON.
-    pub fn set_json<T: serde::Serialize>(key: &str, value: &T, ttl_seconds: u32) -> Result<(), Error> {
+    pub fn set_json<T: serde::Serialize>(
+        key: &str,
+        value: &T,
+        ttl_seconds: u32,
+    ) -> Result<(), Error> {
         set(key, &serde_json::to_vec(value)?, ttl_seconds)
     }
 }

@@ -81,15 +81,26 @@ async fn braze_batches_many_accounts_with_per_item_outcomes_and_order() {
             Reply::Body(201, json!({"message": "success", "errors": errors}).to_string())
         }
     });
-    let router = Router::start(&(base_config(&redis.url()) + &braze_consumer(&vendor.url(), "braze")));
+    let router =
+        Router::start(&(base_config(&redis.url()) + &braze_consumer(&vendor.url(), "braze")));
     // 120 accounts with one event, one bad one, and account "seq" with three
     // events that must arrive in order.
     let mut events: Vec<Value> = (0..120)
-        .map(|i| event(&format!("e{i}"), &format!("acct-{i}"), &format!("u{i}@example.com")))
+        .map(|i| {
+            event(
+                &format!("e{i}"),
+                &format!("acct-{i}"),
+                &format!("u{i}@example.com"),
+            )
+        })
         .collect();
     events.push(event("bad", "acct-bad", "bad@example.com"));
     for k in 1..=3 {
-        events.push(event(&format!("seq-{k}"), "seq", &format!("seq{k}@example.com")));
+        events.push(event(
+            &format!("seq-{k}"),
+            "seq",
+            &format!("seq{k}@example.com"),
+        ));
     }
     let resp = reqwest::Client::new()
         .post(router.url("/v1/events"))
@@ -110,9 +121,18 @@ async fn braze_batches_many_accounts_with_per_item_outcomes_and_order() {
     // The documented request: POST /users/track, JSON, the configured key,
     // `attributes` of at most 75 objects.
     for r in &reqs {
-        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/users/track"));
-        assert_eq!(r.headers.get("authorization").map(String::as_str), Some("Bearer braze-key"));
-        assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/json"));
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/users/track")
+        );
+        assert_eq!(
+            r.headers.get("authorization").map(String::as_str),
+            Some("Bearer braze-key")
+        );
+        assert_eq!(
+            r.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
         let n = r.body["attributes"].as_array().unwrap().len();
         assert!((1..=75).contains(&n), "{n} attributes objects");
     }

@@ -4,11 +4,11 @@
 
 mod support;
 
+mod batching;
 mod cdc;
 mod check;
 mod cluster;
 mod console;
-mod batching;
 mod contract;
 mod delivery;
 mod ingest;

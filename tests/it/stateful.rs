@@ -47,8 +47,10 @@ async fn post(router: &Router, id: &str) {
     let resp = reqwest::Client::new()
         .post(router.url("/v1/events"))
         .bearer_auth(TOKEN)
-        .json(&json!({"id": id, "topic": "customer.banner-a.tier_changed", "account_id": "42",
-                      "data": {"tier": "gold"}}))
+        .json(
+            &json!({"id": id, "topic": "customer.banner-a.tier_changed", "account_id": "42",
+                      "data": {"tier": "gold"}}),
+        )
         .send()
         .await
         .unwrap();
@@ -106,20 +108,27 @@ async fn state_and_emits_apply_once_across_retries_kill_and_rewind() {
     tokio::task::block_in_place(|| router.kill());
     esp.script(|_| Reply::Status(200));
     tokio::task::block_in_place(|| router.restart());
-    eventually(Duration::from_secs(30), "e3 delivered after the restart", || async {
-        (!ok_bodies(&esp, "e3").is_empty()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "e3 delivered after the restart",
+        || async { (!ok_bodies(&esp, "e3").is_empty()).then_some(()) },
+    )
     .await;
     // Each answer to e3 (the held one may still complete) carried count 3:
     // the killed attempt applied nothing.
     let e3 = ok_bodies(&esp, "e3");
-    assert!(!e3.is_empty() && e3.iter().all(|b| *b == json!(3)), "{e3:?}");
+    assert!(
+        !e3.is_empty() && e3.iter().all(|b| *b == json!(3)),
+        "{e3:?}"
+    );
 
     // The account's first event emitted exactly one parent event, with the
     // deterministic id, delivered to the parent consumer once.
-    eventually(Duration::from_secs(20), "parent event delivered", || async {
-        (!parent.requests().is_empty()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "parent event delivered",
+        || async { (!parent.requests().is_empty()).then_some(()) },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let p = parent.requests();
@@ -138,10 +147,16 @@ async fn state_and_emits_apply_once_across_retries_kill_and_rewind() {
         .args(["counter", "--to", "earliest"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    eventually(Duration::from_secs(30), "redelivered after the rewind", || async {
-        ok_bodies(&esp, "e3").contains(&json!(4)).then_some(())
-    })
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        Duration::from_secs(30),
+        "redelivered after the rewind",
+        || async { ok_bodies(&esp, "e3").contains(&json!(4)).then_some(()) },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     // The module read count 3 on each rerun (3 + 1 = 4, never committed):
@@ -180,12 +195,21 @@ max_attempts = 20
         )
 }
 
-async fn post_customer(router: &Router, id: &str, banner: &str, account: &str, change: &str, email: &str) {
+async fn post_customer(
+    router: &Router,
+    id: &str,
+    banner: &str,
+    account: &str,
+    change: &str,
+    email: &str,
+) {
     let resp = reqwest::Client::new()
         .post(router.url("/v1/events"))
         .bearer_auth(TOKEN)
-        .json(&json!({"id": id, "topic": format!("customer.{banner}.{change}"), "account_id": account,
-                      "data": {"email": email, "tier": "gold"}}))
+        .json(
+            &json!({"id": id, "topic": format!("customer.{banner}.{change}"), "account_id": account,
+                      "data": {"email": email, "tier": "gold"}}),
+        )
         .send()
         .await
         .unwrap();
@@ -222,11 +246,39 @@ async fn a_customer_in_two_banners_merges_exactly_once_through_retries_kills_and
             Reply::Status(200)
         }
     });
-    let mut router = Router::start(&reconcile_config(&redis.url(), &parent.url(), &unused.url()));
-    post_customer(&router, "a1", "banner-a", "A-17", "created", "Ada@Example.com ").await;
-    post_customer(&router, "x1", "banner-a", "A-99", "created", "other@example.com").await;
+    let mut router = Router::start(&reconcile_config(
+        &redis.url(),
+        &parent.url(),
+        &unused.url(),
+    ));
+    post_customer(
+        &router,
+        "a1",
+        "banner-a",
+        "A-17",
+        "created",
+        "Ada@Example.com ",
+    )
+    .await;
+    post_customer(
+        &router,
+        "x1",
+        "banner-a",
+        "A-99",
+        "created",
+        "other@example.com",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    post_customer(&router, "b1", "banner-b", "B-3", "created", "ada@example.com").await;
+    post_customer(
+        &router,
+        "b1",
+        "banner-b",
+        "B-3",
+        "created",
+        "ada@example.com",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     tokio::task::block_in_place(|| router.kill());
     tokio::task::block_in_place(|| router.restart());
@@ -234,10 +286,29 @@ async fn a_customer_in_two_banners_merges_exactly_once_through_retries_kills_and
         (!parent_events(&parent, "customer.parent.cross_banner_merged").is_empty()).then_some(())
     })
     .await;
-    assert!(tries.load(Ordering::SeqCst) >= 3, "the merge delivery was retried");
+    assert!(
+        tries.load(Ordering::SeqCst) >= 3,
+        "the merge delivery was retried"
+    );
     // A later change in banner A is mirrored.
-    post_customer(&router, "a2", "banner-a", "A-17", "tier_changed", "ada@example.com").await;
-    post_customer(&router, "a3", "banner-a", "A-17", "email_changed", "ada@example.com").await;
+    post_customer(
+        &router,
+        "a2",
+        "banner-a",
+        "A-17",
+        "tier_changed",
+        "ada@example.com",
+    )
+    .await;
+    post_customer(
+        &router,
+        "a3",
+        "banner-a",
+        "A-17",
+        "email_changed",
+        "ada@example.com",
+    )
+    .await;
     eventually(Duration::from_secs(30), "the mirrored changes", || async {
         (!parent_events(&parent, "customer.parent.email_changed").is_empty()).then_some(())
     })
@@ -250,7 +321,11 @@ async fn a_customer_in_two_banners_merges_exactly_once_through_retries_kills_and
         .args(["reconcile", "--to", "earliest"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let merged = parent_events(&parent, "customer.parent.cross_banner_merged");
@@ -264,8 +339,14 @@ async fn a_customer_in_two_banners_merges_exactly_once_through_retries_kills_and
         m.body["data"]["banners"],
         json!({"banner-a": "A-17", "banner-b": "B-3"})
     );
-    assert_eq!(parent_events(&parent, "customer.parent.tier_changed").len(), 1);
-    assert_eq!(parent_events(&parent, "customer.parent.email_changed").len(), 1);
+    assert_eq!(
+        parent_events(&parent, "customer.parent.tier_changed").len(),
+        1
+    );
+    assert_eq!(
+        parent_events(&parent, "customer.parent.email_changed").len(),
+        1
+    );
     // Mirror order: per identity, as the changes happened.
     let order: Vec<String> = parent
         .requests()
@@ -277,7 +358,10 @@ async fn a_customer_in_two_banners_merges_exactly_once_through_retries_kills_and
     assert!(pos("customer.parent.cross_banner_merged") < pos("customer.parent.tier_changed"));
     assert!(pos("customer.parent.tier_changed") < pos("customer.parent.email_changed"));
     // The customer only in banner A never reaches the parent topics.
-    assert!(parent.requests().iter().all(|r| r.body["data"]["identity"] != json!(sha_email("other@example.com"))));
+    assert!(parent
+        .requests()
+        .iter()
+        .all(|r| r.body["data"]["identity"] != json!(sha_email("other@example.com"))));
 }
 
 fn sha_email(e: &str) -> String {

@@ -30,7 +30,11 @@ struct Sink {
 fn braze_wasm() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../transforms/target/wasm32-wasip2/release/braze.wasm");
-    assert!(p.is_file(), "{} missing: run transforms/build.sh", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: run transforms/build.sh",
+        p.display()
+    );
     p
 }
 
@@ -70,12 +74,14 @@ fn main() {
                                 let k = v["attributes"].as_array().map_or(0, |a| a.len());
                                 sink.events.fetch_add(k as u64, Ordering::Relaxed);
                                 sink.requests.fetch_add(1, Ordering::Relaxed);
-                                Ok::<_, Infallible>(hyper::Response::builder()
-                                    .status(201)
-                                    .body(Full::new(Bytes::from_static(
-                                        b"{\"message\":\"success\"}",
-                                    )))
-                                    .unwrap())
+                                Ok::<_, Infallible>(
+                                    hyper::Response::builder()
+                                        .status(201)
+                                        .body(Full::new(Bytes::from_static(
+                                            b"{\"message\":\"success\"}",
+                                        )))
+                                        .unwrap(),
+                                )
                             }
                         },
                     );

@@ -29,8 +29,7 @@ static DEFER_DONE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(DEFER_DONE_LUA));
 static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD_LUA));
 static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLAY_LUA));
-static EFFECTS_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(EFFECTS_LUA));
+static EFFECTS_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(EFFECTS_LUA));
 
 /// Commit a stateful module's staged writes for one event, once: KEYS[1] the
 /// event's `effects_done` marker, KEYS[2..] the kv keys; ARGV[1] the marker's

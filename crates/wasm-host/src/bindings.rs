@@ -25,8 +25,7 @@ pub mod v01 {
 }
 
 pub use self::switchyard::transform::types::{
-    Batch, CommitInfo, Event, ItemOutcome, Level, NewEvent, Op, Output, Request,
-    TransformError,
+    Batch, CommitInfo, Event, ItemOutcome, Level, NewEvent, Op, Output, Request, TransformError,
 };
 
 /// The newest contract version this router speaks (the WIT package version).

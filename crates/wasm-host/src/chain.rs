@@ -248,7 +248,11 @@ impl Module {
             )
         } else {
             let batch_name = format!("{}@{}", wit::BATCH_EXPORT, compiled.contract_version);
-            let batch = if compiled.component.get_export_index(None, &batch_name).is_some() {
+            let batch = if compiled
+                .component
+                .get_export_index(None, &batch_name)
+                .is_some()
+            {
                 Some(
                     wit::exports::switchyard::transform::batch::GuestIndices::new(&pre)
                         .map_err(mismatch)?,

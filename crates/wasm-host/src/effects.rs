@@ -284,6 +284,9 @@ mod unit {
         assert_ne!(a, super::emit_id("c", "m", "e2", 0));
         assert_ne!(a, super::emit_id("c2", "m", "e1", 0));
         // Length prefixes: no two (consumer, module) pairs read the same.
-        assert_ne!(super::emit_id("ab", "c", "e", 0), super::emit_id("a", "bc", "e", 0));
+        assert_ne!(
+            super::emit_id("ab", "c", "e", 0),
+            super::emit_id("a", "bc", "e", 0)
+        );
     }
 }

@@ -46,12 +46,12 @@ pub use chain::{
     ModuleStats, OutRequest, PrefixOutcome,
 };
 #[cfg(feature = "engine")]
-pub use effects::{emit_id, Effects, KvStore, KvWrite, NoKv};
-#[cfg(feature = "engine")]
 pub use cli::{outcome_lines, print_outcome, run_chain_once, run_chain_once_cached};
 pub use config::TransformsConfig;
 #[cfg(feature = "engine")]
 pub use convert::{from_wit as event_from_wit, to_wit as event_to_wit};
+#[cfg(feature = "engine")]
+pub use effects::{emit_id, Effects, KvStore, KvWrite, NoKv};
 #[cfg(feature = "engine")]
 pub use engine::TransformEngine;
 pub use limits::EngineLimits;

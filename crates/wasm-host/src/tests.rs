@@ -1359,7 +1359,9 @@ fn an_emitted_event_with_an_invalid_topic_fails_naming_the_module() {
 // ---- contract 0.2: 0.1 modules, batching, kv and emit ----
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn customer_event(id: &str, account: &str, email: &str) -> Event {
@@ -1380,12 +1382,7 @@ fn customer_event(id: &str, account: &str, email: &str) -> Event {
 /// the same module rebuilt for 0.2: same request.
 #[test]
 fn a_module_built_for_0_1_loads_and_runs_unchanged() {
-    let old = Chain::load(
-        engine(),
-        "t",
-        &[relaxed(&fixture("braze-0.1.0.wasm"))],
-    )
-    .unwrap();
+    let old = Chain::load(engine(), "t", &[relaxed(&fixture("braze-0.1.0.wasm"))]).unwrap();
     assert_eq!(old.modules[0].version, "0.1.0");
     assert!(!old.modules[0].batches);
     let new = Chain::load(engine(), "t", &[module("braze")]).unwrap();
@@ -1400,7 +1397,10 @@ fn a_module_built_for_0_1_loads_and_runs_unchanged() {
         serde_json::from_slice::<serde_json::Value>(&a[0].body).unwrap(),
         serde_json::json!({"attributes":[{"external_id":"42","email":"ada@example.com"}]})
     );
-    assert_eq!((&a[0].body, &a[0].path, &a[0].method), (&b[0].body, &b[0].path, &b[0].method));
+    assert_eq!(
+        (&a[0].body, &a[0].path, &a[0].method),
+        (&b[0].body, &b[0].path, &b[0].method)
+    );
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -1423,7 +1423,10 @@ fn braze_builds_batches_and_reads_per_item_errors() {
         let (p, fx) = rt.block_on(chain.clone().prefix_async(ev, Arc::new(NoKv)));
         assert!(fx.is_empty());
         match p {
-            PrefixOutcome::Items { items: it, requests } => {
+            PrefixOutcome::Items {
+                items: it,
+                requests,
+            } => {
                 assert!(requests.is_empty());
                 items.extend(it);
             }
@@ -1435,15 +1438,25 @@ fn braze_builds_batches_and_reads_per_item_errors() {
     };
     assert_eq!(plan.requests.len(), 2);
     let (r0, idx0) = &plan.requests[0];
-    assert_eq!((r0.method.as_deref(), r0.path.as_deref()), (Some("POST"), Some("/users/track")));
+    assert_eq!(
+        (r0.method.as_deref(), r0.path.as_deref()),
+        (Some("POST"), Some("/users/track"))
+    );
     let body: serde_json::Value = serde_json::from_slice(&r0.body).unwrap();
     assert_eq!(body["attributes"].as_array().unwrap().len(), 75);
-    assert_eq!(body["attributes"][0], serde_json::json!({"external_id":"a0","email":"u0@x.com"}));
+    assert_eq!(
+        body["attributes"][0],
+        serde_json::json!({"external_id":"a0","email":"u0@x.com"})
+    );
     assert_eq!(idx0, &(0..75).collect::<Vec<_>>());
     assert_eq!(plan.requests[1].1, (75..80).collect::<Vec<_>>());
     let answer = br#"{"message":"success","errors":[{"type":"'email' is invalid","input_array":"attributes","index":2}]}"#;
     let v = rt
-        .block_on(chain.clone().batch_response_async(r0.clone(), 75, 201, answer.to_vec()))
+        .block_on(
+            chain
+                .clone()
+                .batch_response_async(r0.clone(), 75, 201, answer.to_vec()),
+        )
         .unwrap();
     assert_eq!(v.len(), 75);
     assert_eq!(v[0], ItemVerdict::Ok);
@@ -1459,7 +1472,12 @@ fn braze_builds_batches_and_reads_per_item_errors() {
 struct MapKv(std::sync::Mutex<BTreeMap<String, Vec<u8>>>);
 impl KvStore for MapKv {
     fn get(&self, module: &str, account: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().unwrap().get(&format!("{module}/{account}/{key}")).cloned())
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(&format!("{module}/{account}/{key}"))
+            .cloned())
     }
 }
 
@@ -1487,13 +1505,18 @@ fn kv_and_emit_are_staged_with_deterministic_ids() {
     assert_eq!(e.topic, "customer.parent.first_seen");
     assert_eq!(e.account_id, "42");
     assert_eq!(e.data, Some(serde_json::json!({"first": "e1"})));
-    assert_eq!(e.attributes.get("emitted_from").map(String::as_str), Some("e1"));
+    assert_eq!(
+        e.attributes.get("emitted_from").map(String::as_str),
+        Some("e1")
+    );
     // Nothing was committed: the same event again stages the same effects.
     let (_, again) = chain.run_effects(&ev, kv.clone());
     assert_eq!(again.writes, fx.writes);
     assert_eq!(again.emits[0].id, fx.emits[0].id);
     // Once the caller commits, the module reads the committed value.
-    kv.0.lock().unwrap().insert("sy_test_stateful/42/count".into(), b"1".to_vec());
+    kv.0.lock()
+        .unwrap()
+        .insert("sy_test_stateful/42/count".into(), b"1".to_vec());
     let (o, fx2) = chain.run_effects(&customer_event("e2", "42", "a@x.com"), kv);
     assert_eq!(requests(o)[0].body, b"2");
     assert!(fx2.emits.is_empty());
@@ -1506,7 +1529,10 @@ fn emits_outside_the_allowed_topics_are_refused() {
     let chain = Chain::load(
         engine(),
         "c",
-        &[stateful(&[("bad_topic", "order.x.created")], &["customer.parent.*"])],
+        &[stateful(
+            &[("bad_topic", "order.x.created")],
+            &["customer.parent.*"],
+        )],
     )
     .unwrap();
     let (o, fx) = chain.run_effects(&customer_event("e1", "1", "a@x.com"), Arc::new(NoKv));

@@ -122,9 +122,11 @@ fn expand(
     let response = match response {
         Some(p) => quote_spanned!(p.span()=> #p),
         // Without one, the HTTP status decides for every item.
-        None => quote!(|_: &::switchyard_guest::Request, _: usize, _: u16, _: &[u8]| {
-            ::std::vec::Vec::<::switchyard_guest::ItemOutcome>::new()
-        }),
+        None => quote!(
+            |_: &::switchyard_guest::Request, _: usize, _: u16, _: &[u8]| {
+                ::std::vec::Vec::<::switchyard_guest::ItemOutcome>::new()
+            }
+        ),
     };
     Ok(quote! {
         #func

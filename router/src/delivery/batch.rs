@@ -53,7 +53,14 @@ impl Batcher {
     /// batch and wait for the outcome. `None`: shutting down.
     pub async fn submit(&self, chain: Arc<Chain>, items: Vec<BatchItem>) -> Option<Reply> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { chain, items, reply }).await.ok()?;
+        self.tx
+            .send(Job {
+                chain,
+                items,
+                reply,
+            })
+            .await
+            .ok()?;
         rx.await.ok()
     }
 }
@@ -109,7 +116,10 @@ async fn flush(ctx: Arc<ConsumerCtx>, jobs: Vec<Job>) {
     }
     let n = items.len();
     let mut per_item: Vec<Option<Attempt>> = vec![None; n];
-    let module = chain.batch_module().map(|m| m.name.clone()).unwrap_or_default();
+    let module = chain
+        .batch_module()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     match chain.clone().batch_async(items).await {
         BatchOutcome::Failed {
             module,

@@ -22,11 +22,8 @@ impl KvStore for RedisKv {
     fn get(&self, module: &str, account: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
         let mut store = self.store.clone();
         self.rt.block_on(async {
-            match tokio::time::timeout(
-                Duration::from_secs(2),
-                store.kv_get(module, account, key),
-            )
-            .await
+            match tokio::time::timeout(Duration::from_secs(2), store.kv_get(module, account, key))
+                .await
             {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err("Redis did not answer within 2s".into()),
@@ -90,6 +87,8 @@ async fn try_commit(
             ttl_ms: w.ttl.map_or(0, |t| t.as_millis() as u64),
         })
         .collect();
-    store.commit_effects(&ev.id, &ev.account_id, &writes).await?;
+    store
+        .commit_effects(&ev.id, &ev.account_id, &writes)
+        .await?;
     Ok(())
 }

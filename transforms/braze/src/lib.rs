@@ -354,7 +354,11 @@ mod tests {
         let m = mapping(&[]);
         let mut events: Vec<Event> = (0..80)
             .map(|i| {
-                let mut e = ev("customer.a.created", json!({"email": format!("u{i}@x.com")}), &[]);
+                let mut e = ev(
+                    "customer.a.created",
+                    json!({"email": format!("u{i}@x.com")}),
+                    &[],
+                );
                 e.account_id = format!("a{i}");
                 e
             })
@@ -371,7 +375,10 @@ mod tests {
         assert_eq!(r0.path.as_deref(), Some("/users/track"));
         let body = r0.json().unwrap();
         assert_eq!(body["attributes"].as_array().unwrap().len(), 75);
-        assert_eq!(body["attributes"][3], json!({"external_id":"a3","email":"u3@x.com"}));
+        assert_eq!(
+            body["attributes"][3],
+            json!({"external_id":"a3","email":"u3@x.com"})
+        );
         assert_eq!(b.requests[0].items, (0..75).collect::<Vec<_>>());
         assert_eq!(b.requests[1].items, (75..80).collect::<Vec<_>>());
         let r2 = b.requests[2].request.as_request().unwrap();

@@ -285,10 +285,26 @@ mod tests {
     fn batch_groups_rows_by_operation_and_schema() {
         let m = mapping(&[]);
         let events = vec![
-            ev("customer.a.created", json!({"email":"a@x.com"}), Some("granted")),
-            ev("customer.a.created", json!({"email":"b@x.com","phone":"+1 555 0100"}), Some("granted")),
-            ev("customer.a.created", json!({"email":"c@x.com"}), Some("granted")),
-            ev("customer.a.consent_changed", json!({"email":"d@x.com"}), Some("denied")),
+            ev(
+                "customer.a.created",
+                json!({"email":"a@x.com"}),
+                Some("granted"),
+            ),
+            ev(
+                "customer.a.created",
+                json!({"email":"b@x.com","phone":"+1 555 0100"}),
+                Some("granted"),
+            ),
+            ev(
+                "customer.a.created",
+                json!({"email":"c@x.com"}),
+                Some("granted"),
+            ),
+            ev(
+                "customer.a.consent_changed",
+                json!({"email":"d@x.com"}),
+                Some("denied"),
+            ),
             ev("customer.a.created", json!({"email":"e@x.com"}), None),
         ];
         let b = m.batch(&events).unwrap();

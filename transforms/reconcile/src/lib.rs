@@ -36,13 +36,18 @@ static SETTINGS: State<Settings> = State::new();
 fn init(cfg: &Config) -> Result<(), ConfigError> {
     for (k, _) in cfg.iter() {
         if !["identity_field", "parent_banner", "identity_topic"].contains(&k) {
-            return Err(ConfigError::new(k, "unknown key (expected identity_field, parent_banner, identity_topic)"));
+            return Err(ConfigError::new(
+                k,
+                "unknown key (expected identity_field, parent_banner, identity_topic)",
+            ));
         }
     }
     SETTINGS.set(Settings {
         identity_field: cfg.get_or("identity_field", "email").to_string(),
         parent: cfg.get_or("parent_banner", "parent").to_string(),
-        internal: cfg.get_or("identity_topic", "reconcile.identity").to_string(),
+        internal: cfg
+            .get_or("identity_topic", "reconcile.identity")
+            .to_string(),
     });
     Ok(())
 }
@@ -62,9 +67,17 @@ fn transform(ev: Event) -> Result<Vec<Output>, Error> {
     if banner == s.parent {
         return Ok(vec![]);
     }
-    let payload = ev.data.clone().or_else(|| ev.after.clone()).unwrap_or(Value::Null);
+    let payload = ev
+        .data
+        .clone()
+        .or_else(|| ev.after.clone())
+        .unwrap_or(Value::Null);
     let Some(raw) = payload.get(&s.identity_field).and_then(Value::as_str) else {
-        log::info!("reconcile: event {} has no {} to match on", ev.id, s.identity_field);
+        log::info!(
+            "reconcile: event {} has no {} to match on",
+            ev.id,
+            s.identity_field
+        );
         return Ok(vec![]);
     };
     let identity = hash::email(raw);
@@ -83,7 +96,9 @@ fn on_identity(s: &Settings, ev: &Event, change: &str) -> Result<(), Error> {
         return Err(Error::fatal("identity event without banner/account_id"));
     };
     let mut banners: BTreeMap<String, String> = kv::get_json("banners")?.unwrap_or_default();
-    let joined = banners.insert(banner.to_string(), account.to_string()).is_none();
+    let joined = banners
+        .insert(banner.to_string(), account.to_string())
+        .is_none();
     if joined {
         kv::set_json("banners", &banners, 0)?;
     }
@@ -98,8 +113,10 @@ fn on_identity(s: &Settings, ev: &Event, change: &str) -> Result<(), Error> {
     }
     if !(joined && change == "created") {
         emit::event(&parent(change), &ev.account_id)
-            .data(json!({"identity": ev.account_id, "banner": banner, "account_id": account,
-                         "data": d.get("data").cloned().unwrap_or(Value::Null)}))
+            .data(
+                json!({"identity": ev.account_id, "banner": banner, "account_id": account,
+                         "data": d.get("data").cloned().unwrap_or(Value::Null)}),
+            )
             .send()?;
     }
     Ok(())

@@ -258,8 +258,9 @@ impl Sender {
                 // Up to 256 KiB: a batching module reads per-item results in
                 // it (delivery keeps only the first 1 KiB in a DLQ entry).
                 let body = match resp.bytes().await {
-                    Ok(b) => String::from_utf8_lossy(&b[..b.len().min(RESPONSE_BODY_MAX)])
-                        .into_owned(),
+                    Ok(b) => {
+                        String::from_utf8_lossy(&b[..b.len().min(RESPONSE_BODY_MAX)]).into_owned()
+                    }
                     Err(e) if e.is_timeout() => return Attempt::Timeout,
                     Err(_) => String::new(),
                 };

@@ -23,5 +23,7 @@ fn transform(ev: Event, cfg: &Config) -> Result<Vec<Output>, Error> {
     if cfg.get("drop") == Some("true") {
         return Ok(vec![]);
     }
-    Ok(vec![Output::request(n.to_string(), "text/plain").header("x-count", n.to_string())])
+    Ok(vec![
+        Output::request(n.to_string(), "text/plain").header("x-count", n.to_string())
+    ])
 }
