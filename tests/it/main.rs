@@ -16,6 +16,7 @@ mod mysql;
 mod ops;
 mod polyglot;
 mod redis_loss;
+mod scale;
 mod security;
 mod startup;
 mod transforms;

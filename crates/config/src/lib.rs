@@ -28,6 +28,7 @@ pub mod consumer;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod coordination;
 pub mod monitor;
 
 pub use switchyard_core::config::{
@@ -61,6 +62,9 @@ pub struct Config {
     /// `[alerts]`: where SLA breaches are posted.
     #[serde(default)]
     pub alerts: alerts::AlertsConfig,
+    /// `[coordination]`: partition leases between router instances.
+    #[serde(default)]
+    pub coordination: coordination::CoordinationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +363,7 @@ impl Config {
         }
         self.monitor.validate(errors);
         self.alerts.validate(errors);
+        self.coordination.validate(errors);
         self.redis.validate(errors);
         self.log.validate(errors);
         for (name, c) in &self.consumers {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use super::coordinator::Lease;
 use super::ConsumerCtx;
 use switchyard_core::event::Event;
 use switchyard_destinations::classify::{backoff, classify, Attempt, Verdict};
@@ -71,6 +72,7 @@ pub(super) async fn deliver(
     ev: &Event,
     check_dedup: bool,
     cancel: &CancellationToken,
+    lease: &Lease,
 ) -> Outcome {
     // Already acknowledged by the endpoint? The record and the XACK are written
     // together, so this catches a second copy of the same id in the log (a client
@@ -163,9 +165,17 @@ pub(super) async fn deliver(
                 return Outcome::Cancelled;
             }
             attempts += 1;
-            let a = {
+            let a = loop {
+                // Send only while the lease is surely ours (checked last, just
+                // before the request goes out): a paused or cut-off instance
+                // whose lease may have moved on sends nothing more.
+                if !lease.wait_valid(cancel).await {
+                    return Outcome::Cancelled;
+                }
                 let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
-                ctx.destination.send(&ev.id, req).await
+                if lease.valid() {
+                    break ctx.destination.send(&ev.id, req).await;
+                }
             };
             crate::metrics::response(&ctx.name, a.metric_class());
             if let Attempt::Response { status, body, .. } = &a {
