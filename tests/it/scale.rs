@@ -178,7 +178,8 @@ async fn wait_shared_by(config_path: &std::path::Path, ids: &[&str]) {
                 let fair = 8 / want.len();
                 (o.keys().cloned().collect::<Vec<_>>() == want
                     && total == 8
-                    && o.values().all(|ps| ps.len() >= fair && ps.len() <= fair + 1))
+                    && o.values()
+                        .all(|ps| ps.len() >= fair && ps.len() <= fair + 1))
                 .then_some(())
             }
         },
@@ -242,7 +243,10 @@ async fn three_instances_kill_add_stop(redis_url: String, cluster: bool) {
         .filter_map(|v| v["timestamp"].as_str()?.parse().ok())
         .filter(|t| *t > term_at)
         .collect();
-    let last = acquired.iter().max().expect("c and d acquired b's partitions");
+    let last = acquired
+        .iter()
+        .max()
+        .expect("c and d acquired b's partitions");
     let after_exit = (*last - exit_at).to_std().unwrap_or_default();
     assert!(
         after_exit < Duration::from_secs(2),
@@ -254,7 +258,11 @@ async fn three_instances_kill_add_stop(redis_url: String, cluster: bool) {
     let total: usize = expected.values().map(Vec::len).sum();
     wait_applied(&vendor, total, 90).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(vendor.applied().len(), total, "every event took effect once");
+    assert_eq!(
+        vendor.applied().len(),
+        total,
+        "every event took effect once"
+    );
     assert_order(&vendor, &expected);
     assert_never_two_senders(&vendor);
     let redundant = vendor.redundant_requests();
@@ -322,11 +330,15 @@ async fn paused_owner_is_fenced(redis_url: String, cluster: bool) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.signal("CONT");
     // a finds out at its first renewal (or first write) and stops its partitions.
-    eventually(Duration::from_secs(10), "a notices it lost its leases", || async {
-        a.logs()
-            .contains("lease taken over by another instance")
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "a notices it lost its leases",
+        || async {
+            a.logs()
+                .contains("lease taken over by another instance")
+                .then_some(())
+        },
+    )
     .await;
     assert!(vendor.requests().len() >= requests_while_paused);
 
@@ -335,7 +347,11 @@ async fn paused_owner_is_fenced(redis_url: String, cluster: bool) {
     let total: usize = expected.values().map(Vec::len).sum();
     wait_applied(&vendor, total, 90).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(vendor.applied().len(), total, "every event took effect once");
+    assert_eq!(
+        vendor.applied().len(),
+        total,
+        "every event took effect once"
+    );
     assert_order(&vendor, &expected);
     // The resumed owner sent nothing after b moved on (else an account would
     // have received an older event after a newer one).

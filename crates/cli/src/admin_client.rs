@@ -486,7 +486,10 @@ pub fn status_table(st: &Value) -> String {
                 })
                 .unwrap_or_default();
             if let Some(u) = c["unowned_partitions"].as_array().filter(|u| !u.is_empty()) {
-                owners.push(format!("unowned: {}", partitions_text(&Value::Array(u.clone()))));
+                owners.push(format!(
+                    "unowned: {}",
+                    partitions_text(&Value::Array(u.clone()))
+                ));
             }
             if !owners.is_empty() {
                 out.push_str(&format!("{name} partitions: {}\n", owners.join("; ")));

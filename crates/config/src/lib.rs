@@ -23,12 +23,12 @@ use serde::Deserialize;
 pub mod admin;
 pub mod alerts;
 pub mod consumer;
+pub mod coordination;
 /// Invariants checked by the fuzz targets (`fuzz/`) and the property tests;
 /// built only for tests and `--cfg fuzzing` (cargo-fuzz).
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod coordination;
 pub mod monitor;
 
 pub use switchyard_core::config::{

@@ -170,8 +170,7 @@ async fn lead_and_run(
         let t0 = Instant::now();
         let acquired = match log.conn().await {
             Ok(mut c) => {
-                lease::acquire_keys(&mut c, &lease_key, &fence_key, &lead.instance_id, ttl_ms)
-                    .await
+                lease::acquire_keys(&mut c, &lease_key, &fence_key, &lead.instance_id, ttl_ms).await
             }
             Err(e) => Err(e),
         };

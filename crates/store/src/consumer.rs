@@ -471,7 +471,13 @@ impl PartitionStore {
             Origin::Stream(sid) => {
                 let mut c = Cmds::default();
                 if let Some(k) = &acked_key {
-                    c.cmd(["SET", k.as_str(), "1", "EX", self.dedup_ttl.to_string().as_str()]);
+                    c.cmd([
+                        "SET",
+                        k.as_str(),
+                        "1",
+                        "EX",
+                        self.dedup_ttl.to_string().as_str(),
+                    ]);
                 }
                 c.cmd([
                     "XACK",

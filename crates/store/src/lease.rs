@@ -231,11 +231,7 @@ pub async fn release(
 
 /// [`release`] for any lease.
 pub async fn release_key(conn: &mut Conn, lease: &str, token: u64) -> Result<(), LogError> {
-    let _: i64 = RELEASE
-        .key(lease)
-        .arg(token)
-        .invoke_async(conn)
-        .await?;
+    let _: i64 = RELEASE.key(lease).arg(token).invoke_async(conn).await?;
     Ok(())
 }
 
@@ -257,10 +253,8 @@ pub async fn lease_state(
 
 /// [`lease_state`] of any lease.
 pub async fn lease_state_of(conn: &mut Conn, lease: &str) -> Result<Option<LeaseState>, LogError> {
-    let m: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(lease)
-        .query_async(conn)
-        .await?;
+    let m: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(lease).query_async(conn).await?;
     Ok(m.get("owner").map(|o| LeaseState {
         owner: o.clone(),
         token: m.get("token").and_then(|t| t.parse().ok()).unwrap_or(0),
@@ -300,10 +294,7 @@ mod tests {
             for slot in 0..48 {
                 *count.entry(assigned(slot, &ids).unwrap()).or_insert(0) += 1;
             }
-            let (min, max) = (
-                count.values().min().unwrap(),
-                count.values().max().unwrap(),
-            );
+            let (min, max) = (count.values().min().unwrap(), count.values().max().unwrap());
             assert!(max - min <= 1, "{n}: {count:?}");
             assert_eq!(count.len(), n);
         }

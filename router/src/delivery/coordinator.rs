@@ -228,7 +228,9 @@ pub(super) async fn run(
                     .lost_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             } else {
-                if let Err(e) = lease::release(&mut conn, &consumers[k.0].keys, k.1, h.lease.token).await {
+                if let Err(e) =
+                    lease::release(&mut conn, &consumers[k.0].keys, k.1, h.lease.token).await
+                {
                     tracing::warn!(consumer = %consumers[k.0].name, partition = k.1, error = %e, "cannot release a lease; it expires by itself");
                 }
                 if h.leaving {
