@@ -681,6 +681,31 @@ async fn mcp_over_stdio_reports_status_and_replays_a_dead_letter() {
     assert_eq!(tail["events"][0]["event"]["id"], "bad-1", "{tail}");
     assert!(!tail.to_string().contains("pii@example.com"), "{tail}");
 
+    // Started with --show-payloads, the same tools show them.
+    let open = ()
+        .serve(
+            TokioChildProcess::new(tokio::process::Command::new(bin()).configure(|cmd| {
+                cmd.arg("mcp")
+                    .arg("--config")
+                    .arg(&path)
+                    .arg("--show-payloads");
+            }))
+            .unwrap(),
+        )
+        .await
+        .expect("MCP handshake (--show-payloads)");
+    let mut p = CallToolRequestParams::new("dlq_show");
+    p = p.with_arguments(
+        json!({"consumer": "esp", "id": "bad-1"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let shown = open.call_tool(p).await.unwrap().structured_content.unwrap();
+    assert_ne!(shown["event"]["data"], "[redacted]", "{shown}");
+    assert!(shown.to_string().contains("pii@example.com"), "{shown}");
+    open.cancel().await.unwrap();
+
     // A replay needs a selection; with the entry's id it delivers the event.
     let listed = call("dlq_list", json!({"consumer": "esp"}))
         .await

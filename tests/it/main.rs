@@ -16,7 +16,11 @@ mod mysql;
 mod ops;
 mod polyglot;
 mod redis_loss;
+<<<<<<< HEAD
 mod scale;
+=======
+mod scaffold;
+>>>>>>> main
 mod security;
 mod startup;
 mod transforms;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 mod admin_client;
 mod check;
+mod diff;
 mod mcp;
+mod new;
 mod sink;
 mod tail;
 mod transform;
@@ -117,6 +119,11 @@ enum Command {
         #[command(subcommand)]
         action: TransformAction,
     },
+    /// Scaffold a new project: `switchyard new module NAME --lang rust|python|js`.
+    New {
+        #[command(subcommand)]
+        what: NewWhat,
+    },
     /// A local endpoint that prints every request it receives (try a consumer without a vendor).
     Sink {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -196,6 +203,52 @@ enum TransformAction {
         /// The event file.
         #[arg(long)]
         event: PathBuf,
+        /// Per-call deadline of each module (e.g. `2s`), instead of the
+        /// configured or default one (100ms): interpreter guests (Python,
+        /// JavaScript) can need more on a busy machine.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        deadline: Option<std::time::Duration>,
+    },
+    /// Run a consumer's chain and the chain with a new module over the
+    /// consumer's newest events in the log, and print what would change per
+    /// event. Nothing is sent. Exit status 0: no change, 1: changes, 2: error.
+    Diff {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        consumer: String,
+        /// The new build of one of the chain's modules.
+        #[arg(long)]
+        module: PathBuf,
+        /// The chain module it replaces (name or file stem); needed when the
+        /// chain has several modules and none has the new file's stem.
+        #[arg(long)]
+        replace: Option<String>,
+        /// How many of the consumer's newest events to run.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// JSON lines (event id, changed, both outcomes) instead of diffs.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NewWhat {
+    /// A transform module that builds and passes `transform test` as it is:
+    /// the module, README, sample event, build script and a unit test.
+    Module {
+        /// Lowercase letters, digits and `-` (e.g. `loyalty-sync`).
+        name: String,
+        #[arg(long, value_enum)]
+        lang: crate::new::Lang,
+        /// Parent directory (the module goes to DIR/NAME).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Rust only: the guest SDK (`guest-sdk/` of a Switchyard checkout);
+        /// defaults to the one this binary was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -315,6 +368,7 @@ fn main() -> ExitCode {
                         modules,
                         set,
                         event,
+                        deadline,
                     },
             } => {
                 let args = crate::transform::TestArgs {
@@ -323,6 +377,7 @@ fn main() -> ExitCode {
                     modules,
                     set,
                     event,
+                    deadline,
                 };
                 let mut out = std::io::stdout();
                 match tokio::task::block_in_place(|| crate::transform::test(args, &mut out)) {
@@ -331,6 +386,56 @@ fn main() -> ExitCode {
                     Err(e) => Err(e),
                 }
             }
+            Command::Transform {
+                action:
+                    TransformAction::Diff {
+                        config,
+                        consumer,
+                        module,
+                        replace,
+                        last,
+                        json,
+                    },
+            } => {
+                let args = crate::diff::DiffArgs {
+                    config,
+                    consumer,
+                    module,
+                    replace,
+                    last,
+                    json,
+                };
+                let mut out = std::io::stdout();
+                return match crate::diff::diff(args, &mut out).await {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+            Command::New {
+                what:
+                    NewWhat::Module {
+                        name,
+                        lang,
+                        dir,
+                        sdk,
+                    },
+            } => crate::new::new_module(&crate::new::NewArgs {
+                name,
+                lang,
+                dir,
+                sdk,
+            })
+            .map(|root| {
+                println!(
+                    "created {}: see its README.md (build.sh, then switchyard transform test)",
+                    root.display()
+                )
+            })
+            .map_err(anyhow::Error::from),
             Command::Sink { listen } => {
                 crate::sink::run(listen, switchyard_router::app::shutdown_on_signals()).await
             }

@@ -16,6 +16,8 @@ pub struct TestArgs {
     /// `key=value` module config (for `--module`).
     pub set: Vec<String>,
     pub event: PathBuf,
+    /// Per-call deadline of every module (as a module's `deadline` key).
+    pub deadline: Option<std::time::Duration>,
 }
 
 pub fn test(args: TestArgs, out: &mut impl Write) -> anyhow::Result<bool> {
@@ -48,6 +50,16 @@ pub fn test(args: TestArgs, out: &mut impl Write) -> anyhow::Result<bool> {
                 .collect()
         }
         _ => bail!("give --config FILE --consumer NAME, or one or more --module FILE.wasm"),
+    };
+    let modules: Vec<ModuleConfig> = match args.deadline {
+        Some(d) => modules
+            .into_iter()
+            .map(|mut m| {
+                m.deadline = Some(d);
+                m
+            })
+            .collect(),
+        None => modules,
     };
     let text = std::fs::read_to_string(&args.event)
         .with_context(|| format!("reading {}", args.event.display()))?;

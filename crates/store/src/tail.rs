@@ -142,3 +142,68 @@ pub async fn recent_of_account(
     }
     Ok(out)
 }
+
+/// The newest `limit` events of the whole log that `keep` accepts, oldest
+/// first: by stream id (time, then sequence) across partitions; entries of
+/// one millisecond in different partitions have no order between them
+/// (the log orders per partition only), looking at most `scan`
+/// entries back in each partition (pages of 500). Entries that do not decode
+/// are skipped. For `switchyard transform diff`: a consumer's recent events.
+pub async fn recent(
+    log: &Log,
+    limit: usize,
+    scan: usize,
+    keep: impl Fn(&Event) -> bool,
+) -> Result<Vec<TailEntry>, LogError> {
+    let mut conn = log.conn().await?;
+    let mut all: Vec<(u64, u64, TailEntry)> = Vec::new();
+    for p in 0..log.partitions() {
+        let stream = log.keys().stream(p);
+        let (mut end, mut seen, mut found) = ("+".to_string(), 0usize, 0usize);
+        while found < limit && seen < scan {
+            let page = (scan - seen).min(500);
+            let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(page)
+                .query_async(&mut conn)
+                .await?;
+            let n = reply.ids.len();
+            for entry in reply.ids {
+                seen += 1;
+                end = format!("({}", entry.id);
+                if let Ok(ev) = decode_entry(&entry) {
+                    if keep(&ev) && found < limit {
+                        found += 1;
+                        let (ms, seq) = split_id(&entry.id);
+                        all.push((
+                            ms,
+                            seq,
+                            TailEntry {
+                                partition: p,
+                                stream: stream.clone(),
+                                stream_id: entry.id.clone(),
+                                event: Ok(ev),
+                            },
+                        ));
+                    }
+                }
+            }
+            if n < page {
+                break;
+            }
+        }
+    }
+    // Newest `limit` overall, then oldest first.
+    all.sort_by(|a, b| (b.0, b.1, b.2.partition).cmp(&(a.0, a.1, a.2.partition)));
+    all.truncate(limit);
+    all.reverse();
+    Ok(all.into_iter().map(|(_, _, e)| e).collect())
+}
+
+fn split_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}

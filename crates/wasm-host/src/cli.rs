@@ -29,11 +29,19 @@ pub fn run_chain_once_cached(
     Ok(chain.run(ev))
 }
 
-/// Print an outcome as JSON lines: one line per request (body as UTF-8 text
-/// in `body` if valid, else base64 in `body_base64`), or one `dropped` /
-/// `failed` line.
+/// Print an outcome as JSON lines (see [`outcome_lines`]).
 pub fn print_outcome(outcome: &ChainOutcome, out: &mut impl Write) -> std::io::Result<()> {
-    let lines: Vec<serde_json::Value> = match outcome {
+    for l in outcome_lines(outcome) {
+        serde_json::to_writer(&mut *out, &l)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// An outcome as JSON values: one per request (body as UTF-8 text in `body`
+/// if valid, else base64 in `body_base64`), or one `dropped` / `failed`.
+pub fn outcome_lines(outcome: &ChainOutcome) -> Vec<serde_json::Value> {
+    match outcome {
         ChainOutcome::Requests(reqs) => reqs
             .iter()
             .map(|r| {
@@ -67,10 +75,5 @@ pub fn print_outcome(outcome: &ChainOutcome, out: &mut impl Write) -> std::io::R
                 serde_json::json!({ "failed": { "module": module, "message": message, "retryable": retryable } }),
             ]
         }
-    };
-    for l in lines {
-        serde_json::to_writer(&mut *out, &l)?;
-        out.write_all(b"\n")?;
     }
-    Ok(())
 }

@@ -38,7 +38,7 @@ pub use bindings::CONTRACT_VERSION;
 #[cfg(feature = "engine")]
 pub use chain::{Chain, ChainOutcome, LoadError, Module, ModuleStats, OutRequest};
 #[cfg(feature = "engine")]
-pub use cli::{print_outcome, run_chain_once, run_chain_once_cached};
+pub use cli::{outcome_lines, print_outcome, run_chain_once, run_chain_once_cached};
 pub use config::TransformsConfig;
 #[cfg(feature = "engine")]
 pub use convert::{from_wit as event_from_wit, to_wit as event_to_wit};
