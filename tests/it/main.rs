@@ -16,11 +16,8 @@ mod mysql;
 mod ops;
 mod polyglot;
 mod redis_loss;
-<<<<<<< HEAD
-mod scale;
-=======
 mod scaffold;
->>>>>>> main
+mod scale;
 mod security;
 mod startup;
 mod transforms;
