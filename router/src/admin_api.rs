@@ -141,7 +141,41 @@ pub async fn consumer_from_redis(log: &Log, name: &str) -> anyhow::Result<Value>
     }
     v["lag_events"] = json!(lag_events);
     v["lag_seconds"] = json!(oldest_age_ms.max(0) as f64 / 1000.0);
+    // Which instance delivers which partition (the leases in Redis).
+    let mut owners: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut unowned = Vec::new();
+    for p in 0..log.partitions() {
+        match switchyard_store::lease::lease_state(&mut conn, &admin.keys, p).await? {
+            Some(l) => owners.entry(l.owner).or_default().push(p),
+            None => unowned.push(p),
+        }
+    }
+    v["owners"] = json!(owners);
+    v["unowned_partitions"] = json!(unowned);
     Ok(v)
+}
+
+/// The live instances sharing this Redis, with their last lease renewal
+/// (heartbeat): `[{id, last_renewal, age_seconds}]`.
+pub async fn instances(log: &Log, config: &Config) -> anyhow::Result<Value> {
+    let mut conn = log.conn().await?;
+    let ns = &log.keys().namespace;
+    let list = switchyard_store::lease::instances(
+        &mut conn,
+        ns,
+        config.coordination.lease_timeout.as_millis() as u64,
+    )
+    .await?;
+    let now = Utc::now().timestamp_millis();
+    Ok(json!(list
+        .into_iter()
+        .map(|i| json!({
+            "id": i.id,
+            "last_renewal": chrono::DateTime::<Utc>::from_timestamp_millis(i.last_heartbeat_ms)
+                .map(|t| t.to_rfc3339()),
+            "age_seconds": (now - i.last_heartbeat_ms).max(0) as f64 / 1000.0,
+        }))
+        .collect::<Vec<_>>()))
 }
 
 /// `running`: live figures are known (a router answered); otherwise the
@@ -192,8 +226,9 @@ pub async fn status_from_redis(config: &Config, log: &Log) -> anyhow::Result<Val
     Ok(json!({
         "router": {"running": false},
         "health": health,
+        "instances": instances(log, config).await?,
         "consumers": consumers,
-        "sources": sources(config, None),
+        "sources": with_source_leaders(log, config, sources(config, None)).await?,
     }))
 }
 
@@ -228,6 +263,20 @@ fn sources(config: &Config, hist: Option<&History>) -> Value {
         out.insert(name.clone(), v);
     }
     Value::Object(out)
+}
+
+/// Add each CDC source's leader (the instance reading it; `null`: none now).
+async fn with_source_leaders(log: &Log, config: &Config, mut v: Value) -> anyhow::Result<Value> {
+    let mut conn = log.conn().await?;
+    for (name, s) in &config.sources {
+        if matches!(s, SourceConfig::Http(_)) {
+            continue;
+        }
+        let (key, _) = switchyard_store::lease::source_leader_keys(&log.keys().namespace, name);
+        let l = switchyard_store::lease::lease_state_of(&mut conn, &key).await?;
+        v[name]["leader"] = json!(l.map(|l| l.owner));
+    }
+    Ok(v)
 }
 
 /// What the admin API works with.
@@ -396,13 +445,34 @@ impl Api {
             "status": if ready == StatusCode::OK { "ok" } else { "degraded" },
             "reasons": health.get("reasons").cloned().unwrap_or(json!([])),
         });
+        let instances = match instances(&self.log, &self.config).await {
+            Ok(v) => v,
+            Err(e) => return redis_err(e),
+        };
+        let srcs = match with_source_leaders(
+            &self.log,
+            &self.config,
+            sources(&self.config, Some(history())),
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => return redis_err(e),
+        };
         (
             StatusCode::OK,
             json!({
-                "router": {"running": true, "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()},
+                "router": {
+                    "running": true,
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "pid": std::process::id(),
+                    "instance": self.delivery.instance_id,
+                    "owned_partitions": *self.delivery.ownership.owned.lock().unwrap(),
+                },
                 "health": health,
+                "instances": instances,
                 "consumers": consumers,
-                "sources": sources(&self.config, Some(history())),
+                "sources": srcs,
             }),
         )
     }

@@ -125,7 +125,12 @@ pub async fn run(
         }
     };
 
-    let delivery = Arc::new(Delivery::spawn(consumers, &log, &shutdown));
+    let delivery = Arc::new(Delivery::spawn(
+        consumers,
+        &log,
+        &config.coordination,
+        &shutdown,
+    ));
     let fatal = switchyard_sources::FatalError::default();
     let watcher = match spawn_watcher(delivery.chains()) {
         Ok(w) => Some(w),
@@ -144,7 +149,17 @@ pub async fn run(
         config_path,
         admin_token: config.server.admin_token.clone(),
         watcher: Mutex::new(watcher),
-        sources: switchyard_sources::start(&config.sources, &log, &shutdown, &fatal),
+        sources: switchyard_sources::start(
+            &config.sources,
+            &log,
+            &shutdown,
+            &fatal,
+            &switchyard_sources::Leadership {
+                instance_id: delivery.instance_id.clone(),
+                lease_timeout: config.coordination.lease_timeout,
+                renew_interval: config.coordination.renew_interval,
+            },
+        ),
     });
     spawn_sighup(runtime.clone(), shutdown.clone());
     let admin: Arc<dyn Admin> = runtime.clone();

@@ -189,6 +189,38 @@ impl Collector for DeliveryCollector {
             outcomes.push((l("filtered"), s.filtered_total()));
             retries.push((vec![("consumer", c.name.clone())], load(&s.retries)));
         }
+        // Many instances: what this instance owns and how its leases fare.
+        let own = &self.0.ownership;
+        let owned = own.owned.lock().unwrap().clone();
+        gauge_family(
+            &mut encoder,
+            "partitions_owned",
+            "Partitions of the consumer this instance delivers now (it holds their leases)",
+            consumers.iter().map(|c| {
+                (
+                    vec![("consumer", c.name.clone())],
+                    owned.get(&c.name).map(|s| s.len()).unwrap_or(0) as i64,
+                )
+            }),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "instances_live",
+            "Router instances sharing this Redis that renewed their membership within the lease timeout (as of this instance's last renewal)",
+            [(Vec::new(), load(&own.live_instances) as i64)],
+        )?;
+        counter_family(
+            &mut encoder,
+            "leases_acquired",
+            "Partition leases this instance acquired",
+            [(Vec::new(), load(&own.acquired_total))],
+        )?;
+        counter_family(
+            &mut encoder,
+            "leases_lost",
+            "Partition leases this instance lost to another instance (found at renewal or by a fenced write)",
+            [(Vec::new(), load(&own.lost_total))],
+        )?;
         counter_family(
             &mut encoder,
             "delivery_events",

@@ -140,6 +140,11 @@ timeout = "500ms"
 [log]
 partitions = {PARTITIONS}
 
+# One instance, restarted under the same id: it takes its partitions and the
+# CDC source back at once instead of waiting for its old leases to expire.
+[coordination]
+instance_id = "chaos-router"
+
 [transforms]
 cache_dir = "{cache}"
 

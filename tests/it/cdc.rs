@@ -492,6 +492,59 @@ async fn router_killed_mid_stream_and_restarted_logs_every_change_exactly_once()
     assert!(!confirmed.is_empty() && !current.is_empty());
 }
 
+/// Two instances, one Postgres slot: one reads (the leader lease), the other
+/// stands by; SIGKILL the leader mid-stream and the standby takes over within
+/// the lease timeout, resuming from the slot: every committed row once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_the_postgres_slot_when_the_leader_dies() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    pg.sql(ITEMS_DDL);
+    let cfg = |id: &str| {
+        format!(
+            "{}{}",
+            base_config(&redis.url()).replace(
+                "[coordination]\n",
+                &format!("[coordination]\ninstance_id = \"{id}\"\n")
+            ),
+            source_toml(&pg.url(), ITEMS_TOML)
+        )
+    };
+    let mut a = Router::start(&cfg("a"));
+    wait_slot(&pg).await;
+    let b = Router::start(&cfg("b"));
+    eventually(Duration::from_secs(10), "b stands by", || async {
+        b.logs().contains("standing by").then_some(())
+    })
+    .await;
+    assert!(a.logs().contains("leader of the source"));
+    let writer = tokio::spawn(write_items(pg.url(), 0, 4000, Duration::from_micros(300)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.kill();
+    let killed = std::time::Instant::now();
+    eventually(Duration::from_secs(15), "b leads", || async {
+        b.logs().contains("leader of the source").then_some(())
+    })
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(8),
+        "the standby took over within the lease timeout (3 s) and the slot's release: {:?}",
+        killed.elapsed()
+    );
+    let written = writer.await.unwrap();
+    assert_eq!(written, 4000);
+    let n = assert_items_exactly_once(&redis, &pg).await;
+    assert_eq!(n, 4000);
+    // `switchyard status` names the leader.
+    let out = std::process::Command::new(crate::support::router::bin())
+        .args(["status", "--json", "--config"])
+        .arg(&b.config_path)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["sources"]["crm"]["leader"], "b", "{st}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_and_crashed_mid_stream() {
     let redis = RedisServer::start();

@@ -18,6 +18,7 @@ mod ops;
 mod polyglot;
 mod redis_loss;
 mod scaffold;
+mod scale;
 mod security;
 mod startup;
 mod stateful;

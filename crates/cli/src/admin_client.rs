@@ -393,6 +393,29 @@ impl AdminClient {
 }
 
 /// `switchyard status` without `--json`: one line per consumer and source.
+/// `[0,1,2,5]` → `0-2,5`.
+fn partitions_text(ps: &Value) -> String {
+    let ps: Vec<u64> = ps
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < ps.len() {
+        let mut j = i;
+        while j + 1 < ps.len() && ps[j + 1] == ps[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j > i {
+            format!("{}-{}", ps[i], ps[j])
+        } else {
+            ps[i].to_string()
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
 pub fn status_table(st: &Value) -> String {
     let mut out = String::new();
     let running = st["router"]["running"] == true;
@@ -439,6 +462,38 @@ pub fn status_table(st: &Value) -> String {
                 f(&c["parked_accounts"]),
                 c["last_error"]["reason"].as_str().unwrap_or("-"),
             ));
+        }
+    }
+    // Many instances: who delivers which partitions, and each one's last renewal.
+    out.push_str(&format!("{:<40} {:>16}\n", "INSTANCE", "RENEWED(s ago)"));
+    if let Some(is) = st["instances"].as_array() {
+        for i in is {
+            out.push_str(&format!(
+                "{:<40} {:>16}\n",
+                f(&i["id"]),
+                f(&i["age_seconds"])
+            ));
+        }
+    }
+    if let Some(cs) = st["consumers"].as_object() {
+        for (name, c) in cs {
+            let mut owners: Vec<String> = c["owners"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(inst, ps)| format!("{inst}: {}", partitions_text(ps)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(u) = c["unowned_partitions"].as_array().filter(|u| !u.is_empty()) {
+                owners.push(format!(
+                    "unowned: {}",
+                    partitions_text(&Value::Array(u.clone()))
+                ));
+            }
+            if !owners.is_empty() {
+                out.push_str(&format!("{name} partitions: {}\n", owners.join("; ")));
+            }
         }
     }
     out.push_str(&format!(

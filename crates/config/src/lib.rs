@@ -23,6 +23,7 @@ use serde::Deserialize;
 pub mod admin;
 pub mod alerts;
 pub mod consumer;
+pub mod coordination;
 /// Invariants checked by the fuzz targets (`fuzz/`) and the property tests;
 /// built only for tests and `--cfg fuzzing` (cargo-fuzz).
 #[cfg(any(test, fuzzing))]
@@ -61,6 +62,9 @@ pub struct Config {
     /// `[alerts]`: where SLA breaches are posted.
     #[serde(default)]
     pub alerts: alerts::AlertsConfig,
+    /// `[coordination]`: partition leases between router instances.
+    #[serde(default)]
+    pub coordination: coordination::CoordinationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +363,7 @@ impl Config {
         }
         self.monitor.validate(errors);
         self.alerts.validate(errors);
+        self.coordination.validate(errors);
         self.redis.validate(errors);
         self.log.validate(errors);
         for (name, c) in &self.consumers {

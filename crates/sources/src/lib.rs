@@ -17,6 +17,7 @@ pub mod postgres;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -90,22 +91,48 @@ impl SourceConfig {
 /// A source that stopped for good records why here; `switchyard run` then exits non-zero.
 pub type FatalError = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 
-/// Start every source that runs as a task.
+/// Who this instance is among the routers sharing the Redis, and how long a
+/// source's leader lease lasts (`[coordination]`).
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    pub instance_id: String,
+    pub lease_timeout: Duration,
+    pub renew_interval: Duration,
+}
+
+/// Start every source that runs as a task. With several router instances
+/// on one Redis, each CDC source (one replication slot, one binlog position)
+/// has one active reader: the instance holding its leader lease
+/// (`<ns>:source:{src-<name>}:leader`, with a fencing counter). The others
+/// stand by and try to take the lease every `renew_interval`; when the
+/// leader dies its lease expires within `lease_timeout` and a standby starts
+/// the source, which resumes from the slot's confirmed position (Postgres)
+/// or the stored binlog position (MySQL). A leader that cannot renew stops
+/// its source once the lease may have expired.
 pub fn start<'a>(
     sources: impl IntoIterator<Item = (&'a String, &'a SourceConfig)>,
     log: &Log,
     shutdown: &CancellationToken,
     fatal: &FatalError,
+    leadership: &Leadership,
 ) -> std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     for (name, src) in sources {
-        let Some(task) = src.task(name) else { continue };
-        let (name, log, shutdown, fatal) =
-            (name.clone(), log.clone(), shutdown.clone(), fatal.clone());
+        if src.task(name).is_none() {
+            continue;
+        }
+        let (name, src, log, shutdown, fatal, lead) = (
+            name.clone(),
+            src.clone(),
+            log.clone(),
+            shutdown.clone(),
+            fatal.clone(),
+            leadership.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             // A source stops the router when it cannot go on, so the
             // operator sees it rather than a source silently not capturing.
-            if let Err(e) = task.run(log, shutdown.clone()).await {
+            if let Err(e) = lead_and_run(&name, &src, &log, &shutdown, &lead).await {
                 tracing::error!(source = %name, error = %format!("{e:#}"),
                     "source stopped with an error that a retry cannot fix; shutting down");
                 *fatal.lock().unwrap() = Some(format!("source {name}: {e:#}"));
@@ -114,4 +141,103 @@ pub fn start<'a>(
         }));
     }
     std::sync::Mutex::new(tasks)
+}
+
+/// Stand by until this instance holds the source's leader lease, run the
+/// source while it does, and stand by again if it loses it.
+async fn lead_and_run(
+    name: &str,
+    src: &SourceConfig,
+    log: &Log,
+    shutdown: &CancellationToken,
+    lead: &Leadership,
+) -> anyhow::Result<()> {
+    use switchyard_store::lease;
+    let (lease_key, fence_key) = lease::source_leader_keys(&log.keys().namespace, name);
+    let ttl = lead.lease_timeout;
+    let ttl_ms = ttl.as_millis() as u64;
+    let pause = |d: Duration| async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(d) => {}
+        }
+    };
+    let mut said_standby = false;
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let acquired = match log.conn().await {
+            Ok(mut c) => {
+                lease::acquire_keys(&mut c, &lease_key, &fence_key, &lead.instance_id, ttl_ms).await
+            }
+            Err(e) => Err(e),
+        };
+        let token = match acquired {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                if !said_standby {
+                    tracing::info!(source = %name, "standing by: another instance is reading this source");
+                    said_standby = true;
+                }
+                pause(lead.renew_interval).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, "cannot take the source's leader lease; retrying");
+                pause(lead.renew_interval).await;
+                continue;
+            }
+        };
+        said_standby = false;
+        tracing::info!(source = %name, instance = %lead.instance_id, token, "leader of the source: reading");
+        let term = shutdown.child_token();
+        let task = src.task(name).expect("a source with a task");
+        let mut run = tokio::spawn(task.run(log.clone(), term.clone()));
+        let mut valid_until = t0 + ttl;
+        let mut lost = false;
+        let mut tick = tokio::time::interval(lead.renew_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tick.tick(), if !term.is_cancelled() => {
+                    let t = Instant::now();
+                    let renewed = match log.conn().await {
+                        Ok(mut c) => lease::renew_keys(&mut c, &lease_key, &fence_key, &lead.instance_id, token, ttl_ms).await,
+                        Err(e) => Err(e),
+                    };
+                    match renewed {
+                        Ok(true) => valid_until = t + ttl,
+                        Ok(false) => {
+                            tracing::warn!(source = %name, "another instance took the source's leader lease; stopping this reader");
+                            lost = true;
+                            term.cancel();
+                        }
+                        Err(e) if Instant::now() >= valid_until => {
+                            tracing::warn!(source = %name, error = %e, "cannot renew the source's leader lease and it may have expired; stopping this reader");
+                            lost = true;
+                            term.cancel();
+                        }
+                        Err(e) => tracing::warn!(source = %name, error = %e, "renewing the source's leader lease failed; retrying"),
+                    }
+                }
+            }
+        };
+        if !lost {
+            if let Ok(mut c) = log.conn().await {
+                let _ = lease::release_key(&mut c, &lease_key, token).await;
+            }
+        }
+        match result {
+            Ok(Ok(())) if shutdown.is_cancelled() => return Ok(()),
+            Ok(Ok(())) => {
+                // Stopped because leadership was lost: stand by again.
+                pause(lead.renew_interval).await;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(e) => anyhow::bail!("the source's task failed: {e}"),
+        }
+    }
 }

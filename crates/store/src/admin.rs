@@ -119,6 +119,8 @@ impl ConsumerAdmin {
             p,
             conn: self.conn.clone(),
             dedup_ttl: 1,
+            // Operator actions (replay) act whoever owns the partition.
+            token: None,
         }
     }
 

@@ -23,11 +23,50 @@ use switchyard_core::event::{self, Event, FORMAT_VERSION};
 
 pub const GROUP_CONSUMER: &str = "switchyard";
 
+use crate::lease::FENCE_PREAMBLE;
 use std::sync::LazyLock;
-static ROUTE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ROUTE_LUA));
-static DEFER_DONE_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(DEFER_DONE_LUA));
-static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DEAD_LUA));
+
+/// A transition script, fenced: it first checks the caller's lease token (see [`crate::lease`]).
+fn fenced(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{FENCE_PREAMBLE}{body}"))
+}
+static ROUTE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(ROUTE_LUA));
+static DEFER_DONE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(DEFER_DONE_LUA));
+static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(DEAD_LUA));
+static EXEC_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(EXEC_LUA));
+static READ_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(READ_LUA));
+
+// Run commands one after the other (atomically, like MULTI), after the fence check.
+// ARGV: for each command its argument count, then the command and its arguments.
+// Every key named belongs to the partition's slot. Returns the last command's reply.
+const EXEC_LUA: &str = r#"
+local i = 1
+local last = false
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local c = {}
+  for j = 1, n do c[j] = ARGV[i + j] end
+  last = redis.call(unpack(c))
+  i = i + n + 1
+end
+return last
+"#;
+
+// A group read, after the fence check (a former owner cannot move entries into
+// the group's pending list). KEYS: 1 stream. ARGV: 1 group, 2 consumer, 3 count, 4 id.
+// Nothing new: the group's last-delivered id instead (to wait on with a plain XREAD).
+const READ_LUA: &str = r#"
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], ARGV[4])
+if r then return r end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  if name == ARGV[1] then return last end
+end
+return false
+"#;
 static REPLAY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(REPLAY_LUA));
 static EFFECTS_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(EFFECTS_LUA));
 
@@ -91,6 +130,14 @@ impl ConsumerKeys {
     }
     pub fn dlq(&self, p: u32) -> String {
         format!("{}:c:{}:dlq:{{p{p}}}", self.ns, self.consumer)
+    }
+    /// The lease of this consumer's partition (`lease.rs`): owner and fencing token.
+    pub fn lease(&self, p: u32) -> String {
+        format!("{}:c:{}:lease:{{p{p}}}", self.ns, self.consumer)
+    }
+    /// The fencing-token counter of this consumer's partition (only grows).
+    pub fn fence(&self, p: u32) -> String {
+        format!("{}:c:{}:fence:{{p{p}}}", self.ns, self.consumer)
     }
     /// Bumped by `consumer rewind`: acked records of older epochs no longer suppress a send.
     pub fn epoch(&self) -> String {
@@ -340,23 +387,59 @@ pub struct PartitionStore {
     pub p: u32,
     pub conn: Conn,
     pub dedup_ttl: u64,
+    /// The fencing token of this instance's lease on the partition: every
+    /// state transition is refused ([`LogError::Fenced`]) once it is not the
+    /// current one. `None`: operator commands (replay), which are not fenced.
+    pub token: Option<u64>,
+}
+
+/// Commands for [`PartitionStore::exec`].
+#[derive(Default)]
+struct Cmds(Vec<Vec<u8>>);
+
+impl Cmds {
+    fn cmd<S: AsRef<str>>(&mut self, args: impl IntoIterator<Item = S>) -> &mut Self {
+        let flat: Vec<Vec<u8>> = args
+            .into_iter()
+            .map(|a| a.as_ref().as_bytes().to_vec())
+            .collect();
+        self.0.push(flat.len().to_string().into_bytes());
+        self.0.extend(flat);
+        self
+    }
 }
 
 impl PartitionStore {
+    fn token_arg(&self) -> String {
+        self.token.map(|t| t.to_string()).unwrap_or_default()
+    }
+
+    /// Run `cmds` atomically after the fence check (one script, one slot).
+    async fn exec<T: redis::FromRedisValue>(&mut self, cmds: Cmds) -> Result<T, LogError> {
+        let mut inv = EXEC_SCRIPT.prepare_invoke();
+        inv.key(self.keys.fence(self.p)).arg(self.token_arg());
+        for a in cmds.0 {
+            inv.arg(a);
+        }
+        Ok(inv.invoke_async(&mut self.conn).await?)
+    }
+
     /// Take over pending entries of this group from `cursor` on (XAUTOCLAIM,
     /// one key): the entries, the ids trimmed away while pending, and the
     /// next cursor (`0-0`: done).
     pub async fn autoclaim(&mut self, cursor: &str) -> Result<Claimed, LogError> {
-        let reply: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(self.keys.stream(self.p))
-            .arg(&self.keys.consumer)
-            .arg(GROUP_CONSUMER)
-            .arg(0)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut self.conn)
-            .await?;
+        let mut c = Cmds::default();
+        c.cmd([
+            "XAUTOCLAIM",
+            self.keys.stream(self.p).as_str(),
+            self.keys.consumer.as_str(),
+            GROUP_CONSUMER,
+            "0",
+            cursor,
+            "COUNT",
+            "500",
+        ]);
+        let reply: redis::streams::StreamAutoClaimReply = self.exec(c).await?;
         Ok(Claimed {
             entries: reply
                 .claimed
@@ -376,27 +459,22 @@ impl PartitionStore {
         reason: &str,
     ) -> Result<(), LogError> {
         let (keys, p) = (&self.keys, self.p);
-        redis::pipe()
-            .atomic()
-            .cmd("XADD")
-            .arg(keys.dlq(p))
-            .arg("*")
-            .arg("account")
-            .arg("")
-            .arg("sid")
-            .arg(sid)
-            .arg("kind")
-            .arg("failed")
-            .arg("reason")
-            .arg(format!("cannot decode the log entry: {reason}"))
-            .ignore()
-            .cmd("XACK")
-            .arg(keys.stream(p))
-            .arg(&keys.consumer)
-            .arg(sid)
-            .ignore()
-            .query_async::<()>(&mut self.conn)
-            .await?;
+        let mut c = Cmds::default();
+        c.cmd([
+            "XADD".to_string(),
+            keys.dlq(p),
+            "*".into(),
+            "account".into(),
+            String::new(),
+            "sid".into(),
+            sid.into(),
+            "kind".into(),
+            "failed".into(),
+            "reason".into(),
+            format!("cannot decode the log entry: {reason}"),
+        ])
+        .cmd(["XACK", keys.stream(p).as_str(), keys.consumer.as_str(), sid]);
+        let _: redis::Value = self.exec(c).await?;
         Ok(())
     }
 
@@ -486,26 +564,29 @@ impl PartitionStore {
         let acked_key = acked.map(|(ep, id)| self.keys.acked(self.p, ep, id));
         match origin {
             Origin::Stream(sid) => {
-                let mut pipe = redis::pipe();
-                pipe.atomic();
+                let mut c = Cmds::default();
                 if let Some(k) = &acked_key {
-                    pipe.cmd("SET")
-                        .arg(k)
-                        .arg(1)
-                        .arg("EX")
-                        .arg(self.dedup_ttl)
-                        .ignore();
+                    c.cmd([
+                        "SET",
+                        k.as_str(),
+                        "1",
+                        "EX",
+                        self.dedup_ttl.to_string().as_str(),
+                    ]);
                 }
-                pipe.cmd("XACK")
-                    .arg(self.keys.stream(self.p))
-                    .arg(&self.keys.consumer)
-                    .arg(sid)
-                    .ignore();
-                let () = pipe.query_async(&mut self.conn).await?;
+                c.cmd([
+                    "XACK",
+                    self.keys.stream(self.p).as_str(),
+                    self.keys.consumer.as_str(),
+                    sid.as_str(),
+                ]);
+                let _: redis::Value = self.exec(c).await?;
                 Ok(0)
             }
             Origin::Deferred(head) => {
                 let n: u64 = DEFER_DONE_SCRIPT
+                    .key(self.keys.fence(self.p))
+                    .arg(self.token_arg())
                     .key(self.keys.defer_list(self.p, account))
                     .key(self.keys.deferred_set(self.p))
                     .key(acked_key.unwrap_or_default())
@@ -528,25 +609,27 @@ impl PartitionStore {
         if items.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut c = Cmds::default();
+        let ttl = self.dedup_ttl.to_string();
         for (_, acked) in items {
             if let Some((epoch, id)) = acked {
-                pipe.cmd("SET")
-                    .arg(self.keys.acked(self.p, *epoch, id))
-                    .arg(1)
-                    .arg("EX")
-                    .arg(self.dedup_ttl)
-                    .ignore();
+                c.cmd([
+                    "SET",
+                    self.keys.acked(self.p, *epoch, id).as_str(),
+                    "1",
+                    "EX",
+                    ttl.as_str(),
+                ]);
             }
         }
-        let mut xack = redis::cmd("XACK");
-        xack.arg(self.keys.stream(self.p)).arg(&self.keys.consumer);
-        for (sid, _) in items {
-            xack.arg(sid);
-        }
-        pipe.add_command(xack).ignore();
-        let () = pipe.query_async(&mut self.conn).await?;
+        let mut xack = vec![
+            "XACK".to_string(),
+            self.keys.stream(self.p),
+            self.keys.consumer.clone(),
+        ];
+        xack.extend(items.iter().map(|(sid, _)| sid.clone()));
+        c.cmd(xack);
+        let _: redis::Value = self.exec(c).await?;
         Ok(())
     }
 
@@ -555,13 +638,15 @@ impl PartitionStore {
         if sids.is_empty() {
             return Ok(());
         }
-        let () = redis::cmd("XACK")
-            .arg(self.keys.stream(self.p))
-            .arg(&self.keys.consumer)
-            .arg(sids)
-            .query_async(&mut self.conn)
-            .await
-            .map(|_: i64| ())?;
+        let mut xack = vec![
+            "XACK".to_string(),
+            self.keys.stream(self.p),
+            self.keys.consumer.clone(),
+        ];
+        xack.extend(sids.iter().cloned());
+        let mut c = Cmds::default();
+        c.cmd(xack);
+        let _: redis::Value = self.exec(c).await?;
         Ok(())
     }
 
@@ -579,7 +664,9 @@ impl PartitionStore {
             ..Default::default()
         };
         let mut inv = ROUTE_SCRIPT.prepare_invoke();
-        inv.key(self.keys.stream(self.p))
+        inv.key(self.keys.fence(self.p))
+            .arg(self.token_arg())
+            .key(self.keys.stream(self.p))
             .key(self.keys.parked_set(self.p))
             .key(self.keys.deferred_set(self.p))
             .key(self.keys.defer_list(self.p, &ev.account_id))
@@ -614,7 +701,9 @@ impl PartitionStore {
             Origin::Deferred(_) => String::new(),
         };
         let mut inv = DEAD_SCRIPT.prepare_invoke();
-        inv.key(self.keys.stream(self.p))
+        inv.key(self.keys.fence(self.p))
+            .arg(self.token_arg())
+            .key(self.keys.stream(self.p))
             .key(self.keys.dlq(self.p))
             .key(self.keys.parked_set(self.p))
             .key(self.keys.defer_list(self.p, &ev.account_id))
@@ -799,15 +888,20 @@ pub struct GroupReader {
     p: u32,
     conn: Option<(Conn, i64)>,
     dead_client: Option<i64>,
+    /// This instance's fencing token on the partition: a read is refused
+    /// ([`LogError::Fenced`]) once another instance acquired it, so a former
+    /// owner never moves entries into the group's pending list.
+    token: Option<u64>,
 }
 
 impl GroupReader {
-    pub fn new(keys: ConsumerKeys, p: u32) -> GroupReader {
+    pub fn new(keys: ConsumerKeys, p: u32, token: Option<u64>) -> GroupReader {
         GroupReader {
             keys,
             p,
             conn: None,
             dead_client: None,
+            token,
         }
     }
 
@@ -876,29 +970,63 @@ impl GroupReader {
         block: Option<usize>,
     ) -> Result<ReadEntries, ReadError> {
         let key = self.keys.stream(self.p);
+        let fence = self.keys.fence(self.p);
         let group = self.keys.consumer.clone();
-        let mut opts = StreamReadOptions::default()
-            .group(&group, GROUP_CONSUMER)
-            .count(count);
-        if let Some(ms) = block {
-            opts = opts.block(ms);
-        }
-        let c = self.conn().map_err(ReadError::Other)?;
-        let reply: redis::RedisResult<Option<StreamReadReply>> =
-            redis::AsyncCommands::xread_options(c, &[&key], &[from], &opts).await;
-        match reply {
-            Ok(r) => Ok(r
-                .unwrap_or_default()
-                .keys
-                .into_iter()
-                .flat_map(|k| k.ids)
-                .map(|e| {
-                    let ev = decode_entry(&e);
-                    (e.id, ev)
-                })
-                .collect()),
-            Err(e) if e.code() == Some("NOGROUP") => Err(ReadError::NoGroup),
-            Err(e) => Err(ReadError::Other(e.into())),
+        let token = self.token.map(|t| t.to_string()).unwrap_or_default();
+        let fail = |e: redis::RedisError| {
+            if e.code() == Some("NOGROUP") {
+                ReadError::NoGroup
+            } else {
+                ReadError::Other(e.into())
+            }
+        };
+        let mut waited = false;
+        loop {
+            let c = self.conn().map_err(ReadError::Other)?;
+            // The group read itself runs in a fenced script (which cannot block) ...
+            let v: redis::Value = READ_SCRIPT
+                .key(&fence)
+                .arg(&token)
+                .key(&key)
+                .arg(&group)
+                .arg(GROUP_CONSUMER)
+                .arg(count)
+                .arg(from)
+                .invoke_async(c)
+                .await
+                .map_err(fail)?;
+            let last = match &v {
+                redis::Value::Array(_) => {
+                    let r: StreamReadReply = redis::from_redis_value(v)
+                        .map_err(|e| ReadError::Other(LogError::Protocol(e.to_string())))?;
+                    return Ok(r
+                        .keys
+                        .into_iter()
+                        .flat_map(|k| k.ids)
+                        .map(|e| {
+                            let ev = decode_entry(&e);
+                            (e.id, ev)
+                        })
+                        .collect());
+                }
+                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                redis::Value::SimpleString(s) => s.clone(),
+                _ => return Ok(Vec::new()),
+            };
+            let Some(ms) = block else {
+                return Ok(Vec::new());
+            };
+            if waited {
+                return Ok(Vec::new());
+            }
+            // ... so waiting for new entries is a plain XREAD past the group's
+            // last-delivered id (it changes nothing, whoever runs it).
+            let opts = StreamReadOptions::default().count(1).block(ms);
+            let _: Option<StreamReadReply> =
+                redis::AsyncCommands::xread_options(c, &[&key], &[&last], &opts)
+                    .await
+                    .map_err(fail)?;
+            waited = true;
         }
     }
 

@@ -8,6 +8,7 @@
 //!   lists, DLQ) and its group reader;
 //! - [`admin`]: operator actions on a consumer (DLQ, rewind, status);
 //! - [`lag`]: backlog per consumer and partition;
+//! - [`lease`]: instances, partition leases and fencing tokens (many routers on one Redis);
 //! - [`tail`]: reading the log outside a consumer group;
 //! - [`source_state`]: what a source keeps between runs.
 //!
@@ -18,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod consumer;
 pub mod lag;
+pub mod lease;
 pub mod log;
 pub mod router_addr;
 pub mod source_state;

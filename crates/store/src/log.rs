@@ -47,6 +47,11 @@ pub enum LogError {
     Protocol(String),
     #[error(transparent)]
     Codec(#[from] event::CodecError),
+    /// A state transition was refused: this instance no longer holds the
+    /// partition's lease (its fencing token is not the current one). The
+    /// partition must stop; its new owner carries on (`lease.rs`).
+    #[error("this instance no longer holds the lease of the partition (fenced); its new owner carries on")]
+    Fenced,
 }
 
 impl From<redis::RedisError> for LogError {
@@ -69,6 +74,9 @@ impl From<redis::RedisError> for LogError {
                      tls-port and redis:// for its plain port"
                 ),
             });
+        }
+        if e.code() == Some("FENCED") {
+            return LogError::Fenced;
         }
         if e.is_io_error()
             || e.is_timeout()

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use super::batch::{Batcher, Reply};
+use super::coordinator::Lease;
 use super::stateful::{commit, RedisKv};
 use super::ConsumerCtx;
 use switchyard_core::event::Event;
@@ -94,6 +95,7 @@ pub(super) async fn deliver(
     check_dedup: bool,
     cancel: &CancellationToken,
     extras: &PartExtras,
+    lease: &Lease,
 ) -> Outcome {
     // Already acknowledged by the endpoint? The record and the XACK are written
     // together, so this catches a second copy of the same id in the log (a client
@@ -122,7 +124,7 @@ pub(super) async fn deliver(
         rt: tokio::runtime::Handle::current(),
     });
     if let (Some(batcher), Some(chain)) = (&extras.batcher, &ctx.chain) {
-        return deliver_batched(ctx, store, ev, cancel, extras, batcher, chain, kv).await;
+        return deliver_batched(ctx, store, ev, cancel, extras, lease, batcher, chain, kv).await;
     }
 
     let started = Instant::now();
@@ -200,9 +202,17 @@ pub(super) async fn deliver(
                 return Outcome::Cancelled;
             }
             attempts += 1;
-            let a = {
+            let a = loop {
+                // Send only while the lease is surely ours (checked last, just
+                // before the request goes out): a paused or cut-off instance
+                // whose lease may have moved on sends nothing more.
+                if !lease.wait_valid(cancel).await {
+                    return Outcome::Cancelled;
+                }
                 let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
-                ctx.destination.send(&ev.id, req).await
+                if lease.valid() {
+                    break ctx.destination.send(&ev.id, req).await;
+                }
             };
             crate::metrics::response(&ctx.name, a.metric_class());
             if let Attempt::Response { status, body, .. } = &a {
@@ -258,6 +268,7 @@ async fn deliver_batched(
     ev: &Event,
     cancel: &CancellationToken,
     extras: &PartExtras,
+    lease: &Lease,
     batcher: &Batcher,
     chain: &switchyard_wasm_host::ChainHandle,
     kv: Arc<dyn KvStore>,
@@ -294,6 +305,10 @@ async fn deliver_batched(
                 let mut failed = None;
                 let sent = !requests.is_empty();
                 for req in &requests {
+                    // As in `deliver`: send only while the lease is surely ours.
+                    if !lease.wait_valid(cancel).await {
+                        return Outcome::Cancelled;
+                    }
                     let a = {
                         let _permit = ctx.permits.acquire().await.expect("semaphore never closed");
                         ctx.destination.send(&ev.id, req).await
@@ -312,6 +327,11 @@ async fn deliver_batched(
                         body: String::new(),
                     },
                     None => {
+                        // The batch leaves within `batch.max_wait`: hand the
+                        // event over only while the lease is surely ours.
+                        if !lease.wait_valid(cancel).await {
+                            return Outcome::Cancelled;
+                        }
                         let reply = tokio::select! {
                             _ = cancel.cancelled() => return Outcome::Cancelled,
                             r = batcher.submit(current.clone(), items) => r,

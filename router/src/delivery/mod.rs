@@ -7,10 +7,13 @@
 //! - `sender.rs`: HTTP, auth, Standard Webhooks signing, rate limit
 //! - `store.rs`: the consumer's Redis state and its atomic transitions
 //! - `partition.rs`: reader, actor and account tasks of one partition
+//! - `coordinator.rs`: which partitions this instance delivers (leases with
+//!   fencing tokens, shared fairly with the other instances on the same Redis)
 //! - `admin.rs`: DLQ, replay, rewind and status operations (CLI)
 
 mod account;
 mod batch;
+pub mod coordinator;
 pub mod partition;
 mod reader;
 mod stateful;
@@ -276,6 +279,10 @@ impl ConsumerCtx {
 /// The running consumers.
 pub struct Delivery {
     pub consumers: Vec<Arc<ConsumerCtx>>,
+    /// This instance's id among the instances sharing the Redis.
+    pub instance_id: String,
+    /// The partitions this instance owns now, and lease counters.
+    pub ownership: Arc<coordinator::Ownership>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -299,26 +306,34 @@ impl Delivery {
             .collect()
     }
 
-    /// Start every consumer × partition.
+    /// Start the coordinator, which starts each consumer × partition this
+    /// instance holds the lease of (all of them when it runs alone).
     pub fn spawn(
         consumers: Vec<Arc<ConsumerCtx>>,
         log: &Log,
+        coordination: &switchyard_config::coordination::CoordinationConfig,
         shutdown: &CancellationToken,
     ) -> Delivery {
-        let mut tasks = Vec::new();
+        let instance_id = coordination
+            .instance_id
+            .clone()
+            .unwrap_or_else(coordinator::default_instance_id);
+        let ownership = Arc::new(coordinator::Ownership::default());
+        let tasks = vec![tokio::spawn(coordinator::run(
+            instance_id.clone(),
+            consumers.clone(),
+            log.clone(),
+            coordination.clone(),
+            ownership.clone(),
+            shutdown.clone(),
+        ))];
         for ctx in &consumers {
-            for p in 0..log.partitions() {
-                tasks.push(tokio::spawn(partition::run(
-                    ctx.clone(),
-                    p,
-                    log.clone(),
-                    shutdown.clone(),
-                )));
-            }
             tracing::info!(consumer = %ctx.name, topics = ?ctx.cfg.topics, url = %switchyard_core::secret::redact_url(&ctx.cfg.endpoint.url), "consumer started");
         }
         Delivery {
             consumers,
+            instance_id,
+            ownership,
             tasks: Mutex::new(tasks),
         }
     }

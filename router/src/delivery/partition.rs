@@ -30,12 +30,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::account::{deliver, guarded, Done, Outcome, PartExtras};
 use super::batch::Batcher;
+use super::coordinator::Lease;
 use super::reader::{reader, Batch};
 use super::ConsumerCtx;
 use switchyard_config::consumer::OnFailure;
 use switchyard_core::event::{self, Event};
 use switchyard_store::consumer::{Origin, PartitionStore, Routed};
-use switchyard_store::log::Log;
+use switchyard_store::log::{Log, LogError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -84,13 +85,16 @@ pub(super) struct Partition {
     cancel: CancellationToken,
     /// The log and the batcher, for account tasks.
     extras: Arc<PartExtras>,
+    /// This instance's lease on the partition; every write carries its token.
+    lease: Arc<Lease>,
     /// False until entries left pending by a previous run are back in line:
     /// until then no account may start a delivery, or a deferred event could
     /// overtake an older pending one of its account.
     started: bool,
 }
 
-/// Retry a Redis operation until it succeeds or `cancel` fires.
+/// Retry a Redis operation until it succeeds or `cancel` fires. A fenced
+/// write (another instance holds the partition now) stops the partition.
 macro_rules! persist {
     ($self:ident, $what:expr, $op:expr) => {{
         let mut backoff = switchyard_core::retry::Backoff::new(
@@ -100,6 +104,14 @@ macro_rules! persist {
         loop {
             match $op {
                 Ok(v) => break Some(v),
+                Err(LogError::Fenced) => {
+                    if !$self.lease.lost.is_cancelled() {
+                        tracing::warn!(consumer = %$self.ctx.name, partition = $self.p, "{} refused: another instance holds the partition now; stopping it", $what);
+                    }
+                    $self.lease.lost.cancel();
+                    $self.cancel.cancel();
+                    break None;
+                }
                 Err(e) => {
                     tracing::warn!(consumer = %$self.ctx.name, partition = $self.p, error = %e, "{} failed; retrying", $what);
                     if $self.cancel.is_cancelled() {
@@ -112,7 +124,15 @@ macro_rules! persist {
     }};
 }
 
-pub(super) async fn run(ctx: Arc<ConsumerCtx>, p: u32, log: Log, shutdown: CancellationToken) {
+/// Deliver partition `p` of a consumer while this instance holds `lease`;
+/// `shutdown` stops it gracefully (also for a hand-over).
+pub(super) async fn run(
+    ctx: Arc<ConsumerCtx>,
+    p: u32,
+    log: Log,
+    shutdown: CancellationToken,
+    lease: Arc<Lease>,
+) {
     // Connect (Redis may be down at start: keep trying).
     let conn = loop {
         match log.conn().await {
@@ -131,6 +151,7 @@ pub(super) async fn run(ctx: Arc<ConsumerCtx>, p: u32, log: Log, shutdown: Cance
         p,
         conn,
         dedup_ttl: ctx.cfg.dedup_window.as_secs().max(1),
+        token: Some(lease.token),
     };
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let extras = Arc::new(PartExtras {
@@ -153,6 +174,7 @@ pub(super) async fn run(ctx: Arc<ConsumerCtx>, p: u32, log: Log, shutdown: Cance
         done_rx,
         in_flight: 0,
         cancel: shutdown.clone(),
+        lease,
         started: false,
     };
     part.main(log, shutdown).await;
@@ -192,6 +214,7 @@ impl Partition {
             log,
             self.ctx.clone(),
             self.p,
+            self.lease.clone(),
             self.room.clone(),
             batch_tx,
             reader_stop.clone(),
@@ -201,6 +224,11 @@ impl Partition {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = self.lease.lost.cancelled() => {
+                    // Another instance holds the partition now: stop, write nothing more.
+                    self.cancel.cancel();
+                    break;
+                }
                 Some(batch) = batch_rx.recv() => self.on_batch(batch).await,
                 Some(done) = self.done_rx.recv() => {
                     // Everything finished meanwhile is recorded together (one round trip).
@@ -515,6 +543,7 @@ impl Partition {
         let epoch = self.epoch;
         let tx = self.done_tx.clone();
         let cancel = self.cancel.clone();
+        let lease = self.lease.clone();
         let account = account.to_string();
         let extras = self.extras.clone();
         tokio::spawn(async move {
@@ -558,7 +587,16 @@ impl Partition {
             let outcome = guarded(
                 &ctx.name,
                 tracing::Instrument::instrument(
-                    deliver(&ctx, &mut store, epoch, &ev, check_dedup, &cancel, &extras),
+                    deliver(
+                        &ctx,
+                        &mut store,
+                        epoch,
+                        &ev,
+                        check_dedup,
+                        &cancel,
+                        &extras,
+                        &lease,
+                    ),
                     span,
                 ),
                 || ctx.module_versions(),

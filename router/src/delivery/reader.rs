@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::coordinator::Lease;
 use super::ConsumerCtx;
 use switchyard_core::event::{self, Event};
 use switchyard_store::consumer::{GroupReader, ReadError};
-use switchyard_store::log::Log;
+use switchyard_store::log::{Log, LogError};
 
 /// Entries from the reader. `resync`: re-read from this consumer's pending
 /// list after a read failed (see [`reader`]); some may already be in memory.
@@ -33,11 +34,12 @@ pub(super) async fn reader(
     log: Log,
     ctx: Arc<ConsumerCtx>,
     p: u32,
+    lease: Arc<Lease>,
     room: Arc<Semaphore>,
     tx: mpsc::Sender<Batch>,
     stop: CancellationToken,
 ) {
-    let mut rd = GroupReader::new(ctx.keys.clone(), p);
+    let mut rd = GroupReader::new(ctx.keys.clone(), p, Some(lease.token));
     let mut last_seen = "0-0".to_string();
     let mut resync = false;
     loop {
@@ -98,6 +100,13 @@ pub(super) async fn reader(
                 tracing::warn!(consumer = %ctx.name, partition = p, "consumer group missing; recreating it");
                 let _ = rd.recreate_group().await;
                 continue;
+            }
+            Err(ReadError::Other(LogError::Fenced)) => {
+                // Another instance holds the partition now: stop reading;
+                // the actor stops too (the coordinator saw it, or its next write is refused).
+                tracing::warn!(consumer = %ctx.name, partition = p, "read refused: another instance holds the partition now");
+                lease.lost.cancel();
+                return;
             }
             Err(ReadError::Other(e)) => e,
         };

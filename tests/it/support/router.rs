@@ -74,6 +74,12 @@ timeout = "500ms"
 [log]
 partitions = 8
 
+# Short leases: a killed router's partitions and CDC sources move to its
+# restarted successor (a new instance id) within 3 s.
+[coordination]
+lease_timeout = "3s"
+renew_interval = "300ms"
+
 [sources.web]
 type = "http"
 token = "{}"
@@ -251,7 +257,8 @@ impl Router {
         self.logs.lock().unwrap().join("\n")
     }
 
-    fn signal(&self, sig: &str) {
+    /// Send `sig` (`STOP`, `CONT`, `TERM`…) to the process.
+    pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
