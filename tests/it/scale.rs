@@ -3,11 +3,14 @@
 //! paused-owner case.
 //!
 //! What is checked, per test: every event took effect at the vendor exactly
-//! once and in account order; the vendor never received an account's events
-//! out of order, not even as a resend (a former owner sending after its
-//! successor moved on would show up here: two owners at once); resends of
-//! already applied events stay within the documented crash window (one per
-//! account per instance that died or was paused with a request in flight);
+//! once and in account order (`assert_order` on the applied order); the
+//! vendor never received an account's event for the first time after a
+//! later one (two owners sending at once would show up here); a stale resend
+//! of an event it already had, from an owner paused with that request past
+//! its lease check, is the documented window: at most one per account;
+//! resends of already applied events stay within the documented crash window
+//! (one per account per instance that died or was paused with a request in
+//! flight);
 //! the leases in Redis end up shared fairly by the live instances.
 
 use std::collections::{BTreeMap, HashMap};
@@ -105,22 +108,43 @@ impl Load {
     }
 }
 
-/// Every request the vendor received, per account, never goes back to an
-/// earlier event than one already received: one sender per account at a
-/// time, also across failovers (a resend of the very last event is allowed).
+/// One sender per account at a time, also across failovers: per account,
+/// the vendor never receives an event for the first time after a later one,
+/// so the order it applies (first request per Idempotency-Key) is the log
+/// order. The one exception is the documented window: a request that had
+/// passed its lease check when its instance was paused or cut off may still
+/// arrive later, as a resend of an event the vendor already has (same
+/// Idempotency-Key, so it changes nothing); at most one per account.
 fn assert_never_two_senders(v: &Vendor) {
     let mut last: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    let mut stale: HashMap<String, usize> = HashMap::new();
     for r in v.requests() {
         let i: usize = r.key.rsplit('-').next().unwrap().parse().unwrap();
         let m = last.entry(r.account.clone()).or_insert(0);
-        assert!(
-            i >= *m,
-            "account {} received event {} after event {}: two instances sent for it at once",
-            r.account,
-            r.key,
-            *m
-        );
-        *m = i;
+        let s = seen.entry(r.account.clone()).or_default();
+        if i < *m {
+            assert!(
+                s.contains(&r.key),
+                "account {} received event {} for the first time after event {}: two instances sent for it at once",
+                r.account,
+                r.key,
+                *m
+            );
+            let n = stale.entry(r.account.clone()).or_insert(0);
+            *n += 1;
+            assert!(
+                *n <= 1,
+                "account {} received {} stale resends (the last: {} after event {}); the documented bound is one",
+                r.account,
+                n,
+                r.key,
+                *m
+            );
+        } else {
+            *m = i;
+        }
+        s.insert(r.key.clone());
     }
 }
 
@@ -295,12 +319,13 @@ async fn three_instances_kill_add_stop(redis_url: String, cluster: bool) {
     .unwrap();
     assert_eq!(st["consumers"]["esp"]["lag_events"], 0, "{st}");
     assert_eq!(st["consumers"]["esp"]["pending"], 0, "{st}");
-    let ids: Vec<&str> = st["instances"]
+    let mut ids: Vec<&str> = st["instances"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["id"].as_str().unwrap())
         .collect();
+    ids.sort_unstable();
     assert_eq!(ids, ["c", "d"], "{st}");
     drop((c, d));
 }
