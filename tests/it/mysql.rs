@@ -40,7 +40,7 @@ fn read_all(redis: &RedisServer) -> Vec<Event> {
 fn stored_position(redis: &RedisServer) -> Option<serde_json::Value> {
     let mut c = redis.conn();
     let v: Option<String> = redis::cmd("GET")
-        .arg("sy:source:shop:binlog")
+        .arg("sy:source:{src-shop}:binlog")
         .query(&mut c)
         .unwrap();
     v.map(|s| serde_json::from_str(&s).unwrap())

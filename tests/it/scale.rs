@@ -423,3 +423,69 @@ async fn a_paused_owner_past_its_lease_is_fenced_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
     paused_owner_is_fenced(cluster.url(), true).await;
 }
+
+/// A CDC source's stored state (the MySQL binlog position) is written only
+/// by the current leader: once another instance took the source's leader
+/// lease, a former leader's write is refused (fenced) and the successor's
+/// position stays. On a cluster this also shows that the state and the lease
+/// share one slot (a cross-slot script would fail).
+async fn former_source_leader_is_fenced(redis_url: String, cluster: bool) {
+    use switchyard_store::{lease, log::LogError, source_state};
+    let text =
+        base_config(&redis_url).replace("[redis]\n", &format!("[redis]\ncluster = {cluster}\n"));
+    let config = switchyard_config::Config::from_toml(&text, std::path::Path::new(".")).unwrap();
+    let log = switchyard_store::log::Log::connect(&config.redis, &config.log)
+        .await
+        .unwrap();
+    let (lease_key, fence_key) = lease::source_leader_keys(&log.keys().namespace, "shop");
+    let mut c = log.conn().await.unwrap();
+    let old = lease::acquire_keys(&mut c, &lease_key, &fence_key, "a", 200)
+        .await
+        .unwrap()
+        .expect("a free lease");
+    let old_leader = log.with_leader_token(old);
+    source_state::store(&old_leader, "shop", "binlog", "old-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        source_state::load(&log, "shop", "binlog")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("old-1")
+    );
+    // "a" pauses past its lease; "b" takes the source over and moves on.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new = lease::acquire_keys(&mut c, &lease_key, &fence_key, "b", 3000)
+        .await
+        .unwrap()
+        .expect("the expired lease is free");
+    assert!(new > old, "fencing tokens only grow");
+    source_state::store(&log.with_leader_token(new), "shop", "binlog", "new-2")
+        .await
+        .unwrap();
+    // "a" resumes and tries to store its older position.
+    let err = source_state::store(&old_leader, "shop", "binlog", "old-3")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Fenced), "{err:?}");
+    assert_eq!(
+        source_state::load(&log, "shop", "binlog")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("new-2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_source_leader_cannot_move_the_position_on_one_redis() {
+    let redis = RedisServer::start();
+    former_source_leader_is_fenced(redis.url(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_source_leader_cannot_move_the_position_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    former_source_leader_is_fenced(cluster.url(), true).await;
+}

@@ -194,7 +194,7 @@ async fn lead_and_run(
         tracing::info!(source = %name, instance = %lead.instance_id, token, "leader of the source: reading");
         let term = shutdown.child_token();
         let task = src.task(name).expect("a source with a task");
-        let mut run = tokio::spawn(task.run(log.clone(), term.clone()));
+        let mut run = tokio::spawn(task.run(log.with_leader_token(token), term.clone()));
         let mut valid_until = t0 + ttl;
         let mut lost = false;
         let mut tick = tokio::time::interval(lead.renew_interval);

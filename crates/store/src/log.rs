@@ -185,6 +185,9 @@ pub const META_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Log {
     inner: Arc<Inner>,
+    /// The leader lease token of the source this handle was given to
+    /// ([`Log::with_leader_token`]): its state writes are fenced by it.
+    leader_token: Option<u64>,
 }
 
 impl Log {
@@ -205,7 +208,25 @@ impl Log {
                 timeout: redis.timeout,
                 mismatch: std::sync::Mutex::new(None),
             }),
+            leader_token: None,
         })
+    }
+
+    /// This handle for a source that holds its leader lease with `token`:
+    /// the source's state writes ([`crate::source_state::store`]) succeed
+    /// only while that token is the lease's current one, so a reader that
+    /// lost the lease (paused, partitioned) can never move the stored
+    /// position back after its successor moved it on.
+    pub fn with_leader_token(&self, token: u64) -> Log {
+        Log {
+            inner: self.inner.clone(),
+            leader_token: Some(token),
+        }
+    }
+
+    /// See [`Log::with_leader_token`].
+    pub fn leader_token(&self) -> Option<u64> {
+        self.leader_token
     }
 
     /// Create a handle and wait for the first connection.

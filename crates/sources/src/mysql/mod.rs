@@ -85,6 +85,10 @@ pub async fn run(
         let started = Instant::now();
         match session(&ctx).await {
             Ok(()) | Err(SessionError::Shutdown) => return Ok(()),
+            Err(SessionError::LostLeadership) => {
+                tracing::warn!(source = %name, "another instance leads this source now (the position write was fenced); this reader stops");
+                return Ok(());
+            }
             Err(SessionError::Fatal(e)) => {
                 tracing::error!(source = %name, error = %format!("{e:#}"), "mysql source stopped");
                 return Err(e);
@@ -162,6 +166,9 @@ pub enum SessionError {
     Transient(anyhow::Error),
     /// Shutdown was requested.
     Shutdown,
+    /// Another instance took the source's leader lease (a position write
+    /// was fenced): stop reading; `lead_and_run` stands by.
+    LostLeadership,
 }
 
 /// MySQL error codes a retry cannot fix.
@@ -230,6 +237,7 @@ impl SessionError {
             LogError::Config(_) | LogError::PartitionMismatch { .. } => {
                 SessionError::Fatal(anyhow::anyhow!("{e}"))
             }
+            LogError::Fenced => SessionError::LostLeadership,
             e => SessionError::Transient(anyhow::anyhow!("log: {e}")),
         }
     }
