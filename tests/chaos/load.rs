@@ -44,16 +44,18 @@ pub fn pii_samples(accounts: &[String]) -> Vec<String> {
 
 #[derive(Clone)]
 pub struct Http {
-    base: String,
+    /// Every router instance's ingest address: ingest is stateless, so a
+    /// batch goes to any; one that fails is retried on the next.
+    bases: Vec<String>,
     token: String,
     client: reqwest::Client,
     sent: Arc<Mutex<Vec<SentEvent>>>,
 }
 
 impl Http {
-    pub fn new(base: String, token: String) -> Http {
+    pub fn new(bases: Vec<String>, token: String) -> Http {
         Http {
-            base,
+            bases,
             token,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -104,18 +106,20 @@ impl Http {
                     consent_email,
                 });
             }
-            self.post_until_accepted(&Value::Array(batch)).await;
+            let first = rng.usize(0..self.bases.len());
+            self.post_until_accepted(&Value::Array(batch), first).await;
             self.sent.lock().unwrap().extend(events);
             tokio::time::sleep(Duration::from_millis(1000 * n as u64 / rate)).await;
         }
     }
 
-    async fn post_until_accepted(&self, body: &Value) {
+    async fn post_until_accepted(&self, body: &Value, first: usize) {
         let mut delay = Duration::from_millis(50);
-        loop {
+        for attempt in 0.. {
+            let base = &self.bases[(first + attempt) % self.bases.len()];
             let r = self
                 .client
-                .post(format!("{}/v1/events", self.base))
+                .post(format!("{base}/v1/events"))
                 .bearer_auth(&self.token)
                 .json(body)
                 .send()

@@ -453,6 +453,34 @@ pub fn drain_and_check(
                         "{}: {} applied after {prev_id} (account {})",
                         c.name, a.key, l.account
                     ));
+                    if std::env::var_os("CHAOS_DEBUG").is_some() {
+                        // Wall clock (ms since the epoch, last 6 digits) to match the router logs.
+                        let wall = |i: Instant| {
+                            let ago = Instant::now() - i;
+                            let t = std::time::SystemTime::now() - ago;
+                            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000
+                        };
+                        // The account's requests from a little before the earlier event on.
+                        let at = |k: &str| applied.iter().find(|x| x.key == k).map(|x| x.at);
+                        let from = at(&a.key).unwrap_or(a.at);
+                        let earliest = at(prev_id).unwrap_or(from).min(from);
+                        for q in requests.iter().filter(|q| {
+                            by_id
+                                .get(q.key.as_str())
+                                .is_some_and(|x| x.account == l.account)
+                                && q.at + Duration::from_secs(3) > earliest
+                                && q.at < from + Duration::from_secs(3)
+                        }) {
+                            r.details.push(format!(
+                                "    wall {:>6}ms {} log#{} status {} repeat {}",
+                                wall(q.at),
+                                q.key,
+                                pos.get(q.key.as_str()).unwrap(),
+                                q.status,
+                                q.repeat
+                            ));
+                        }
+                    }
                 }
             }
         }
