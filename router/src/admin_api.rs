@@ -252,7 +252,7 @@ fn sources(config: &Config, hist: Option<&History>) -> Value {
                 .get();
             v["accepted"] = json!(accepted);
             v["rate"] = json!(h.source_rate(name).unwrap_or(0.0));
-            if kind == "postgres" {
+            if kind == "postgres" || kind == "mysql" {
                 let l = crate::metrics::SourceLabel {
                     source: name.clone(),
                 };

@@ -652,3 +652,70 @@ async fn mysql_db_frozen_is_detected_and_resumed() {
         router.logs()
     );
 }
+
+/// `switchyard_cdc_lag_{seconds,bytes}{source="shop"}` from the router's /metrics.
+async fn mysql_lag(router: &Router) -> (f64, f64) {
+    let text = reqwest::get(router.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let get = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    (
+        get("switchyard_cdc_lag_seconds{source=\"shop\"}"),
+        get("switchyard_cdc_lag_bytes{source=\"shop\"}"),
+    )
+}
+
+/// The MySQL source's lag (status and /metrics): while Redis is stalled the
+/// source reads changes it cannot append, and the lag in seconds and in
+/// binlog bytes grows; once Redis is back it returns to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_lag_grows_while_the_log_is_stalled_and_returns_to_zero() {
+    let redis = RedisServer::start();
+    let db = MariaDb::start();
+    db.create_cdc_user();
+    db.sql(ITEMS_DDL);
+    let cfg = format!(
+        "{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        config(&redis, &db, &items_toml(false))
+    );
+    let router = Router::start(&cfg);
+    wait_streaming(&redis).await;
+    db.sql("INSERT INTO items VALUES (1, 'acct-1', 1, 'x')");
+    wait_events(&redis, "first row", Duration::from_secs(20), |e| {
+        e.len() == 1
+    })
+    .await;
+    eventually(Duration::from_secs(10), "caught up: no lag", || async {
+        (mysql_lag(&router).await == (0.0, 0.0)).then_some(())
+    })
+    .await;
+
+    redis.pause();
+    for i in 2..=20 {
+        db.sql(&format!(
+            "INSERT INTO items VALUES ({i}, 'acct-1', {i}, 'x')"
+        ));
+    }
+    eventually(
+        Duration::from_secs(20),
+        "lag while Redis is stalled",
+        || async {
+            let (s, b) = mysql_lag(&router).await;
+            (s >= 2.0 && b > 0.0).then_some(())
+        },
+    )
+    .await;
+    redis.resume();
+    eventually(Duration::from_secs(30), "lag back to 0", || async {
+        (mysql_lag(&router).await == (0.0, 0.0)).then_some(())
+    })
+    .await;
+    assert_items_exactly_once(&redis, &db).await;
+}

@@ -60,8 +60,9 @@ struct State {
     pending: Vec<Event>,
     routed: u64,
     appended: u64,
-    /// Transaction ends with the number of events routed up to them.
-    checkpoints: VecDeque<(BinlogPos, u64)>,
+    /// Transaction ends with the number of events routed up to them, and the
+    /// commit time of the oldest transaction merged into each (for the lag).
+    checkpoints: VecDeque<(BinlogPos, u64, DateTime<Utc>)>,
     confirmed: BinlogPos,
     stored: BinlogPos,
     events: u64,
@@ -82,7 +83,9 @@ impl State {
     /// A transaction (or statement, or rotation) ended at `end` in the
     /// current file: the next event starts there.
     fn commit(&mut self, end: u64) {
+        let mut time = Utc::now();
         if let Some(t) = self.txn.take() {
+            time = t.time;
             if t.gtid.is_some() {
                 self.last_gtid = t.gtid;
             }
@@ -93,21 +96,37 @@ impl State {
             gtid: self.last_gtid.clone(),
         };
         match self.checkpoints.back_mut() {
-            Some((p, mark)) if *mark == self.routed => *p = pos,
-            _ => self.checkpoints.push_back((pos, self.routed)),
+            Some((p, mark, _)) if *mark == self.routed => *p = pos,
+            _ => self.checkpoints.push_back((pos, self.routed, time)),
         }
     }
 
     /// Advance `confirmed` past every checkpoint whose events are appended.
     fn confirm(&mut self) {
-        while let Some((_, mark)) = self.checkpoints.front() {
+        while let Some((_, mark, _)) = self.checkpoints.front() {
             if *mark > self.appended {
                 break;
             }
-            if let Some((p, _)) = self.checkpoints.pop_front() {
+            if let Some((p, _, _)) = self.checkpoints.pop_front() {
                 self.confirmed = p;
             }
         }
+    }
+
+    /// Seconds since the commit of the oldest transaction read from the
+    /// binlog but not yet all in Redis (0: caught up). Binlog times have
+    /// one-second resolution.
+    fn lag_seconds(&self, now: DateTime<Utc>) -> f64 {
+        let oldest = self
+            .checkpoints
+            .front()
+            .map(|c| c.2)
+            .into_iter()
+            .chain(self.txn.as_ref().map(|t| t.time))
+            .min();
+        oldest.map_or(0.0, |t| {
+            ((now - t).num_milliseconds().max(0)) as f64 / 1000.0
+        })
     }
 }
 
@@ -175,6 +194,7 @@ pub async fn stream(
     let max_pending = ctx.cfg.batch_size * 2;
     let silence = ctx.cfg.heartbeat * 5 + Duration::from_secs(1);
     let mut last_event = tokio::time::Instant::now();
+    let mut last_lag_bytes: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Dropping the set (on error) aborts an append in flight: harmless, its
@@ -233,6 +253,24 @@ pub async fn stream(
                     store_position(ctx, &st.confirmed).await?;
                     st.stored = st.confirmed.clone();
                 }
+                let label = switchyard_core::metrics::SourceLabel {
+                    source: ctx.source.to_string(),
+                };
+                let m = switchyard_core::metrics::get();
+                m.cdc_lag_seconds
+                    .get_or_create(&label)
+                    .set(st.lag_seconds(Utc::now()));
+                if last_lag_bytes.is_none_or(|t| t.elapsed() >= LAG_BYTES_EVERY) {
+                    last_lag_bytes = Some(tokio::time::Instant::now());
+                    match lag_bytes(&mut sql, ctx, server, &st.confirmed).await {
+                        Ok(b) => {
+                            m.cdc_lag_bytes.get_or_create(&label).set(b as i64);
+                        }
+                        Err(e) => {
+                            tracing::debug!(source = ctx.source, error = %e, "cannot read the binlog's end for the lag")
+                        }
+                    }
+                }
             }
             Step::Event(ev) => {
                 last_event = tokio::time::Instant::now();
@@ -267,6 +305,58 @@ pub async fn stream(
             }
         }
     }
+}
+
+/// How often the binlog's end is read for the lag in bytes (one query or two).
+const LAG_BYTES_EVERY: Duration = Duration::from_secs(2);
+
+/// Bytes of binlog between `confirmed` (everything before it is in Redis)
+/// and the server's current end.
+async fn lag_bytes(
+    sql: &mut Conn,
+    ctx: &SourceCtx<'_>,
+    server: &ServerInfo,
+    confirmed: &BinlogPos,
+) -> Result<u64, anyhow::Error> {
+    let end = catalog::current_position(sql, ctx, server)
+        .await
+        .map_err(|e| match e {
+            SessionError::Fatal(e) | SessionError::Transient(e) => e,
+            _ => anyhow::anyhow!("stopped"),
+        })?;
+    if end.file == confirmed.file {
+        return Ok(end.pos.saturating_sub(confirmed.pos));
+    }
+    // Log_name, File_size (MySQL 8 adds Encrypted).
+    let rows: Vec<mysql_async::Row> = sql
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(|e| anyhow::anyhow!("SHOW BINARY LOGS: {e}"))?;
+    let files: Vec<(String, u64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
+        .collect();
+    Ok(bytes_between(&files, confirmed, &end))
+}
+
+/// Bytes from `from` to `to` over the server's binlog files (name, size), in order.
+fn bytes_between(files: &[(String, u64)], from: &BinlogPos, to: &BinlogPos) -> u64 {
+    let mut total = 0u64;
+    let mut counting = false;
+    for (name, size) in files {
+        if *name == from.file {
+            counting = true;
+            if *name == to.file {
+                return to.pos.saturating_sub(from.pos);
+            }
+            total += size.saturating_sub(from.pos);
+        } else if *name == to.file {
+            return total + to.pos;
+        } else if counting {
+            total += size;
+        }
+    }
+    total
 }
 
 async fn handle(
@@ -529,4 +619,83 @@ async fn rows_event(
         st.pending.extend(evs);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(file: &str, pos: u64) -> BinlogPos {
+        BinlogPos {
+            file: file.into(),
+            pos,
+            gtid: None,
+        }
+    }
+
+    #[test]
+    fn bytes_between_counts_across_binlog_files() {
+        let files = vec![
+            ("bin.000001".to_string(), 1000),
+            ("bin.000002".to_string(), 500),
+            ("bin.000003".to_string(), 300),
+        ];
+        assert_eq!(
+            bytes_between(&files, &pos("bin.000002", 100), &pos("bin.000002", 450)),
+            350
+        );
+        // 900 left of the first file, all of the second, 120 of the third.
+        assert_eq!(
+            bytes_between(&files, &pos("bin.000001", 100), &pos("bin.000003", 120)),
+            900 + 500 + 120
+        );
+        assert_eq!(
+            bytes_between(&files, &pos("bin.000001", 1000), &pos("bin.000002", 4)),
+            4
+        );
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_transaction_not_yet_in_redis() {
+        let t0 = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let mut st = State {
+            tables: HashMap::new(),
+            file: "bin.000001".into(),
+            seen_fde: true,
+            txn: None,
+            last_gtid: None,
+            pending: Vec::new(),
+            routed: 0,
+            appended: 0,
+            checkpoints: VecDeque::new(),
+            confirmed: pos("bin.000001", 4),
+            stored: pos("bin.000001", 4),
+            events: 0,
+            appends: 0,
+        };
+        let now = t0 + chrono::Duration::seconds(30);
+        assert_eq!(st.lag_seconds(now), 0.0, "nothing read: caught up");
+        st.begin(4, 1_000_000, None, false);
+        st.routed += 2;
+        st.commit(200);
+        st.begin(200, 1_000_010, None, false);
+        st.routed += 1;
+        st.commit(300);
+        assert_eq!(
+            st.lag_seconds(now),
+            30.0,
+            "the first transaction is not appended"
+        );
+        st.appended = 2;
+        st.confirm();
+        assert_eq!(st.confirmed, pos("bin.000001", 200));
+        assert_eq!(
+            st.lag_seconds(now),
+            20.0,
+            "the second one is the oldest left"
+        );
+        st.appended = 3;
+        st.confirm();
+        assert_eq!(st.lag_seconds(now), 0.0);
+    }
 }
