@@ -35,6 +35,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let log =
         Log::new(&config.redis, &config.log).context("opening the Redis client (redis.url)")?;
+    if config.privacy.enabled() || config.consumers.values().any(|c| c.policy.is_some()) {
+        // Right-to-deletion finds an account's log entries through this index.
+        log.index_accounts();
+    }
     match log.conn().await {
         Ok(_) => tracing::info!(partitions = log.partitions(), "connected to Redis"),
         // Wrong partitions or certificates will not fix themselves: refuse to start.

@@ -229,6 +229,24 @@ impl Collector for DeliveryCollector {
         )?;
         counter_family(
             &mut encoder,
+            "policy_filtered",
+            "Events the privacy policy stage filtered, per consumer and rule (consent:<purpose>, deleted): acknowledged and audited, never dead-lettered",
+            consumers.iter().flat_map(|c| {
+                c.stats
+                    .filtered_by_rule()
+                    .into_iter()
+                    .filter(|(rule, _)| rule.starts_with("consent:") || rule == "deleted")
+                    .map(|(rule, n)| {
+                        (
+                            vec![("consumer", c.name.clone()), ("rule", rule)],
+                            n,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        )?;
+        counter_family(
+            &mut encoder,
             "delivery_retries",
             "Delivery attempts that will be retried (408, 429, 5xx, timeouts, connection errors), per consumer",
             retries,

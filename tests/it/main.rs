@@ -16,6 +16,7 @@ mod ingest_compat;
 mod mysql;
 mod ops;
 mod polyglot;
+mod privacy;
 mod redis_loss;
 mod scaffold;
 mod scale;

@@ -8,6 +8,7 @@ mod check;
 mod diff;
 mod mcp;
 mod new;
+mod privacy;
 mod sink;
 mod tail;
 mod transform;
@@ -139,6 +140,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Privacy policies: `policy test` shows what a consumer would receive of one event.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Where each event of an account went: every delivery outcome and
+    /// policy decision recorded in the audit trail (ids and field names only).
+    Audit {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        account: String,
+        /// Only records at or after this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// An MCP server on stdin/stdout: status, lag, DLQ and account tools for agents.
     Mcp {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
@@ -230,6 +250,26 @@ enum TransformAction {
         /// JSON lines (event id, changed, both outcomes) instead of diffs.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Run the consumer's privacy policy (then its chain) on one event and
+    /// print what it would receive, each rule that removed or changed a
+    /// field, and the consent decision with its reason.
+    Test {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        consumer: String,
+        /// The event file (JSON like a POST /v1/events body).
+        #[arg(long)]
+        event: PathBuf,
+        /// The account's stored consent, `purpose=granted|denied|unknown`
+        /// (repeat the flag); the event's own `consent` map applies on top.
+        #[arg(long)]
+        consent: Vec<String>,
     },
 }
 
@@ -454,6 +494,48 @@ fn main() -> ExitCode {
                     Ok(())
                 }
                 .await
+            }
+            Command::Policy {
+                action:
+                    PolicyAction::Test {
+                        config,
+                        consumer,
+                        event,
+                        consent,
+                    },
+            } => {
+                let args = crate::privacy::PolicyTestArgs {
+                    config,
+                    consumer,
+                    event,
+                    consent,
+                };
+                let mut out = std::io::stdout();
+                match tokio::task::block_in_place(|| crate::privacy::policy_test(args, &mut out)) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => return ExitCode::FAILURE,
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Audit {
+                config,
+                account,
+                since,
+                json,
+            } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let args = crate::privacy::AuditArgs {
+                    account,
+                    since,
+                    json,
+                };
+                let mut out = std::io::stdout();
+                crate::privacy::audit(&cfg, args, &mut out)
+                    .await
+                    .context("audit")
             }
             Command::Mcp {
                 config,

@@ -53,6 +53,11 @@ pub struct ConsumerConfig {
     /// by the last module's `transform-batch` (contract 0.2).
     #[serde(default)]
     pub batch: Option<BatchConfig>,
+    /// `[consumers.<name>.policy]`: the privacy policy the router enforces
+    /// before the module chain (`switchyard-privacy`). Required when
+    /// `[privacy.classes]` declares any class.
+    #[serde(default)]
+    pub policy: Option<switchyard_privacy::PolicyConfig>,
 }
 
 /// Batch limits: a batch is sent when it holds `max_events` events or

@@ -65,6 +65,10 @@ pub struct Config {
     /// `[coordination]`: partition leases between router instances.
     #[serde(default)]
     pub coordination: coordination::CoordinationConfig,
+    /// `[privacy]`: PII classes, jurisdictions, consent and deletion topics,
+    /// the audit trail (`switchyard-privacy`).
+    #[serde(default)]
+    pub privacy: switchyard_privacy::PrivacyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -375,7 +379,16 @@ impl Config {
                 ));
             }
             c.validate(&path, errors);
+            match &c.policy {
+                Some(p) => p.validate(&format!("{path}.policy"), &self.privacy, errors),
+                None if !self.privacy.classes.is_empty() => errors.push(ConfigError::new(
+                    format!("{path}.policy"),
+                    "PII classes are declared under [privacy.classes]: every consumer needs a policy (purpose, allow, action); deny by default",
+                )),
+                None => {}
+            }
         }
+        self.privacy.validate("privacy", errors);
         for (name, src) in &self.sources {
             let path = format!("sources.{name}");
             if !valid_name(name) {
@@ -756,5 +769,46 @@ mod tests {
             esp.sla.as_ref().and_then(|s| s.max_lag),
             Some(Duration::from_secs(300))
         );
+        // The privacy keys are documented and used.
+        assert_eq!(c.privacy.classes.len(), 3);
+        assert_eq!(c.privacy.jurisdictions.len(), 3);
+        let policy = esp.policy.as_ref().expect("the reference esp has a policy");
+        assert_eq!(policy.purpose.as_deref(), Some("email"));
+        assert_eq!(policy.allow, ["contact.email"]);
+    }
+
+    const PRIVACY: &str = r#"
+[privacy.classes."contact.email"]
+fields = [{ path = "data.email" }]
+[consumers.sms]
+topics = ["customer.*"]
+endpoint = { url = "http://127.0.0.1:9/" }
+[consumers.esp]
+topics = ["customer.*"]
+endpoint = { url = "http://127.0.0.1:9/" }
+policy = { purpose = "email", allow = ["contact.email", "contact.fax"] }
+"#;
+
+    #[test]
+    fn declared_pii_classes_need_a_policy_on_every_consumer() {
+        let errs = load(PRIVACY).unwrap_err();
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["consumers.esp.policy.allow[1]", "consumers.sms.policy"],
+            "{errs:?}"
+        );
+        assert!(errs[1].message.contains("needs a policy"), "{errs:?}");
+        // Unknown policy keys are refused, naming the key.
+        let text = PRIVACY.replace("allow = [", "allowed = [");
+        let errs = load(&text).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.path.starts_with("consumers.esp.policy")),
+            "{errs:?}"
+        );
+        // Without classes no policy is needed.
+        let text = "[consumers.sms]\ntopics = [\"customer.*\"]\nendpoint = { url = \"http://127.0.0.1:9/\" }\n";
+        assert!(load(text).is_ok());
     }
 }

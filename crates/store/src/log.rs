@@ -126,11 +126,18 @@ impl Keys {
     pub fn meta(&self) -> String {
         format!("{}:meta", self.namespace)
     }
+    /// The stream ids of an account's entries (kept with `[privacy]`).
+    pub fn account_index(&self, p: u32, account: &str) -> String {
+        format!("{}:idx:{{p{p}}}:{account}", self.namespace)
+    }
 }
 
-// KEYS[1] = stream; KEYS[2..] = seen-keys, one per event that needs the check.
+// KEYS[1] = stream; KEYS[2..] = per event: its seen-key if it needs the check,
+// then its account's index key when accounts are indexed.
 // ARGV[1] = idempotency window (s); ARGV[2] = MINID for trimming ("" = none);
-// ARGV[3] = format version; then (check, topic, body) per event, where check
+// ARGV[3] = format version; ARGV[4] = the account index's expiry (s; "" = no
+// index: `[privacy]` keeps one so a deletion finds an account's entries
+// without scanning the log); then (check, topic, body) per event, where check
 // is "1" when the id may repeat (client-given or CDC) and "0" for an id this
 // router just generated (a fresh UUIDv7 cannot be a duplicate: no lookup, no key).
 // Returns per event: the new stream id, or "!" .. original id for a duplicate.
@@ -138,20 +145,29 @@ const APPEND_LUA: &str = r#"
 local out = {}
 local k = 2
 local i = 1
-local base = 4
+local base = 5
 while base <= #ARGV do
   local seen = false
   local key = nil
+  local idx = nil
   if ARGV[base] == '1' then
     key = KEYS[k]
     k = k + 1
     seen = redis.call('GET', key)
+  end
+  if ARGV[4] ~= '' then
+    idx = KEYS[k]
+    k = k + 1
   end
   if seen then
     out[i] = '!' .. seen
   else
     local id = redis.call('XADD', KEYS[1], '*', 'v', ARGV[3], 't', ARGV[base + 1], 'e', ARGV[base + 2])
     if key then redis.call('SET', key, id, 'EX', ARGV[1]) end
+    if idx then
+      redis.call('RPUSH', idx, id)
+      redis.call('EXPIRE', idx, ARGV[4])
+    end
     out[i] = id
   end
   i = i + 1
@@ -171,6 +187,8 @@ struct Inner {
     retention: Duration,
     idem_window: Duration,
     timeout: Duration,
+    /// Keep a per-account index of stream ids (`[privacy]`: deletions).
+    index_accounts: std::sync::atomic::AtomicBool,
     /// The partition count `<ns>:meta` holds when it disagrees with ours
     /// (found after start, e.g. another deployment wrote it after Redis lost
     /// its data): appends are refused while it does.
@@ -206,6 +224,7 @@ impl Log {
                 retention: log.retention,
                 idem_window: log.idempotency_window,
                 timeout: redis.timeout,
+                index_accounts: std::sync::atomic::AtomicBool::new(false),
                 mismatch: std::sync::Mutex::new(None),
             }),
             leader_token: None,
@@ -238,6 +257,15 @@ impl Log {
 
     pub fn partitions(&self) -> u32 {
         self.inner.partitions
+    }
+
+    /// From now on, every append also records the new stream id in the
+    /// account's index (`Keys::account_index`, expiring with the log's
+    /// retention), so an account's entries are found without a scan.
+    pub fn index_accounts(&self) {
+        self.inner
+            .index_accounts
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn keys(&self) -> &Keys {
@@ -388,6 +416,14 @@ impl Log {
         };
         let window = inner.idem_window.as_secs().max(1).to_string();
         let version = FORMAT_VERSION.to_string();
+        let index = inner
+            .index_accounts
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let index_ttl = if index {
+            inner.retention.as_secs().max(1).to_string()
+        } else {
+            String::new()
+        };
 
         let mut conn = self.conn().await?;
         // A Redis Cluster runs a pipeline on one slot only: one pipeline per
@@ -423,7 +459,9 @@ impl Log {
                 let p = p as u32;
                 // Keys: the stream, then one seen-key per checked event.
                 let checked: Vec<bool> = chunk.iter().map(|&i| check(i)).collect();
-                let nkeys = 1 + checked.iter().filter(|c| **c).count();
+                let nkeys = 1
+                    + checked.iter().filter(|c| **c).count()
+                    + if index { chunk.len() } else { 0 };
                 let cmd = pipe
                     .cmd("EVAL")
                     .arg(APPEND_LUA)
@@ -433,8 +471,11 @@ impl Log {
                     if c {
                         cmd.arg(inner.keys.seen(p, &events[i].id));
                     }
+                    if index {
+                        cmd.arg(inner.keys.account_index(p, &events[i].account_id));
+                    }
                 }
-                cmd.arg(&window).arg(&minid).arg(&version);
+                cmd.arg(&window).arg(&minid).arg(&version).arg(&index_ttl);
                 for (&i, &c) in chunk.iter().zip(&checked) {
                     cmd.arg(if c { "1" } else { "0" })
                         .arg(&events[i].topic)

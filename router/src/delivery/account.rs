@@ -96,6 +96,7 @@ pub(super) async fn deliver(
     cancel: &CancellationToken,
     extras: &PartExtras,
     lease: &Lease,
+    note: &mut super::privacy::Note,
 ) -> Outcome {
     // Already acknowledged by the endpoint? The record and the XACK are written
     // together, so this catches a second copy of the same id in the log (a client
@@ -117,6 +118,18 @@ pub(super) async fn deliver(
             }
         }
     }
+
+    // The privacy stage, before anything else sees the event: consent in
+    // the account's order, then the consumer's policy (deny by default).
+    let ev = match super::privacy::stage(ctx, store, ev, cancel, note).await {
+        None => return Outcome::Cancelled,
+        Some(super::privacy::Stage::Filtered(rule)) => {
+            // A module never ran: nothing staged to commit.
+            return Outcome::Filtered(rule);
+        }
+        Some(super::privacy::Stage::Pass(e)) => e,
+    };
+    let ev = &ev;
 
     // `kv.get` of stateful modules reads the event's partition.
     let kv: Arc<dyn KvStore> = Arc::new(RedisKv {

@@ -15,6 +15,7 @@ mod account;
 mod batch;
 pub mod coordinator;
 pub mod partition;
+mod privacy;
 mod reader;
 mod stateful;
 
@@ -72,6 +73,10 @@ impl Stats {
             .unwrap()
             .entry(rule.to_string())
             .or_default() += 1;
+    }
+    /// Events filtered per rule (`topics`, a module's name, `consent:<purpose>`).
+    pub fn filtered_by_rule(&self) -> BTreeMap<String, u64> {
+        self.filtered.lock().unwrap().clone()
     }
     /// Events filtered by any rule.
     pub fn filtered_total(&self) -> u64 {
@@ -181,6 +186,16 @@ pub struct ConsumerCtx {
     pub keys: ConsumerKeys,
     /// The module chain (hot-reloadable); `None` sends the canonical event as JSON.
     pub chain: Option<Arc<ChainHandle>>,
+    /// `[privacy]`, compiled (shared by every consumer).
+    pub privacy: Arc<switchyard_privacy::Privacy>,
+    /// The content hash of `[privacy]` and this consumer's policy.
+    pub policy_version: String,
+    /// Whether outcomes go to the audit trail: the consumer has a policy or
+    /// `[privacy]` declares classes or jurisdictions.
+    pub audited: bool,
+    /// Every consumer with a policy: a deletion is complete when each has
+    /// delivered it.
+    pub policy_consumers: Vec<String>,
 }
 
 impl ConsumerCtx {
@@ -189,6 +204,8 @@ impl ConsumerCtx {
         cfg: &ConsumerConfig,
         namespace: &str,
         engine: &TransformEngine,
+        privacy: &Arc<switchyard_privacy::Privacy>,
+        policy_consumers: &[String],
     ) -> anyhow::Result<ConsumerCtx> {
         let mut b = GlobSetBuilder::new();
         for t in &cfg.topics {
@@ -220,6 +237,10 @@ impl ConsumerCtx {
                         .map_err(|e| anyhow::anyhow!("{}", e.message))?,
                 )
             },
+            privacy: privacy.clone(),
+            policy_version: privacy.policy_version(cfg.policy.as_ref()),
+            audited: cfg.policy.is_some() || privacy.cfg.enabled(),
+            policy_consumers: policy_consumers.to_vec(),
             cfg: cfg.clone(),
         })
         .and_then(|ctx| {
@@ -295,13 +316,28 @@ impl Delivery {
         config: &Config,
         engine: &TransformEngine,
     ) -> anyhow::Result<Vec<Arc<ConsumerCtx>>> {
+        let privacy =
+            Arc::new(switchyard_privacy::Privacy::new(&config.privacy).context("privacy")?);
+        let policy_consumers: Vec<String> = config
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.policy.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
         config
             .consumers
             .iter()
             .map(|(name, c)| {
-                ConsumerCtx::new(name, c, &config.redis.namespace, engine)
-                    .map(Arc::new)
-                    .with_context(|| format!("consumers.{name}"))
+                ConsumerCtx::new(
+                    name,
+                    c,
+                    &config.redis.namespace,
+                    engine,
+                    &privacy,
+                    &policy_consumers,
+                )
+                .map(Arc::new)
+                .with_context(|| format!("consumers.{name}"))
             })
             .collect()
     }

@@ -420,7 +420,9 @@ impl Partition {
                     {
                         continue; // already in line
                     }
-                    if !self.ctx.topics.is_match(&ev.topic) {
+                    if !self.ctx.topics.is_match(&ev.topic)
+                        && !super::privacy::must_see(&self.ctx, &ev)
+                    {
                         self.ctx.stats.filtered("topics");
                         filtered.push(sid);
                         if counted {
@@ -584,6 +586,7 @@ impl Partition {
                 return;
             };
             let span = switchyard_core::tracectx::delivery_span(&ctx.name, store.p, &ev);
+            let mut note = super::privacy::Note::default();
             let outcome = guarded(
                 &ctx.name,
                 tracing::Instrument::instrument(
@@ -596,12 +599,14 @@ impl Partition {
                         &cancel,
                         &extras,
                         &lease,
+                        &mut note,
                     ),
                     span,
                 ),
                 || ctx.module_versions(),
             )
             .await;
+            super::privacy::record(&ctx, &mut store, &origin, &ev, &outcome, &note).await;
             let _ = tx.send(Done {
                 account,
                 origin,
