@@ -393,7 +393,7 @@ async fn mysql_schema_changes_on_a_live_table_are_announced_and_lose_no_row_unde
     let db = MariaDb::start();
     db.create_cdc_user();
     db.sql(
-        "CREATE TABLE items (id BIGINT PRIMARY KEY, account_id VARCHAR(32) NOT NULL, n INT NOT NULL DEFAULT 0, email VARCHAR(64)) ENGINE=InnoDB; \
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, account_id VARCHAR(32) NOT NULL, n INT NOT NULL DEFAULT 0, email VARCHAR(64)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4; \
          CREATE TABLE gone (id BIGINT PRIMARY KEY, account_id VARCHAR(32) NOT NULL) ENGINE=InnoDB",
     );
     let cfg = my_config(&redis, &db);
