@@ -102,6 +102,16 @@ pub fn registry(delivery: Option<Arc<Delivery>>) -> Registry {
         m.cdc_slot_state.clone(),
     );
     r.register(
+        "cdc_schema_changes",
+        "Schema changes a CDC source detected on its tables, by change (add_column, drop_column, rename_column, type_change, table_added, table_dropped)",
+        m.cdc_schema_changes.clone(),
+    );
+    r.register(
+        "cdc_quarantined",
+        "Records a CDC source quarantined instead of writing by kind (invalid_topic, oversized, undecodable)",
+        m.cdc_quarantined.clone(),
+    );
+    r.register(
         "monitor_errors",
         "Failed reads of consumer lag, DLQ depth or CDC slots (the gauges keep their last value)",
         m.monitor_errors.clone(),

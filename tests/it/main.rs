@@ -11,6 +11,7 @@ mod cluster;
 mod console;
 mod contract;
 mod delivery;
+mod drift;
 mod ingest;
 mod ingest_compat;
 mod mysql;

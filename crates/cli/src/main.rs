@@ -9,6 +9,8 @@ mod diff;
 mod mcp;
 mod new;
 mod privacy;
+mod quarantine;
+mod schema;
 mod sink;
 mod tail;
 mod transform;
@@ -158,6 +160,16 @@ enum Command {
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
+    /// A CDC source's schema history: every table change it detected.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+    /// A CDC source's quarantine: records it could not map (invalid topic,
+    /// oversized event, undecodable row).
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
     },
     /// An MCP server on stdin/stdout: status, lag, DLQ and account tools for agents.
     Mcp {
@@ -203,6 +215,65 @@ enum DlqAction {
     Replay(DlqFilter),
     /// Delete entries for good (an account with nothing left in the DLQ flows again).
     Drop(DlqFilter),
+}
+
+#[derive(Subcommand)]
+enum SchemaAction {
+    /// Print the schema changes a CDC source detected, oldest first.
+    History {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        /// The source (`[sources.<name>]`).
+        #[arg(long)]
+        source: String,
+        /// Only this table (`schema.table` or `table`).
+        #[arg(long)]
+        table: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// List the quarantined records, oldest first.
+    List {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
+        /// JSON lines (with the event) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append quarantined records to the log and remove them; one that
+    /// still cannot be written is kept, with the reason (exit status 1).
+    Replay {
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
+        /// Only this record (its id, from `list`).
+        #[arg(long)]
+        id: Option<String>,
+        /// Write the events with this topic instead of their own (for an
+        /// invalid topic made from column values).
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+/// `source` is a configured source, or an error naming the ones there are.
+fn source_exists(cfg: &Config, source: &str) -> anyhow::Result<()> {
+    if cfg.sources.contains_key(source) {
+        return Ok(());
+    }
+    let names: Vec<&str> = cfg.sources.keys().map(String::as_str).collect();
+    anyhow::bail!(
+        "no source `{source}` in the config (sources: {})",
+        names.join(", ")
+    )
 }
 
 #[derive(Subcommand)]
@@ -546,6 +617,65 @@ fn main() -> ExitCode {
                     Err(code) => return code,
                 };
                 crate::mcp::serve_stdio(cfg, show_payloads).await
+            }
+            Command::Schema {
+                action:
+                    SchemaAction::History {
+                        config,
+                        source,
+                        table,
+                        json,
+                    },
+            } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let mut out = std::io::stdout();
+                crate::schema::history(&cfg, &source, table.as_deref(), json, &mut out).await
+            }
+            Command::Quarantine {
+                action:
+                    QuarantineAction::List {
+                        config,
+                        source,
+                        json,
+                    },
+            } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let mut out = std::io::stdout();
+                crate::quarantine::list(&cfg, &source, json, &mut out).await
+            }
+            Command::Quarantine {
+                action:
+                    QuarantineAction::Replay {
+                        config,
+                        source,
+                        id,
+                        topic,
+                    },
+            } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let mut out = std::io::stdout();
+                match crate::quarantine::replay(
+                    &cfg,
+                    &source,
+                    id.as_deref(),
+                    topic.as_deref(),
+                    &mut out,
+                )
+                .await
+                {
+                    Ok(true) => Ok(()),
+                    Ok(false) => return ExitCode::FAILURE,
+                    Err(e) => Err(e),
+                }
             }
             Command::Tail {
                 config,

@@ -47,6 +47,21 @@ pub struct SlotState {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceChange {
+    pub source: String,
+    /// `add_column`, `drop_column`, `rename_column`, `type_change`,
+    /// `table_added`, `table_dropped`.
+    pub change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceKind {
+    pub source: String,
+    /// `invalid_topic`, `oversized`, `undecodable`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabel {
     pub consumer: String,
 }
@@ -121,6 +136,8 @@ pub struct Metrics {
     pub cdc_slot_active: Family<SourceLabel, Gauge>,
     pub cdc_slot_stalled: Family<SourceLabel, Gauge>,
     pub cdc_slot_state: Family<SlotState, Gauge>,
+    pub cdc_schema_changes: Family<SourceChange, Counter>,
+    pub cdc_quarantined: Family<SourceKind, Counter>,
     pub monitor_errors: Counter,
 }
 
@@ -141,6 +158,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     cdc_slot_active: Family::default(),
     cdc_slot_stalled: Family::default(),
     cdc_slot_state: Family::default(),
+    cdc_schema_changes: Family::default(),
+    cdc_quarantined: Family::default(),
     monitor_errors: Counter::default(),
 });
 
@@ -187,6 +206,29 @@ pub fn ingest_events(source: &str, accepted: u64, duplicates: u64) {
                 .inc_by(n);
         }
     }
+}
+
+/// A CDC source detected a schema change of one of its tables.
+pub fn schema_change(source: &str, change: &'static str) {
+    get()
+        .cdc_schema_changes
+        .get_or_create(&SourceChange {
+            source: source.to_string(),
+            change,
+        })
+        .inc();
+}
+
+/// A CDC source quarantined a record it could not map (`kind`:
+/// `invalid_topic`, `oversized`, `undecodable`).
+pub fn quarantined(source: &str, kind: &'static str) {
+    get()
+        .cdc_quarantined
+        .get_or_create(&SourceKind {
+            source: source.to_string(),
+            kind,
+        })
+        .inc();
 }
 
 /// One delivery attempt's answer, by class (`2xx`…`5xx`, `timeout`,

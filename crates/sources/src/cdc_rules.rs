@@ -184,43 +184,6 @@ pub fn topics_for<'v>(
     topics
 }
 
-/// A topic made from column values must obey the event contract like any
-/// other. One that does not is not written (the row's other events are, and
-/// the source goes on: it must not stall on one row); it is logged at warn
-/// with the source, table, key and template, and counted in `counter`. The
-/// topic itself is not logged: it is made of column values.
-pub fn retain_valid_topics(
-    topics: &mut Vec<(usize, String)>,
-    source: &str,
-    table: &str,
-    key: &dyn std::fmt::Display,
-    account_id: &str,
-    counter: &std::sync::atomic::AtomicU64,
-) {
-    topics.retain(|(sub, topic)| {
-        if event::valid_topic(topic) {
-            return true;
-        }
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let template = match sub {
-            0 => "topic".to_string(),
-            i => format!("rules[{}].topic", i - 1),
-        };
-        tracing::warn!(
-            source = %source,
-            table = %table,
-            key = %key,
-            account = %account_id,
-            template = %template,
-            topic_len = topic.len(),
-            dropped_for_table = n,
-            "CDC event not written: its topic, made from column values, is not a valid topic ({}); fix the row or the template",
-            event::TOPIC_RULE
-        );
-        false
-    });
-}
-
 /// Split `<qualifier>.table`, where either part may be quoted with `quote`
 /// (a doubled quote inside stands for itself): `"` for Postgres, `` ` ``
 /// for MySQL. `None`: unqualified.

@@ -8,11 +8,15 @@
 //! - [`postgres`]: row changes by logical replication.
 //! - [`mysql`]: row changes from the MySQL/MariaDB binlog.
 //!
-//! [`cdc_rules`] holds what the CDC sources share (rules → topics).
+//! [`cdc_rules`] holds what the CDC sources share (rules → topics);
+//! [`schema_drift`] their schema-change detection, announcement and history;
+//! [`quarantine`] the records they could not map.
 pub mod cdc_rules;
 pub mod http;
 pub mod mysql;
 pub mod postgres;
+pub mod quarantine;
+pub mod schema_drift;
 
 use std::future::Future;
 use std::path::Path;
@@ -58,6 +62,15 @@ impl SourceConfig {
             SourceConfig::Http(h) => h.validate(path, errors),
             SourceConfig::Postgres(p) => p.validate(path, errors),
             SourceConfig::Mysql(m) => m.validate(path, errors),
+        }
+    }
+
+    /// A CDC source's `max_event_size` in bytes (`None`: not a CDC source).
+    pub fn max_event_size(&self) -> Option<u64> {
+        match self {
+            SourceConfig::Http(_) => None,
+            SourceConfig::Postgres(p) => Some(p.max_event_size.0),
+            SourceConfig::Mysql(m) => Some(m.max_event_size.0),
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`tail`]: reading the log outside a consumer group;
 //! - [`source_state`]: what a source keeps between runs;
 //! - [`privacy`]: the consent store and the audit trail.
+//! - [`schema`]: a CDC source's table shapes and schema history;
+//! - [`quarantine`]: the records a CDC source could not map.
 //!
 //! Slots: a partition's keys share the hash tag `{p<N>}`; every multi-key
 //! operation stays within one partition, hence one slot (each says so).
@@ -23,7 +25,9 @@ pub mod lag;
 pub mod lease;
 pub mod log;
 pub mod privacy;
+pub mod quarantine;
 pub mod router_addr;
+pub mod schema;
 pub mod source_state;
 pub mod tail;
 

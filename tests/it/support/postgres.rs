@@ -24,7 +24,7 @@ pub struct PgServer {
     tls_dir: Option<tempfile::TempDir>,
 }
 
-fn bin(name: &str) -> PathBuf {
+pub fn bin(name: &str) -> PathBuf {
     let p = Path::new(PG_BIN).join(name);
     if p.exists() {
         p

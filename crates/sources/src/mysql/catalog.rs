@@ -193,8 +193,9 @@ pub async fn resolve_tables(
             }
             None => pk,
         };
-        let mapping = TableMapping::new(ctx.source, &db, &name, columns, key_columns, t)
+        let mut mapping = TableMapping::new(ctx.source, &db, &name, columns, key_columns, t)
             .map_err(|e| SessionError::Fatal(anyhow::anyhow!("{tp}: {e}")))?;
+        mapping.max_event_size = ctx.cfg.max_event_size.0;
         for c in mapping.referenced_columns() {
             if !mapping.columns.iter().any(|(n, _)| n == c) {
                 problems.push(format!(

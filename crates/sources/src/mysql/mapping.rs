@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::cdc_rules::{
-    changed_columns, compile_rules, retain_valid_topics, topics_for, update_op, Rule, Template,
-    Vars,
+    changed_columns, compile_rules, topics_for, update_op, Rule, Template, Vars,
 };
 use switchyard_core::event::{Commit, Event, Op};
 
@@ -57,8 +56,12 @@ pub struct TableMapping {
     pub emit_default: bool,
     pub rules: Vec<Rule>,
     pub soft_delete_column: Option<String>,
-    /// Rows whose topic, made from column values, was not a valid topic.
-    pub invalid_topics: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Events that cannot be written (a topic made from column values
+    /// that breaks the topic rule, an oversized event) or rows that cannot
+    /// be decoded, waiting to be written to the quarantine.
+    pub quarantine: std::sync::Arc<crate::quarantine::Sink>,
+    /// `max_event_size` of the source, in bytes.
+    pub max_event_size: u64,
 }
 
 impl TableMapping {
@@ -81,7 +84,8 @@ impl TableMapping {
             topic: Template::parse(&cfg.topic)?,
             emit_default: cfg.emit_default,
             rules: compile_rules(&cfg.rules, cfg.soft_delete_column.is_some())?,
-            invalid_topics: Default::default(),
+            quarantine: Default::default(),
+            max_event_size: crate::quarantine::default_max_event_size().0,
             soft_delete_column: cfg.soft_delete_column.clone(),
         })
     }
@@ -184,24 +188,16 @@ pub fn change_events(
         schema: &t.database,
         source: &t.source,
     };
-    let mut topics = topics_for(
+    let topics = topics_for(
         t.emit_default.then_some(&t.topic),
         &t.rules,
         &vars,
         &changed,
         &lookup,
     );
-    retain_valid_topics(
-        &mut topics,
-        &t.source,
-        &t.qualified,
-        &key,
-        &account_id,
-        &t.invalid_topics,
-    );
     let before = before.map(Value::Object);
     let after = after.map(Value::Object);
-    topics
+    let mut out: Vec<Event> = topics
         .into_iter()
         .map(|(sub, topic)| Event {
             id: match kind {
@@ -227,7 +223,9 @@ pub fn change_events(
             consent: BTreeMap::new(),
             attributes: attributes.clone(),
         })
-        .collect()
+        .collect();
+    crate::quarantine::screen(&mut out, &t.quarantine, &t.qualified, t.max_event_size);
+    out
 }
 
 #[cfg(test)]

@@ -152,5 +152,8 @@ async fn snapshot_table(
     }
     drop(result);
     append_retry(ctx.log, ctx.source, ctx.shutdown, &batch).await?;
+    crate::quarantine::flush(ctx.log, ctx.source, std::iter::once(&*m.quarantine))
+        .await
+        .map_err(SessionError::log)?;
     Ok(seq)
 }

@@ -33,6 +33,7 @@ use super::mapping::{change_events, ChangeKind, Position, TableMapping};
 use super::position::BinlogPos;
 use super::values::binlog_to_json;
 use super::{append_retry, store_position, SessionError, SourceCtx};
+use crate::schema_drift::{self, At, Column, Detected};
 use switchyard_core::event::Event;
 
 /// MariaDB's own event types (not in mysql_common's list).
@@ -67,9 +68,49 @@ struct State {
     stored: BinlogPos,
     events: u64,
     appends: u64,
+    /// Last known shape per table (`database.name`), as recorded in Redis.
+    shapes: HashMap<String, Vec<Column>>,
+    /// Schema changes detected, to append and record before going on.
+    drift: Vec<Detected>,
+}
+
+/// A table's columns as a shape.
+pub fn shape(columns: &[(String, super::values::ColKind)]) -> Vec<Column> {
+    columns
+        .iter()
+        .map(|(n, k)| Column::new(n.clone(), k.type_name()))
+        .collect()
 }
 
 impl State {
+    /// Compare `table`'s new shape (`None`: gone) with the last known one
+    /// and queue the announcement. `at`: the statement's position.
+    fn drift_check(
+        &mut self,
+        ctx: &SourceCtx<'_>,
+        table: &str,
+        captured: bool,
+        new: Option<Vec<Column>>,
+        at: &At<'_>,
+    ) {
+        let old = self.shapes.get(table).map(Vec::as_slice);
+        if let Some(d) = schema_drift::detect(
+            ctx.source,
+            &ctx.cfg.schema_topic,
+            table,
+            captured,
+            old,
+            new.as_deref(),
+            at,
+        ) {
+            match new {
+                Some(n) => self.shapes.insert(table.to_string(), n),
+                None => self.shapes.remove(table),
+            };
+            self.drift.push(d);
+        }
+    }
+
     fn begin(&mut self, start_pos: u64, time: u32, gtid: Option<String>, standalone: bool) {
         self.txn = Some(Txn {
             start: format!("{}:{start_pos}", self.file),
@@ -189,7 +230,31 @@ pub async fn stream(
         stored: start.clone(),
         events: 0,
         appends: 0,
+        shapes: HashMap::new(),
+        drift: Vec::new(),
     };
+    // The recorded shapes against the catalog's: a captured table seen for
+    // the first time is the baseline; one that changed while the source
+    // was stopped is announced now (at the start position).
+    st.shapes = schema_drift::load(ctx.log, ctx.source)
+        .await
+        .map_err(|e| SessionError::Transient(anyhow::anyhow!("reading the schema history: {e}")))?;
+    let start_at = format!("{}:{}", start.file, start.pos);
+    for t in &tables {
+        let at = At {
+            position: &start_at,
+            seq: 0,
+            occurred_at: Utc::now(),
+        };
+        st.drift_check(
+            ctx,
+            &t.mapping.qualified,
+            true,
+            Some(shape(&t.mapping.columns)),
+            &at,
+        );
+    }
+    flush_drift(ctx, &mut st).await?;
     let source: Arc<str> = Arc::from(ctx.source);
     let max_pending = ctx.cfg.batch_size * 2;
     let silence = ctx.cfg.heartbeat * 5 + Duration::from_secs(1);
@@ -274,7 +339,8 @@ pub async fn stream(
             }
             Step::Event(ev) => {
                 last_event = tokio::time::Instant::now();
-                handle(ctx, &mut sql, server, &binlog, &mut st, ev).await?
+                handle(ctx, &mut sql, server, &binlog, &mut st, ev).await?;
+                flush_drift(ctx, &mut st).await?;
             }
             Step::Shutdown => {
                 // Finish what is in flight, append what is pending, store.
@@ -359,6 +425,29 @@ fn bytes_between(files: &[(String, u64)], from: &BinlogPos, to: &BinlogPos) -> u
     total
 }
 
+/// Write the quarantined records, then announce and record the schema
+/// changes detected (events first, then the history; see `schema_drift`).
+async fn flush_drift(ctx: &SourceCtx<'_>, st: &mut State) -> Result<(), SessionError> {
+    if st.tables.values().any(|(_, m)| !m.quarantine.is_empty()) {
+        crate::quarantine::flush(
+            ctx.log,
+            ctx.source,
+            st.tables.values().map(|(_, m)| &*m.quarantine),
+        )
+        .await
+        .map_err(SessionError::log)?;
+    }
+    for d in std::mem::take(&mut st.drift) {
+        append_retry(ctx.log, ctx.source, ctx.shutdown, &d.events).await?;
+        schema_drift::record(ctx.log, ctx.source, &d)
+            .await
+            .map_err(|e| {
+                SessionError::Transient(anyhow::anyhow!("recording the schema history: {e}"))
+            })?;
+    }
+    Ok(())
+}
+
 async fn handle(
     ctx: &SourceCtx<'_>,
     sql: &mut Conn,
@@ -420,7 +509,9 @@ async fn handle(
             } else if st.txn.as_ref().is_none_or(|x| x.standalone) {
                 // A statement of its own (DDL): the captured tables' columns
                 // may have changed.
-                ddl(ctx, sql, server, st, t).await?;
+                let at = format!("{}:{start}", st.file);
+                let db = q.schema().into_owned();
+                ddl(ctx, sql, server, st, t, &db, &at, h.timestamp()).await?;
                 st.commit(end);
             }
         }
@@ -448,12 +539,16 @@ async fn handle(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn ddl(
     ctx: &SourceCtx<'_>,
     sql: &mut Conn,
     server: &ServerInfo,
     st: &mut State,
     statement: &str,
+    default_db: &str,
+    at: &str,
+    time: u32,
 ) -> Result<(), SessionError> {
     let lower = statement.to_ascii_lowercase();
     if !(lower.starts_with("alter")
@@ -462,6 +557,31 @@ async fn ddl(
         || lower.starts_with("drop")
         || lower.starts_with("truncate"))
     {
+        return Ok(());
+    }
+    let occurred_at = DateTime::from_timestamp(time as i64, 0).unwrap_or_else(Utc::now);
+    if let Some((db, name)) = created_table(statement, default_db) {
+        // A new table in a database the source captures from: announced
+        // (it is not captured until it is configured).
+        if st.tables.keys().any(|(d, _)| *d == db)
+            && !st.tables.contains_key(&(db.clone(), name.clone()))
+        {
+            let columns = catalog::table_columns(sql, server, &db, &name).await?;
+            if !columns.is_empty() {
+                let at = At {
+                    position: at,
+                    seq: 0,
+                    occurred_at,
+                };
+                st.drift_check(
+                    ctx,
+                    &format!("{db}.{name}"),
+                    false,
+                    Some(shape(&columns)),
+                    &at,
+                );
+            }
+        }
         return Ok(());
     }
     let keys: Vec<(String, String)> = st.tables.keys().cloned().collect();
@@ -474,12 +594,43 @@ async fn ddl(
                 "TRUNCATE is not captured (no event is emitted for the removed rows)");
             continue;
         }
-        reload(ctx, sql, server, st, &db, &name).await?;
+        let at = At {
+            position: at,
+            seq: 0,
+            occurred_at,
+        };
+        reload(ctx, sql, server, st, &db, &name, &at).await?;
     }
     Ok(())
 }
 
-/// Re-read a table's columns from the catalog (after DDL).
+/// `CREATE TABLE [IF NOT EXISTS] [db.]name …` → (db, name); backquotes
+/// removed. Other statements: `None`.
+pub fn created_table(statement: &str, default_db: &str) -> Option<(String, String)> {
+    let mut words = statement.split_whitespace();
+    let mut w = |want: &str| words.next().is_some_and(|x| x.eq_ignore_ascii_case(want));
+    if !(w("create") && w("table")) {
+        return None;
+    }
+    let mut rest = statement.split_whitespace().skip(2).peekable();
+    if rest.peek().is_some_and(|x| x.eq_ignore_ascii_case("if")) {
+        rest.next();
+        rest.next();
+        rest.next();
+    }
+    let ident = rest.next()?;
+    let ident = ident.split('(').next()?;
+    let (db, name) = match crate::cdc_rules::split_qualified_name(ident, '`', "database") {
+        Ok((Some(d), n)) => (d, n),
+        Ok((None, n)) => (default_db.to_string(), n),
+        Err(_) => return None,
+    };
+    (!db.is_empty() && !name.is_empty()).then_some((db, name))
+}
+
+/// Re-read a table's columns from the catalog (after DDL), announcing
+/// the change. A table that is gone keeps its columns (its remaining
+/// binlog rows still decode) and is announced as dropped.
 async fn reload(
     ctx: &SourceCtx<'_>,
     sql: &mut Conn,
@@ -487,11 +638,17 @@ async fn reload(
     st: &mut State,
     db: &str,
     name: &str,
+    at: &At<'_>,
 ) -> Result<(), SessionError> {
     let Some((index, old)) = st.tables.get(&(db.to_string(), name.to_string())).cloned() else {
         return Ok(());
     };
     let columns = catalog::table_columns(sql, server, db, name).await?;
+    if columns.is_empty() {
+        st.drift_check(ctx, &old.qualified, true, None, at);
+        return Ok(());
+    }
+    st.drift_check(ctx, &old.qualified, true, Some(shape(&columns)), at);
     if columns == old.columns {
         return Ok(());
     }
@@ -530,15 +687,31 @@ async fn rows_event(
         return Ok(());
     }
     if st.tables[&key].1.columns.len() != tme.columns_count() as usize {
-        reload(ctx, sql, server, st, &key.0, &key.1).await?;
+        let at = format!("{}:{start}", st.file);
+        let occurred_at = DateTime::from_timestamp(time as i64, 0).unwrap_or_else(Utc::now);
+        let at = At {
+            position: &at,
+            seq: 0,
+            occurred_at,
+        };
+        reload(ctx, sql, server, st, &key.0, &key.1, &at).await?;
         let now = st.tables[&key].1.columns.len();
         if now != tme.columns_count() as usize {
-            return Err(SessionError::Transient(anyhow::anyhow!(
-                "table {}.{}: the binlog row has {} columns, the catalog {now}",
-                key.0,
-                key.1,
-                tme.columns_count()
-            )));
+            // Rows written before a later change of the table (the source
+            // is behind): they cannot be matched to columns. Quarantined,
+            // the stream goes on.
+            let m = &st.tables[&key].1;
+            m.quarantine.push(crate::quarantine::Quarantined::undecodable(
+                ctx.source,
+                &m.qualified,
+                &format!("{}:{start}", st.file),
+                0,
+                format!(
+                    "the binlog rows event has {} columns, the table now {now} (it changed since); its rows are not captured",
+                    tme.columns_count()
+                ),
+            ));
+            return Ok(());
         }
     }
     let mapping = Arc::clone(&st.tables[&key].1);
@@ -581,26 +754,35 @@ async fn rows_event(
         // (0.37: a negative TIME(1)/TIME(2) with a fraction, in debug
         // builds): stop with the row's position rather than lose the task.
         let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| it.next()));
-        let r = match next {
-            Ok(Some(r)) => r,
+        let failed = match next {
+            Ok(Some(Ok(r))) => Ok(r),
             Ok(None) => break,
-            Err(_) => {
-                return Err(SessionError::Fatal(anyhow::anyhow!(
-                    "{}: the binlog decoder failed on a row of {} at {}:{start} (mysql_common cannot \
-                     decode one of its values; see the MySQL source's known limits in ARCHITECTURE.md)",
-                    ctx.path,
-                    mapping.qualified,
-                    st.file
-                )))
+            Err(_) => Err(
+                "the binlog decoder failed on one of its values (mysql_common cannot \
+                 decode it; see the MySQL source's known limits in ARCHITECTURE.md)"
+                    .to_string(),
+            ),
+            Ok(Some(Err(e))) => Err(format!("undecodable row: {e}")),
+        };
+        let (b, a) = match failed {
+            Ok(r) => r,
+            Err(reason) => {
+                // This row and the rest of its rows event cannot be read
+                // (the decoder's state is unknown): quarantined, the
+                // stream goes on with the next event.
+                let seq = st.txn.as_ref().map_or(0, |t| t.seq);
+                mapping
+                    .quarantine
+                    .push(crate::quarantine::Quarantined::undecodable(
+                        ctx.source,
+                        &mapping.qualified,
+                        &format!("{}:{start}", st.file),
+                        seq,
+                        format!("{reason}; the rest of this rows event is skipped"),
+                    ));
+                break;
             }
         };
-        let (b, a) = r.map_err(|e| {
-            SessionError::Transient(anyhow::anyhow!(
-                "undecodable row of {} at {}:{start}: {e}",
-                mapping.qualified,
-                st.file
-            ))
-        })?;
         let before = b.as_ref().map(|b| decode(b, &before_cols));
         let after = a.as_ref().map(|a| decode(a, &after_cols));
         let Some(txn) = st.txn.as_mut() else {

@@ -102,6 +102,52 @@ impl ColKind {
     }
 }
 
+impl ColKind {
+    /// The type as the source decodes it, for the schema history
+    /// (`int`, `bigint unsigned`, `decimal`, `enum('a','b')`, `text`, …).
+    /// Two SQL types decoded alike (`VARCHAR(10)`, `TEXT`) have one name.
+    pub fn type_name(&self) -> String {
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|l| format!("'{}'", l.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            ColKind::Int { unsigned, bytes } => {
+                let n = match bytes {
+                    1 => "tinyint",
+                    2 => "smallint",
+                    3 => "mediumint",
+                    4 => "int",
+                    _ => "bigint",
+                };
+                if *unsigned {
+                    format!("{n} unsigned")
+                } else {
+                    n.to_string()
+                }
+            }
+            ColKind::Float => "float".into(),
+            ColKind::Double => "double".into(),
+            ColKind::Decimal => "decimal".into(),
+            ColKind::Date => "date".into(),
+            ColKind::DateTime => "datetime".into(),
+            ColKind::Timestamp => "timestamp".into(),
+            ColKind::Time => "time".into(),
+            ColKind::Year => "year".into(),
+            ColKind::Json => "json".into(),
+            ColKind::Enum(v) => format!("enum({})", list(v)),
+            ColKind::Set(v) => format!("set({})", list(v)),
+            ColKind::Binary { pad: Some(n) } => format!("binary({n})"),
+            ColKind::Binary { pad: None } => "varbinary".into(),
+            ColKind::Bit => "bit".into(),
+            ColKind::Text { latin1: true } => "text latin1".into(),
+            ColKind::Text { latin1: false } => "text".into(),
+        }
+    }
+}
+
 /// `enum('a','b''c')` → `["a", "b'c"]`.
 pub fn labels(column_type: &str) -> Vec<String> {
     let Some(start) = column_type.find('(') else {

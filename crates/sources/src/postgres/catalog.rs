@@ -145,7 +145,10 @@ pub async fn resolve_tables(
         };
         let mapping =
             match TableMapping::new(source, &cfg.slot, &schema, &name, key_columns.clone(), t) {
-                Ok(m) => m,
+                Ok(mut m) => {
+                    m.max_event_size = cfg.max_event_size.0;
+                    m
+                }
                 Err(e) => {
                     problems.push(format!("{tp}: {e}"));
                     continue;

@@ -67,6 +67,14 @@ pub struct PostgresSourceConfig {
     /// (so every account's events stay in order).
     #[serde(default = "default_append_lanes")]
     pub append_lanes: usize,
+    /// Topic of the `schema.changed` events this source writes when a
+    /// captured table's shape changes (see `schema_drift`).
+    #[serde(default = "crate::schema_drift::default_topic")]
+    pub schema_topic: String,
+    /// Largest event the source writes (MessagePack-encoded); a larger one
+    /// goes to the source's quarantine instead.
+    #[serde(default = "crate::quarantine::default_max_event_size")]
+    pub max_event_size: switchyard_core::config::ByteSize,
 }
 
 /// One captured table.
@@ -191,6 +199,22 @@ impl PostgresSourceConfig {
                     }
                 }
             }
+        }
+        if self.max_event_size.0 < 1024 {
+            err(
+                format!("{path}.max_event_size"),
+                "must be at least 1KiB".into(),
+            );
+        }
+        if !switchyard_core::event::valid_topic(&self.schema_topic) {
+            err(
+                format!("{path}.schema_topic"),
+                format!(
+                    "`{}` is not a valid topic ({})",
+                    self.schema_topic,
+                    switchyard_core::event::TOPIC_RULE
+                ),
+            );
         }
         if self.publication.is_empty() || self.publication.len() > 63 {
             err(

@@ -2,7 +2,6 @@
 //! soft deletes, deterministic ids.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -13,9 +12,7 @@ use switchyard_core::event::{Commit, Event, Op};
 use super::config::TableConfig;
 use super::pgoutput::{Datum, Lsn, OldTuple, Relation, Tuple};
 use super::values;
-pub use crate::cdc_rules::{
-    compile_rules, retain_valid_topics, topics_for, Rule, Template, Vars, BUILTIN_VARS,
-};
+pub use crate::cdc_rules::{compile_rules, topics_for, Rule, Template, Vars, BUILTIN_VARS};
 
 /// Namespace of CDC event ids (UUIDv5).
 pub const ID_NAMESPACE: uuid::Uuid =
@@ -56,9 +53,12 @@ pub struct TableMapping {
     pub emit_default: bool,
     pub rules: Vec<Rule>,
     pub soft_delete_column: Option<String>,
-    /// Events not emitted because their rendered topic broke the event
-    /// contract (see [`change_events`]).
-    pub invalid_topics: Arc<AtomicU64>,
+    /// Events that cannot be written (a topic made from column values
+    /// that breaks the topic rule, an oversized event) or rows that cannot
+    /// be decoded, waiting to be written to the quarantine.
+    pub quarantine: Arc<crate::quarantine::Sink>,
+    /// `max_event_size` of the source, in bytes.
+    pub max_event_size: u64,
 }
 
 impl TableMapping {
@@ -84,7 +84,8 @@ impl TableMapping {
             emit_default: cfg.emit_default,
             rules,
             soft_delete_column: cfg.soft_delete_column.clone(),
-            invalid_topics: Arc::default(),
+            quarantine: Arc::default(),
+            max_event_size: crate::quarantine::default_max_event_size().0,
         })
     }
 
@@ -335,20 +336,12 @@ pub fn change_events(
         source: &t.source,
     };
 
-    let mut topics = topics_for(
+    let topics = topics_for(
         t.emit_default.then_some(&t.topic),
         &t.rules,
         &vars,
         &changed,
         &lookup,
-    );
-    retain_valid_topics(
-        &mut topics,
-        &t.source,
-        &t.qualified,
-        &key,
-        &account_id,
-        &t.invalid_topics,
     );
 
     let n = topics.len();
@@ -404,6 +397,7 @@ pub fn change_events(
             attributes: take(&mut attributes, last),
         });
     }
+    crate::quarantine::screen(&mut out, &t.quarantine, &t.qualified, t.max_event_size);
     out
 }
 
@@ -542,9 +536,9 @@ mod tests {
     }
 
     /// A topic rendered from a column value that breaks the topic rule is
-    /// not emitted (and counted); the row's other events still are.
+    /// not emitted but quarantined; the row's other events still are.
     #[test]
-    fn an_invalid_rendered_topic_drops_that_event_only() {
+    fn an_invalid_rendered_topic_quarantines_that_event_only() {
         let t = table(
             vec![RuleConfig {
                 when_changed: vec!["email".into()],
@@ -567,10 +561,11 @@ mod tests {
         assert_eq!(topics, ["customer.email_changed"]);
         // Its id is the one the rule's event always has (sub 1).
         assert_eq!(evs[0].id, change_id("slot1", Lsn(0x16B3748), 3, 1));
-        assert_eq!(
-            t.invalid_topics.load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+        let q = t.quarantine.take();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].kind, "invalid_topic");
+        assert_eq!(q[0].id, change_id("slot1", Lsn(0x16B3748), 3, 0));
+        assert_eq!(q[0].table, "public.customers");
         // Too long counts too.
         cols[2] = Col::Text(Box::leak("b".repeat(300).into_boxed_str()));
         let evs = change_events(
@@ -582,10 +577,7 @@ mod tests {
             &pos(4, &["id".into()]),
         );
         assert_eq!(evs.len(), 1);
-        assert_eq!(
-            t.invalid_topics.load(std::sync::atomic::Ordering::Relaxed),
-            2
-        );
+        assert_eq!(t.quarantine.take().len(), 1);
     }
 
     #[test]

@@ -174,6 +174,9 @@ async fn snapshot_table(
         }
     }
     append_with_retry(ctx, &batch).await?;
+    crate::quarantine::flush(ctx.log, ctx.source, std::iter::once(&*mapping.quarantine))
+        .await
+        .map_err(|e| SessionError::Transient(anyhow::anyhow!("writing to the quarantine: {e}")))?;
     client
         .batch_execute("CLOSE sy_snapshot")
         .await

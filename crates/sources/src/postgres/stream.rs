@@ -25,7 +25,9 @@ use super::mapping::{
     change_events, old_to_row, tuple_to_row, BeforeImage, ChangeKind, Position, TableMapping,
 };
 use super::pgoutput::{self, Lsn, Message, Relation};
+use super::values;
 use super::{append_retry, SessionError, SourceCtx};
+use crate::schema_drift::{self, At, Column, Detected};
 use switchyard_core::event::Event;
 use switchyard_store::log::Log;
 
@@ -56,6 +58,10 @@ struct State {
     lanes: Lanes,
     confirmed: Lsn,
     stats: Stats,
+    /// Last known shape per table (`schema.name`), as recorded in Redis.
+    shapes: HashMap<String, Vec<Column>>,
+    /// Schema changes detected, to append and record before going on.
+    drift: Vec<Detected>,
 }
 
 /// Events waiting for, or in, an append, per lane.
@@ -186,6 +192,34 @@ impl State {
         Ok(())
     }
 
+    /// Compare a Relation message's shape with the last known one.
+    fn drift_check(&mut self, ctx: &SourceCtx<'_>, rel: &Relation, captured: bool) {
+        let table = format!("{}.{}", rel.namespace, rel.name);
+        let shape = relation_shape(rel);
+        let (position, seq, occurred_at) = match &self.txn {
+            Some(t) => (t.commit_lsn, t.seq, t.commit_time),
+            None => (self.confirmed, 0, Utc::now()),
+        };
+        let at = At {
+            position: &position.to_string(),
+            seq,
+            occurred_at,
+        };
+        let old = self.shapes.get(&table).map(Vec::as_slice);
+        if let Some(d) = schema_drift::detect(
+            ctx.source,
+            &ctx.cfg.schema_topic,
+            &table,
+            captured,
+            old,
+            Some(shape.as_slice()),
+            &at,
+        ) {
+            self.shapes.insert(table, shape);
+            self.drift.push(d);
+        }
+    }
+
     fn begin(&mut self, commit_lsn: Lsn, commit_time: i64) {
         self.txn = Some(Txn {
             commit_lsn,
@@ -214,13 +248,7 @@ impl State {
                     .tables
                     .get(&(rel.namespace.clone(), rel.name.clone()))
                     .cloned();
-                if let Some(old) = self.relations.get(&rel.id) {
-                    if old.rel.columns != rel.columns && mapping.is_some() {
-                        let cols: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
-                        tracing::info!(source = ctx.source, table = %format!("{}.{}", rel.namespace, rel.name),
-                            columns = ?cols, "table schema changed");
-                    }
-                }
+                self.drift_check(ctx, &rel, mapping.is_some());
                 let identity_key = rel
                     .columns
                     .iter()
@@ -273,28 +301,33 @@ impl State {
         let Some(mapping) = &entry.mapping else {
             return Ok(());
         };
-        let row_err = |e| SessionError::Transient(anyhow::anyhow!("{e}"));
-        let (kind, before, image, after) = match &change {
-            Message::Insert(i) => (
-                ChangeKind::Insert,
-                None,
-                BeforeImage::None,
-                Some(tuple_to_row(&entry.rel, &i.new, false).map_err(row_err)?),
-            ),
-            Message::Update(u) => {
-                let (before, image) = old_to_row(&entry.rel, u.old.as_ref()).map_err(row_err)?;
-                (
-                    ChangeKind::Update,
-                    before,
-                    image,
-                    Some(tuple_to_row(&entry.rel, &u.new, false).map_err(row_err)?),
-                )
-            }
-            Message::Delete(d) => {
-                let (before, image) = old_to_row(&entry.rel, Some(&d.old)).map_err(row_err)?;
-                (ChangeKind::Delete, before, image, None)
-            }
+        let decoded = match &change {
+            Message::Insert(i) => tuple_to_row(&entry.rel, &i.new, false)
+                .map(|a| (ChangeKind::Insert, None, BeforeImage::None, Some(a))),
+            Message::Update(u) => old_to_row(&entry.rel, u.old.as_ref()).and_then(|(b, image)| {
+                let a = tuple_to_row(&entry.rel, &u.new, false)?;
+                Ok((ChangeKind::Update, b, image, Some(a)))
+            }),
+            Message::Delete(d) => old_to_row(&entry.rel, Some(&d.old))
+                .map(|(b, image)| (ChangeKind::Delete, b, image, None)),
             _ => unreachable!("filtered above"),
+        };
+        let (kind, before, image, after) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                // A tuple that does not fit its relation: quarantined, the
+                // stream goes on.
+                mapping
+                    .quarantine
+                    .push(crate::quarantine::Quarantined::undecodable(
+                        ctx.source,
+                        &mapping.qualified,
+                        &txn.commit_lsn.to_string(),
+                        seq,
+                        e.to_string(),
+                    ));
+                return Ok(());
+            }
         };
         let pos = Position {
             commit_lsn: txn.commit_lsn,
@@ -308,6 +341,43 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// A Relation message's columns as a shape.
+fn relation_shape(rel: &Relation) -> Vec<Column> {
+    rel.columns
+        .iter()
+        .map(|c| Column::new(c.name.clone(), values::type_name(c.type_oid)))
+        .collect()
+}
+
+/// Handle one replication event, then announce and record any schema
+/// change it revealed (events first, then the history; see `schema_drift`).
+async fn on_event(
+    st: &mut State,
+    ctx: &SourceCtx<'_>,
+    client: &ReplicationClient,
+    ev: ReplicationEvent,
+) -> Result<(), SessionError> {
+    st.handle(ctx, client, ev)?;
+    if st.tables.values().any(|m| !m.quarantine.is_empty()) {
+        crate::quarantine::flush(
+            ctx.log,
+            ctx.source,
+            st.tables.values().map(|m| &*m.quarantine),
+        )
+        .await
+        .map_err(|e| SessionError::Transient(anyhow::anyhow!("writing to the quarantine: {e}")))?;
+    }
+    for d in std::mem::take(&mut st.drift) {
+        append_retry(ctx.log, ctx.source, ctx.shutdown, &d.events).await?;
+        schema_drift::record(ctx.log, ctx.source, &d)
+            .await
+            .map_err(|e| {
+                SessionError::Transient(anyhow::anyhow!("recording the schema history: {e}"))
+            })?;
+    }
+    Ok(())
 }
 
 /// Append one lane's batch (spawned: lanes run in parallel).
@@ -346,6 +416,43 @@ pub async fn stream(
     }
     tracing::info!(source = ctx.source, slot = ctx.cfg.slot, from = %confirmed, "streaming changes");
     let start_confirmed = confirmed;
+    // The recorded shapes; a captured table seen for the first time gets
+    // its catalog shape as the baseline (the stream starts at "now").
+    let mut shapes = schema_drift::load(ctx.log, ctx.source)
+        .await
+        .map_err(|e| SessionError::Transient(anyhow::anyhow!("reading the schema history: {e}")))?;
+    for t in tables {
+        let table = format!("{}.{}", t.schema, t.name);
+        if shapes.contains_key(&table) {
+            continue;
+        }
+        let shape: Vec<Column> = t
+            .columns
+            .iter()
+            .map(|(n, o)| Column::new(n.clone(), values::type_name(*o)))
+            .collect();
+        let at = At {
+            position: &confirmed.to_string(),
+            seq: 0,
+            occurred_at: Utc::now(),
+        };
+        if let Some(d) = schema_drift::detect(
+            ctx.source,
+            &ctx.cfg.schema_topic,
+            &table,
+            true,
+            None,
+            Some(shape.as_slice()),
+            &at,
+        ) {
+            schema_drift::record(ctx.log, ctx.source, &d)
+                .await
+                .map_err(|e| {
+                    SessionError::Transient(anyhow::anyhow!("recording the schema history: {e}"))
+                })?;
+        }
+        shapes.insert(table, shape);
+    }
     let mut st = State {
         tables: catalog::by_name(tables),
         relations: HashMap::new(),
@@ -353,6 +460,8 @@ pub async fn stream(
         lanes: Lanes::new(ctx.log.clone(), ctx.cfg.append_lanes.max(1)),
         confirmed,
         stats: Stats::default(),
+        shapes,
+        drift: Vec::new(),
     };
     let source: Arc<str> = Arc::from(ctx.source);
     let max_pending = ctx.cfg.batch_size * 2;
@@ -365,7 +474,7 @@ pub async fn stream(
             // append on every idle lane that has events.
             while st.lanes.total_pending < max_pending {
                 match client.recv().now_or_never() {
-                    Some(Ok(Some(ev))) => st.handle(ctx, &client, ev)?,
+                    Some(Ok(Some(ev))) => on_event(&mut st, ctx, &client, ev).await?,
                     Some(Ok(None)) => {
                         return Err(SessionError::Transient(anyhow::anyhow!(
                             "replication stream ended"
@@ -423,7 +532,7 @@ pub async fn stream(
                 return stop(ctx, client, start_confirmed, &st).await;
             }
             next = client.recv(), if receiving => match next {
-                Ok(Some(ev)) => st.handle(ctx, &client, ev)?,
+                Ok(Some(ev)) => on_event(&mut st, ctx, &client, ev).await?,
                 Ok(None) => return Err(SessionError::Transient(anyhow::anyhow!("replication stream ended"))),
                 Err(e) => return Err(SessionError::from_wire(e)),
             },

@@ -69,6 +69,44 @@ pub mod oid {
     pub const JSONB: u32 = 3802;
 }
 
+/// The name of a type OID for the schema history (`int4`, `text`, …;
+/// arrays `_int4`; a type this table does not name: `oid:<n>`).
+pub fn type_name(type_oid: u32) -> String {
+    let n = match type_oid {
+        oid::BOOL => "bool",
+        oid::BYTEA => "bytea",
+        oid::CHAR => "char",
+        oid::NAME => "name",
+        oid::INT8 => "int8",
+        oid::INT2 => "int2",
+        oid::INT4 => "int4",
+        oid::TEXT => "text",
+        oid::OID => "oid",
+        oid::JSON => "json",
+        oid::FLOAT4 => "float4",
+        oid::FLOAT8 => "float8",
+        oid::MONEY => "money",
+        oid::BPCHAR => "bpchar",
+        oid::VARCHAR => "varchar",
+        oid::DATE => "date",
+        oid::TIME => "time",
+        oid::TIMESTAMP => "timestamp",
+        oid::TIMESTAMPTZ => "timestamptz",
+        oid::INTERVAL => "interval",
+        oid::TIMETZ => "timetz",
+        oid::NUMERIC => "numeric",
+        oid::UUID => "uuid",
+        oid::JSONB => "jsonb",
+        other => {
+            return match array_element(other) {
+                Some(e) => format!("_{}", type_name(e)),
+                None => format!("oid:{other}"),
+            }
+        }
+    };
+    n.to_string()
+}
+
 /// Element type of an array type OID, for the array types decoded structurally.
 pub fn array_element(type_oid: u32) -> Option<u32> {
     Some(match type_oid {
