@@ -47,7 +47,8 @@ enum Mode {
 
 struct Entry {
     sid: String,
-    ev: Event,
+    /// Shared with the account task delivering it (no copy per attempt).
+    ev: Arc<Event>,
     /// Holds one permit of the partition buffer.
     counted: bool,
     /// Look the id up in the `acked` records before sending: for entries that
@@ -373,7 +374,7 @@ impl Partition {
                 let counted = self.take_room();
                 self.enqueue(Entry {
                     sid,
-                    ev,
+                    ev: Arc::new(ev),
                     counted,
                     check_dedup: true,
                 });
@@ -383,7 +384,7 @@ impl Partition {
         let counted = self.take_room();
         self.route(Entry {
             sid,
-            ev,
+            ev: Arc::new(ev),
             counted,
             check_dedup: true,
         })
@@ -430,7 +431,7 @@ impl Partition {
                     }
                     self.route(Entry {
                         sid,
-                        ev,
+                        ev: Arc::new(ev),
                         counted,
                         check_dedup: resync,
                     })
@@ -555,7 +556,7 @@ impl Partition {
                         Ok(h) => {
                             break h.map(|(raw, ev)| {
                                 origin = Origin::Deferred(raw);
-                                ev
+                                Arc::new(ev)
                             })
                         }
                         Err(e) => {
