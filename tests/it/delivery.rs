@@ -555,3 +555,32 @@ async fn events_outside_the_topics_are_not_sent() {
     );
     assert_eq!(s["pending"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_workers_bound_the_accounts_delivered_at_once() {
+    let redis = RedisServer::start();
+    let vendor = Vendor::start().await;
+    // Every answer takes 300 ms; when each request arrived.
+    let arrived = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let a = arrived.clone();
+    vendor.script(move |_| {
+        a.lock().unwrap().push(Instant::now());
+        Reply::Slow(Duration::from_millis(300), 200)
+    });
+    // 16 requests may be in flight, but only 2 accounts are delivered at once.
+    let cfg = base_config(&redis.url()) + &consumer("esp", &vendor.url(), "account_workers = 2");
+    let router = Router::start(&cfg);
+    let expected = post_events(&router, &accounts(8), 2).await;
+    wait_applied(&vendor, 16, 60).await;
+    assert_order(&vendor, &expected);
+    let mut t = arrived.lock().unwrap().clone();
+    t.sort();
+    // No three requests within one answer's time: at most two accounts at once.
+    for w in t.windows(3) {
+        assert!(
+            w[2] - w[0] >= Duration::from_millis(250),
+            "three requests within {:?}: more than 2 account tasks at once",
+            w[2] - w[0]
+        );
+    }
+}

@@ -7,6 +7,12 @@
 //! (`occurred_at`, set by the load generator just before it posts) to its
 //! receipt at the sink. Phase 2 ingests as fast as it can for BENCH_SECS and
 //! prints the sustained delivery rate (events/s per consumer).
+//!
+//! The ceiling, measured in the same run before the router starts: a raw
+//! HTTP client (reqwest, like the router's sender, on a runtime of 2 worker
+//! threads like the router's) POSTs an event-sized JSON body to the same
+//! sink with the consumers' total concurrency (3 × 128) for BENCH_RAW_SECS
+//! (default 5). Phase 2 prints delivered requests/s as a ratio of it.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +27,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 struct Sink {
     /// (consumer index, latency µs) of each receipt while recording.
     lat: Mutex<Vec<(usize, u64)>>,
-    count: [AtomicU64; 3],
+    /// Receipts per consumer; the last one counts the raw client's requests.
+    count: [AtomicU64; 4],
 }
 
 mod common;
@@ -76,12 +83,13 @@ fn main() {
                                 let c = match req.uri().path() {
                                     "/esp" => 0,
                                     "/crm" => 1,
-                                    _ => 2,
+                                    "/sms" => 2,
+                                    _ => 3,
                                 };
                                 let body = req.into_body().collect().await.unwrap().to_bytes();
                                 let now = chrono::Utc::now();
                                 sink.count[c].fetch_add(1, Ordering::Relaxed);
-                                if recording.load(Ordering::Relaxed) {
+                                if c < 3 && recording.load(Ordering::Relaxed) {
                                     let v: serde_json::Value =
                                         serde_json::from_slice(&body).unwrap();
                                     let t = chrono::DateTime::parse_from_rfc3339(
@@ -107,6 +115,13 @@ fn main() {
         });
         addr
     });
+
+    // The ceiling: a raw HTTP client against the same sink, nothing else running.
+    let raw_secs = env_or("BENCH_RAW_SECS", 5);
+    let raw_rps = raw_client(&sink, sink_addr, raw_secs);
+    println!(
+        "raw HTTP client (reqwest, 2 worker threads, 384 in flight) -> the same sink: {raw_rps:.0} requests/s for {raw_secs}s"
+    );
 
     let token = "bench-token-0123456789abcdef";
     let mut cfg = format!(
@@ -182,6 +197,7 @@ fn main() {
         while sink
             .count
             .iter()
+            .take(3)
             .map(|c| c.load(Ordering::Relaxed))
             .min()
             .unwrap()
@@ -245,7 +261,7 @@ fn main() {
     });
     let ingest_secs = t0.elapsed().as_secs_f64();
     // Wait for the consumers to drain what was ingested.
-    let target: Vec<u64> = base.iter().map(|b| b + ingested).collect();
+    let target: Vec<u64> = base.iter().take(3).map(|b| b + ingested).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     while (0..3).any(|i| sink.count[i].load(Ordering::Relaxed) < target[i])
         && Instant::now() < deadline
@@ -256,6 +272,7 @@ fn main() {
     let delivered: Vec<u64> = (0..3)
         .map(|i| sink.count[i].load(Ordering::Relaxed) - base[i])
         .collect();
+    let rps = delivered.iter().sum::<u64>() as f64 / total;
     println!(
         "delivery phase 2: {ingested} events ingested flat out in {ingest_secs:.1}s ({:.0}/s); all delivered to 3 consumers after {total:.1}s",
         ingested as f64 / ingest_secs
@@ -263,8 +280,63 @@ fn main() {
     println!(
         "  sustained delivery: {:.0} events/s per consumer ({:.0} requests/s in total); delivered {:?}",
         ingested as f64 / total,
-        delivered.iter().sum::<u64>() as f64 / total,
+        rps,
         delivered
     );
+    println!(
+        "  ratio to the raw HTTP client: {:.2} ({rps:.0} / {raw_rps:.0} requests/s; goal >= 0.5)",
+        rps / raw_rps
+    );
     drop(router);
+}
+
+/// Requests/s a raw reqwest client gets from the sink: 384 requests in flight
+/// (the 3 consumers' `concurrency`), each an event-sized JSON body, on its own
+/// runtime of 2 worker threads (as many as the router's).
+fn raw_client(sink: &Sink, addr: std::net::SocketAddr, secs: u64) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = sink.count[3].load(Ordering::Relaxed);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "id": "0195b4a2-7f3e-7c1a-9d2e-5b6c7d8e9f00", "op": "event", "topic": "customer.banner-a.updated",
+        "account_id": "acct-1234", "occurred_at": "2026-12-01T06:00:00.000000Z",
+        "ingested_at": "2026-12-01T06:00:00.000100Z", "source": "bench",
+        "data": {"email": "user1234@example.com", "tier": "gold", "points": 1234}
+    }))
+    .unwrap();
+    let t0 = Instant::now();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(384)
+            .build()
+            .unwrap();
+        let url = format!("http://{addr}/raw");
+        let stop = Instant::now() + Duration::from_secs(secs);
+        let tasks: Vec<_> = (0..384)
+            .map(|i| {
+                let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < stop {
+                        let r = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("idempotency-key", format!("raw-{i}"))
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .unwrap();
+                        assert!(r.status().is_success());
+                        let _ = r.bytes().await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    (sink.count[3].load(Ordering::Relaxed) - before) as f64 / t0.elapsed().as_secs_f64()
 }

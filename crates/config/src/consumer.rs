@@ -23,6 +23,13 @@ pub struct ConsumerConfig {
     /// always sent one at a time, in log order.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Accounts being delivered at once (across all partitions): each holds its
+    /// event and request in memory, also while it waits for a send permit or in
+    /// retry backoff. Bounds memory when many accounts have work (a backlog), not
+    /// their number. Accounts beyond it wait their turn, in order; so more accounts
+    /// failing at once than this hold up the others until their retries end.
+    #[serde(default = "default_account_workers")]
+    pub account_workers: usize,
     /// Per-request timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -102,6 +109,9 @@ fn default_start() -> String {
 fn default_concurrency() -> usize {
     64
 }
+fn default_account_workers() -> usize {
+    1024
+}
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -141,6 +151,9 @@ impl ConsumerConfig {
         }
         if self.concurrency == 0 {
             errors.push(e("concurrency", "must be at least 1".into()));
+        }
+        if self.account_workers == 0 {
+            errors.push(e("account_workers", "must be at least 1".into()));
         }
         if self.max_account_buffer == 0 {
             errors.push(e("max_account_buffer", "must be at least 1".into()));

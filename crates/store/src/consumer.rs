@@ -35,6 +35,16 @@ static DEFER_DONE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(DEFE
 static DEAD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(DEAD_LUA));
 static EXEC_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(EXEC_LUA));
 static READ_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(READ_LUA));
+static FINISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| fenced(FINISH_LUA));
+
+// Finish stream entries, after the fence check: the `acked` record of each
+// delivered one (TTL the dedup window) and one XACK for all, atomically.
+// KEYS: 1 stream, 2.. the acked keys. ARGV: 1 group, 2 acked TTL (s), 3.. stream ids.
+// Repeating it is harmless (SET and XACK again).
+const FINISH_LUA: &str = r#"
+for i = 2, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[2]) end
+return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
+"#;
 
 // Run commands one after the other (atomically, like MULTI), after the fence check.
 // ARGV: for each command its argument count, then the command and its arguments.
@@ -561,26 +571,13 @@ impl PartitionStore {
         account: &str,
         acked: Option<(u64, &str)>,
     ) -> Result<u64, LogError> {
-        let acked_key = acked.map(|(ep, id)| self.keys.acked(self.p, ep, id));
         match origin {
             Origin::Stream(sid) => {
-                let mut c = Cmds::default();
-                if let Some(k) = &acked_key {
-                    c.cmd([
-                        "SET",
-                        k.as_str(),
-                        "1",
-                        "EX",
-                        self.dedup_ttl.to_string().as_str(),
-                    ]);
-                }
-                c.cmd([
-                    "XACK",
-                    self.keys.stream(self.p).as_str(),
-                    self.keys.consumer.as_str(),
-                    sid.as_str(),
-                ]);
-                let _: redis::Value = self.exec(c).await?;
+                self.finish_stream_many(&[(
+                    sid.clone(),
+                    acked.map(|(ep, id)| (ep, id.to_string())),
+                )])
+                .await?;
                 Ok(0)
             }
             Origin::Deferred(head) => {
@@ -589,7 +586,11 @@ impl PartitionStore {
                     .arg(self.token_arg())
                     .key(self.keys.defer_list(self.p, account))
                     .key(self.keys.deferred_set(self.p))
-                    .key(acked_key.unwrap_or_default())
+                    .key(
+                        acked
+                            .map(|(ep, id)| self.keys.acked(self.p, ep, id))
+                            .unwrap_or_default(),
+                    )
                     .arg(account)
                     .arg(self.dedup_ttl)
                     .arg(head.as_slice())
@@ -600,7 +601,7 @@ impl PartitionStore {
         }
     }
 
-    /// Finish many stream entries at once, in one `MULTI`: for each, the
+    /// Finish many stream entries at once, in one script: for each, the
     /// `acked` record (delivered events; `None` for filtered ones) and the `XACK`.
     pub async fn finish_stream_many(
         &mut self,
@@ -609,27 +610,19 @@ impl PartitionStore {
         if items.is_empty() {
             return Ok(());
         }
-        let mut c = Cmds::default();
-        let ttl = self.dedup_ttl.to_string();
-        for (_, acked) in items {
+        let mut inv = FINISH_SCRIPT.prepare_invoke();
+        inv.key(self.keys.fence(self.p))
+            .arg(self.token_arg())
+            .key(self.keys.stream(self.p))
+            .arg(&self.keys.consumer)
+            .arg(self.dedup_ttl);
+        for (sid, acked) in items {
             if let Some((epoch, id)) = acked {
-                c.cmd([
-                    "SET",
-                    self.keys.acked(self.p, *epoch, id).as_str(),
-                    "1",
-                    "EX",
-                    ttl.as_str(),
-                ]);
+                inv.key(self.keys.acked(self.p, *epoch, id));
             }
+            inv.arg(sid);
         }
-        let mut xack = vec![
-            "XACK".to_string(),
-            self.keys.stream(self.p),
-            self.keys.consumer.clone(),
-        ];
-        xack.extend(items.iter().map(|(sid, _)| sid.clone()));
-        c.cmd(xack);
-        let _: redis::Value = self.exec(c).await?;
+        let _: redis::Value = inv.invoke_async(&mut self.conn).await?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use switchyard_core::event::Event;
 use switchyard_destinations::classify::{backoff, classify, Attempt, Verdict};
 use switchyard_store::consumer::{DeadLetter, Origin, PartitionStore};
 use switchyard_store::log::Log;
-use switchyard_wasm_host::{ChainOutcome, KvStore, PrefixOutcome};
+use switchyard_wasm_host::{ChainOutcome, KvStore, NoKv, PrefixOutcome};
 
 /// What the account tasks of one partition share besides the consumer:
 /// the log (modules' emitted events are appended there) and the batcher
@@ -54,7 +54,7 @@ pub(super) enum Outcome {
 pub(super) struct Done {
     pub account: String,
     pub origin: Origin,
-    pub ev: Option<Event>,
+    pub ev: Option<Arc<Event>>,
     pub outcome: Outcome,
 }
 
@@ -132,10 +132,14 @@ pub(super) async fn deliver(
     let ev = &ev;
 
     // `kv.get` of stateful modules reads the event's partition.
-    let kv: Arc<dyn KvStore> = Arc::new(RedisKv {
-        store: store.clone(),
-        rt: tokio::runtime::Handle::current(),
-    });
+    // (Without modules nothing reads it: no copy of the store per event.)
+    let kv: Arc<dyn KvStore> = match &ctx.chain {
+        Some(_) => Arc::new(RedisKv {
+            store: store.clone(),
+            rt: tokio::runtime::Handle::current(),
+        }),
+        None => Arc::new(NoKv),
+    };
     if let (Some(batcher), Some(chain)) = (&extras.batcher, &ctx.chain) {
         return deliver_batched(ctx, store, ev, cancel, extras, lease, batcher, chain, kv).await;
     }

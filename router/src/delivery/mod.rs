@@ -182,6 +182,9 @@ pub struct ConsumerCtx {
     pub destination: Arc<dyn Destination>,
     /// Requests in flight for this consumer (`concurrency`).
     pub permits: Semaphore,
+    /// Account tasks at once, across partitions (`account_workers`): what
+    /// bounds the memory of many accounts with work, not their number.
+    pub workers: Arc<Semaphore>,
     pub stats: Stats,
     pub keys: ConsumerKeys,
     /// The module chain (hot-reloadable); `None` sends the canonical event as JSON.
@@ -224,6 +227,7 @@ impl ConsumerCtx {
                 cfg.rate_limit.as_ref(),
             )?,
             permits: Semaphore::new(cfg.concurrency),
+            workers: Arc::new(Semaphore::new(cfg.account_workers)),
             stats: Stats::default(),
             keys: ConsumerKeys {
                 ns: namespace.to_string(),

@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::account::{deliver, guarded, Done, Outcome, PartExtras};
@@ -47,7 +47,8 @@ enum Mode {
 
 struct Entry {
     sid: String,
-    ev: Event,
+    /// Shared with the account task delivering it (no copy per attempt).
+    ev: Arc<Event>,
     /// Holds one permit of the partition buffer.
     counted: bool,
     /// Look the id up in the `acked` records before sending: for entries that
@@ -60,6 +61,8 @@ struct Account {
     queue: VecDeque<Entry>,
     mode: Mode,
     busy: bool,
+    /// In [`Partition::waiting`]: it has work but no worker was free.
+    waiting: bool,
 }
 
 impl Account {
@@ -68,6 +71,7 @@ impl Account {
             queue: VecDeque::new(),
             mode,
             busy: false,
+            waiting: false,
         }
     }
 }
@@ -87,6 +91,8 @@ pub(super) struct Partition {
     extras: Arc<PartExtras>,
     /// This instance's lease on the partition; every write carries its token.
     lease: Arc<Lease>,
+    /// Accounts with work waiting for a worker (`account_workers`), oldest first.
+    waiting: VecDeque<String>,
     /// False until entries left pending by a previous run are back in line:
     /// until then no account may start a delivery, or a deferred event could
     /// overtake an older pending one of its account.
@@ -175,6 +181,7 @@ pub(super) async fn run(
         in_flight: 0,
         cancel: shutdown.clone(),
         lease,
+        waiting: VecDeque::new(),
         started: false,
     };
     part.main(log, shutdown).await;
@@ -240,6 +247,9 @@ impl Partition {
                         }
                     }
                     self.on_done_batch(batch).await;
+                }
+                permit = self.ctx.workers.clone().acquire_owned(), if !self.waiting.is_empty() => {
+                    self.start_waiting(permit.expect("never closed"));
                 }
                 _ = tick.tick() => {
                     if let Ok(e) = self.store.epoch().await {
@@ -373,7 +383,7 @@ impl Partition {
                 let counted = self.take_room();
                 self.enqueue(Entry {
                     sid,
-                    ev,
+                    ev: Arc::new(ev),
                     counted,
                     check_dedup: true,
                 });
@@ -383,7 +393,7 @@ impl Partition {
         let counted = self.take_room();
         self.route(Entry {
             sid,
-            ev,
+            ev: Arc::new(ev),
             counted,
             check_dedup: true,
         })
@@ -432,7 +442,7 @@ impl Partition {
                     }
                     self.route(Entry {
                         sid,
-                        ev,
+                        ev: Arc::new(ev),
                         counted,
                         check_dedup: resync,
                     })
@@ -516,17 +526,53 @@ impl Partition {
         self.maybe_spawn(&a);
     }
 
-    /// Start the account's next delivery if it has work and none running.
+    /// A worker is free: start the oldest waiting account that still has work.
+    fn start_waiting(&mut self, permit: OwnedSemaphorePermit) {
+        let mut permit = Some(permit);
+        while let Some(a) = self.waiting.pop_front() {
+            let Some(acct) = self.accounts.get_mut(&a) else {
+                continue;
+            };
+            acct.waiting = false;
+            self.spawn_with(&a, &mut permit);
+            if permit.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Start the account's next delivery if it has work and none running,
+    /// once a worker is free (else it waits in line for one).
     fn maybe_spawn(&mut self, account: &str) {
+        self.spawn_with(account, &mut None);
+    }
+
+    /// [`Partition::maybe_spawn`] with a worker already taken (`permit`,
+    /// which is used only if the account starts).
+    fn spawn_with(&mut self, account: &str, permit: &mut Option<OwnedSemaphorePermit>) {
         if !self.started {
             return;
         }
         let Some(acct) = self.accounts.get_mut(account) else {
             return;
         };
-        if acct.busy {
+        if acct.busy || acct.waiting {
             return;
         }
+        if acct.queue.is_empty() && acct.mode != Mode::Deferred {
+            return;
+        }
+        let worker = match permit.take() {
+            Some(p) => p,
+            None => match self.ctx.workers.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    acct.waiting = true;
+                    self.waiting.push_back(account.to_string());
+                    return;
+                }
+            },
+        };
         let (origin, ev, check_dedup) = if let Some(head) = acct.queue.front() {
             (
                 Origin::Stream(head.sid.clone()),
@@ -549,6 +595,7 @@ impl Partition {
         let account = account.to_string();
         let extras = self.extras.clone();
         tokio::spawn(async move {
+            let _worker = worker;
             let mut origin = origin;
             let ev = match ev {
                 Some(ev) => Some(ev),
@@ -557,7 +604,7 @@ impl Partition {
                         Ok(h) => {
                             break h.map(|(raw, ev)| {
                                 origin = Origin::Deferred(raw);
-                                ev
+                                Arc::new(ev)
                             })
                         }
                         Err(e) => {
