@@ -160,6 +160,7 @@ enum Command {
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
+    },
     /// A CDC source's schema history: every table change it detected.
     Schema {
         #[command(subcommand)]

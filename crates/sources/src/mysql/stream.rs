@@ -854,6 +854,8 @@ mod tests {
             stored: pos("bin.000001", 4),
             events: 0,
             appends: 0,
+            shapes: HashMap::new(),
+            drift: Vec::new(),
         };
         let now = t0 + chrono::Duration::seconds(30);
         assert_eq!(st.lag_seconds(now), 0.0, "nothing read: caught up");
