@@ -15,7 +15,7 @@ use crate::support::router::{base_config, Router};
 const PARTITIONS: u32 = 8;
 
 /// Every event in the log (all partitions), in stream order per partition.
-fn read_all(redis: &RedisServer) -> Vec<Event> {
+pub(crate) fn read_all(redis: &RedisServer) -> Vec<Event> {
     let mut c = redis.conn();
     let mut out = Vec::new();
     for p in 0..PARTITIONS {

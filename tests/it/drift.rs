@@ -18,33 +18,12 @@ use std::time::Duration;
 use serde_json::Value;
 use switchyard_core::event::{Event, Op};
 
+use crate::cdc::read_all;
 use crate::support::eventually;
 use crate::support::mariadb::MariaDb;
 use crate::support::postgres::PgServer;
 use crate::support::redis::RedisServer;
 use crate::support::router::{base_config, bin, Router};
-
-const PARTITIONS: u32 = 8;
-
-fn read_all(redis: &RedisServer) -> Vec<Event> {
-    let mut c = redis.conn();
-    let mut out = Vec::new();
-    for p in 0..PARTITIONS {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(format!("sy:log:{{p{p}}}"))
-            .arg("-")
-            .arg("+")
-            .query(&mut c)
-            .unwrap();
-        out.extend(
-            reply
-                .ids
-                .iter()
-                .map(|e| switchyard_store::log::decode_entry(e).unwrap()),
-        );
-    }
-    out
-}
 
 async fn wait_events(
     redis: &RedisServer,

@@ -184,6 +184,31 @@ pub fn topics_for<'v>(
     topics
 }
 
+/// The keys every CDC source has: `schema_topic` (a valid topic) and
+/// `max_event_size` (at least 1 KiB).
+pub fn validate_cdc_keys(
+    path: &str,
+    schema_topic: &str,
+    max_event_size: switchyard_core::config::ByteSize,
+    errors: &mut Vec<ConfigError>,
+) {
+    if max_event_size.0 < 1024 {
+        errors.push(ConfigError::new(
+            format!("{path}.max_event_size"),
+            "must be at least 1KiB".to_string(),
+        ));
+    }
+    if !event::valid_topic(schema_topic) {
+        errors.push(ConfigError::new(
+            format!("{path}.schema_topic"),
+            format!(
+                "`{schema_topic}` is not a valid topic ({})",
+                event::TOPIC_RULE
+            ),
+        ));
+    }
+}
+
 /// Split `<qualifier>.table`, where either part may be quoted with `quote`
 /// (a doubled quote inside stands for itself): `"` for Postgres, `` ` ``
 /// for MySQL. `None`: unqualified.
@@ -335,6 +360,29 @@ pub fn validate_rules(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cdc_keys_are_checked_with_their_paths() {
+        let mut e = Vec::new();
+        validate_cdc_keys(
+            "sources.x",
+            "schema.changed",
+            switchyard_core::config::ByteSize(1 << 20),
+            &mut e,
+        );
+        assert!(e.is_empty());
+        validate_cdc_keys(
+            "sources.x",
+            "bad topic",
+            switchyard_core::config::ByteSize(10),
+            &mut e,
+        );
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["sources.x.max_event_size", "sources.x.schema_topic"]
+        );
+    }
 
     #[test]
     fn changed_columns_and_update_op() {

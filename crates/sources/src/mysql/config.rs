@@ -120,6 +120,7 @@ impl MysqlSourceConfig {
     /// Report every problem, each with its TOML path under `path`
     /// (e.g. `sources.shop`).
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        crate::cdc_rules::validate_cdc_keys(path, &self.schema_topic, self.max_event_size, errors);
         let mut err = |p: String, m: String| errors.push(ConfigError::new(p, m));
         let mut default_db = None;
         if self.url.trim().is_empty() {
@@ -135,22 +136,6 @@ impl MysqlSourceConfig {
                     }
                 }
             }
-        }
-        if self.max_event_size.0 < 1024 {
-            err(
-                format!("{path}.max_event_size"),
-                "must be at least 1KiB".into(),
-            );
-        }
-        if !switchyard_core::event::valid_topic(&self.schema_topic) {
-            err(
-                format!("{path}.schema_topic"),
-                format!(
-                    "`{}` is not a valid topic ({})",
-                    self.schema_topic,
-                    switchyard_core::event::TOPIC_RULE
-                ),
-            );
         }
         if self.server_id == 0 {
             err(

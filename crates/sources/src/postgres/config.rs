@@ -180,6 +180,7 @@ impl PostgresSourceConfig {
     /// Report every problem, each with its TOML path under `path`
     /// (e.g. `sources.crm`).
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        crate::cdc_rules::validate_cdc_keys(path, &self.schema_topic, self.max_event_size, errors);
         let mut err = |p: String, m: String| {
             errors.push(ConfigError {
                 path: p,
@@ -199,22 +200,6 @@ impl PostgresSourceConfig {
                     }
                 }
             }
-        }
-        if self.max_event_size.0 < 1024 {
-            err(
-                format!("{path}.max_event_size"),
-                "must be at least 1KiB".into(),
-            );
-        }
-        if !switchyard_core::event::valid_topic(&self.schema_topic) {
-            err(
-                format!("{path}.schema_topic"),
-                format!(
-                    "`{}` is not a valid topic ({})",
-                    self.schema_topic,
-                    switchyard_core::event::TOPIC_RULE
-                ),
-            );
         }
         if self.publication.is_empty() || self.publication.len() > 63 {
             err(
