@@ -543,8 +543,41 @@ impl Api {
                     Err(e) => redis_err(e.into()),
                 }
             }
+            (&Method::GET, ["admin", "accounts", a, "audit"]) => self.audit(a, &q).await,
             _ => return None,
         })
+    }
+
+    /// An account's audit records (consumers with a privacy policy record
+    /// every outcome; ids and field names only), oldest first; `event=ID`
+    /// keeps that event's.
+    async fn audit(&self, account: &str, q: &BTreeMap<String, String>) -> Answer {
+        use switchyard_store::privacy::{audit_key, read_audit};
+        let since = match parse_since(q.get("since").map(String::as_str)) {
+            Ok(s) => s,
+            Err(a) => return a,
+        };
+        let key = audit_key(
+            &self.log.keys().namespace,
+            self.log.partition_of(account),
+            account,
+        );
+        let mut conn = match self.log.conn().await {
+            Ok(c) => c,
+            Err(e) => return redis_err(e.into()),
+        };
+        let since_ms = since.map(|t| t.timestamp_millis().max(0) as u64);
+        match read_audit(&mut conn, &key, since_ms).await {
+            Ok(recs) => {
+                let event = q.get("event").filter(|e| !e.is_empty());
+                let recs: Vec<_> = recs
+                    .into_iter()
+                    .filter(|r| event.is_none_or(|e| &r.event == e))
+                    .collect();
+                (StatusCode::OK, json!({"account": account, "records": recs}))
+            }
+            Err(e) => redis_err(e.into()),
+        }
     }
 
     async fn admin(&self, consumer: &str) -> Result<ConsumerAdmin, Answer> {

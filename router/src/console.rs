@@ -10,6 +10,10 @@
 //!   samples) and each consumer's DLQ (reason, attempts, last status, age).
 //! - `GET /console/payload?consumer=C&id=ID` (token): one DLQ entry's event,
 //!   shown on request only.
+//! - `GET /console/history?account=A&event=ID` (token): the event's delivery
+//!   history from the audit trail (`/admin/accounts/A/audit?event=ID`): every
+//!   consumer's outcomes with time, status, rule and the fields the policy
+//!   changed (names only). Recorded for consumers with a privacy `policy`.
 //!
 //! Everything rendered goes through [`esc`] (event data, reasons, names:
 //! all hostile input), and a nonce CSP lets only the page's own script run.
@@ -131,15 +135,18 @@ pre{max-width:60em;white-space:pre-wrap;word-break:break-all;background:#f7f7f7;
     if (!b) { return; }
     var c = b.getAttribute("data-consumer"), id = b.getAttribute("data-id"),
         account = b.getAttribute("data-account"), action = b.getAttribute("data-action");
-    if (action === "payload") {
+    if (action === "payload" || action === "history") {
       var cell = document.getElementById(b.getAttribute("data-target"));
+      var label = action === "payload" ? "payload" : "history";
       if (cell.getAttribute("data-open") === "1") {
-        cell.textContent = ""; cell.setAttribute("data-open", "0"); b.textContent = "Show payload"; return;
+        cell.textContent = ""; cell.setAttribute("data-open", "0"); b.textContent = "Show " + label; return;
       }
-      fetch("/console/payload?consumer=" + encodeURIComponent(c) + "&id=" + encodeURIComponent(id),
-            { headers: headers() })
+      var url = action === "payload"
+        ? "/console/payload?consumer=" + encodeURIComponent(c) + "&id=" + encodeURIComponent(id)
+        : "/console/history?account=" + encodeURIComponent(account) + "&event=" + encodeURIComponent(b.getAttribute("data-event"));
+      fetch(url, { headers: headers() })
         .then(function (r) { return r.text(); })
-        .then(function (t) { cell.innerHTML = t; cell.setAttribute("data-open", "1"); b.textContent = "Hide payload"; });
+        .then(function (t) { cell.innerHTML = t; cell.setAttribute("data-open", "1"); b.textContent = "Hide " + label; });
       return;
     }
     var what = action === "replay"
@@ -247,12 +254,74 @@ pub async fn view(ctx: &AdminCtx, path: &str, query: Option<&str>) -> Resp {
                 None,
             )
         }
+        "/console/history" => {
+            let (Some(account), Some(event)) =
+                (query_get(query, "account"), query_get(query, "event"))
+            else {
+                return html(
+                    StatusCode::BAD_REQUEST,
+                    "<p>account and event are required</p>".into(),
+                    None,
+                );
+            };
+            let enc = |s: &str| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            let (st, v) = call(format!(
+                "/admin/accounts/{}/audit?event={}",
+                enc(&account),
+                enc(&event)
+            ))
+            .await;
+            if st != StatusCode::OK {
+                return html(
+                    st,
+                    format!("<p>{}</p>", esc(v["error"].as_str().unwrap_or(""))),
+                    None,
+                );
+            }
+            let mut out = String::new();
+            render_history(&event, &v, &mut out);
+            html(StatusCode::OK, out, None)
+        }
         _ => html(
             StatusCode::NOT_FOUND,
             "<p>no such console view</p>".into(),
             None,
         ),
     }
+}
+
+/// An event's audit records as a table (ids, names, statuses: no values).
+fn render_history(event: &str, v: &Value, out: &mut String) {
+    let recs = v["records"].as_array().cloned().unwrap_or_default();
+    if recs.is_empty() {
+        out.push_str(&format!(
+            "<p class=\"history-empty\">no audit record of {} (the trail records consumers with a privacy <code>policy</code>)</p>",
+            esc(event)
+        ));
+        return;
+    }
+    out.push_str("<table class=\"history\"><tr><th>time</th><th>consumer</th><th>outcome</th><th>status</th><th>rule</th><th>fields changed</th><th>modules</th></tr>");
+    for r in &recs {
+        let s = |k: &str| esc(r[k].as_str().unwrap_or(""));
+        let fields: Vec<String> = r["fields"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|f| f.as_str()).map(esc).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "<tr class=\"history-entry\"><td>{}</td><td class=\"consumer\">{}</td><td class=\"outcome\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            s("time"),
+            s("consumer"),
+            s("outcome"),
+            r["status"].as_u64().map(|n| n.to_string()).unwrap_or_default(),
+            s("rule"),
+            fields.join(", "),
+            s("modules"),
+        ));
+    }
+    out.push_str("</table>");
 }
 
 fn num(v: &Value) -> String {
@@ -392,18 +461,22 @@ fn render_dlq(consumer: &str, st: StatusCode, v: &Value, out: &mut String) {
         } else {
             account
         };
+        let event = s(&f["event_id"]);
         let age = e["age_seconds"].as_i64().unwrap_or(0);
         let age = humantime::format_duration(std::time::Duration::from_secs(age.max(0) as u64));
         let target = format!(
             "payload-{}-{i}",
             c.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
         );
+        let history = format!("history-{}", &target["payload-".len()..]);
         out.push_str(&format!(
             "<tr class=\"dlq-entry\" data-id=\"{id}\"><td class=\"event-id\">{}</td><td class=\"account\">{account}</td><td class=\"topic\">{}</td><td class=\"reason\">{}</td><td class=\"attempts\">{}</td><td class=\"last-status\">{}</td><td class=\"age\">{age}</td><td>\
              <button data-action=\"replay\" data-consumer=\"{c}\" data-id=\"{id}\" data-account=\"{account}\">Replay</button> \
              <button data-action=\"drop\" data-consumer=\"{c}\" data-id=\"{id}\" data-account=\"{account}\">Drop</button> \
-             <button data-action=\"payload\" data-consumer=\"{c}\" data-id=\"{id}\" data-target=\"{target}\">Show payload</button></td></tr>\
-             <tr><td colspan=\"8\" id=\"{target}\" data-open=\"0\"></td></tr>",
+             <button data-action=\"payload\" data-consumer=\"{c}\" data-id=\"{id}\" data-target=\"{target}\">Show payload</button> \
+             <button data-action=\"history\" data-consumer=\"{c}\" data-id=\"{id}\" data-account=\"{account}\" data-event=\"{event}\" data-target=\"{history}\">Show history</button></td></tr>\
+             <tr><td colspan=\"8\" id=\"{target}\" data-open=\"0\"></td></tr>\
+             <tr><td colspan=\"8\" id=\"{history}\" data-open=\"0\"></td></tr>",
             s(&f["event_id"]),
             s(&e["topic"]),
             s(&f["reason"]),
@@ -440,5 +513,28 @@ mod tests {
             assert!(!out.contains(bad), "{bad} in {out}");
         }
         assert!(out.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    }
+
+    #[test]
+    fn history_shows_each_outcome_and_escapes_names() {
+        let v = serde_json::json!({"account": "a", "records": [
+            {"event": "e1", "consumer": "esp", "topic": "t", "outcome": "dead_lettered", "rule": "HTTP 400", "status": 400, "time": "2026-12-01T07:00:00Z", "fields": ["data.phone:drop"]},
+            {"event": "e1", "consumer": "sms<x>", "topic": "t", "outcome": "filtered", "rule": "consent:sms", "time": "2026-12-01T07:00:01Z"}
+        ]});
+        let mut out = String::new();
+        render_history("e1", &v, &mut out);
+        assert_eq!(out.matches("class=\"history-entry\"").count(), 2, "{out}");
+        for want in [
+            "dead_lettered",
+            "400",
+            "data.phone:drop",
+            "consent:sms",
+            "sms&lt;x&gt;",
+        ] {
+            assert!(out.contains(want), "{want} missing in {out}");
+        }
+        let mut none = String::new();
+        render_history("e<2>", &serde_json::json!({"records": []}), &mut none);
+        assert!(none.contains("no audit record of e&lt;2&gt;"), "{none}");
     }
 }

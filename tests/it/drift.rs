@@ -383,7 +383,7 @@ async fn mysql_schema_changes_on_a_live_table_are_announced_and_lose_no_row_unde
         || {
             let mut c = redis.conn();
             let v: Option<String> = redis::cmd("GET")
-                .arg("sy:source:shop:binlog")
+                .arg("sy:source:{src-shop}:binlog")
                 .query(&mut c)
                 .unwrap();
             async move { v.map(|_| ()) }
@@ -670,7 +670,7 @@ account_column = "account_id"
         || {
             let mut c = redis.conn();
             let v: Option<String> = redis::cmd("GET")
-                .arg("sy:source:shop:binlog")
+                .arg("sy:source:{src-shop}:binlog")
                 .query(&mut c)
                 .unwrap();
             async move { v.map(|_| ()) }

@@ -242,6 +242,22 @@ async fn an_sms_revocation_filters_later_events_already_in_the_log_behind_it() {
             ("s-3", "filtered", "consent:sms"),
         ]
     );
+    // The console shows an event's delivery history from the audit trail:
+    // one row per consumer outcome (the ESP delivered it, SMS filtered it).
+    let page = reqwest::get(router.admin_url("/console/history?account=m2&event=s-2"))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert_eq!(page.matches("class=\"history-entry\"").count(), 2, "{page}");
+    for want in [
+        "<td class=\"consumer\">esp</td><td class=\"outcome\">delivered</td>",
+        "<td class=\"consumer\">sms</td><td class=\"outcome\">filtered</td>",
+        "consent:sms",
+    ] {
+        assert!(page.contains(want), "{want} missing in {page}");
+    }
+    assert!(!page.contains(PHONE), "no PII in the history");
     // Filtered, not dead-lettered; and counted by rule.
     let metrics = reqwest::get(router.admin_url("/metrics"))
         .await
