@@ -19,6 +19,7 @@ mod polyglot;
 mod redis_loss;
 mod scaffold;
 mod scale;
+mod schema;
 mod security;
 mod startup;
 mod stateful;

@@ -8,11 +8,13 @@
 //! - [`postgres`]: row changes by logical replication.
 //! - [`mysql`]: row changes from the MySQL/MariaDB binlog.
 //!
-//! [`cdc_rules`] holds what the CDC sources share (rules → topics).
+//! [`cdc_rules`] holds what the CDC sources share (rules → topics);
+//! [`schema`] the schema registry both HTTP and CDC events are checked by.
 pub mod cdc_rules;
 pub mod http;
 pub mod mysql;
 pub mod postgres;
+pub mod schema;
 
 use std::future::Future;
 use std::path::Path;

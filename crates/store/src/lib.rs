@@ -10,7 +10,8 @@
 //! - [`lag`]: backlog per consumer and partition;
 //! - [`lease`]: instances, partition leases and fencing tokens (many routers on one Redis);
 //! - [`tail`]: reading the log outside a consumer group;
-//! - [`source_state`]: what a source keeps between runs.
+//! - [`source_state`]: what a source keeps between runs;
+//! - [`quarantine`]: CDC events the schema registry refused, per source.
 //!
 //! Slots: a partition's keys share the hash tag `{p<N>}`; every multi-key
 //! operation stays within one partition, hence one slot (each says so).
@@ -21,6 +22,7 @@ pub mod consumer;
 pub mod lag;
 pub mod lease;
 pub mod log;
+pub mod quarantine;
 pub mod router_addr;
 pub mod source_state;
 pub mod tail;
