@@ -10,10 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 bash tests/deps.sh >&2
-echo "== building switchyard and the transform modules" >&2
-cargo build -p switchyard --locked 2>&1 | tail -1 >&2
-bash transforms/build.sh --locked 2>&1 | tail -1 >&2
-BIN=$PWD/target/debug/switchyard
+# SWITCHYARD_BIN: use that binary (and the modules already in transforms/target) instead of building.
+if [ -z "${SWITCHYARD_BIN:-}" ]; then
+  echo "== building switchyard and the transform modules" >&2
+  cargo build -p switchyard --locked 2>&1 | tail -1 >&2
+  bash transforms/build.sh --locked 2>&1 | tail -1 >&2
+fi
+BIN=${SWITCHYARD_BIN:-$PWD/target/debug/switchyard}
 CONFIG=examples/cross-banner/switchyard.toml
 
 WORK=$(mktemp -d)
