@@ -49,6 +49,14 @@ pub async fn run(
     }
     let meta_guard = log.spawn_meta_guard(shutdown.clone());
     let auth = Auth::from_sources(&config.sources)?;
+    let schemas = match &config.schemas {
+        Some(s) => {
+            let reg = Arc::new(s.load()?);
+            switchyard_sources::schema::install_for_cdc(reg.clone());
+            Some(reg)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
@@ -75,6 +83,7 @@ pub async fn run(
                 body_read_timeout: config.server.body_read_timeout,
                 retry_after_secs: config.server.retry_after_secs,
             },
+            schemas,
         },
         server: config.server.clone(),
         admin: std::sync::OnceLock::new(),

@@ -51,7 +51,7 @@ max_backoff = "1s"
     )
 }
 
-const CUSTOMERS_DDL: &str = "CREATE TABLE customers (
+pub(crate) const CUSTOMERS_DDL: &str = "CREATE TABLE customers (
     id bigint PRIMARY KEY,
     account_id text NOT NULL,
     banner text NOT NULL,
@@ -89,7 +89,7 @@ account_column = "account_id"
 require_before_image = false
 "#;
 
-fn start_router(redis: &RedisServer, pg: &PgServer, tables: &str) -> Router {
+pub(crate) fn start_router(redis: &RedisServer, pg: &PgServer, tables: &str) -> Router {
     let cfg = format!(
         "{}{}",
         base_config(&redis.url()),
@@ -98,7 +98,7 @@ fn start_router(redis: &RedisServer, pg: &PgServer, tables: &str) -> Router {
     Router::start(&cfg)
 }
 
-async fn wait_events(
+pub(crate) async fn wait_events(
     redis: &RedisServer,
     what: &str,
     timeout: Duration,
@@ -113,7 +113,7 @@ async fn wait_events(
 }
 
 /// Wait until the slot has been created by the router (it streams from then on).
-async fn wait_slot(pg: &PgServer) {
+pub(crate) async fn wait_slot(pg: &PgServer) {
     eventually(Duration::from_secs(30), "replication slot active", || {
         let active = pg
             .sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sy_crm' AND active");

@@ -21,6 +21,7 @@ mod privacy;
 mod redis_loss;
 mod scaffold;
 mod scale;
+mod schema;
 mod security;
 mod startup;
 mod stateful;

@@ -117,6 +117,12 @@ enum Command {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
+    /// The schema registry (`[schemas]`): `schema check` refuses a schema
+    /// version that breaks backward compatibility with the previous one.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
     /// Work on WebAssembly transforms.
     Transform {
         #[command(subcommand)]
@@ -365,6 +371,67 @@ enum NewWhat {
 }
 
 #[derive(Subcommand)]
+enum SchemaAction {
+    /// Load every schema, then compare each version with the one before:
+    /// a removed, optional-made or retyped required field, a new required
+    /// field or a narrowed enum is refused, naming the file and the field
+    /// (exit 1; 2 when a schema does not load).
+    Check {
+        /// Config file whose `schemas.dir` to check.
+        #[arg(long, short, required_unless_present = "dir", conflicts_with = "dir")]
+        config: Option<PathBuf>,
+        /// The schema folder itself (`<family>/<version>.json`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `switchyard schema check`.
+fn schema_check(config: Option<PathBuf>, dir: Option<PathBuf>) -> ExitCode {
+    let dir = match (config, dir) {
+        (_, Some(d)) => d,
+        (Some(c), None) => match load(&c) {
+            Ok(cfg) => match cfg.schemas {
+                Some(s) => s.dir,
+                None => {
+                    eprintln!("{}: has no [schemas] table (schemas.dir)", c.display());
+                    return ExitCode::from(2);
+                }
+            },
+            Err(code) => return code,
+        },
+        (None, None) => unreachable!("clap requires --config or --dir"),
+    };
+    let reg = match switchyard_sources::schema::Registry::load(&dir) {
+        Ok(r) => r,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let breaking = reg.breaking_changes();
+    if !breaking.is_empty() {
+        for b in &breaking {
+            eprintln!("{b}");
+        }
+        eprintln!(
+            "{} backward-incompatible change(s): publish the change as a new family, or keep the previous version's fields",
+            breaking.len()
+        );
+        return ExitCode::from(1);
+    }
+    let versions: usize = reg.families().map(|(_, v)| v.len()).sum();
+    println!(
+        "{}: ok ({} families, {versions} versions, each compatible with the one before)",
+        dir.display(),
+        reg.families().count()
+    );
+    ExitCode::SUCCESS
+}
+
+#[derive(Subcommand)]
 enum ConsumerAction {
     /// Deliver again from `earliest` (oldest retained event) or an RFC 3339 time.
     Rewind {
@@ -423,6 +490,9 @@ fn main() -> ExitCode {
                     }
                 };
             }
+            Command::Schema {
+                action: SchemaAction::Check { config, dir },
+            } => return schema_check(config, dir),
             Command::Run { config } => {
                 let cfg = match load(&config) {
                     Ok(c) => c,

@@ -63,9 +63,11 @@ pub async fn replay(
     if let (Some(i), true) = (id, records.is_empty()) {
         anyhow::bail!("no quarantined record {i} for source {source}");
     }
+    // Replayed events must match their schema now, as the source requires.
+    let schemas = config.schemas.as_ref().map(|s| s.load()).transpose()?;
     let mut all_ok = true;
     for q in &records {
-        match quarantine::replay(&log, q, topic, max).await? {
+        match quarantine::replay(&log, q, topic, max, schemas.as_ref()).await? {
             Replayed::Appended => writeln!(out, "{}: appended to the log", q.id)?,
             Replayed::Kept(why) => {
                 all_ok = false;

@@ -65,6 +65,12 @@ pub struct ConsumerConfig {
     /// `[privacy.classes]` declares any class.
     #[serde(default)]
     pub policy: Option<switchyard_privacy::PolicyConfig>,
+    /// Pinned schema versions, per schema family (`{ customer = 1 }`): an
+    /// event of a pinned family that was validated against another version
+    /// is filtered by the rule `schema_versions` (acknowledged, counted,
+    /// not sent). Events of other families pass.
+    #[serde(default)]
+    pub schema_versions: std::collections::BTreeMap<String, u32>,
 }
 
 /// Batch limits: a batch is sent when it holds `max_events` events or
@@ -128,8 +134,31 @@ fn default_dedup() -> Duration {
 pub use switchyard_store::consumer::Start;
 
 impl ConsumerConfig {
+    /// Whether an event with these attributes passes `schema_versions`.
+    pub fn takes_schema_version(
+        &self,
+        attributes: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        use switchyard_sources::schema::{FAMILY_ATTR, VERSION_ATTR};
+        match attributes
+            .get(FAMILY_ATTR)
+            .and_then(|f| self.schema_versions.get(f))
+        {
+            None => true,
+            Some(pinned) => attributes.get(VERSION_ATTR) == Some(&pinned.to_string()),
+        }
+    }
+
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         let e = |p: &str, m: String| ConfigError::new(format!("{path}.{p}"), m);
+        for (family, v) in &self.schema_versions {
+            if *v == 0 {
+                errors.push(e(
+                    &format!("schema_versions.{family}"),
+                    "schema versions start at 1".into(),
+                ));
+            }
+        }
         if self.topics.is_empty() {
             errors.push(e("topics", "must list at least one topic glob".into()));
         }

@@ -69,6 +69,9 @@ pub struct Config {
     /// the audit trail (`switchyard-privacy`).
     #[serde(default)]
     pub privacy: switchyard_privacy::PrivacyConfig,
+    /// `[schemas]`: the schema registry events are validated by; none without it.
+    #[serde(default)]
+    pub schemas: Option<switchyard_sources::schema::SchemasConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,6 +303,9 @@ impl Config {
         for src in self.sources.values_mut() {
             src.resolve_paths(base);
         }
+        if let Some(s) = &mut self.schemas {
+            s.resolve_paths(base);
+        }
     }
 
     /// Check every semantic rule; push one error per problem.
@@ -370,6 +376,9 @@ impl Config {
         self.coordination.validate(errors);
         self.redis.validate(errors);
         self.log.validate(errors);
+        if let Some(s) = &self.schemas {
+            s.validate("schemas", errors);
+        }
         for (name, c) in &self.consumers {
             let path = format!("consumers.{name}");
             if !valid_name(name) {

@@ -86,6 +86,14 @@ impl Template {
         })
     }
 
+    /// Every placeholder, built-ins included.
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v.as_str()),
+            Part::Lit(_) => None,
+        })
+    }
+
     /// Column names the template reads (built-ins excluded).
     pub fn columns(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {

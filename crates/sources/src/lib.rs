@@ -11,11 +11,13 @@
 //! [`cdc_rules`] holds what the CDC sources share (rules → topics);
 //! [`schema_drift`] their schema-change detection, announcement and history;
 //! [`quarantine`] the records they could not map.
+//! [`schema`] the schema registry both HTTP and CDC events are checked by.
 pub mod cdc_rules;
 pub mod http;
 pub mod mysql;
 pub mod postgres;
 pub mod quarantine;
+pub mod schema;
 pub mod schema_drift;
 
 use std::future::Future;

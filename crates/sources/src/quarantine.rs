@@ -10,7 +10,9 @@
 //! - an event larger than the source's `max_event_size` (`oversized`);
 //! - a row the source cannot decode (a tuple that does not fit the table's
 //!   columns, a value the binlog decoder cannot read): no event, only its
-//!   identity and position (it cannot be replayed; the reason says so).
+//!   identity and position (it cannot be replayed; the reason says so);
+//! - an event the schema registry refuses (`schema`, see `crate::schema`),
+//!   with the violation; replayed once the schema or the row is fixed.
 //!
 //! A mapping pushes records into its [`Sink`] (synchronously, while
 //! decoding); the source's loop [`flush`]es the sink to Redis before the
@@ -120,6 +122,7 @@ fn quarantine_kind(k: &str) -> &'static str {
     match k {
         "invalid_topic" => "invalid_topic",
         "oversized" => "oversized",
+        "schema" => "schema",
         _ => "undecodable",
     }
 }
@@ -154,26 +157,42 @@ pub fn screen(events: &mut Vec<Event>, sink: &Sink, table: &str, max_size: u64) 
     events.retain(|ev| match problem(ev, max_size) {
         None => true,
         Some((kind, reason)) => {
-            let (position, seq) = ev
-                .commit
-                .as_ref()
-                .map(|c| (c.id.clone(), c.seq))
-                .unwrap_or_else(|| ("snapshot".into(), 0));
-            sink.push(Quarantined {
-                id: ev.id.clone(),
-                source: ev.source.clone(),
-                table: table.to_string(),
-                key: ev.key.clone().unwrap_or(Value::Null),
-                position,
-                seq,
-                kind: kind.into(),
-                reason,
-                quarantined_at: Utc::now(),
-                event: Some(ev.clone()),
-            });
+            sink.push(Quarantined::of_event(ev, table, kind, reason));
             false
         }
     });
+}
+
+impl Quarantined {
+    /// A mapped event that cannot be written as it is, with its identity.
+    pub fn of_event(ev: &Event, table: &str, kind: &str, reason: String) -> Quarantined {
+        let (position, seq) = ev
+            .commit
+            .as_ref()
+            .map(|c| (c.id.clone(), c.seq))
+            .unwrap_or_else(|| ("snapshot".into(), 0));
+        Quarantined {
+            id: ev.id.clone(),
+            source: ev.source.clone(),
+            table: table.to_string(),
+            key: ev.key.clone().unwrap_or(Value::Null),
+            position,
+            seq,
+            kind: kind.into(),
+            reason,
+            quarantined_at: Utc::now(),
+            event: Some(ev.clone()),
+        }
+    }
+}
+
+/// Write `records` to `source`'s quarantine (one `HSET`, keyed by id).
+pub async fn put(log: &Log, source: &str, records: &[Quarantined]) -> Result<(), LogError> {
+    let entries: Vec<(String, String)> = records
+        .iter()
+        .map(|q| (q.id.clone(), serde_json::to_string(q).unwrap_or_default()))
+        .collect();
+    switchyard_store::quarantine::put(log, source, &entries).await
 }
 
 /// Write what `sinks` hold to `source`'s quarantine.
@@ -186,14 +205,7 @@ pub async fn flush<'a>(
     for s in sinks {
         all.extend(s.take());
     }
-    if all.is_empty() {
-        return Ok(());
-    }
-    let entries: Vec<(String, String)> = all
-        .iter()
-        .map(|q| (q.id.clone(), serde_json::to_string(q).unwrap_or_default()))
-        .collect();
-    switchyard_store::quarantine::put(log, source, &entries).await
+    put(log, source, &all).await
 }
 
 /// `source`'s quarantined records, oldest first.
@@ -218,12 +230,14 @@ pub enum Replayed {
 
 /// Replay one record: its event (with `topic` instead of its own, when
 /// given) is appended to the log and the record removed; a record that
-/// still cannot be written is kept, with the reason.
+/// still cannot be written is kept, with the reason. With a schema
+/// registry, the event must match its schema now, as the source requires.
 pub async fn replay(
     log: &Log,
     q: &Quarantined,
     topic: Option<&str>,
     max_size: u64,
+    schemas: Option<&crate::schema::Registry>,
 ) -> Result<Replayed, LogError> {
     let Some(ev) = &q.event else {
         return Ok(Replayed::Kept(format!(
@@ -238,6 +252,13 @@ pub async fn replay(
     }
     if let Some((_, why)) = problem(&ev, max_size) {
         return Ok(Replayed::Kept(format!("still not writable: {why}")));
+    }
+    if let Some(reg) = schemas {
+        if let Err(v) = reg.check(&mut ev) {
+            return Ok(Replayed::Kept(format!(
+                "still does not match its schema: {v}; fix the schema (`switchyard schema check`) or the row"
+            )));
+        }
     }
     log.append(std::slice::from_ref(&ev)).await?;
     switchyard_store::quarantine::remove(log, &q.source, &q.id).await?;

@@ -13,7 +13,8 @@
 //! - [`source_state`]: what a source keeps between runs;
 //! - [`privacy`]: the consent store and the audit trail.
 //! - [`schema`]: a CDC source's table shapes and schema history;
-//! - [`quarantine`]: the records a CDC source could not map.
+//! - [`quarantine`]: the records a CDC source could not map or the schema
+//!   registry refused.
 //!
 //! Slots: a partition's keys share the hash tag `{p<N>}`; every multi-key
 //! operation stays within one partition, hence one slot (each says so).

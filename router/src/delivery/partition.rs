@@ -430,10 +430,17 @@ impl Partition {
                     {
                         continue; // already in line
                     }
-                    if !self.ctx.topics.is_match(&ev.topic)
+                    let rule = if !self.ctx.topics.is_match(&ev.topic)
                         && !super::privacy::must_see(&self.ctx, &ev)
                     {
-                        self.ctx.stats.filtered("topics");
+                        Some("topics")
+                    } else if !self.ctx.cfg.takes_schema_version(&ev.attributes) {
+                        Some("schema_versions")
+                    } else {
+                        None
+                    };
+                    if let Some(rule) = rule {
+                        self.ctx.stats.filtered(rule);
                         filtered.push(sid);
                         if counted {
                             self.room.add_permits(1);

@@ -26,6 +26,28 @@ pub struct HttpSourceConfig {
     /// Segment-compatible ingest (`/v1/track`, `/v1/batch`, …): on when set.
     #[serde(default)]
     pub segment: Option<SegmentConfig>,
+    /// The topic each event is written to, made from its fields, like a CDC
+    /// source's `topic` template: `"customer.{attributes.banner}.{topic}"`.
+    /// Placeholders: `topic` (the posted one), `account_id`, `op`, `source`,
+    /// `attributes.<name>`, `data.<field>[.<field>…]`. A missing field or a
+    /// value that makes an invalid topic is a 400 naming the field. Unset:
+    /// the posted topic.
+    #[serde(default)]
+    pub topic_template: Option<String>,
+}
+
+/// The placeholders of `topic_template` that are not event fields.
+const TEMPLATE_BUILTINS: &[&str] = &["topic", "account_id", "op", "source"];
+
+/// Whether `name` is a placeholder `topic_template` may use.
+pub(crate) fn template_var_ok(name: &str) -> bool {
+    TEMPLATE_BUILTINS.contains(&name)
+        || name
+            .strip_prefix("attributes.")
+            .is_some_and(|a| !a.is_empty())
+        || name
+            .strip_prefix("data.")
+            .is_some_and(|d| d.split('.').all(|s| !s.is_empty()))
 }
 
 /// `[sources.<name>.cloudevents]`.
@@ -184,6 +206,26 @@ impl HttpSourceConfig {
         }
         if let Some(seg) = &self.segment {
             seg.validate(&format!("{path}.segment"), errors);
+        }
+        if let Some(t) = &self.topic_template {
+            let p = format!("{path}.topic_template");
+            match crate::cdc_rules::Template::parse(t) {
+                Err(e) => errors.push(ConfigError::new(&p, e)),
+                Ok(tpl) => {
+                    if let Some(e) = tpl.literal_error() {
+                        errors.push(ConfigError::new(&p, e));
+                    }
+                    if let Some(v) = tpl.vars().find(|v| !template_var_ok(v)) {
+                        errors.push(ConfigError::new(
+                            &p,
+                            format!(
+                                "`{{{v}}}` is not a placeholder of an HTTP source (use topic, \
+                                 account_id, op, source, attributes.<name>, data.<field>)"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Ingest {
     pub log: Log,
     pub auth: Auth,
     pub limits: IngestLimits,
+    /// `[schemas]`: the registry events are validated by; none: no schemas.
+    pub schemas: Option<std::sync::Arc<crate::schema::Registry>>,
 }
 
 /// A JSON response.
@@ -303,7 +305,7 @@ async fn ingest_inner<'a>(
     })
     .await?;
     let now = Utc::now();
-    let (events, checked, topic_fields) = match (format, ce_mode) {
+    let (events, checked, topic_fields, labels) = match (format, ce_mode) {
         (Some(format), _) => {
             let items = split_body(format, &body, state.limits.max_batch)?;
             let mut events = Vec::with_capacity(items.len());
@@ -311,6 +313,7 @@ async fn ingest_inner<'a>(
             // an Idempotency-Key: those are checked. Ids generated here cannot.
             let mut checked = Vec::with_capacity(items.len());
             let mut topic_fields = Vec::with_capacity(items.len());
+            let mut labels = Vec::with_capacity(items.len());
             for (i, (label, v)) in items.into_iter().enumerate() {
                 let client_id = v.get("id").is_some_and(|id| !id.is_null());
                 let mut ev = to_event(&label, v, source.name(), trace.as_deref(), now)?;
@@ -319,9 +322,10 @@ async fn ingest_inner<'a>(
                 }
                 checked.push(client_id || idempotency_key.is_some());
                 topic_fields.push(format!("{label}.topic"));
+                labels.push(label);
                 events.push(ev);
             }
-            (events, checked, topic_fields)
+            (events, checked, topic_fields, labels)
         }
         (None, Some(mode)) => {
             let converted = cloudevents::events(
@@ -335,15 +339,12 @@ async fn ingest_inner<'a>(
             )?;
             // Every CloudEvent has an id: all are checked.
             let checked = converted.iter().map(|c| c.checked).collect();
-            let (fields, events) = converted
-                .into_iter()
-                .map(|c| (c.topic_field, c.event))
-                .unzip();
-            (events, checked, fields)
+            let (fields, labels, events) = unzip(converted);
+            (events, checked, fields, labels)
         }
         (None, None) => unreachable!("either a native format or a CloudEvents mode"),
     };
-    append(state, source, events, &checked, &topic_fields).await
+    append(state, source, events, &checked, &topic_fields, &labels).await
 }
 
 async fn segment_inner<'a>(
@@ -379,23 +380,42 @@ async fn segment_inner<'a>(
     )?;
     // Messages without a messageId get ids generated here: not checked.
     let checked: Vec<bool> = converted.iter().map(|c| c.checked).collect();
-    let (fields, events): (Vec<String>, Vec<_>) = converted
-        .into_iter()
-        .map(|c| (c.topic_field, c.event))
-        .unzip();
-    append(state, source, events, &checked, &fields).await
+    let (fields, labels, events) = unzip(converted);
+    append(state, source, events, &checked, &fields, &labels).await
 }
 
-/// The topic permission of every event (403 naming its topic field), then
-/// the append and the 202 body: each event's id, partition and stream id,
-/// or `duplicate: true`.
+/// Topic fields, labels and events of converted messages.
+fn unzip(
+    converted: Vec<super::Converted>,
+) -> (Vec<String>, Vec<String>, Vec<switchyard_core::event::Event>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    for c in converted {
+        out.0.push(c.topic_field);
+        out.1.push(c.label);
+        out.2.push(c.event);
+    }
+    out
+}
+
+/// The source's topic template and the schema registry on every event
+/// (400 naming the field), the topic permission of every event (403 naming
+/// its topic field), then the append and the 202 body: each event's id,
+/// partition and stream id, or `duplicate: true`.
 async fn append(
     state: &Ingest,
     source: &AuthSource,
-    events: Vec<switchyard_core::event::Event>,
+    mut events: Vec<switchyard_core::event::Event>,
     checked: &[bool],
     topic_fields: &[String],
+    labels: &[String],
 ) -> Result<Value, Reject> {
+    for (ev, label) in events.iter_mut().zip(labels) {
+        source.apply_topic_template(ev, label)?;
+        if let Some(reg) = &state.schemas {
+            reg.check(ev)
+                .map_err(|v| Reject::new(400, Some(v.field(label)), v.to_string()))?;
+        }
+    }
     for (ev, field) in events.iter().zip(topic_fields) {
         if !source.allows(&ev.topic) {
             return Err(Reject::new(

@@ -84,6 +84,8 @@ pub struct AuthSource {
     topics: GlobSet,
     cloudevents: CloudEventsConfig,
     segment: Option<SegmentConfig>,
+    /// `sources.<name>.topic_template`.
+    topic_template: Option<crate::cdc_rules::Template>,
 }
 
 impl Auth {
@@ -126,6 +128,12 @@ impl Auth {
                 topics: b.build()?,
                 cloudevents: h.cloudevents.clone(),
                 segment: h.segment.clone(),
+                topic_template: h
+                    .topic_template
+                    .as_deref()
+                    .map(crate::cdc_rules::Template::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("sources.{name}.topic_template: {e}"))?,
             });
         }
         Ok(Auth {
@@ -170,6 +178,79 @@ impl AuthSource {
     /// `sources.<name>.segment` (set: this source authenticated with it).
     pub fn segment(&self) -> Option<&SegmentConfig> {
         self.segment.as_ref()
+    }
+
+    /// `sources.<name>.topic_template`: the event's topic made from its
+    /// fields (`customer.{attributes.banner}.{topic}`). A field that is
+    /// missing (or null), or whose value would make an invalid topic, is a
+    /// 400 naming it (`events[i].attributes.banner`); nothing is written.
+    pub fn apply_topic_template(&self, ev: &mut Event, label: &str) -> Result<(), Reject> {
+        let Some(tpl) = &self.topic_template else {
+            return Ok(());
+        };
+        let setting = format!("sources.{}.topic_template", self.name);
+        let mut values: Vec<(&str, Value)> = Vec::new();
+        for name in tpl.columns() {
+            let v = match name {
+                "account_id" => Some(Value::String(ev.account_id.clone())),
+                "topic" => Some(Value::String(ev.topic.clone())),
+                _ => match (name.strip_prefix("attributes."), name.strip_prefix("data.")) {
+                    (Some(a), _) => ev.attributes.get(a).cloned().map(Value::String),
+                    (_, Some(path)) => ev
+                        .data
+                        .as_ref()
+                        .and_then(|d| path.split('.').try_fold(d, |v, k| v.get(k)))
+                        .filter(|v| !v.is_null())
+                        .cloned(),
+                    _ => None,
+                },
+            };
+            match v {
+                Some(Value::String(s)) if s.is_empty() => {
+                    return Err(Reject::bad(
+                        format!("{label}.{name}"),
+                        format!("must not be empty: {setting} makes the topic from it"),
+                    ))
+                }
+                Some(v) => values.push((name, v)),
+                None => {
+                    return Err(Reject::bad(
+                        format!("{label}.{name}"),
+                        format!("is required: {setting} makes the topic from it"),
+                    ))
+                }
+            }
+        }
+        let vars = crate::cdc_rules::Vars {
+            op: ev.op,
+            table: "",
+            schema: "",
+            source: &self.name,
+        };
+        let lookup = |c: &str| values.iter().find(|(n, _)| *n == c).map(|(_, v)| v);
+        let topic = tpl.render(&vars, &lookup);
+        if event::valid_topic(&topic) {
+            ev.topic = topic;
+            return Ok(());
+        }
+        // Name the field whose value has a character no topic may hold (or
+        // is empty); for a topic that is only too long, the first field.
+        let bad = values
+            .iter()
+            .find(|(_, v)| match v {
+                Value::String(s) => s.is_empty() || !s.chars().all(event::topic_char),
+                other => !other.to_string().chars().all(event::topic_char),
+            })
+            .or(values.first())
+            .map(|(n, _)| format!("{label}.{n}"))
+            .unwrap_or_else(|| format!("{label}.topic"));
+        Err(Reject::bad(
+            bad,
+            format!(
+                "its value would make an invalid topic through {setting} (topics {})",
+                event::TOPIC_RULE
+            ),
+        ))
     }
 }
 
@@ -1017,5 +1098,68 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.trace, None);
+    }
+
+    #[test]
+    fn topic_template_fills_the_banner_and_names_the_field_of_a_bad_value() {
+        let source = |tpl: &str| -> crate::SourceConfig {
+            toml::from_str(&format!(
+                "type = \"http\"\ntoken = \"a-token-long-enough-0123\"\ntopic_template = \"{tpl}\""
+            ))
+            .unwrap()
+        };
+        let sources = BTreeMap::from([(
+            "web".to_string(),
+            source("customer.{attributes.banner}.{topic}"),
+        )]);
+        let auth = Auth::from_sources(&sources).unwrap();
+        let src = auth
+            .authenticate(Some("Bearer a-token-long-enough-0123"))
+            .unwrap();
+        let posted = |attrs: Value| {
+            ev(json!({"topic": "email_changed", "account_id": "1", "attributes": attrs})).unwrap()
+        };
+        let mut e = posted(json!({"banner": "banner-a"}));
+        src.apply_topic_template(&mut e, "event").unwrap();
+        assert_eq!(e.topic, "customer.banner-a.email_changed");
+        for attrs in [
+            json!({"banner": "banner a"}),
+            json!({"banner": "a/b"}),
+            json!({"banner": ""}),
+            json!({"banner": "x".repeat(300)}),
+            json!({}),
+        ] {
+            let mut e = posted(attrs.clone());
+            let r = src.apply_topic_template(&mut e, "events[2]").unwrap_err();
+            assert_eq!(r.status, 400);
+            assert_eq!(
+                r.field.as_deref(),
+                Some("events[2].attributes.banner"),
+                "{attrs}"
+            );
+            assert_eq!(e.topic, "email_changed", "not changed");
+        }
+        // `data.<path>`, and the config check of placeholders.
+        let sources = BTreeMap::from([(
+            "web".to_string(),
+            source("order.{data.store.banner}.{topic}"),
+        )]);
+        let auth = Auth::from_sources(&sources).unwrap();
+        let src = auth
+            .authenticate(Some("Bearer a-token-long-enough-0123"))
+            .unwrap();
+        let mut e = ev(json!({"topic": "created", "account_id": "1",
+                              "data": {"store": {"banner": "banner-b"}}}))
+        .unwrap();
+        src.apply_topic_template(&mut e, "event").unwrap();
+        assert_eq!(e.topic, "order.banner-b.created");
+        let mut errors = Vec::new();
+        let crate::SourceConfig::Http(h) = source("customer.{table}.{x}") else {
+            unreachable!()
+        };
+        h.validate("sources.web", &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "sources.web.topic_template");
+        assert!(errors[0].message.contains("{table}"), "{errors:?}");
     }
 }

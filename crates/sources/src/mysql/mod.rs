@@ -328,9 +328,16 @@ pub async fn append_retry(
     if events.is_empty() {
         return Ok(());
     }
+    // Events their schema refuses go to the source's quarantine first.
+    let (events, refused) = crate::schema::split_cdc(events);
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
-        match log.append(events).await {
+        let written = match crate::schema::quarantine(log, source, &refused).await {
+            Ok(()) if events.is_empty() => Ok(Vec::new()),
+            Ok(()) => log.append(&events).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(appended) => {
                 let dups = appended.iter().filter(|a| a.stream_id.is_none()).count();
                 if dups > 0 {
