@@ -117,8 +117,9 @@ enum Command {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
-    /// The schema registry (`[schemas]`): `schema check` refuses a schema
-    /// version that breaks backward compatibility with the previous one.
+    /// Schemas: `schema check` refuses a registry version (`[schemas]`) that
+    /// breaks backward compatibility; `schema history` lists the table
+    /// changes a CDC source detected.
     Schema {
         #[command(subcommand)]
         action: SchemaAction,
@@ -166,11 +167,6 @@ enum Command {
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
-    },
-    /// A CDC source's schema history: every table change it detected.
-    Schema {
-        #[command(subcommand)]
-        action: SchemaAction,
     },
     /// A CDC source's quarantine: records it could not map (invalid topic,
     /// oversized event, undecodable row).
@@ -226,6 +222,18 @@ enum DlqAction {
 
 #[derive(Subcommand)]
 enum SchemaAction {
+    /// Load every schema, then compare each version with the one before:
+    /// a removed, optional-made or retyped required field, a new required
+    /// field or a narrowed enum is refused, naming the file and the field
+    /// (exit 1; 2 when a schema does not load).
+    Check {
+        /// Config file whose `schemas.dir` to check.
+        #[arg(long, short, required_unless_present = "dir", conflicts_with = "dir")]
+        config: Option<PathBuf>,
+        /// The schema folder itself (`<family>/<version>.json`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Print the schema changes a CDC source detected, oldest first.
     History {
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
@@ -367,22 +375,6 @@ enum NewWhat {
         /// defaults to the one this binary was built from.
         #[arg(long)]
         sdk: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
-enum SchemaAction {
-    /// Load every schema, then compare each version with the one before:
-    /// a removed, optional-made or retyped required field, a new required
-    /// field or a narrowed enum is refused, naming the file and the field
-    /// (exit 1; 2 when a schema does not load).
-    Check {
-        /// Config file whose `schemas.dir` to check.
-        #[arg(long, short, required_unless_present = "dir", conflicts_with = "dir")]
-        config: Option<PathBuf>,
-        /// The schema folder itself (`<family>/<version>.json`).
-        #[arg(long)]
-        dir: Option<PathBuf>,
     },
 }
 
